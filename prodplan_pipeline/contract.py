@@ -1,0 +1,296 @@
+"""The workbook contract: the nine sheets of ``Folha_IA.xlsx``, defined once.
+
+Everything that needs to know a header, a column type, a key or a table name reads it from
+here: the staging DDL, validation, the merge SQL, the generated documentation and the sample
+generator. The SQL schema in ``sql/migrations`` is written by hand (it carries partitioning and
+indexes) and a test proves it agrees with this module column by column.
+
+Identifiers in generated SQL come only from this module, never from input.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+
+class ColumnType(enum.Enum):
+    """A column's logical type, with the PostgreSQL type it is stored as in core."""
+
+    INTEGER = "integer"
+    DECIMAL = "numeric"
+    TIMESTAMP = "timestamp without time zone"
+    TEXT = "text"
+    # 0/1 flags and small codes (severity, shift) are smallint; their domains are data
+    # expectations (reported), not constraints (which would make a merge fail).
+    SMALLINT = "smallint"
+
+    @property
+    def sql_type(self) -> str:
+        return self.value
+
+
+# The source system writes an empty value as this text; it means SQL NULL.
+NULL_TEXT = "NULL"
+
+
+def snake_case(header: str) -> str:
+    """``Of_DataCriacao`` -> ``of_data_criacao``; ``OFCH_GRAVIDADE`` -> ``ofch_gravidade``."""
+    parts = []
+    for part in header.split("_"):
+        part = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", part)
+        part = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", part)
+        parts.append(part.lower())
+    return "_".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    type: ColumnType
+    required: bool = True
+    references: str | None = None  # "Sheet.Header" of the referenced key, if any
+    domain: tuple[int, ...] | None = None  # allowed values (checked as expectations)
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        """The snake_case column name in staging and core."""
+        return snake_case(self.header)
+
+
+@dataclass(frozen=True)
+class DerivedColumn:
+    """A core-only column computed by the pipeline (not present in the workbook)."""
+
+    name: str
+    sql_type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Sheet:
+    name: str
+    table: str  # core table name (without schema)
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] | None  # headers; None: no source key (surrogate built from the row)
+    description: str
+    collapse_duplicates: bool = True  # exact duplicate rows are collapsed and counted
+    derived: tuple[DerivedColumn, ...] = field(default_factory=tuple)
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        return tuple(c.header for c in self.columns)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        if self.key is None:
+            return SURROGATE_KEY
+        return tuple(self.column(h).name for h in self.key)
+
+    @property
+    def core_table(self) -> str:
+        return f"core.{self.table}"
+
+    @property
+    def staging_table(self) -> str:
+        return f"staging.{self.table}_raw"
+
+    def column(self, header: str) -> Column:
+        for c in self.columns:
+            if c.header == header:
+                return c
+        raise KeyError(f"{self.name} has no column {header!r}")
+
+
+# Core columns of a sheet without a source key: a fingerprint of the row's values and the
+# occurrence number among identical rows, so genuine repeated rows all land and re-ingesting
+# the same rows is idempotent.
+SURROGATE_KEY = ("row_fingerprint", "occurrence")
+
+# Staging tables carry the Excel row number (1-based, the header is row 1) before the columns.
+EXCEL_ROW = "excel_row"
+
+INT, DEC, TS, TXT, SMALL = (
+    ColumnType.INTEGER,
+    ColumnType.DECIMAL,
+    ColumnType.TIMESTAMP,
+    ColumnType.TEXT,
+    ColumnType.SMALLINT,
+)
+FLAG = (0, 1)
+LEVELS = (1, 2, 3)
+
+ORDENS_FABRICO = Sheet(
+    name="OrdensFabrico",
+    table="ordens_fabrico",
+    description="Manufacturing orders: one row per order.",
+    key=("Of_Id",),
+    columns=(
+        Column("Of_Id", INT),
+        Column("Of_DataCriacao", TS, description="created"),
+        Column("Of_DataAcabamento", TS, required=False, description="finished; NULL = open"),
+        Column("Of_ProdutoId", INT, references="Modelos.Produto_Id"),
+        Column("Of_FaseId", INT, references="Fases.Fase_Id", description="current phase"),
+        Column("Of_DataTransporte", TS, required=False, description="shipping (due) date"),
+    ),
+    derived=(
+        DerivedColumn("lead_time_seconds", "double precision", "finished - created, when ordered"),
+        DerivedColumn("is_on_time", "boolean", "finished by the end of the shipping day"),
+    ),
+)
+
+FASES_ORDEM_FABRICO = Sheet(
+    name="FasesOrdemFabrico",
+    table="fases_ordem_fabrico",
+    description="Order phases: one row per pass of an order through a phase.",
+    key=("FaseOf_Id",),
+    columns=(
+        Column("FaseOf_Id", INT),
+        Column("FaseOf_OfId", INT, references="OrdensFabrico.Of_Id"),
+        Column("FaseOf_Inicio", TS, description="started"),
+        Column("FaseOf_Fim", TS, required=False, description="ended; NULL = still open"),
+        Column("FaseOf_DataPrevista", TS, required=False, description="planned date"),
+        Column("FaseOf_Coeficiente", DEC, description="standard-hours weight"),
+        Column("FaseOf_CoeficienteX", DEC),
+        Column("FaseOf_FaseId", INT, references="Fases.Fase_Id"),
+        Column("FaseOf_Peso", DEC, description="kg"),
+        Column("FaseOf_Retorno", SMALL, domain=FLAG, description="1 = rework pass"),
+        Column("FaseOf_Turno", SMALL, required=False, domain=LEVELS, description="shift"),
+        Column("FaseOf_Sequencia", INT),
+    ),
+    derived=(
+        DerivedColumn("event_time", "timestamp without time zone", "coalesce(fim, inicio); partition key"),
+        DerivedColumn("duration_seconds", "double precision", "fim - inicio when fim >= inicio"),
+        DerivedColumn("is_open", "boolean", "fim is NULL"),
+        DerivedColumn("is_done", "boolean", "not is_open"),
+    ),
+)
+
+FUNCIONARIOS_FASE_ORDEM_FABRICO = Sheet(
+    name="FuncionariosFaseOrdemFabrico",
+    table="funcionarios_fase_ordem_fabrico",
+    description="Who worked an order phase: one row per (phase row, employee).",
+    key=("FuncionarioFaseOf_FaseOfId", "FuncionarioFaseOf_FuncionarioId"),
+    columns=(
+        Column("FuncionarioFaseOf_FaseOfId", INT, references="FasesOrdemFabrico.FaseOf_Id"),
+        Column("FuncionarioFaseOf_FuncionarioId", INT, references="Funcionarios.Funcionario_Id"),
+        Column("FuncionarioFaseOf_Chefe", SMALL, domain=FLAG, description="1 = team lead"),
+    ),
+)
+
+ORDEM_FABRICO_ERROS = Sheet(
+    name="OrdemFabricoErros",
+    table="erros_ordem_fabrico",
+    description="Quality defects found at inspection. No source key: identical rows are "
+    "genuine repeated defects and all of them are kept.",
+    key=None,
+    collapse_duplicates=False,
+    columns=(
+        Column("Erro_Descricao", TXT, description="defect name"),
+        Column("Erro_OfId", INT, references="OrdensFabrico.Of_Id"),
+        Column("Erro_FaseAvaliacao", INT, references="Fases.Fase_Id", description="inspection phase"),
+        Column("OFCH_GRAVIDADE", SMALL, domain=LEVELS, description="severity"),
+        Column("Erro_FaseOfAvaliacao", INT, references="FasesOrdemFabrico.FaseOf_Id"),
+        Column("Erro_FaseOfCulpada", INT, required=False, references="FasesOrdemFabrico.FaseOf_Id"),
+    ),
+    derived=(
+        DerivedColumn("ofch_event_time", "timestamp without time zone", "inspection event time"),
+    ),
+)
+
+FUNCIONARIOS = Sheet(
+    name="Funcionarios",
+    table="funcionarios",
+    description="Employees. The export repeats each employee row; copies are collapsed.",
+    key=("Funcionario_Id",),
+    columns=(
+        Column("Funcionario_Id", INT),
+        Column("Funcionario_Nome", TXT, description="a 'z) ' prefix marks former staff"),
+        Column("Funcionario_Activo", SMALL, domain=FLAG),
+    ),
+)
+
+FUNCIONARIOS_FASES_APTOS = Sheet(
+    name="FuncionariosFasesAptos",
+    table="funcionarios_fases_aptos",
+    description="Employee skills: which phases an employee may work, since when.",
+    key=("FuncionarioFase_FuncionarioId", "FuncionarioFase_FaseId", "FuncionarioFase_Inicio"),
+    columns=(
+        Column("FuncionarioFase_FuncionarioId", INT, references="Funcionarios.Funcionario_Id"),
+        Column("FuncionarioFase_FaseId", INT, references="Fases.Fase_Id"),
+        # Part of the key and legitimately NULL in a few rows (unique NULLS NOT DISTINCT).
+        Column("FuncionarioFase_Inicio", TS, required=False),
+    ),
+)
+
+FASES = Sheet(
+    name="Fases",
+    table="fases_catalogo",
+    description="The phase catalogue.",
+    key=("Fase_Id",),
+    columns=(
+        Column("Fase_Id", INT),
+        Column("Fase_Nome", TXT),
+        Column("Fase_Sequencia", INT),
+        Column("Fase_DeProducao", SMALL, domain=FLAG),
+        Column("Fase_Automatica", SMALL, domain=FLAG),
+    ),
+)
+
+MODELOS = Sheet(
+    name="Modelos",
+    table="modelos",
+    description="Products (kayak models) with their weights and gelcoat quantities.",
+    key=("Produto_Id",),
+    columns=(
+        Column("Produto_Id", INT),
+        Column("Produto_Nome", TXT),
+        # Measures may be unknown for a model; a missing one does not invalidate the product.
+        Column("Produto_PesoDesmolde", DEC, required=False, description="kg"),
+        Column("Produto_PesoAcabamento", DEC, required=False, description="kg"),
+        Column("Produto_QtdGelDeck", DEC, required=False, description="gelcoat kg, deck"),
+        Column("Produto_QtdGelCasco", DEC, required=False, description="gelcoat kg, hull"),
+    ),
+)
+
+FASES_STANDARD_MODELOS = Sheet(
+    name="FasesStandardModelos",
+    table="fases_standard_modelos",
+    description="Standard route per product: its phases in sequence.",
+    key=("ProdutoFase_ProdutoId", "ProdutoFase_FaseId", "ProdutoFase_Sequencia"),
+    columns=(
+        Column("ProdutoFase_ProdutoId", INT, references="Modelos.Produto_Id"),
+        Column("ProdutoFase_FaseId", INT, references="Fases.Fase_Id"),
+        Column("ProdutoFase_Sequencia", INT),
+        Column("ProdutoFase_Coeficiente", DEC),
+        Column("ProdutoFase_CoeficienteX", DEC),
+    ),
+)
+
+# Workbook order, which is also the order the sample generator writes them in.
+SHEETS: tuple[Sheet, ...] = (
+    ORDENS_FABRICO,
+    FASES_ORDEM_FABRICO,
+    FUNCIONARIOS_FASE_ORDEM_FABRICO,
+    ORDEM_FABRICO_ERROS,
+    FUNCIONARIOS,
+    FUNCIONARIOS_FASES_APTOS,
+    FASES,
+    MODELOS,
+    FASES_STANDARD_MODELOS,
+)
+
+SHEETS_BY_NAME: dict[str, Sheet] = {s.name: s for s in SHEETS}
+
+
+def sheet(name: str) -> Sheet:
+    try:
+        return SHEETS_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no sheet {name!r} in the contract; sheets: {', '.join(SHEETS_BY_NAME)}") from None

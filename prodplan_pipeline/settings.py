@@ -1,0 +1,59 @@
+"""The ``PRODPLAN_*`` environment, read in one place into one typed settings object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".prodplan"
+SAMPLE_WORKBOOK_NAME = "Folha_IA.sample.xlsx"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None = None
+    workbook: Path | None = None
+    reports_dir: Path | None = None
+    redis_url: str | None = None
+    alert_webhook_url: str | None = None
+    api_key: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        home = Path(get("PRODPLAN_HOME") or DEFAULT_HOME).expanduser().resolve()
+        workbook = get("PRODPLAN_WORKBOOK")
+        reports = get("PRODPLAN_REPORTS_DIR")
+        return cls(
+            home=home,
+            database_url=get("PRODPLAN_DATABASE_URL"),
+            workbook=Path(workbook).expanduser().resolve() if workbook else None,
+            reports_dir=Path(reports).expanduser().resolve() if reports else None,
+            redis_url=get("PRODPLAN_REDIS_URL"),
+            alert_webhook_url=get("PRODPLAN_ALERT_WEBHOOK_URL"),
+            api_key=get("PRODPLAN_API_KEY"),
+        )
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def reports(self) -> Path:
+        return self.reports_dir or self.home / "reports"
+
+    @property
+    def workbook_path(self) -> Path:
+        """The workbook to ingest: ``PRODPLAN_WORKBOOK``, else the generated sample."""
+        return self.workbook or self.home / "workbooks" / SAMPLE_WORKBOOK_NAME

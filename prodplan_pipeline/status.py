@@ -1,0 +1,34 @@
+"""What ``prodplan status`` reports: schema, recent ingestions, gates, cache version, partitions."""
+
+from __future__ import annotations
+
+from prodplan_pipeline.warehouse.partitions import partition_summary
+
+RECENT_RUNS = """
+    SELECT run_id, status, started_at, finished_at, workbook_sha256, message
+    FROM ops.ingestion_runs ORDER BY run_id DESC LIMIT %s"""
+GATES = """
+    SELECT feature, relationship, match_rate, threshold, status, reason
+    FROM ops.feature_gates ORDER BY feature"""
+SCHEMA = """
+    SELECT count(*) AS migrations_applied, max(version) AS latest, max(applied_at) AS applied_at
+    FROM ops.schema_migrations"""
+CACHE_VERSION = "SELECT version, updated_at FROM ops.cache_version"
+
+
+def _rows(cur, statement: str, params: tuple = ()) -> list[dict]:
+    cur.execute(statement, params)
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def collect_status(conn, recent: int = 5) -> dict:
+    with conn.cursor() as cur:
+        status = {
+            "schema": _rows(cur, SCHEMA)[0],
+            "ingestion_runs": _rows(cur, RECENT_RUNS, (recent,)),
+            "feature_gates": _rows(cur, GATES),
+            "cache_version": _rows(cur, CACHE_VERSION)[0],
+        }
+    status["fases_partitions"] = partition_summary(conn)
+    return status

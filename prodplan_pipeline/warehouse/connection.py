@@ -1,0 +1,144 @@
+"""Resolve the warehouse's URL, create databases on demand, and hand out connections.
+
+SQLAlchemy 2.1 maps a bare ``postgresql://`` URL to psycopg 3, which this project does not
+install (and which breaks dagster-postgres' storage); every URL is therefore normalised to the
+explicit ``postgresql+psycopg2`` driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import cached_property
+
+import psycopg2
+import sqlalchemy as sa
+from psycopg2 import sql
+from sqlalchemy.engine import URL, make_url
+
+from prodplan_pipeline.settings import Settings
+
+MIN_SERVER_VERSION = 150000  # MERGE and UNIQUE NULLS NOT DISTINCT need PostgreSQL 15
+WAREHOUSE_DATABASE = "prodplan"
+DAGSTER_DATABASE = "dagster"
+
+
+class DatabaseConfigError(ValueError):
+    """The configured database cannot serve as ProdPlan's warehouse (a user error, not a bug)."""
+
+
+def normalise_url(url: str) -> URL:
+    """Parse a configured URL; refuse anything that is not PostgreSQL with one clear sentence."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise DatabaseConfigError(
+            f"PRODPLAN_DATABASE_URL is not a valid database URL ({url!r}); expected "
+            "postgresql://user@host:port/database."
+        ) from None
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise DatabaseConfigError(
+            f"PRODPLAN_DATABASE_URL points at {parsed.get_backend_name()!r}, but ProdPlan's "
+            "warehouse must be PostgreSQL 15 or newer (postgresql://user@host:port/database); "
+            "unset it to use the embedded PostgreSQL server."
+        )
+    return parsed.set(drivername="postgresql+psycopg2")
+
+
+def server_url(settings: Settings, database: str = WAREHOUSE_DATABASE) -> URL:
+    """The URL of ``database`` on the configured server, or on the embedded one."""
+    if settings.database_url:
+        url = normalise_url(settings.database_url)
+        # A configured URL names the warehouse database; other databases live beside it.
+        return url if database == WAREHOUSE_DATABASE else url.set(database=database)
+    from prodplan_pipeline.warehouse.embedded import embedded_server_uri
+
+    return normalise_url(embedded_server_uri(settings.pgdata, database))
+
+
+def ensure_database(url: URL) -> None:
+    """Check the server is reachable and recent enough; create the database when missing."""
+    try:
+        conn = _connect_or_create(url)
+    except psycopg2.OperationalError as exc:
+        raise DatabaseConfigError(
+            f"cannot connect to PostgreSQL at {url.render_as_string(hide_password=True)}: "
+            f"{' '.join(str(exc).split())}"
+        ) from None
+    try:
+        version = conn.server_version
+    finally:
+        conn.close()
+    if version < MIN_SERVER_VERSION:
+        raise DatabaseConfigError(
+            f"the PostgreSQL server at {url.render_as_string(hide_password=True)} is version "
+            f"{version // 10000}; ProdPlan needs PostgreSQL 15 or newer."
+        )
+
+
+def _connect_or_create(url: URL):
+    try:
+        return psycopg2.connect(_libpq_dsn(url))
+    except psycopg2.OperationalError as exc:
+        if f'database "{url.database}" does not exist' not in str(exc):
+            raise
+    admin = psycopg2.connect(_libpq_dsn(url.set(database="postgres")))
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cur, contextlib.suppress(
+            psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation
+        ):
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(url.database)))
+    finally:
+        admin.close()
+    return psycopg2.connect(_libpq_dsn(url))
+
+
+def _libpq_dsn(url: URL) -> str:
+    """psycopg2 takes a libpq URI, which has no ``+driver`` part."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Warehouse:
+    """The warehouse database: a URL, an engine, and raw psycopg2 connections for COPY."""
+
+    def __init__(self, url: URL | str):
+        self.url = normalise_url(url) if isinstance(url, str) else url
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, migrate: bool = True) -> Warehouse:
+        """Resolve, create if needed and (by default) migrate the configured warehouse."""
+        settings = settings or Settings.from_env()
+        warehouse = cls(server_url(settings))
+        ensure_database(warehouse.url)
+        if migrate:
+            warehouse.migrate()
+        return warehouse
+
+    @property
+    def display_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    @cached_property
+    def engine(self) -> sa.Engine:
+        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[psycopg2.extensions.connection]:
+        """A psycopg2 connection (commit on success, rollback on error, then closed)."""
+        conn = psycopg2.connect(_libpq_dsn(self.url))
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    def migrate(self, log=None) -> list[str]:
+        from prodplan_pipeline.warehouse.migrations import apply_migrations
+
+        with self.connect() as conn:
+            return apply_migrations(conn, log=log)
+
+    def dispose(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()

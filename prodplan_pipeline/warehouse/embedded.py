@@ -1,0 +1,57 @@
+"""The embedded PostgreSQL server (``pgserver``) used when no ``PRODPLAN_DATABASE_URL`` is set.
+
+The server is started once under ``$PRODPLAN_HOME/pgdata`` and left running when the process
+exits (``cleanup_mode=None``), so the next ``prodplan`` command, the Dagster UI and the API all
+reuse the same server instead of each starting (and fighting over) their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _pgserver():
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); it is harmless here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        return pgserver
+
+
+def embedded_server_uri(pgdata: Path, database: str = "postgres") -> str:
+    """Start the server under ``pgdata`` (or reuse the running one) and return a libpq URI."""
+    pgdata.mkdir(parents=True, exist_ok=True)
+    pgserver = _pgserver()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri(database)
+
+
+def running_server_pid(pgdata: Path) -> int | None:
+    """The postmaster's pid if a server is running on ``pgdata``, without starting one."""
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    return info.pid if info is not None and info.is_running() else None
+
+
+def stop_embedded_server(pgdata: Path) -> bool:
+    """Stop the server running on ``pgdata``; False when none was running."""
+    if running_server_pid(pgdata) is None:
+        return False
+    pgserver = _pgserver()
+    user = "pgserver" if _is_root() else None
+    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def _is_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0
