@@ -67,6 +67,7 @@ class DerivedColumn:
     name: str
     sql_type: str
     description: str
+    required: bool = False  # NOT NULL in core
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,14 @@ class Sheet:
         return tuple(self.column(h).name for h in self.key)
 
     @property
+    def core_columns(self) -> tuple[tuple[str, str, bool], ...]:
+        """(name, SQL type, NOT NULL) of every core column, in table order."""
+        surrogate = tuple((name, sql_type, True) for name, sql_type in SURROGATE_KEY_TYPES)
+        source = tuple((c.name, c.type.sql_type, c.required) for c in self.columns)
+        derived = tuple((d.name, d.sql_type, d.required) for d in self.derived)
+        return (surrogate if self.key is None else ()) + source + derived
+
+    @property
     def core_table(self) -> str:
         return f"core.{self.table}"
 
@@ -111,7 +120,8 @@ class Sheet:
 # Core columns of a sheet without a source key: a fingerprint of the row's values and the
 # occurrence number among identical rows, so genuine repeated rows all land and re-ingesting
 # the same rows is idempotent.
-SURROGATE_KEY = ("row_fingerprint", "occurrence")
+SURROGATE_KEY_TYPES = (("row_fingerprint", "text"), ("occurrence", "integer"))
+SURROGATE_KEY = tuple(name for name, _ in SURROGATE_KEY_TYPES)
 
 # Staging tables carry the Excel row number (1-based, the header is row 1) before the columns.
 EXCEL_ROW = "excel_row"
@@ -165,7 +175,8 @@ FASES_ORDEM_FABRICO = Sheet(
         Column("FaseOf_Sequencia", INT),
     ),
     derived=(
-        DerivedColumn("event_time", "timestamp without time zone", "coalesce(fim, inicio); partition key"),
+        DerivedColumn("event_time", "timestamp without time zone", "coalesce(fim, inicio); partition key",
+                      required=True),
         DerivedColumn("duration_seconds", "double precision", "fim - inicio when fim >= inicio"),
         DerivedColumn("is_open", "boolean", "fim is NULL"),
         DerivedColumn("is_done", "boolean", "not is_open"),

@@ -78,11 +78,11 @@ def ensure_database(url: URL) -> None:
 
 def _connect_or_create(url: URL):
     try:
-        return psycopg2.connect(_libpq_dsn(url))
+        return psycopg2.connect(libpq_dsn(url))
     except psycopg2.OperationalError as exc:
         if f'database "{url.database}" does not exist' not in str(exc):
             raise
-    admin = psycopg2.connect(_libpq_dsn(url.set(database="postgres")))
+    admin = psycopg2.connect(libpq_dsn(url.set(database="postgres")))
     try:
         admin.autocommit = True
         with admin.cursor() as cur, contextlib.suppress(
@@ -91,10 +91,10 @@ def _connect_or_create(url: URL):
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(url.database)))
     finally:
         admin.close()
-    return psycopg2.connect(_libpq_dsn(url))
+    return psycopg2.connect(libpq_dsn(url))
 
 
-def _libpq_dsn(url: URL) -> str:
+def libpq_dsn(url: URL) -> str:
     """psycopg2 takes a libpq URI, which has no ``+driver`` part."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -126,7 +126,7 @@ class Warehouse:
     @contextlib.contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
         """A psycopg2 connection (commit on success, rollback on error, then closed)."""
-        conn = psycopg2.connect(_libpq_dsn(self.url))
+        conn = psycopg2.connect(libpq_dsn(self.url))
         try:
             with conn:
                 yield conn

@@ -19,6 +19,7 @@ def _pgserver():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
+        import pgserver.utils
 
         return pgserver
 
@@ -35,9 +36,7 @@ def embedded_server_uri(pgdata: Path, database: str = "postgres") -> str:
 
 def running_server_pid(pgdata: Path) -> int | None:
     """The postmaster's pid if a server is running on ``pgdata``, without starting one."""
-    from pgserver.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(pgdata)
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(pgdata)
     return info.pid if info is not None and info.is_running() else None
 
 

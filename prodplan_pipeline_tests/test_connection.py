@@ -1,0 +1,60 @@
+"""Where the warehouse lives: a PostgreSQL URL, or the embedded server, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.connection import DatabaseConfigError, normalise_url, server_url
+from prodplan_pipeline.warehouse.embedded import running_server_pid, stop_embedded_server
+from prodplan_pipeline_tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("url", ["sqlite:///prodplan.db", "sqlite://", "mysql://root@localhost/db"])
+def test_a_non_postgresql_url_is_refused_with_one_sentence(url):
+    with pytest.raises(DatabaseConfigError) as error:
+        server_url(Settings(home=Settings.from_env().home, database_url=url))
+    message = str(error.value)
+    assert "must be PostgreSQL" in message and "\n" not in message
+
+
+def test_postgresql_urls_get_the_psycopg2_driver():
+    assert normalise_url("postgresql://u@h:5432/db").drivername == "postgresql+psycopg2"
+    assert normalise_url("postgres://u@h/db").drivername == "postgresql+psycopg2"
+
+
+def test_cli_refuses_sqlite_without_a_traceback(clean_env):
+    result = run_cli(["status"], {**clean_env, "PRODPLAN_DATABASE_URL": "sqlite:///x.db"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "must be PostgreSQL" in result.stderr
+
+
+def test_cli_reports_an_unreachable_server_in_one_paragraph(clean_env):
+    url = "postgresql://postgres@127.0.0.1:1/prodplan"
+    result = run_cli(["status"], {**clean_env, "PRODPLAN_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "cannot connect to PostgreSQL at" in result.stderr
+
+
+def test_embedded_server_is_started_once_and_reused_by_a_second_process(clean_env, tmp_path):
+    """Two real processes: the first starts the server, the second reuses it."""
+    home = tmp_path / "home"
+    try:
+        first = run_cli(["status", "--json"], clean_env)
+        assert first.returncode == 0, first.stderr
+        pid = running_server_pid(home / "pgdata")
+        assert pid is not None, "the server keeps running for the next command"
+        second = run_cli(["status", "--json"], clean_env)
+        assert second.returncode == 0, second.stderr
+        assert running_server_pid(home / "pgdata") == pid, "reused, not restarted"
+        statuses = [json.loads(r.stdout) for r in (first, second)]
+        assert statuses[0]["database"] == statuses[1]["database"]
+        assert "host=" in statuses[0]["database"], "the embedded server listens on a socket only"
+        assert statuses[1]["schema"]["migrations_applied"] == statuses[0]["schema"]["migrations_applied"] > 0
+    finally:
+        stop_embedded_server(home / "pgdata")
+    assert running_server_pid(home / "pgdata") is None
