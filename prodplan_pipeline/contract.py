@@ -123,8 +123,10 @@ class Sheet:
 SURROGATE_KEY_TYPES = (("row_fingerprint", "text"), ("occurrence", "integer"))
 SURROGATE_KEY = tuple(name for name, _ in SURROGATE_KEY_TYPES)
 
-# Staging tables carry the Excel row number (1-based, the header is row 1) before the columns.
+# Staging tables carry the Excel row number (1-based, the header is row 1) and whether the row
+# was rejected by typing, before the contract's columns.
 EXCEL_ROW = "excel_row"
+REJECTED = "rejected"
 
 INT, DEC, TS, TXT, SMALL = (
     ColumnType.INTEGER,

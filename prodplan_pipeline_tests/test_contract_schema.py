@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prodplan_pipeline.contract import EXCEL_ROW, SHEETS, Sheet, snake_case
+from prodplan_pipeline.contract import EXCEL_ROW, REJECTED, SHEETS, Sheet, snake_case
 from prodplan_pipeline.paths import migrations_dir
 from prodplan_pipeline.warehouse.ddl import render_staging_ddl
 
@@ -45,10 +45,11 @@ def test_core_key_matches_the_contract(warehouse, sheet: Sheet):
 
 
 @pytest.mark.parametrize("sheet", SHEETS, ids=lambda s: s.name)
-def test_staging_table_is_text_columns_of_the_contract(warehouse, sheet: Sheet):
+def test_staging_table_is_the_contracts_columns_typed(warehouse, sheet: Sheet):
     schema, table = sheet.staging_table.split(".")
     actual = fetch(warehouse, COLUMNS, (schema, table))
-    assert actual == [(EXCEL_ROW, "integer", True)] + [(n, "text", False) for n in sheet.column_names]
+    assert actual == [(EXCEL_ROW, "integer", True), (REJECTED, "boolean", True)] + [
+        (c.name, c.type.sql_type, False) for c in sheet.columns]
     persistence = fetch(warehouse, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass",
                         (sheet.staging_table,))
     assert persistence == [("u",)], "staging tables are UNLOGGED"

@@ -8,19 +8,21 @@ Regenerate with ``python -m prodplan_pipeline.warehouse.ddl > sql/migrations/004
 
 from __future__ import annotations
 
-from prodplan_pipeline.contract import EXCEL_ROW, SHEETS, Sheet
+from prodplan_pipeline.contract import EXCEL_ROW, REJECTED, SHEETS, Sheet
 
 _HEADER = """\
 -- GENERATED from prodplan_pipeline/contract.py by prodplan_pipeline.warehouse.ddl: do not edit.
--- Landing tables: every cell as text, as read from the workbook, with its Excel row number.
--- UNLOGGED because they are rebuilt from the workbook on every run (no WAL, faster COPY).
+-- Landing tables: every data row of a sheet with its Excel row number, typed as in core by the
+-- reader (cells that failed typing are NULL here and the row is marked rejected; its raw text is
+-- in quarantine.rejects). UNLOGGED: rebuilt from the workbook on every run (no WAL, faster COPY).
 """
 
 
 def staging_table_ddl(sheet: Sheet) -> str:
     width = max(len(EXCEL_ROW), *(len(name) for name in sheet.column_names))
-    lines = [f"    {EXCEL_ROW.ljust(width)}  integer NOT NULL"]
-    lines += [f"    {name.ljust(width)}  text" for name in sheet.column_names]
+    lines = [f"    {EXCEL_ROW.ljust(width)}  integer NOT NULL",
+             f"    {REJECTED.ljust(width)}  boolean NOT NULL"]
+    lines += [f"    {c.name.ljust(width)}  {c.type.sql_type}" for c in sheet.columns]
     body = ",\n".join(lines)
     return f"-- sheet {sheet.name}\nCREATE UNLOGGED TABLE {sheet.staging_table} (\n{body}\n);\n"
 

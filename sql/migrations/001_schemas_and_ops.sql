@@ -17,7 +17,7 @@ CREATE TABLE ops.schema_migrations (
 
 CREATE TABLE ops.ingestion_runs (
     run_id           bigserial PRIMARY KEY,
-    dagster_run_id   text,
+    dagster_run_id   text UNIQUE,
     started_at       timestamptz NOT NULL DEFAULT now(),
     -- when the merge and the reconciliation checks are done (downstream assets not included)
     finished_at      timestamptz,
@@ -34,8 +34,12 @@ CREATE TABLE ops.ingestion_sheet_runs (
     run_id          bigint NOT NULL REFERENCES ops.ingestion_runs ON DELETE CASCADE,
     sheet           text NOT NULL,           -- the sheet's name as in the workbook
     sheet_sha256    text,
-    status          text NOT NULL CHECK (status IN ('merged', 'skipped_unchanged', 'failed', 'refused')),
-    skipped_reason  text,
+    -- staged: read and landed in staging; merged: in core; skipped_unchanged: same content as
+    -- the last merged run (staging and core already hold it); refused: the shrink guard stopped it
+    status          text NOT NULL
+                    CHECK (status IN ('staged', 'merged', 'skipped_unchanged', 'failed', 'refused')),
+    staged_run_id   bigint,          -- the run whose staging rows and rejects this sheet run uses
+    message         text,
     rows_excel      bigint,
     rows_inserted   bigint,
     rows_updated    bigint,
@@ -43,6 +47,8 @@ CREATE TABLE ops.ingestion_sheet_runs (
     rows_deleted    bigint,
     rows_duplicate  bigint,
     rows_rejected   bigint,
+    rows_in_core    bigint,          -- core rows whose key is in this snapshot, after the merge
+    reconciled      boolean,         -- the count check: excel = in_core + duplicate + rejected
     seconds         double precision,
     PRIMARY KEY (run_id, sheet)
 );

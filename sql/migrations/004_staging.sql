@@ -1,97 +1,107 @@
 -- GENERATED from prodplan_pipeline/contract.py by prodplan_pipeline.warehouse.ddl: do not edit.
--- Landing tables: every cell as text, as read from the workbook, with its Excel row number.
--- UNLOGGED because they are rebuilt from the workbook on every run (no WAL, faster COPY).
+-- Landing tables: every data row of a sheet with its Excel row number, typed as in core by the
+-- reader (cells that failed typing are NULL here and the row is marked rejected; its raw text is
+-- in quarantine.rejects). UNLOGGED: rebuilt from the workbook on every run (no WAL, faster COPY).
 
 -- sheet OrdensFabrico
 CREATE UNLOGGED TABLE staging.ordens_fabrico_raw (
     excel_row           integer NOT NULL,
-    of_id               text,
-    of_data_criacao     text,
-    of_data_acabamento  text,
-    of_produto_id       text,
-    of_fase_id          text,
-    of_data_transporte  text
+    rejected            boolean NOT NULL,
+    of_id               integer,
+    of_data_criacao     timestamp without time zone,
+    of_data_acabamento  timestamp without time zone,
+    of_produto_id       integer,
+    of_fase_id          integer,
+    of_data_transporte  timestamp without time zone
 );
 
 -- sheet FasesOrdemFabrico
 CREATE UNLOGGED TABLE staging.fases_ordem_fabrico_raw (
     excel_row              integer NOT NULL,
-    fase_of_id             text,
-    fase_of_of_id          text,
-    fase_of_inicio         text,
-    fase_of_fim            text,
-    fase_of_data_prevista  text,
-    fase_of_coeficiente    text,
-    fase_of_coeficiente_x  text,
-    fase_of_fase_id        text,
-    fase_of_peso           text,
-    fase_of_retorno        text,
-    fase_of_turno          text,
-    fase_of_sequencia      text
+    rejected               boolean NOT NULL,
+    fase_of_id             integer,
+    fase_of_of_id          integer,
+    fase_of_inicio         timestamp without time zone,
+    fase_of_fim            timestamp without time zone,
+    fase_of_data_prevista  timestamp without time zone,
+    fase_of_coeficiente    numeric,
+    fase_of_coeficiente_x  numeric,
+    fase_of_fase_id        integer,
+    fase_of_peso           numeric,
+    fase_of_retorno        smallint,
+    fase_of_turno          smallint,
+    fase_of_sequencia      integer
 );
 
 -- sheet FuncionariosFaseOrdemFabrico
 CREATE UNLOGGED TABLE staging.funcionarios_fase_ordem_fabrico_raw (
     excel_row                           integer NOT NULL,
-    funcionario_fase_of_fase_of_id      text,
-    funcionario_fase_of_funcionario_id  text,
-    funcionario_fase_of_chefe           text
+    rejected                            boolean NOT NULL,
+    funcionario_fase_of_fase_of_id      integer,
+    funcionario_fase_of_funcionario_id  integer,
+    funcionario_fase_of_chefe           smallint
 );
 
 -- sheet OrdemFabricoErros
 CREATE UNLOGGED TABLE staging.erros_ordem_fabrico_raw (
     excel_row               integer NOT NULL,
+    rejected                boolean NOT NULL,
     erro_descricao          text,
-    erro_of_id              text,
-    erro_fase_avaliacao     text,
-    ofch_gravidade          text,
-    erro_fase_of_avaliacao  text,
-    erro_fase_of_culpada    text
+    erro_of_id              integer,
+    erro_fase_avaliacao     integer,
+    ofch_gravidade          smallint,
+    erro_fase_of_avaliacao  integer,
+    erro_fase_of_culpada    integer
 );
 
 -- sheet Funcionarios
 CREATE UNLOGGED TABLE staging.funcionarios_raw (
     excel_row           integer NOT NULL,
-    funcionario_id      text,
+    rejected            boolean NOT NULL,
+    funcionario_id      integer,
     funcionario_nome    text,
-    funcionario_activo  text
+    funcionario_activo  smallint
 );
 
 -- sheet FuncionariosFasesAptos
 CREATE UNLOGGED TABLE staging.funcionarios_fases_aptos_raw (
     excel_row                        integer NOT NULL,
-    funcionario_fase_funcionario_id  text,
-    funcionario_fase_fase_id         text,
-    funcionario_fase_inicio          text
+    rejected                         boolean NOT NULL,
+    funcionario_fase_funcionario_id  integer,
+    funcionario_fase_fase_id         integer,
+    funcionario_fase_inicio          timestamp without time zone
 );
 
 -- sheet Fases
 CREATE UNLOGGED TABLE staging.fases_catalogo_raw (
     excel_row         integer NOT NULL,
-    fase_id           text,
+    rejected          boolean NOT NULL,
+    fase_id           integer,
     fase_nome         text,
-    fase_sequencia    text,
-    fase_de_producao  text,
-    fase_automatica   text
+    fase_sequencia    integer,
+    fase_de_producao  smallint,
+    fase_automatica   smallint
 );
 
 -- sheet Modelos
 CREATE UNLOGGED TABLE staging.modelos_raw (
     excel_row                integer NOT NULL,
-    produto_id               text,
+    rejected                 boolean NOT NULL,
+    produto_id               integer,
     produto_nome             text,
-    produto_peso_desmolde    text,
-    produto_peso_acabamento  text,
-    produto_qtd_gel_deck     text,
-    produto_qtd_gel_casco    text
+    produto_peso_desmolde    numeric,
+    produto_peso_acabamento  numeric,
+    produto_qtd_gel_deck     numeric,
+    produto_qtd_gel_casco    numeric
 );
 
 -- sheet FasesStandardModelos
 CREATE UNLOGGED TABLE staging.fases_standard_modelos_raw (
     excel_row                   integer NOT NULL,
-    produto_fase_produto_id     text,
-    produto_fase_fase_id        text,
-    produto_fase_sequencia      text,
-    produto_fase_coeficiente    text,
-    produto_fase_coeficiente_x  text
+    rejected                    boolean NOT NULL,
+    produto_fase_produto_id     integer,
+    produto_fase_fase_id        integer,
+    produto_fase_sequencia      integer,
+    produto_fase_coeficiente    numeric,
+    produto_fase_coeficiente_x  numeric
 );

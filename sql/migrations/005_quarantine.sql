@@ -5,7 +5,7 @@ CREATE TABLE quarantine.rejects (
     run_id       bigint NOT NULL REFERENCES ops.ingestion_runs ON DELETE CASCADE,
     sheet        text NOT NULL,
     excel_row    integer NOT NULL,
-    reason_code  text NOT NULL CHECK (reason_code IN ('required_null', 'bad_type', 'duplicate_key')),
+    reason_code  text NOT NULL CHECK (reason_code IN ('required_null', 'bad_type', 'duplicate_key', 'blank_row')),
     column_name  text,
     raw_value    text,
     detail       text,

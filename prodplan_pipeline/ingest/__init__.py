@@ -1,0 +1,1 @@
+"""Workbook -> staging -> quarantine -> core: plain functions over a connection, no Dagster."""

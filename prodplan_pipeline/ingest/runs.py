@@ -1,0 +1,99 @@
+"""Bookkeeping of ingestion runs and sheet runs in ``ops`` (what ran, on what, with what result)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from prodplan_pipeline.workbook.inspect import WorkbookInfo
+
+START_RUN = """
+    INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, forced)
+    VALUES (%s, %s, %s, %s)
+    ON CONFLICT (dagster_run_id) DO UPDATE SET dagster_run_id = EXCLUDED.dagster_run_id
+    RETURNING run_id"""
+# Runs left 'running' by a process that died: called under the ingestion lock, so no other
+# ingestion can be running at that moment.
+CLOSE_INTERRUPTED = """
+    UPDATE ops.ingestion_runs SET status = 'failed', finished_at = now(),
+        message = 'interrupted: the process stopped before the run finished'
+    WHERE status = 'running' AND run_id <> %s"""
+LAST_SHEET_RUN = """
+    SELECT status, sheet_sha256, staged_run_id, rows_excel, rows_duplicate, rows_rejected
+    FROM ops.ingestion_sheet_runs WHERE sheet = %s AND run_id < %s
+    ORDER BY run_id DESC LIMIT 1"""
+UPSERT_SHEET_RUN = """
+    INSERT INTO ops.ingestion_sheet_runs AS r
+        (run_id, sheet, sheet_sha256, status, staged_run_id, message, rows_excel, rows_duplicate,
+         rows_rejected, seconds)
+    VALUES (%(run_id)s, %(sheet)s, %(sha)s, %(status)s, %(staged_run_id)s, %(message)s,
+            %(rows_excel)s, %(rows_duplicate)s, %(rows_rejected)s, %(seconds)s)
+    ON CONFLICT (run_id, sheet) DO UPDATE SET sheet_sha256 = EXCLUDED.sheet_sha256,
+        status = EXCLUDED.status, staged_run_id = EXCLUDED.staged_run_id,
+        message = EXCLUDED.message, rows_excel = EXCLUDED.rows_excel,
+        rows_duplicate = EXCLUDED.rows_duplicate, rows_rejected = EXCLUDED.rows_rejected,
+        seconds = EXCLUDED.seconds, rows_inserted = NULL, rows_updated = NULL,
+        rows_unchanged = NULL, rows_deleted = NULL, rows_in_core = NULL, reconciled = NULL"""
+RECORD_MERGE = """
+    UPDATE ops.ingestion_sheet_runs SET status = %(status)s, message = %(message)s,
+        rows_inserted = %(inserted)s, rows_updated = %(updated)s, rows_unchanged = %(unchanged)s,
+        rows_deleted = %(deleted)s, rows_duplicate = %(duplicate)s,
+        rows_rejected = rows_rejected + %(rejected_duplicate_key)s,
+        seconds = coalesce(seconds, 0) + %(seconds)s
+    WHERE run_id = %(run_id)s AND sheet = %(sheet)s"""
+SHEET_RUN = "SELECT * FROM ops.ingestion_sheet_runs WHERE run_id = %s AND sheet = %s"
+
+
+@dataclass(frozen=True)
+class PreviousSheetRun:
+    status: str
+    sheet_sha256: str
+    staged_run_id: int
+    rows_excel: int
+    rows_duplicate: int
+    rows_rejected: int
+
+    @property
+    def merged(self) -> bool:
+        return self.status in ("merged", "skipped_unchanged")
+
+
+def start_run(conn, dagster_run_id: str, workbook: WorkbookInfo, forced: bool) -> int:
+    with conn.cursor() as cur:
+        cur.execute(START_RUN, (dagster_run_id, str(workbook.path), workbook.sha256, forced))
+        run_id = cur.fetchone()[0]
+        cur.execute(CLOSE_INTERRUPTED, (run_id,))
+    return run_id
+
+
+def run_id_for(conn, dagster_run_id: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT run_id FROM ops.ingestion_runs WHERE dagster_run_id = %s", (dagster_run_id,))
+        row = cur.fetchone()
+    if row is None:
+        raise LookupError(f"no ingestion run registered for Dagster run {dagster_run_id}")
+    return row[0]
+
+
+def previous_sheet_run(conn, sheet: str, run_id: int) -> PreviousSheetRun | None:
+    with conn.cursor() as cur:
+        cur.execute(LAST_SHEET_RUN, (sheet, run_id))
+        row = cur.fetchone()
+    return PreviousSheetRun(*row) if row else None
+
+
+def record_sheet_run(conn, **values) -> None:
+    with conn.cursor() as cur:
+        cur.execute(UPSERT_SHEET_RUN, values)
+
+
+def record_merge(conn, run_id: int, sheet: str, status: str, message: str | None, counts) -> None:
+    with conn.cursor() as cur:
+        cur.execute(RECORD_MERGE, {"run_id": run_id, "sheet": sheet, "status": status,
+                                   "message": message, **asdict(counts)})
+
+
+def sheet_run(conn, run_id: int, sheet: str) -> dict | None:
+    with conn.cursor() as cur:
+        cur.execute(SHEET_RUN, (run_id, sheet))
+        row = cur.fetchone()
+        return dict(zip([d.name for d in cur.description], row)) if row else None

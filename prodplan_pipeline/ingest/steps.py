@@ -1,0 +1,86 @@
+"""The three steps each sheet goes through: stage, merge, reconcile.
+
+Each is a plain function over a warehouse; the Dagster assets and checks call them, and so can
+tests and benchmarks. Every step records what it did in ``ops.ingestion_sheet_runs``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from prodplan_pipeline.contract import Sheet
+from prodplan_pipeline.ingest import runs
+from prodplan_pipeline.ingest import statements as q
+from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK, MergeCounts, ShrinkRefused, merge_sheet
+from prodplan_pipeline.ingest.stage import stage_sheet
+from prodplan_pipeline.warehouse import Warehouse
+from prodplan_pipeline.workbook.inspect import WorkbookInfo
+from prodplan_pipeline.workbook.reader import read_sheet
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    sheet: str
+    status: str  # staged | skipped_unchanged
+    rows_excel: int
+    rows_rejected: int
+    seconds: float
+    reason: str | None = None
+    preview: list[dict] | None = None
+
+
+def stage(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheet: Sheet,
+          force: bool = False) -> StageOutcome:
+    """Read the sheet into staging, unless its content equals the last merged snapshot's."""
+    sha = workbook.sheet_sha256.get(sheet.name)
+    with warehouse.connect() as conn:
+        previous = runs.previous_sheet_run(conn, sheet.name, run_id)
+        if not force and previous and previous.merged and previous.sheet_sha256 == sha:
+            reason = f"content unchanged since run {previous.staged_run_id}"
+            runs.record_sheet_run(conn, run_id=run_id, sheet=sheet.name, sha=sha,
+                                  status="skipped_unchanged", staged_run_id=previous.staged_run_id,
+                                  message=reason, rows_excel=previous.rows_excel,
+                                  rows_duplicate=previous.rows_duplicate,
+                                  rows_rejected=previous.rows_rejected, seconds=0.0)
+            return StageOutcome(sheet.name, "skipped_unchanged", previous.rows_excel,
+                                previous.rows_rejected, 0.0, reason)
+    started = time.perf_counter()
+    read = read_sheet(workbook, sheet)
+    with warehouse.connect() as conn:
+        rejected = stage_sheet(conn, read, run_id)
+        seconds = time.perf_counter() - started
+        runs.record_sheet_run(conn, run_id=run_id, sheet=sheet.name, sha=sha, status="staged",
+                              staged_run_id=run_id, message=None, rows_excel=read.rows_excel,
+                              rows_duplicate=0, rows_rejected=rejected, seconds=seconds)
+    preview = read.table.slice(0, 5).to_pylist()
+    return StageOutcome(sheet.name, "staged", read.rows_excel, rejected, seconds, preview=preview)
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    sheet: str
+    status: str  # merged | skipped_unchanged | refused
+    counts: MergeCounts | None
+    message: str | None = None
+
+
+def merge(warehouse: Warehouse, run_id: int, sheet: Sheet,
+          max_shrink: float = DEFAULT_MAX_SHRINK) -> MergeOutcome:
+    """Merge the staged sheet into core in one transaction (a no-op for a skipped sheet)."""
+    with warehouse.connect() as conn:
+        current = runs.sheet_run(conn, run_id, sheet.name)
+    if current is None:
+        raise LookupError(f"sheet '{sheet.name}' was not staged in ingestion run {run_id}")
+    if current["status"] == "skipped_unchanged":
+        return MergeOutcome(sheet.name, "skipped_unchanged", None, current["message"])
+    try:
+        with warehouse.connect() as conn:
+            counts = merge_sheet(conn, sheet, run_id, max_shrink)
+            runs.record_merge(conn, run_id, sheet.name, "merged", None, counts)
+    except ShrinkRefused as refused:
+        with warehouse.connect() as conn:
+            runs.record_merge(conn, run_id, sheet.name, "refused", str(refused),
+                              MergeCounts(0, 0, 0, 0, 0, 0, 0.0))
+        return MergeOutcome(sheet.name, "refused", None, str(refused))
+    return MergeOutcome(sheet.name, "merged", counts)

@@ -1,0 +1,1 @@
+"""Writing ``.xlsx`` workbooks: a small streaming writer and the synthetic sample generator."""

@@ -1,0 +1,153 @@
+"""Open a workbook file safely: what it is, which sheets it has, and a hash per sheet.
+
+Everything here reads the zip directory and raw (compressed) bytes only, so it takes
+milliseconds even for the full 1.1 M-row export: that is what lets an unchanged workbook be
+recognised without parsing a single cell, and lets the workbook sensor hash inside a tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree
+
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ZIP_MAGIC = b"PK\x03\x04"
+# An encrypted (password-protected) .xlsx is an OLE2 file holding this stream (UTF-16 name).
+ENCRYPTED_STREAM = "EncryptedPackage".encode("utf-16-le")
+MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+# Parts whose content changes what a sheet's cells mean (text values, date formats).
+SHARED_PARTS = ("xl/sharedStrings.xml", "xl/styles.xml")
+
+
+class WorkbookError(ValueError):
+    """The workbook cannot be ingested as it is; the message says what to fix, in one paragraph."""
+
+
+@dataclass(frozen=True)
+class WorkbookInfo:
+    path: Path
+    size: int
+    sha256: str
+    sheet_parts: dict[str, str]  # sheet name -> zip part, in workbook order
+    sheet_sha256: dict[str, str]
+
+    @property
+    def sheet_names(self) -> list[str]:
+        return list(self.sheet_parts)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inspect_workbook(path: str | Path) -> WorkbookInfo:
+    """Check that ``path`` is a readable .xlsx workbook; hash it and each of its sheets."""
+    path = Path(path).expanduser()
+    _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = _sheet_parts(path, archive)
+            hashes = {name: _part_hash(path, archive, part) for name, part in parts.items()}
+    except (zipfile.BadZipFile, zlib.error, EOFError, struct.error) as exc:
+        raise WorkbookError(
+            f"{path} is damaged: it starts like an .xlsx workbook but its zip structure cannot be "
+            f"read ({exc}). Re-export it from the ERP or re-save it in Excel."
+        ) from None
+    return WorkbookInfo(path=path.resolve(), size=path.stat().st_size, sha256=file_sha256(path),
+                        sheet_parts=parts, sheet_sha256=hashes)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise WorkbookError(f"{path} does not exist; give the path of the Folha_IA .xlsx export.")
+    if not path.is_file():
+        raise WorkbookError(f"{path} is a folder, not a workbook; give the path of the .xlsx file.")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if head.startswith(OLE2_MAGIC):
+            handle.seek(0)
+            encrypted = ENCRYPTED_STREAM in handle.read(1 << 20)
+            raise WorkbookError(
+                f"{path} is password-protected; remove the password in Excel (File > Info > "
+                "Protect Workbook) and save it as .xlsx." if encrypted else
+                f"{path} is an old-format Excel .xls file; open it in Excel and save it as "
+                ".xlsx (Excel Workbook), then ingest that file."
+            )
+    if not head:
+        raise WorkbookError(f"{path} is an empty file (0 bytes), not a workbook.")
+    if not head.startswith(ZIP_MAGIC):
+        raise WorkbookError(
+            f"{path} is not an Excel .xlsx workbook (an .xlsx file is a zip archive, and this one "
+            "is not); export the ERP data as .xlsx."
+        )
+
+
+def _sheet_parts(path: Path, archive: zipfile.ZipFile) -> dict[str, str]:
+    """Sheet name -> worksheet part, read from workbook.xml and its relationships."""
+    names = set(archive.namelist())
+    if "xl/workbook.xml" not in names:
+        raise WorkbookError(f"{path} is a zip archive but not an Excel workbook (no xl/workbook.xml).")
+    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+    targets = {}
+    if "xl/_rels/workbook.xml.rels" in names:
+        rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+        for rel in rels.iter(f"{PKG_REL_NS}Relationship"):
+            target = rel.get("Target", "")
+            target = target.lstrip("/") if target.startswith("/") else posixpath.normpath(f"xl/{target}")
+            targets[rel.get("Id")] = target
+    parts = {}
+    for sheet in workbook.iter(f"{MAIN_NS}sheet"):
+        part = targets.get(sheet.get(f"{REL_NS}id"))
+        if part in names:
+            parts[sheet.get("name")] = part
+    if not parts:
+        raise WorkbookError(f"{path} contains no worksheets; it should have the nine Folha_IA sheets.")
+    return parts
+
+
+def _raw_member_bytes(path: Path, info: zipfile.ZipInfo) -> bytes:
+    """A zip member's stored (compressed) bytes: hashing them needs no decompression."""
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+        if header[:4] != ZIP_MAGIC:
+            raise zipfile.BadZipFile(f"bad local header for {info.filename}")
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        handle.seek(info.header_offset + 30 + name_len + extra_len)
+        return handle.read(info.compress_size)
+
+
+def _part_hash(path: Path, archive: zipfile.ZipFile, part: str) -> str:
+    digest = hashlib.sha256()
+    for member in (part, *SHARED_PARTS):
+        try:
+            info = archive.getinfo(member)
+        except KeyError:
+            continue
+        digest.update(member.encode() + b"\0" + struct.pack("<I", info.CRC))
+        digest.update(_raw_member_bytes(path, info))
+    return digest.hexdigest()
+
+
+_FIRST_ROW = re.compile(rb"<(?:\w+:)?row\b[^>]*?\br=\"(\d+)\"")
+
+
+def first_row_number(path: Path, part: str) -> int:
+    """The Excel row number of a sheet's first row element (the header), 1 when unknown."""
+    with zipfile.ZipFile(path) as archive, archive.open(part) as stream:
+        head = stream.read(1 << 16)
+    match = _FIRST_ROW.search(head)
+    return int(match.group(1)) if match else 1

@@ -1,0 +1,251 @@
+"""Read one sheet fast and type it per the contract, without ever coercing a value silently.
+
+fastexcel (calamine, Rust) parses the sheet straight into Arrow: ~1.7 s for the 519k-row sheet
+against ~30 s for pandas with openpyxl. Typed reads are where readers coerce silently (an int
+column truncates 4.5 to 4; a cell it cannot parse becomes null), so:
+
+* required columns are read typed, integers as floats (then checked to be whole and in range),
+  and every cell the reader could not parse comes back as a cell error with its position;
+* nullable columns, where the text ``NULL`` is common, are read as text and parsed here.
+
+A cell that fails becomes a :class:`CellProblem` (the row is rejected later, with its raw text);
+nothing is dropped. Dates stored as text are accepted only in the unambiguous ISO form
+(``2024-01-15``, ``2024-01-15 08:30[:00]``); ``15/01/2024`` could be January or (in US order)
+something else, so it is rejected as ``bad_type`` rather than guessed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prodplan_pipeline.contract import NULL_TEXT, Column, ColumnType, Sheet
+from prodplan_pipeline.workbook.inspect import WorkbookError, WorkbookInfo, first_row_number
+
+REQUIRED_NULL, BAD_TYPE, BLANK_ROW = "required_null", "bad_type", "blank_row"
+INT_RANGE = {ColumnType.INTEGER: 2**31 - 1, ColumnType.SMALLINT: 2**15 - 1}
+READ_AS = {
+    ColumnType.INTEGER: "float", ColumnType.SMALLINT: "float", ColumnType.DECIMAL: "float",
+    ColumnType.TIMESTAMP: "datetime", ColumnType.TEXT: "string",
+}
+ARROW_TYPE = {
+    ColumnType.INTEGER: pa.int32(), ColumnType.SMALLINT: pa.int16(), ColumnType.DECIMAL: pa.float64(),
+    ColumnType.TIMESTAMP: pa.timestamp("ms"), ColumnType.TEXT: pa.string(),
+}
+NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+ISO_DATETIME_TEXT = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?$"
+_ERROR_VALUE = re.compile(r"got '(\w+)\((.*)\)'\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class CellProblem:
+    excel_row: int
+    column: str  # header
+    reason: str
+    raw_value: str | None
+
+
+@dataclass
+class SheetRead:
+    sheet: Sheet
+    table: pa.Table  # contract column names, typed; plus excel_row
+    problems: list[CellProblem] = field(default_factory=list)
+    blank_rows: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_excel(self) -> int:
+        """Data rows between the header and the last non-empty row, blank ones included."""
+        return self.table.num_rows
+
+
+def read_sheet(info: WorkbookInfo, sheet: Sheet) -> SheetRead:
+    started = time.perf_counter()
+    if sheet.name not in info.sheet_parts:
+        raise WorkbookError(
+            f"{info.path}: the sheet '{sheet.name}' is missing (the workbook has: "
+            f"{', '.join(info.sheet_names)}); nothing of this sheet was loaded."
+        )
+    loaded = _load(info.path, sheet)
+    batch, errors = loaded.to_arrow_with_errors()
+    names = [c.name for c in loaded.available_columns()]
+    _check_header(info.path, sheet, names, batch)
+    header_row = first_row_number(info.path, info.sheet_parts[sheet.name])
+    excel_rows = pa.array(range(header_row + 1, header_row + 1 + batch.num_rows), pa.int32())
+    errors_by_column: dict[str, list] = {}
+    for error in errors.errors if errors else []:
+        errors_by_column.setdefault(names[error.offset_position[1]], []).append(error)
+    problems: list[CellProblem] = []
+    columns = {
+        column.name: _type_column(batch.column(column.header), column,
+                                  errors_by_column.get(column.header, []), excel_rows, problems)
+        for column in sheet.columns
+    }
+    table = pa.table({"excel_row": excel_rows, **columns})
+    blank = _blank_rows(batch, excel_rows)
+    return SheetRead(sheet, table, problems, blank, time.perf_counter() - started)
+
+
+def _load(path: Path, sheet: Sheet):
+    import fastexcel
+
+    dtypes = {c.header: (READ_AS[c.type] if c.required else "string") for c in sheet.columns}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fastexcel.read_excel(str(path)).load_sheet(sheet.name, dtypes=dtypes)
+    except Exception as exc:  # fastexcel raises its own hierarchy for unreadable content
+        message = " ".join(str(exc).split())[:300]
+        raise WorkbookError(f"{path}: the sheet '{sheet.name}' cannot be read: {message}.") from None
+
+
+def _check_header(path: Path, sheet: Sheet, found: list[str], batch) -> None:
+    expected = list(sheet.headers)
+    for position, name in enumerate(found, start=1):
+        # Trailing empty columns are harmless; a column of values without a header is not.
+        if name.startswith("__UNNAMED__") and batch.column(name).null_count < batch.num_rows:
+            raise WorkbookError(
+                f"{path}: sheet '{sheet.name}' has values in column {position}, which has no header; "
+                f"expected exactly {', '.join(expected)}. Nothing of this sheet was loaded.")
+    found = [h for h in found if not h.startswith("__UNNAMED__")]
+    if found == expected:
+        return
+    if not found:
+        raise WorkbookError(f"{path}: the sheet '{sheet.name}' is empty; expected a header row with "
+                            f"{', '.join(expected)}.")
+    missing = [h for h in expected if h not in found]
+    extra = [h for h in found if h not in expected]
+    if not missing and not extra:
+        difference = f"the columns are in a different order: expected {expected}, found {found}"
+    else:
+        bits = [f"missing column(s) {missing}" if missing else "",
+                f"unexpected column(s) {extra}" if extra else ""]
+        if len(missing) == len(extra) == 1:
+            bits.append(f"was '{missing[0]}' renamed to '{extra[0]}'?")
+        difference = "; ".join(b for b in bits if b)
+    raise WorkbookError(f"{path}: the header of sheet '{sheet.name}' differs from the contract: "
+                        f"{difference}. Nothing of this sheet was loaded.")
+
+
+def _blank_rows(batch, excel_rows: pa.Array) -> list[int]:
+    mask = None
+    for array in batch.columns:
+        is_null = pc.is_null(array)
+        mask = is_null if mask is None else pc.and_(mask, is_null)
+    return excel_rows.filter(mask).to_pylist() if mask is not None else []
+
+
+def _type_column(array, column: Column, errors: list, excel_rows: pa.Array,
+                 problems: list[CellProblem]) -> pa.Array:
+    """The column as its contract type; cells that fail are appended to ``problems``."""
+    if array.type == pa.null():  # an all-empty column comes back untyped
+        array = pa.nulls(len(array), pa.string())
+    if column.required:
+        array = _resolve_cell_errors(array, column, errors, excel_rows, problems)
+        _missing_required(array, column, excel_rows, problems)
+    else:
+        array = _parse_text(array, column, excel_rows, problems)
+    if column.type in INT_RANGE:
+        array = _whole_numbers(array, column, excel_rows, problems)
+    return array.cast(ARROW_TYPE[column.type])
+
+
+def _raw_text(error) -> str:
+    match = _ERROR_VALUE.search(error.detail)
+    return match.group(2).strip('"') if match else error.detail
+
+
+def _resolve_cell_errors(array, column: Column, errors: list, excel_rows, problems) -> pa.Array:
+    """Cells the typed reader could not parse: ISO dates given as text are accepted; the text
+    NULL in a required column is required_null; anything else is bad_type."""
+    fixes = {}
+    for error in errors:
+        row, raw = error.offset_position[0], _raw_text(error)
+        parsed = _parse_one(raw, column.type) if raw.strip() not in ("", NULL_TEXT) else None
+        if parsed is not None:
+            fixes[row] = parsed
+            continue
+        reason = REQUIRED_NULL if raw.strip() in ("", NULL_TEXT) else BAD_TYPE
+        problems.append(CellProblem(excel_rows[row].as_py(), column.header, reason, raw))
+    if not fixes:
+        return array
+    values = array.to_pylist()
+    for row, value in fixes.items():
+        values[row] = value
+    return pa.array(values, array.type)
+
+
+def _missing_required(array, column: Column, excel_rows, problems) -> None:
+    missing = pc.is_null(array)
+    if column.type is ColumnType.TEXT:
+        missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(array), NULL_TEXT))
+    already = {(p.excel_row, p.column) for p in problems}
+    for row in excel_rows.filter(pc.fill_null(missing, True)).to_pylist():
+        if (row, column.header) not in already:
+            problems.append(CellProblem(row, column.header, REQUIRED_NULL, None))
+
+
+def _parse_one(raw: str, ctype: ColumnType):
+    """One text value as ``ctype``, or None when it does not parse (the rare, slow path)."""
+    text = raw.strip()
+    if ctype is ColumnType.TIMESTAMP and re.match(ISO_DATETIME_TEXT, text):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if ctype in (ColumnType.INTEGER, ColumnType.SMALLINT, ColumnType.DECIMAL) and re.match(NUMBER_TEXT, text):
+        value = float(text)
+        return value if math.isfinite(value) else None
+    return None
+
+
+EXCEL_EPOCH_MS = int(datetime(1899, 12, 30).timestamp() * 1000) - int(datetime(1970, 1, 1).timestamp() * 1000)
+
+
+def _parse_text(array, column: Column, excel_rows, problems) -> pa.Array:
+    """A nullable column read as text: ``NULL``/empty -> null, else parsed as its type."""
+    text = pc.utf8_trim_whitespace(array.cast(pa.string()))
+    null = pc.fill_null(pc.or_(pc.equal(text, NULL_TEXT), pc.equal(text, "")), True)
+    text = pc.if_else(null, pa.scalar(None, pa.string()), text)
+    if column.type is ColumnType.TEXT:
+        return text
+    number = pc.match_substring_regex(text, NUMBER_TEXT)
+    values = pc.cast(pc.if_else(number, text, None), pa.float64())
+    if column.type is ColumnType.TIMESTAMP:
+        # A number in a date column is an Excel serial date: that is what Excel stores.
+        serial = pc.cast(pc.add(pc.multiply(values, 86_400_000.0), float(EXCEL_EPOCH_MS)), pa.int64())
+        values = pc.if_else(number, serial.cast(pa.timestamp("ms")), _iso_timestamps(text))
+    bad = pc.and_(pc.is_valid(text), pc.is_null(values))
+    for row, raw in zip(excel_rows.filter(bad).to_pylist(), text.filter(bad).to_pylist()):
+        problems.append(CellProblem(row, column.header, BAD_TYPE, raw))
+    return values
+
+
+def _iso_timestamps(text) -> pa.Array:
+    iso = pc.match_substring_regex(text, ISO_DATETIME_TEXT)
+    candidates = pc.if_else(iso, pc.replace_substring(text, "T", " "), None)
+    try:
+        return pc.cast(candidates, pa.timestamp("ms"))
+    except pa.ArrowInvalid:  # an impossible date such as 2024-02-30: parse value by value
+        return pa.array([_parse_one(v, ColumnType.TIMESTAMP) if v else None
+                         for v in candidates.to_pylist()], pa.timestamp("ms"))
+
+
+def _whole_numbers(array, column: Column, excel_rows, problems) -> pa.Array:
+    """Integers arrive as floats so that 4.5 is caught, not truncated to 4."""
+    limit = INT_RANGE[column.type]
+    whole = pc.and_(pc.equal(pc.floor(array), array), pc.less_equal(pc.abs(array), limit))
+    bad = pc.invert(pc.fill_null(whole, True))
+    if pc.any(bad).as_py():
+        for row, value in zip(excel_rows.filter(bad).to_pylist(), array.filter(bad).to_pylist()):
+            problems.append(CellProblem(row, column.header, BAD_TYPE, repr(value)))
+        array = pc.if_else(bad, None, array)
+    return array
