@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(exc: Exception) -> bool:
     from prodplan_pipeline.warehouse.connection import DatabaseConfigError
     from prodplan_pipeline.warehouse.migrations import MigrationError
+    from prodplan_pipeline.workbook.inspect import WorkbookError
 
-    return isinstance(exc, (UserError, DatabaseConfigError, MigrationError, ValueError, OSError))
+    return isinstance(exc, (UserError, DatabaseConfigError, MigrationError, WorkbookError,
+                            ValueError, OSError))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--scale", type=float, default=1.0, help="1 = the real size, ~1.1 M rows")
     sample.add_argument("--seed", type=int, default=7, help="same seed, same bytes")
     sample.set_defaults(handler=cmd_sample)
+
+    ingest = commands.add_parser("ingest", help="ingest a workbook: staging, validation, merge, checks")
+    ingest.add_argument("--workbook", type=Path, help="default: PRODPLAN_WORKBOOK or the sample")
+    ingest.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
+    ingest.add_argument("--force", action="store_true",
+                        help="re-read and re-merge sheets whose content is unchanged")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    demo = commands.add_parser("demo", help="sample workbook + embedded database + full ingestion")
+    demo.add_argument("--scale", type=float, default=0.1,
+                      help="size of the generated sample (1 = the real 1.1 M rows)")
+    demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
+    demo.set_defaults(handler=cmd_demo, force=False)
 
     status = commands.add_parser("status", help="schema, ingestion runs, gates, cache version")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -80,6 +95,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} (scale {args.scale:g}, seed {args.seed}) in "
           f"{progress.elapsed():.1f} s")
     return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    workbook = (args.workbook or settings.workbook_path).expanduser().resolve()
+    return _ingest(settings, workbook, args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from prodplan_pipeline.workbook.sample import write_sample
+
+    settings = Settings.from_env()
+    workbook = settings.workbook_path
+    if not workbook.exists():
+        progress = Progress()
+        progress(f"writing a sample workbook (scale {args.scale:g}) to {workbook}")
+        workbook.parent.mkdir(parents=True, exist_ok=True)
+        write_sample(workbook, scale=args.scale, progress=progress)
+    return _ingest(settings, workbook, args)
+
+
+def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int:
+    from prodplan_pipeline.orchestration.launch import EXIT_OK, run_ingestion, show_progress
+    from prodplan_pipeline.workbook.inspect import inspect_workbook
+
+    inspect_workbook(workbook)  # a file that is not a workbook fails here, in a second
+    show_progress()
+    outcome = run_ingestion(settings, workbook, force=args.force)
+    if outcome.sheets:
+        print(_format_ingest(outcome))
+    if outcome.error and not outcome.failed_checks:
+        print(f"prodplan {args.command}: {outcome.error}", file=sys.stderr)
+    if outcome.failed_checks:
+        print(f"prodplan {args.command}: blocking checks failed ({', '.join(outcome.failed_checks)}); "
+              f"see {outcome.report}. Nothing downstream was refreshed.", file=sys.stderr)
+    elif outcome.exit_code == EXIT_OK:
+        print(f"ingestion run {outcome.run_id}: every Excel row reconciled "
+              f"({outcome.seconds:.1f} s, Dagster run {outcome.dagster_run_id[:8]})")
+    if args.json:
+        print(json.dumps(outcome.as_json(), default=str))
+    return outcome.exit_code
+
+
+def _format_ingest(outcome) -> str:
+    headers = ["sheet", "status", "excel", "inserted", "updated", "unchanged", "deleted",
+               "duplicates", "rejected", "reconciled", "seconds"]
+    rows = [(s["sheet"], s["status"], s["rows_excel"], s["rows_inserted"], s["rows_updated"],
+             s["rows_unchanged"], s["rows_deleted"], s["rows_duplicate"], s["rows_rejected"],
+             s["reconciled"], s["seconds"]) for s in outcome.sheets]
+    return format_table(headers, rows)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -6,7 +6,11 @@ from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
-from dagster import ConfigurableResource
+import logging
+from contextlib import ExitStack
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
 
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
@@ -32,6 +36,52 @@ class WarehouseResource(ConfigurableResource):
         return _warehouse_for(self.database_url or env.database_url, self.home or str(env.home))
 
 
+class WorkbookResource(ConfigurableResource):
+    """The workbook a run ingests and how. ``path`` unset: ``PRODPLAN_WORKBOOK``, else the
+    sample that `prodplan demo` generates under ``$PRODPLAN_HOME``."""
+
+    path: str | None = None
+    force: bool = False  # re-read and re-merge sheets whose content hash is unchanged
+    max_shrink: float = 0.20  # the shrink guard: a sheet may lose at most this share of its rows
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).expanduser() if self.path else Settings.from_env().workbook_path
+
+    def reports_dir(self) -> Path:
+        return Settings.from_env().reports
+
+
+class IngestionLockResource(ConfigurableResource):
+    """Holds the ingestion advisory lock for the whole run, so two ingestions never interleave:
+    a second run waits (and says so in its log) until the first has finished."""
+
+    warehouse: WarehouseResource
+    _stack: ExitStack | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
+
+        stack = ExitStack()
+        conn = stack.enter_context(self.warehouse.get_warehouse().connect())
+        def on_wait(message: str) -> None:  # in the run log and on the terminal of `prodplan`
+            logging.getLogger("prodplan.progress").warning(message)
+            if context.log:
+                context.log.warning(message)
+
+        stack.enter_context(advisory_lock(conn, INGESTION_LOCK, on_wait=on_wait))
+        self._stack = stack
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+
 def build_resources() -> dict[str, object]:
     """The resources of this deployment; nothing here connects until a run uses it."""
-    return {"warehouse": WarehouseResource()}
+    warehouse = WarehouseResource()
+    return {
+        "warehouse": warehouse,
+        "workbook_file": WorkbookResource(),
+        "ingestion_lock": IngestionLockResource(warehouse=warehouse),
+    }

@@ -1,0 +1,202 @@
+"""Ingestion assets, generated from the contract: the workbook, one raw asset and one core asset
+per sheet (computed by two multi-asset steps), and the blocking count-reconciliation check on
+every core asset.
+
+The assets only wire Dagster to the plain steps in ``prodplan_pipeline.ingest``; what they add is
+what a data engineer wants to see in the UI: row counts by outcome, seconds, hashes, previews.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the context annotations.
+import logging
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
+
+from prodplan_pipeline.contract import SHEETS, Sheet
+from prodplan_pipeline.ingest import runs, steps
+from prodplan_pipeline.ingest.reconcile import reconcile, write_mismatch_report
+from prodplan_pipeline.orchestration.resources import (
+    IngestionLockResource,
+    WarehouseResource,
+    WorkbookResource,
+)
+from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
+
+COUNT_RECONCILIATION = "count_reconciliation"
+WORKBOOK_ASSET = AssetKey("workbook")
+OWNERS = ["team:data-engineering"]
+progress = logging.getLogger("prodplan.progress")
+
+
+def say(context, message: str) -> None:
+    """To the Dagster run log, and to the terminal of `prodplan ingest`."""
+    context.log.info(message)
+    progress.info(message)
+
+
+def raw_key(sheet: Sheet) -> AssetKey:
+    return AssetKey(["raw", sheet.table])
+
+
+def core_key(sheet: Sheet) -> AssetKey:
+    return AssetKey(["core", sheet.table])
+
+
+def _raw_description(sheet: Sheet) -> str:
+    return (f"Sheet {sheet.name} ({sheet.description}) read with the calamine reader, typed per the "
+            f"contract, landed in {sheet.staging_table}. Cells that do not fit their type make the "
+            "row a reject in quarantine.rejects (reason, column, raw value, Excel row). Skipped when "
+            "the sheet's content is identical to the last merged snapshot.")
+
+
+def _core_description(sheet: Sheet) -> str:
+    key = ", ".join(sheet.key) if sheet.key else "row fingerprint + occurrence (no source key)"
+    return (f"{sheet.core_table}: {sheet.description} Key: {key}. Merged from staging: new keys "
+            "inserted, changed rows updated, identical rows untouched, keys gone from the "
+            "snapshot deleted (refused when the sheet shrinks by more than the shrink limit).")
+
+
+def _inspect(path) -> object:
+    try:
+        return inspect_workbook(path)
+    except WorkbookError as error:
+        raise Failure(description=str(error), allow_retries=False) from None
+
+
+@asset(key=WORKBOOK_ASSET, group_name="raw", kinds={"excel"}, owners=OWNERS)
+def workbook(context: AssetExecutionContext, warehouse: WarehouseResource,
+             workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource) -> MaterializeResult:
+    """The ERP export Folha_IA.xlsx: checked to be a readable .xlsx, hashed as a whole and per
+    sheet (from the zip's stored bytes, no cell parsed), and registered as an ingestion run."""
+    info = _inspect(workbook_file.resolved_path())
+    with warehouse.get_warehouse().connect() as conn:
+        run_id = runs.start_run(conn, context.run.run_id, info, workbook_file.force)
+    missing = [s.name for s in SHEETS if s.name not in info.sheet_parts]
+    say(context, f"workbook {info.path.name}: {info.size / 1e6:.1f} MB, sha256 {info.sha256[:12]}, "
+                 f"ingestion run {run_id}")
+    return MaterializeResult(metadata={
+        "path": str(info.path), "sha256": info.sha256, "bytes": info.size,
+        "ingestion_run_id": run_id, "sheets": ", ".join(info.sheet_names),
+        "missing_sheets": ", ".join(missing) or "none",
+    })
+
+
+@multi_asset(
+    specs=[AssetSpec(raw_key(s), deps=[WORKBOOK_ASSET], group_name="raw", kinds={"excel", "postgres"},
+                     owners=OWNERS, description=_raw_description(s), skippable=True) for s in SHEETS],
+    can_subset=True, name="raw_sheets",
+)
+def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
+               workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource):
+    """One step for all sheets (Dagster's per-step overhead would otherwise dominate an
+    unchanged re-ingest). A broken sheet fails the step after every sheet was tried, so the
+    message lists every problem and nothing at all is merged from a broken export."""
+    wh = warehouse.get_warehouse()
+    info = _inspect(workbook_file.resolved_path())
+    with wh.connect() as conn:
+        run_id = runs.run_id_for(conn, context.run.run_id)
+    problems = []
+    for sheet in _selected(context, raw_key):
+        try:
+            outcome = steps.stage(wh, run_id, info, sheet, force=workbook_file.force)
+        except WorkbookError as error:
+            problems.append(str(error))
+            continue
+        say(context, f"{sheet.name}: {outcome.status.replace('_', ' ')}, {outcome.rows_excel:,} rows, "
+                     f"{outcome.rows_rejected:,} rejected ({outcome.seconds:.2f} s)")
+        yield MaterializeResult(asset_key=raw_key(sheet), metadata=_stage_metadata(outcome, info, sheet))
+    if problems:
+        raise Failure(description=" ".join(problems), allow_retries=False)
+
+
+def _stage_metadata(outcome, info, sheet: Sheet) -> dict:
+    metadata = {"status": outcome.status, "rows_excel": outcome.rows_excel,
+                "rows_rejected": outcome.rows_rejected, "seconds": round(outcome.seconds, 3),
+                "sheet_sha256": info.sheet_sha256.get(sheet.name, "")}
+    if outcome.reason:
+        metadata["skipped_reason"] = outcome.reason
+    if outcome.preview:
+        metadata["preview"] = MetadataValue.md(_markdown_table(outcome.preview))
+    return metadata
+
+
+@multi_asset(
+    specs=[AssetSpec(core_key(s), deps=[raw_key(s)], group_name="core", kinds={"postgres"},
+                     owners=OWNERS, description=_core_description(s), skippable=True) for s in SHEETS],
+    check_specs=[AssetCheckSpec(COUNT_RECONCILIATION, asset=core_key(s), blocking=True,
+                                description=f"Every data row of sheet {s.name} is accounted for: "
+                                "Excel rows = rows in core from this snapshot + duplicates "
+                                "collapsed + rejected.") for s in SHEETS],
+    can_subset=True, name="core_tables",
+)
+def core_tables(context: AssetExecutionContext, warehouse: WarehouseResource,
+                workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource):
+    """Merge each staged sheet into core (one transaction per table), then reconcile its counts."""
+    wh = warehouse.get_warehouse()
+    with wh.connect() as conn:
+        run_id = runs.run_id_for(conn, context.run.run_id)
+    for sheet in _selected(context, core_key):
+        outcome = steps.merge(wh, run_id, sheet, max_shrink=workbook_file.max_shrink)
+        yield MaterializeResult(asset_key=core_key(sheet), metadata=_merge_metadata(context, outcome, sheet))
+        yield _reconciliation_result(context, reconcile(wh, run_id, sheet), sheet)
+    report = write_mismatch_report(wh, run_id, workbook_file.reports_dir())
+    if report:
+        say(context, f"blocking count checks failed: see {report}")
+
+
+def _selected(context, key_of) -> list[Sheet]:
+    selected = context.selected_asset_keys
+    return [s for s in SHEETS if key_of(s) in selected]
+
+
+def _merge_metadata(context, outcome, sheet: Sheet) -> dict:
+    metadata = {"status": outcome.status, "table": sheet.core_table}
+    if outcome.counts:
+        c = outcome.counts
+        metadata.update(rows_inserted=c.inserted, rows_updated=c.updated, rows_unchanged=c.unchanged,
+                        rows_deleted=c.deleted, rows_duplicate=c.duplicate,
+                        rows_rejected_duplicate_key=c.rejected_duplicate_key, seconds=round(c.seconds, 3))
+        say(context, f"{sheet.name}: merged into {sheet.core_table}: +{c.inserted:,} "
+                     f"~{c.updated:,} ={c.unchanged:,} -{c.deleted:,} ({c.seconds:.2f} s)")
+    else:
+        say(context, f"{sheet.name}: {outcome.status.replace('_', ' ')}: {outcome.message}")
+        metadata["message"] = outcome.message or ""
+    return metadata
+
+
+def _reconciliation_result(context, result, sheet: Sheet) -> AssetCheckResult:
+    if not result.passed:
+        say(context, f"{sheet.name}: COUNT MISMATCH, expected {result.rows_excel:,}, "
+                     f"found {result.found:,}")
+    return AssetCheckResult(
+        asset_key=core_key(sheet), check_name=COUNT_RECONCILIATION, passed=result.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=(f"{sheet.name}: {result.rows_excel:,} Excel rows = {result.rows_in_core:,} in core "
+                     f"+ {result.rows_duplicate:,} duplicates + {result.rows_rejected:,} rejected"
+                     if result.passed else f"{sheet.name}: {result.likely_causes()}"),
+        metadata={"expected_rows_excel": result.rows_excel, "found": result.found,
+                  "difference": result.difference, "rows_in_core": result.rows_in_core,
+                  "rows_duplicate": result.rows_duplicate, "rows_rejected": result.rows_rejected,
+                  "sheet_status": result.status},
+    )
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join("" if r[h] is None else str(r[h]) for h in headers) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+ingestion_assets = [workbook, raw_sheets, core_tables]

@@ -1,0 +1,131 @@
+"""Run the ingestion graph in this process, on Dagster's PostgreSQL instance (so the run shows up
+in the UI), and turn the outcome into what `prodplan ingest` prints and returns."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prodplan_pipeline.settings import Settings
+
+EXIT_OK, EXIT_ERROR, EXIT_CHECK_FAILED = 0, 1, 2
+SHEET_SUMMARY = """
+    SELECT sheet, status, rows_excel, rows_inserted, rows_updated, rows_unchanged, rows_deleted,
+           rows_duplicate, rows_rejected, rows_in_core, reconciled, seconds
+    FROM ops.ingestion_sheet_runs WHERE run_id = %s ORDER BY sheet"""
+
+
+@dataclass
+class IngestOutcome:
+    exit_code: int
+    dagster_run_id: str
+    run_id: int | None = None
+    sheets: list[dict] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+    report: Path | None = None
+    seconds: float = 0.0
+
+    def as_json(self) -> dict:
+        return {"exit_code": self.exit_code, "ingestion_run_id": self.run_id,
+                "dagster_run_id": self.dagster_run_id, "seconds": round(self.seconds, 3),
+                "error": self.error, "failed_checks": self.failed_checks,
+                "report": str(self.report) if self.report else None, "sheets": self.sheets}
+
+
+def show_progress(stream=None) -> None:
+    """Print the assets' progress lines (logger ``prodplan.progress``) with elapsed seconds."""
+    started = time.monotonic()
+
+    class Elapsed(logging.Formatter):
+        def format(self, record):
+            return f"[{time.monotonic() - started:6.1f}s] {record.getMessage()}"
+
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(Elapsed())
+    logger = logging.getLogger("prodplan.progress")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
+                  job_name: str = "ingest_workbook") -> IngestOutcome:
+    from dagster import DagsterInstance
+
+    from prodplan_pipeline.orchestration.definitions import defs
+    from prodplan_pipeline.orchestration.instance import dagster_environment
+
+    os.environ.update(dagster_environment(settings))
+    started = time.perf_counter()
+    run_config = {
+        "resources": {"workbook_file": {"config": {"path": str(workbook), "force": force}}},
+        # The terminal gets our progress lines and one clear message; Dagster's own log (with
+        # its stack traces) stays in its storage, for the UI.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+    }
+    with DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False)
+    outcome = _outcome(result)
+    outcome.seconds = time.perf_counter() - started
+    _add_sheet_summary(outcome, settings)
+    return outcome
+
+
+def _outcome(result) -> IngestOutcome:
+    failed_checks, errors = [], []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed and evaluation.severity.value == "ERROR":
+                failed_checks.append(evaluation.asset_check_key.to_user_string())
+        elif event.event_type_value == "STEP_FAILURE":
+            errors.append(_failure_message(event))
+    if failed_checks:
+        code = EXIT_CHECK_FAILED
+    elif errors or not result.success:
+        code = EXIT_ERROR
+    else:
+        code = EXIT_OK
+    return IngestOutcome(code, result.run_id, failed_checks=failed_checks,
+                         error=" ".join(dict.fromkeys(errors)) or None)
+
+
+def _failure_message(event) -> str:
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    while error.cause is not None:  # the user code's own exception, not Dagster's wrapper
+        error = error.cause
+    return f"step {event.step_key} failed: {error.message.strip()}"
+
+
+def _add_sheet_summary(outcome: IngestOutcome, settings: Settings) -> None:
+    from prodplan_pipeline.ingest.reconcile import REPORT_NAME
+    from prodplan_pipeline.ingest.runs import run_id_for
+    from prodplan_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse.from_settings(settings)
+    with warehouse.connect() as conn:
+        try:
+            outcome.run_id = run_id_for(conn, outcome.dagster_run_id)
+        except LookupError:
+            return  # the run failed before it was registered (e.g. not a workbook)
+        with conn.cursor() as cur:
+            cur.execute(SHEET_SUMMARY, (outcome.run_id,))
+            names = [d.name for d in cur.description]
+            outcome.sheets = [dict(zip(names, row)) for row in cur.fetchall()]
+            if outcome.exit_code != EXIT_OK:
+                cur.execute("UPDATE ops.ingestion_runs SET status = %s, finished_at = "
+                            "coalesce(finished_at, now()), message = coalesce(message, %s) "
+                            "WHERE run_id = %s AND status = 'running'",
+                            ("check_failed" if outcome.failed_checks else "failed", outcome.error,
+                             outcome.run_id))
+    report = settings.reports / REPORT_NAME
+    outcome.report = report if outcome.failed_checks and report.exists() else None
