@@ -19,6 +19,7 @@ class Settings:
     redis_url: str | None = None
     alert_webhook_url: str | None = None
     api_key: str | None = None
+    dagster_database: str = "dagster"  # Dagster's own storage, on the warehouse's server
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -39,6 +40,7 @@ class Settings:
             redis_url=get("PRODPLAN_REDIS_URL"),
             alert_webhook_url=get("PRODPLAN_ALERT_WEBHOOK_URL"),
             api_key=get("PRODPLAN_API_KEY"),
+            dagster_database=get("PRODPLAN_DAGSTER_DATABASE") or "dagster",
         )
 
     @property

@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_SERVER_VARIABLE = "PRODPLAN_TEST_DATABASE_URL"
 # Variables of the user's environment that must not leak into the code under test.
 PRODPLAN_VARIABLES = ("PRODPLAN_DATABASE_URL", "PRODPLAN_HOME", "PRODPLAN_WORKBOOK",
-                      "PRODPLAN_REPORTS_DIR", "DAGSTER_HOME", "PRODPLAN_DAGSTER_STORAGE_URL")
+                      "PRODPLAN_REPORTS_DIR", "DAGSTER_HOME", "PRODPLAN_DAGSTER_STORAGE_URL",
+                      "PRODPLAN_DAGSTER_DATABASE")
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +99,16 @@ def clean_env(monkeypatch, tmp_path) -> dict[str, str]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PRODPLAN_HOME", str(tmp_path / "home"))
     return dict(os.environ)
+
+
+@pytest.fixture
+def cli_env(clean_env, databases) -> dict[str, str]:
+    """Environment for `prodplan` subprocesses: a fresh warehouse database and a fresh Dagster
+    storage database on the test server, and a private PRODPLAN_HOME."""
+    warehouse = databases.create("cli")
+    dagster = databases.create("dagster")
+    return {**clean_env, "PRODPLAN_DATABASE_URL": warehouse.render_as_string(hide_password=False),
+            "PRODPLAN_DAGSTER_DATABASE": dagster.database}
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

@@ -50,13 +50,18 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
         cur.execute(q.snapshot(sheet))
         cur.execute("ANALYZE snap")
         duplicate, rejected = _collapse_duplicates(cur, sheet, params) if sheet.key else (0, 0)
-        if sheet.key is not None:
-            cur.execute(q.protected_keys(sheet))
-        _shrink_guard(cur, sheet, max_shrink)
+        protected = sheet.key is not None and _protect_rejected_keys(cur, sheet)
+        _shrink_guard(cur, sheet, max_shrink, protected)
         _ensure_partitions(cur, sheet)
+        if q.defers_days(sheet):
+            cur.execute(q.DEFECT_CHANGES)
+        # Deletes first (fewer rows to join afterwards), then updates, then inserts.
+        deleted = _count(cur, q.delete_gone(sheet, protected), params)
         updated = _count(cur, q.update_changed(sheet), params) if sheet.key is not None else 0
         inserted = _count(cur, q.insert_new(sheet), params)
-        deleted = _count(cur, q.delete_gone(sheet), params)
+        if q.defers_days(sheet):
+            cur.execute("ANALYZE defect_changes")
+            cur.execute(q.RECORD_DEFECT_DAYS, params)
         cur.execute("SELECT count(*) FROM snap")
         kept = cur.fetchone()[0]
     return MergeCounts(inserted=inserted, updated=updated, unchanged=kept - inserted - updated,
@@ -83,8 +88,17 @@ def _collapse_duplicates(cur, sheet: Sheet, params: dict) -> tuple[int, int]:
     return duplicate, rejected
 
 
-def _shrink_guard(cur, sheet: Sheet, max_shrink: float) -> None:
-    cur.execute(q.shrink_figures(sheet))
+def _protect_rejected_keys(cur, sheet: Sheet) -> bool:
+    """Keys seen only in rejected rows keep their core rows; False when there are none."""
+    cur.execute(f"SELECT EXISTS (SELECT 1 FROM {sheet.staging_table} WHERE rejected)")
+    if not cur.fetchone()[0]:
+        return False
+    cur.execute(q.protected_keys(sheet))
+    return True
+
+
+def _shrink_guard(cur, sheet: Sheet, max_shrink: float, protected: bool) -> None:
+    cur.execute(q.shrink_figures(sheet, protected))
     before, to_delete = cur.fetchone()
     if before and to_delete > max_shrink * before:
         raise ShrinkRefused(sheet, before, to_delete, max_shrink)

@@ -33,6 +33,8 @@ def stage_sheet(conn, read: SheetRead, run_id: int) -> int:
             f"COPY {read.sheet.staging_table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)",
             _csv(table.select(columns)),
         )
+        # Fresh statistics: without them the merge's joins are planned for an empty table.
+        cur.execute(f"ANALYZE {read.sheet.staging_table}")
         cur.execute("DELETE FROM quarantine.rejects WHERE run_id = %s AND sheet = %s",
                     (run_id, read.sheet.name))
         execute_values(cur, INSERT_REJECTS, _reject_rows(read, problems, run_id), page_size=1000)

@@ -16,17 +16,32 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 # Which day each changed row moves, for the changed-days sensor: (kind, day of row alias r).
 # A defect's day is its inspection phase row's event time, else its order's dates
 # (the same rule as the derived ofch_event_time).
-# Set-based (joins, not a lookup per row: an index probe on the partitioned fases table visits
-# every partition).
-DEFECT_DAY = """SELECT coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao)::date AS d
-    FROM r LEFT JOIN core.fases_ordem_fabrico f ON f.fase_of_id = r.erro_fase_of_avaliacao
-           LEFT JOIN core.ordens_fabrico o ON o.of_id = r.erro_of_id"""
 DAY_SOURCES = {
     "fases_ordem_fabrico": ("phase_event", "event_time", "SELECT r.event_time::date AS d FROM r"),
     "ordens_fabrico": ("order_finish", "of_data_acabamento",
                        "SELECT r.of_data_acabamento::date AS d FROM r"),
-    "erros_ordem_fabrico": ("defect", None, DEFECT_DAY),
+    # A defect's day needs joins (its inspection phase row, else its order): the changed rows go
+    # to a temporary table first, analysed, so the planner picks a hash join for a big change.
+    "erros_ordem_fabrico": ("defect", None, None),
 }
+
+
+def defers_days(sheet: Sheet) -> bool:
+    """True for the sheet whose changed days are computed after its merge (defects)."""
+    kind, _, day = DAY_SOURCES.get(sheet.table, (None, None, None))
+    return kind is not None and day is None
+
+
+DEFECT_CHANGES = """CREATE TEMP TABLE defect_changes (erro_fase_of_avaliacao integer, erro_of_id integer)
+    ON COMMIT DROP"""
+RECORD_DEFECT_DAYS = """
+    INSERT INTO ops.changed_days (run_id, kind, day)
+    SELECT DISTINCT %(run_id)s, 'defect', coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao)::date
+    FROM defect_changes r
+    LEFT JOIN core.fases_ordem_fabrico f ON f.fase_of_id = r.erro_fase_of_avaliacao
+    LEFT JOIN core.ordens_fabrico o ON o.of_id = r.erro_of_id
+    WHERE coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao) IS NOT NULL
+    ON CONFLICT DO NOTHING"""
 # Columns the merge computes itself (the partition key must be right when a row is written).
 MERGE_COMPUTED = {"fases_ordem_fabrico": {"event_time": "coalesce(fase_of_fim, fase_of_inicio)"}}
 
@@ -113,18 +128,18 @@ def protected_keys(sheet: Sheet) -> str:
         EXCEPT SELECT {key} FROM snap"""
 
 
-def _gone(sheet: Sheet) -> str:
+def _gone(sheet: Sheet, protected: bool) -> str:
     """Core rows (alias c) whose key is neither in the snapshot nor protected."""
     gone = f"NOT EXISTS (SELECT 1 FROM snap s WHERE {key_match(sheet, 's', 'c')})"
-    if sheet.key is not None:
+    if protected:
         gone += f" AND NOT EXISTS (SELECT 1 FROM protected p WHERE {key_match(sheet, 'p', 'c')})"
     return gone
 
 
 @cache
-def shrink_figures(sheet: Sheet) -> str:
+def shrink_figures(sheet: Sheet, protected: bool) -> str:
     return f"""SELECT (SELECT count(*) FROM {sheet.core_table}),
-                      (SELECT count(*) FROM {sheet.core_table} c WHERE {_gone(sheet)})"""
+                      (SELECT count(*) FROM {sheet.core_table} c WHERE {_gone(sheet, protected)})"""
 
 
 def _written_columns(sheet: Sheet) -> list[str]:
@@ -135,10 +150,12 @@ def _written_columns(sheet: Sheet) -> list[str]:
 def _with_days(sheet: Sheet, dml: str) -> str:
     """Wrap a data-modifying statement (CTE ``changed_rows`` returning r.*): record the days it
     touched, return how many rows it changed."""
-    source = DAY_SOURCES.get(sheet.table)
-    if source is None:
-        return f"WITH r AS ({dml} RETURNING *) SELECT count(*) FROM r"
-    kind, _, day = source
+    kind, _, day = DAY_SOURCES.get(sheet.table, (None, None, None))
+    if kind is None:
+        return f"WITH r AS ({dml} RETURNING 1) SELECT count(*) FROM r"
+    if day is None:  # defects: keep the references, the days are computed after the merge
+        return (f"WITH r AS ({dml} RETURNING erro_fase_of_avaliacao, erro_of_id), "
+                f"k AS (INSERT INTO defect_changes SELECT * FROM r) SELECT count(*) FROM r")
     return f"""
         WITH r AS ({dml} RETURNING *),
         days AS (
@@ -158,8 +175,8 @@ def insert_new(sheet: Sheet) -> str:
 
 
 @cache
-def delete_gone(sheet: Sheet) -> str:
-    return _with_days(sheet, f"DELETE FROM {sheet.core_table} c WHERE {_gone(sheet)}")
+def delete_gone(sheet: Sheet, protected: bool) -> str:
+    return _with_days(sheet, f"DELETE FROM {sheet.core_table} c WHERE {_gone(sheet, protected)}")
 
 
 @cache

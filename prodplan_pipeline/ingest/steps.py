@@ -7,6 +7,7 @@ tests and benchmarks. Every step records what it did in ``ops.ingestion_sheet_ru
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from prodplan_pipeline.contract import Sheet
@@ -15,8 +16,11 @@ from prodplan_pipeline.ingest import statements as q
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK, MergeCounts, ShrinkRefused, merge_sheet
 from prodplan_pipeline.ingest.stage import stage_sheet
 from prodplan_pipeline.warehouse import Warehouse
-from prodplan_pipeline.workbook.inspect import WorkbookInfo
+from prodplan_pipeline.workbook.inspect import WorkbookError, WorkbookInfo
 from prodplan_pipeline.workbook.reader import read_sheet
+
+
+READ_WORKERS = 2  # the machine's cores; more threads only contend
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,22 @@ def stage(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheet: Shee
                               rows_duplicate=0, rows_rejected=rejected, seconds=seconds)
     preview = read.table.slice(0, 5).to_pylist()
     return StageOutcome(sheet.name, "staged", read.rows_excel, rejected, seconds, preview=preview)
+
+
+def stage_all(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheets: list[Sheet],
+              force: bool = False, workers: int = READ_WORKERS):
+    """Stage several sheets at once, yielding (sheet, outcome or WorkbookError) as each finishes.
+
+    The Rust reader releases the GIL, so two threads keep both cores busy: the 519k-row phase
+    sheet (the long pole, started first) is parsed while the other sheets are read and copied."""
+    ordered = sorted(sheets, key=lambda s: -workbook.sheet_sizes.get(s.name, 0))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
+        futures = {pool.submit(stage, warehouse, run_id, workbook, s, force): s for s in ordered}
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except WorkbookError as error:
+                yield futures[future], error
 
 
 @dataclass(frozen=True)

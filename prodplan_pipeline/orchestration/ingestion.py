@@ -107,11 +107,10 @@ def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
     with wh.connect() as conn:
         run_id = runs.run_id_for(conn, context.run.run_id)
     problems = []
-    for sheet in _selected(context, raw_key):
-        try:
-            outcome = steps.stage(wh, run_id, info, sheet, force=workbook_file.force)
-        except WorkbookError as error:
-            problems.append(str(error))
+    for sheet, outcome in steps.stage_all(wh, run_id, info, _selected(context, raw_key),
+                                          force=workbook_file.force):
+        if isinstance(outcome, WorkbookError):
+            problems.append(str(outcome))
             continue
         say(context, f"{sheet.name}: {outcome.status.replace('_', ' ')}, {outcome.rows_excel:,} rows, "
                      f"{outcome.rows_rejected:,} rejected ({outcome.seconds:.2f} s)")

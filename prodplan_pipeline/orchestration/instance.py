@@ -11,14 +11,14 @@ import shutil
 
 from prodplan_pipeline.paths import project_root
 from prodplan_pipeline.settings import Settings
-from prodplan_pipeline.warehouse.connection import DAGSTER_DATABASE, ensure_database, server_url
+from prodplan_pipeline.warehouse.connection import ensure_database, server_url
 
 STORAGE_URL_VARIABLE = "PRODPLAN_DAGSTER_STORAGE_URL"
 
 
 def dagster_environment(settings: Settings) -> dict[str, str]:
     """Environment variables under which Dagster uses ProdPlan's storage and home."""
-    url = server_url(settings, DAGSTER_DATABASE)
+    url = server_url(settings, settings.dagster_database)
     ensure_database(url)
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ from prodplan_pipeline.settings import Settings
 
 MIN_SERVER_VERSION = 150000  # MERGE and UNIQUE NULLS NOT DISTINCT need PostgreSQL 15
 WAREHOUSE_DATABASE = "prodplan"
-DAGSTER_DATABASE = "dagster"
 
 
 class DatabaseConfigError(ValueError):

@@ -39,6 +39,7 @@ class WorkbookInfo:
     sha256: str
     sheet_parts: dict[str, str]  # sheet name -> zip part, in workbook order
     sheet_sha256: dict[str, str]
+    sheet_sizes: dict[str, int]  # uncompressed XML bytes: how long a sheet takes to parse
 
     @property
     def sheet_names(self) -> list[str]:
@@ -61,13 +62,14 @@ def inspect_workbook(path: str | Path) -> WorkbookInfo:
         with zipfile.ZipFile(path) as archive:
             parts = _sheet_parts(path, archive)
             hashes = {name: _part_hash(path, archive, part) for name, part in parts.items()}
+            sizes = {name: archive.getinfo(part).file_size for name, part in parts.items()}
     except (zipfile.BadZipFile, zlib.error, EOFError, struct.error) as exc:
         raise WorkbookError(
             f"{path} is damaged: it starts like an .xlsx workbook but its zip structure cannot be "
             f"read ({exc}). Re-export it from the ERP or re-save it in Excel."
         ) from None
     return WorkbookInfo(path=path.resolve(), size=path.stat().st_size, sha256=file_sha256(path),
-                        sheet_parts=parts, sheet_sha256=hashes)
+                        sheet_parts=parts, sheet_sha256=hashes, sheet_sizes=sizes)
 
 
 def _check_file(path: Path) -> None:

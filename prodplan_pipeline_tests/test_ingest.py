@@ -1,0 +1,289 @@
+"""Ingestion end to end on real data: every Excel row reconciled, idempotent re-runs, the shrink
+guard, changed days, partition moves, and a process killed in the middle of a merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import openpyxl
+import psycopg2
+import pytest
+
+from prodplan_pipeline.contract import SHEETS, sheet
+from prodplan_pipeline.ingest.pipeline import ingest_workbook
+from prodplan_pipeline.warehouse import Warehouse
+from prodplan_pipeline.warehouse.connection import libpq_dsn
+from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.conftest import REPO_ROOT, run_cli
+
+# The real sample lives in ../shared/data beside the checkout (and beside CI's clone).
+SHARED_SAMPLE = Path(os.environ.get("PRODPLAN_SHARED_SAMPLE",
+                                    REPO_ROOT.parent / "shared" / "data" / "Folha_IA_sample.xlsx"))
+needs_real_sample = pytest.mark.skipif(
+    not SHARED_SAMPLE.exists(), reason=f"the real sample {SHARED_SAMPLE} is not on this machine")
+
+
+def fresh_warehouse(databases, purpose: str) -> Warehouse:
+    warehouse = Warehouse(databases.create(purpose))
+    warehouse.migrate()
+    return warehouse
+
+
+def query(warehouse: Warehouse, statement: str, params: tuple = ()) -> list[tuple]:
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+def checksums(warehouse: Warehouse) -> dict[str, str]:
+    """A checksum of every core table's content (order-independent)."""
+    return {s.table: query(warehouse, f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
+                                      f"ORDER BY t::text)), '') FROM {s.core_table} t")[0][0]
+            for s in SHEETS}
+
+
+# --- the real sample ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real(databases):
+    if not SHARED_SAMPLE.exists():
+        pytest.skip(f"the real sample {SHARED_SAMPLE} is not on this machine")
+    warehouse = fresh_warehouse(databases, "real")
+    result = ingest_workbook(warehouse, SHARED_SAMPLE)
+    facts = json.loads(SHARED_SAMPLE.with_suffix(".facts.json").read_text())
+    return warehouse, result, facts
+
+
+@needs_real_sample
+def test_reconciliation_closes_for_all_nine_sheets(real):
+    warehouse, result, facts = real
+    assert result.passed
+    for name, check in result.reconciled.items():
+        assert check.rows_excel == facts["sheets"][name]["rows"], name
+        assert check.rows_rejected == 0, name
+        assert check.rows_in_core + check.rows_duplicate == check.rows_excel, name
+
+
+@needs_real_sample
+def test_core_holds_the_distinct_keys_and_duplicates_are_counted(real):
+    warehouse, result, facts = real
+    for s in SHEETS:
+        expected = facts["sheets"][s.name].get("distinct_keys", facts["sheets"][s.name]["rows"])
+        assert query(warehouse, f"SELECT count(*) FROM {s.core_table}")[0][0] == expected, s.name
+        assert result.merged[s.name].counts.duplicate == facts["sheets"][s.name]["exact_duplicate_rows"]
+    assert result.reconciled["Funcionarios"].rows_in_core == 301
+    assert result.reconciled["Funcionarios"].rows_duplicate == 601
+
+
+@needs_real_sample
+def test_every_defect_row_lands(real):
+    warehouse, result, facts = real
+    rows = facts["sheets"]["OrdemFabricoErros"]["rows"]
+    assert query(warehouse, "SELECT count(*) FROM core.erros_ordem_fabrico")[0][0] == rows
+    assert result.reconciled["OrdemFabricoErros"].rows_duplicate == 0
+
+
+@needs_real_sample
+def test_phase_quirks_are_kept_not_rejected(real):
+    warehouse, _, facts = real
+    (inverted, open_, orphans), = query(warehouse, """
+        SELECT count(*) FILTER (WHERE fase_of_fim < fase_of_inicio),
+               count(*) FILTER (WHERE fase_of_fim IS NULL),
+               count(*) FILTER (WHERE fase_of_of_id NOT IN (SELECT of_id FROM core.ordens_fabrico))
+        FROM core.fases_ordem_fabrico""")
+    assert inverted == facts["phases"]["fim_lt_inicio_rows"]
+    assert open_ == facts["phases"]["open_phases_fim_null"]
+    assert orphans == facts["phases"]["orphan_ofid_rows"]
+    # event_time is set by the merge, and every row sits in its month's partition
+    assert query(warehouse, "SELECT count(*) FROM core.fases_ordem_fabrico_default")[0][0] == 0
+    assert query(warehouse, "SELECT count(*) FROM core.fases_ordem_fabrico "
+                            "WHERE event_time IS DISTINCT FROM coalesce(fase_of_fim, fase_of_inicio)")[0][0] == 0
+
+
+@needs_real_sample
+def test_a_second_ingest_changes_nothing(real):
+    warehouse, _, _ = real
+    before = checksums(warehouse)
+    again = ingest_workbook(warehouse, SHARED_SAMPLE)
+    assert again.passed
+    assert {o.status for o in again.staged.values()} == {"skipped_unchanged"}
+    forced = ingest_workbook(warehouse, SHARED_SAMPLE, force=True)
+    assert forced.passed
+    for name, merged in forced.merged.items():
+        c = merged.counts
+        assert (c.inserted, c.updated, c.deleted) == (0, 0, 0), name
+        assert c.unchanged == forced.reconciled[name].rows_in_core, name
+    assert checksums(warehouse) == before
+
+
+# --- synthetic workbooks: changes between snapshots ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_sample(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("samples") / "small.xlsx"
+    write_sample(path, scale=0.02, seed=11)
+    return path
+
+
+def edited(source: Path, target: Path, edit) -> Path:
+    book = openpyxl.load_workbook(source)
+    edit(book)
+    book.save(target)
+    return target
+
+
+def header_index(worksheet, header: str) -> int:
+    return [c.value for c in worksheet[1]].index(header) + 1
+
+
+def test_shrink_guard_refuses_a_sheet_that_lost_too_many_rows(databases, small_sample, tmp_path):
+    warehouse = fresh_warehouse(databases, "shrink")
+    assert ingest_workbook(warehouse, small_sample).passed
+    before = checksums(warehouse)
+
+    def drop_40_percent_of_links(book):
+        ws = book["FuncionariosFaseOrdemFabrico"]
+        ws.delete_rows(2, int((ws.max_row - 1) * 0.4))
+
+    shrunk = edited(small_sample, tmp_path / "shrunk.xlsx", drop_40_percent_of_links)
+    result = ingest_workbook(warehouse, shrunk)
+    check = result.reconciled["FuncionariosFaseOrdemFabrico"]
+    assert not result.passed and not check.passed and check.status == "refused"
+    assert "more than the 20% allowed" in check.likely_causes()
+    assert checksums(warehouse) == before, "a refused merge changes nothing"
+    # a smaller loss is a real deletion and goes through
+    def drop_5_percent(book):
+        ws = book["FuncionariosFaseOrdemFabrico"]
+        ws.delete_rows(2, int((ws.max_row - 1) * 0.05))
+
+    result = ingest_workbook(warehouse, edited(small_sample, tmp_path / "trim.xlsx", drop_5_percent))
+    assert result.passed and result.merged["FuncionariosFaseOrdemFabrico"].counts.deleted > 0
+
+
+def test_changed_phases_move_partition_and_record_exactly_their_days(databases, small_sample, tmp_path):
+    """An open phase that closes a month later changes its event_time, i.e. its partition: it
+    must move (one row per fase_of_id), and the changed days are its old and new day."""
+    warehouse = fresh_warehouse(databases, "moves")
+    assert ingest_workbook(warehouse, small_sample).passed
+    phase_id, inicio = query(warehouse, """
+        SELECT fase_of_id, fase_of_inicio FROM core.fases_ordem_fabrico
+        WHERE fase_of_fim IS NULL ORDER BY fase_of_id LIMIT 1""")[0]
+    closed_at = inicio.replace(microsecond=0) + timedelta(days=40)
+
+    def close_phase(book):
+        ws = book["FasesOrdemFabrico"]
+        id_col, fim_col = header_index(ws, "FaseOf_Id"), header_index(ws, "FaseOf_Fim")
+        for row in ws.iter_rows(min_row=2):
+            if row[id_col - 1].value == phase_id:
+                row[fim_col - 1].value = closed_at
+                return
+        raise AssertionError("phase row not found")
+
+    result = ingest_workbook(warehouse, edited(small_sample, tmp_path / "closed.xlsx", close_phase))
+    assert result.passed
+    assert result.merged["FasesOrdemFabrico"].counts.updated == 1
+    rows = query(warehouse, "SELECT tableoid::regclass::text, event_time FROM core.fases_ordem_fabrico "
+                            "WHERE fase_of_id = %s", (phase_id,))
+    assert rows == [(f"core.fases_ordem_fabrico_p{closed_at:%Y%m}", closed_at)]
+    days = query(warehouse, "SELECT kind, day FROM ops.changed_days WHERE run_id = %s ORDER BY day",
+                 (result.run_id,))
+    phase_days = [d for k, d in days if k == "phase_event"]
+    assert phase_days == sorted({inicio.date(), closed_at.date()})
+
+
+# --- a process killed in the middle of a merge --------------------------------------------------
+
+MERGE_STATEMENT = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE %s "
+                   "AND state = 'active' AND pid <> pg_backend_pid()")
+
+
+def test_a_process_killed_mid_merge_leaves_core_whole_and_the_rerun_completes(databases, tmp_path):
+    workbook = tmp_path / "kill.xlsx"
+    write_sample(workbook, scale=0.2, seed=3)
+    victim = fresh_warehouse(databases, "killed")
+    reference = fresh_warehouse(databases, "reference")
+    env = {**os.environ, "PRODPLAN_HOME": str(tmp_path / "home")}
+    script = ("import sys; from prodplan_pipeline.warehouse import Warehouse; "
+              "from prodplan_pipeline.ingest.pipeline import ingest_workbook; "
+              "ingest_workbook(Warehouse(sys.argv[1]), sys.argv[2])")
+    process = subprocess.Popen([sys.executable, "-c", script,
+                                victim.url.render_as_string(hide_password=False), str(workbook)], env=env)
+    killed_during = _kill_when_merging(process, victim)
+    assert killed_during, "the merge of the phases was never seen running"
+    with victim.connect() as conn, conn.cursor() as cur:  # the killed transaction is rolled back
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cur.execute(MERGE_STATEMENT, (victim.url.database, "%INTO core.fases_ordem_fabrico%"))
+            if not cur.fetchall():
+                break
+            time.sleep(0.1)
+    assert query(victim, "SELECT count(*) FROM core.fases_ordem_fabrico")[0][0] == 0, \
+        "the interrupted merge left no half-loaded table"
+    assert ingest_workbook(victim, workbook).passed
+    assert ingest_workbook(reference, workbook).passed
+    assert checksums(victim) == checksums(reference)
+    statuses = dict(query(victim, "SELECT run_id, status FROM ops.ingestion_runs"))
+    assert "failed" in statuses.values(), "the interrupted run is closed as failed"
+
+
+def _kill_when_merging(process: subprocess.Popen, warehouse: Warehouse) -> bool:
+    conn = psycopg2.connect(libpq_dsn(warehouse.url))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            while process.poll() is None:
+                cur.execute(MERGE_STATEMENT, (warehouse.url.database, "%INSERT INTO core.fases_ordem_fabrico%"))
+                if cur.fetchall():
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                    return True
+                time.sleep(0.005)
+        return False
+    finally:
+        conn.close()
+
+
+# --- the CLI and the Dagster graph ----------------------------------------------------------------
+
+def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(cli_env, small_sample):
+    first = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["exit_code"] == 0 and len(summary["sheets"]) == 9
+    assert all(s["reconciled"] for s in summary["sheets"])
+    assert "FasesOrdemFabrico" in first.stdout and "reconciled" in first.stdout
+    assert "merged into core.fases_ordem_fabrico" in first.stderr, "progress per stage"
+    second = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
+    again = json.loads(second.stdout.strip().splitlines()[-1])
+    assert second.returncode == 0
+    assert {s["status"] for s in again["sheets"]} == {"skipped_unchanged"}
+    status = run_cli(["status", "--json"], cli_env)
+    runs = json.loads(status.stdout)["ingestion_runs"]
+    assert [r["status"] for r in runs[:2]] == ["succeeded", "succeeded"]
+
+
+def test_blocking_check_failure_exits_2_and_writes_the_mismatch_report(cli_env, small_sample, tmp_path):
+    assert run_cli(["ingest", "--workbook", str(small_sample)], cli_env).returncode == 0
+
+    def drop_half_of_the_orders(book):
+        ws = book["OrdensFabrico"]
+        ws.delete_rows(2, (ws.max_row - 1) // 2)
+
+    shrunk = edited(small_sample, tmp_path / "half.xlsx", drop_half_of_the_orders)
+    result = run_cli(["ingest", "--workbook", str(shrunk)], cli_env)
+    assert result.returncode == 2, result.stderr
+    report = Path(cli_env["PRODPLAN_HOME"]) / "reports" / "CRITICAL_MISMATCHES.md"
+    text = report.read_text()
+    assert "OrdensFabrico" in text and "expected" in text
+    assert "more than the 20% allowed" in text
+    assert "Traceback" not in result.stderr
+    # the good workbook again: everything reconciles and the stale report is removed
+    assert run_cli(["ingest", "--workbook", str(small_sample), "--force"], cli_env).returncode == 0
+    assert not report.exists()
