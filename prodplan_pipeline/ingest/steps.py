@@ -29,9 +29,10 @@ class StageOutcome:
     status: str  # staged | skipped_unchanged
     rows_excel: int
     rows_rejected: int
-    seconds: float
+    seconds: float  # read + stage
     reason: str | None = None
     preview: list[dict] | None = None
+    read_seconds: float = 0.0
 
 
 def stage(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheet: Sheet,
@@ -58,7 +59,8 @@ def stage(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheet: Shee
                               staged_run_id=run_id, message=None, rows_excel=read.rows_excel,
                               rows_duplicate=0, rows_rejected=rejected, seconds=seconds)
     preview = read.table.slice(0, 5).to_pylist()
-    return StageOutcome(sheet.name, "staged", read.rows_excel, rejected, seconds, preview=preview)
+    return StageOutcome(sheet.name, "staged", read.rows_excel, rejected, seconds, preview=preview,
+                        read_seconds=read.seconds)
 
 
 def stage_all(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheets: list[Sheet],

@@ -1,8 +1,8 @@
 """Open a workbook file safely: what it is, which sheets it has, and a hash per sheet.
 
-Everything here reads the zip directory and raw (compressed) bytes only, so it takes
-milliseconds even for the full 1.1 M-row export: that is what lets an unchanged workbook be
-recognised without parsing a single cell, and lets the workbook sensor hash inside a tick.
+Everything here reads the zip directory only (plus one streaming SHA-256 of the whole file), so
+it takes milliseconds even for the full 1.1 M-row export: that is what lets an unchanged sheet
+be recognised without parsing a single cell.
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ def _check_file(path: Path) -> None:
     with open(path, "rb") as handle:
         head = handle.read(8)
         if head.startswith(OLE2_MAGIC):
-            handle.seek(0)
-            encrypted = ENCRYPTED_STREAM in handle.read(1 << 20)
+            encrypted = _contains(handle, ENCRYPTED_STREAM)
             raise WorkbookError(
                 f"{path} is password-protected; remove the password in Excel (File > Info > "
                 "Protect Workbook) and save it as .xlsx." if encrypted else
@@ -89,7 +88,8 @@ def _check_file(path: Path) -> None:
                 ".xlsx (Excel Workbook), then ingest that file."
             )
     if not head:
-        raise WorkbookError(f"{path} is an empty file (0 bytes), not a workbook.")
+        raise WorkbookError(f"{path} is an empty file (0 bytes), not a workbook; export the ERP "
+                            "data again as .xlsx (an interrupted copy leaves such a file).")
     if not head.startswith(ZIP_MAGIC):
         raise WorkbookError(
             f"{path} is not an Excel .xlsx workbook (an .xlsx file is a zip archive, and this one "
@@ -97,11 +97,24 @@ def _check_file(path: Path) -> None:
         )
 
 
+def _contains(handle, needle: bytes, chunk: int = 1 << 20) -> bool:
+    """Whether the whole file holds ``needle``: an OLE2 file's directory (its stream names) can
+    sit anywhere, e.g. after a big encrypted stream, not only in the first MiB."""
+    handle.seek(0)
+    tail = b""
+    while block := handle.read(chunk):
+        if needle in tail + block:
+            return True
+        tail = block[-len(needle):]
+    return False
+
+
 def _sheet_parts(path: Path, archive: zipfile.ZipFile) -> dict[str, str]:
     """Sheet name -> worksheet part, read from workbook.xml and its relationships."""
     names = set(archive.namelist())
     if "xl/workbook.xml" not in names:
-        raise WorkbookError(f"{path} is a zip archive but not an Excel workbook (no xl/workbook.xml).")
+        raise WorkbookError(f"{path} is a zip archive but not an Excel workbook (no xl/workbook.xml); "
+                            "export the ERP data as .xlsx (Excel Workbook).")
     workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
     targets = {}
     if "xl/_rels/workbook.xml.rels" in names:
@@ -120,27 +133,18 @@ def _sheet_parts(path: Path, archive: zipfile.ZipFile) -> dict[str, str]:
     return parts
 
 
-def _raw_member_bytes(path: Path, info: zipfile.ZipInfo) -> bytes:
-    """A zip member's stored (compressed) bytes: hashing them needs no decompression."""
-    with open(path, "rb") as handle:
-        handle.seek(info.header_offset)
-        header = handle.read(30)
-        if header[:4] != ZIP_MAGIC:
-            raise zipfile.BadZipFile(f"bad local header for {info.filename}")
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        handle.seek(info.header_offset + 30 + name_len + extra_len)
-        return handle.read(info.compress_size)
-
-
 def _part_hash(path: Path, archive: zipfile.ZipFile, part: str) -> str:
+    """A sheet's content fingerprint: SHA-256 over the CRC-32 and size that the zip directory
+    records for the *uncompressed* XML of the sheet, its shared strings and its styles. Any change
+    of content changes it; re-compressing or re-zipping the same content does not; and it costs
+    no decompression (an unchanged 1.1 M-row workbook is recognised in milliseconds)."""
     digest = hashlib.sha256()
     for member in (part, *SHARED_PARTS):
         try:
             info = archive.getinfo(member)
         except KeyError:
             continue
-        digest.update(member.encode() + b"\0" + struct.pack("<I", info.CRC))
-        digest.update(_raw_member_bytes(path, info))
+        digest.update(member.encode() + b"\0" + struct.pack("<IQ", info.CRC, info.file_size))
     return digest.hexdigest()
 
 
