@@ -118,9 +118,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int:
     from prodplan_pipeline.orchestration.launch import EXIT_OK, run_ingestion, show_progress
-    from prodplan_pipeline.workbook.inspect import inspect_workbook
+    from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
 
-    inspect_workbook(workbook)  # a file that is not a workbook fails here, in a second
+    try:
+        inspect_workbook(workbook)  # a file that is not a workbook fails here, in a second
+    except WorkbookError as error:
+        if args.json:  # the promised last line of stdout, even for a bad file
+            print(json.dumps({"exit_code": 1, "error": str(error), "sheets": []}))
+        raise
     show_progress()
     outcome = run_ingestion(settings, workbook, force=args.force)
     if outcome.sheets:

@@ -287,3 +287,34 @@ def test_blocking_check_failure_exits_2_and_writes_the_mismatch_report(cli_env, 
     # the good workbook again: everything reconciles and the stale report is removed
     assert run_cli(["ingest", "--workbook", str(small_sample), "--force"], cli_env).returncode == 0
     assert not report.exists()
+
+
+def test_a_second_ingestion_waits_for_the_first(cli_env, small_sample):
+    """The ingestion lock is held for a whole run: a second `prodplan ingest` says it waits,
+    and goes on once the first is done."""
+    from sqlalchemy.engine import make_url
+
+    from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
+
+    warehouse = Warehouse(make_url(cli_env["PRODPLAN_DATABASE_URL"]))
+    warehouse.migrate()
+    with warehouse.connect() as conn, advisory_lock(conn, INGESTION_LOCK):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(small_sample)],
+            env=cli_env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(12)
+        assert process.poll() is None, "the second ingestion must wait while the lock is held"
+        assert query(warehouse, "SELECT count(*) FROM ops.ingestion_sheet_runs")[0][0] == 0
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "waiting for the prodplan.ingestion lock" in stderr
+
+
+def test_the_json_summary_is_the_last_line_even_for_a_file_that_is_not_a_workbook(cli_env, tmp_path):
+    bad = tmp_path / "notes.xlsx"
+    bad.write_text("not a workbook")
+    result = run_cli(["ingest", "--workbook", str(bad), "--json"], cli_env)
+    assert result.returncode == 1
+    document = json.loads(result.stdout.strip().splitlines()[-1])
+    assert document["exit_code"] == 1 and "is not an Excel .xlsx workbook" in document["error"]
+    assert "Traceback" not in result.stderr

@@ -59,6 +59,8 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
         deleted = _count(cur, q.delete_gone(sheet, protected), params)
         updated = _count(cur, q.update_changed(sheet), params) if sheet.key is not None else 0
         inserted = _count(cur, q.insert_new(sheet), params)
+        if protected:
+            cur.execute(q.note_kept_rows(sheet), params)
         if q.defers_days(sheet):
             cur.execute("ANALYZE defect_changes")
             cur.execute(q.RECORD_DEFECT_DAYS, params)

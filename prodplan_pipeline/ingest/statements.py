@@ -219,3 +219,16 @@ def rows_in_core(sheet: Sheet) -> str:
                 f"ON {key_match(sheet, 'c', 's')}")
     return (f"SELECT count(*) FROM {sheet.core_table} c WHERE EXISTS (SELECT 1 FROM "
             f"{sheet.staging_table} s WHERE NOT s.rejected AND {key_match(sheet, 's', 'c')})")
+
+
+@cache
+def note_kept_rows(sheet: Sheet) -> str:
+    """Tell, on each reject whose key still has a core row from an earlier snapshot, that the
+    row was kept (a bad cell today must not erase yesterday's good row)."""
+    return f"""
+        UPDATE quarantine.rejects r
+        SET detail = r.detail || '; the row already in core with this key was kept, not deleted'
+        FROM {sheet.staging_table} s
+        JOIN protected p ON {key_match(sheet, 'p', 's')}
+        WHERE r.run_id = %(run_id)s AND r.sheet = %(sheet)s AND r.excel_row = s.excel_row
+          AND EXISTS (SELECT 1 FROM {sheet.core_table} c WHERE {key_match(sheet, 'c', 's')})"""

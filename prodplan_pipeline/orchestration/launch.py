@@ -10,13 +10,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_CHECK_FAILED = 0, 1, 2
 SHEET_SUMMARY = """
     SELECT sheet, status, rows_excel, rows_inserted, rows_updated, rows_unchanged, rows_deleted,
            rows_duplicate, rows_rejected, rows_in_core, reconciled, seconds
-    FROM ops.ingestion_sheet_runs WHERE run_id = %s ORDER BY sheet"""
+    FROM ops.ingestion_sheet_runs WHERE run_id = %s
+    ORDER BY array_position(%s::text[], sheet)"""
 
 
 @dataclass
@@ -118,7 +120,7 @@ def _add_sheet_summary(outcome: IngestOutcome, settings: Settings) -> None:
         except LookupError:
             return  # the run failed before it was registered (e.g. not a workbook)
         with conn.cursor() as cur:
-            cur.execute(SHEET_SUMMARY, (outcome.run_id,))
+            cur.execute(SHEET_SUMMARY, (outcome.run_id, [s.name for s in SHEETS]))
             names = [d.name for d in cur.description]
             outcome.sheets = [dict(zip(names, row)) for row in cur.fetchall()]
             if outcome.exit_code != EXIT_OK:

@@ -21,7 +21,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,6 +43,12 @@ ARROW_TYPE = {
 NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 ISO_DATETIME_TEXT = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?$"
 _ERROR_VALUE = re.compile(r"got '(\w+)\((.*)\)'\s*$", re.S)
+# The reader quotes a cell's text the way Rust's Debug does: undo it to get the raw text back.
+_DEBUG_ESCAPE = re.compile(r"\\(u\{([0-9a-fA-F]+)\}|.)", re.S)
+_DEBUG_CHARS = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+_DATE_SERIAL = re.compile(r"value: (-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+EXCEL_ERRORS = {"Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!",
+                "Ref": "#REF!", "Value": "#VALUE!"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,8 @@ def _load(path: Path, sheet: Sheet):
             return fastexcel.read_excel(str(path)).load_sheet(sheet.name, dtypes=dtypes)
     except Exception as exc:  # fastexcel raises its own hierarchy for unreadable content
         message = " ".join(str(exc).split())[:300]
-        raise WorkbookError(f"{path}: the sheet '{sheet.name}' cannot be read: {message}.") from None
+        raise WorkbookError(f"{path}: the sheet '{sheet.name}' cannot be read ({message}); the file "
+                            "may be damaged: re-export it from the ERP or re-save it in Excel.") from None
 
 
 def _check_header(path: Path, sheet: Sheet, found: list[str], batch) -> None:
@@ -152,6 +159,10 @@ def _type_column(array, column: Column, errors: list, excel_rows: pa.Array,
         array = _resolve_cell_errors(array, column, errors, excel_rows, problems)
         _missing_required(array, column, excel_rows, problems)
     else:
+        # Read as text, a cell fails only when it has no text form: an Excel error (#N/A, ...).
+        for error in errors:
+            problems.append(CellProblem(excel_rows[error.offset_position[0]].as_py(), column.header,
+                                        BAD_TYPE, _raw_text(error)))
         array = _parse_text(array, column, excel_rows, problems)
     if column.type in INT_RANGE:
         array = _whole_numbers(array, column, excel_rows, problems)
@@ -159,8 +170,19 @@ def _type_column(array, column: Column, errors: list, excel_rows: pa.Array,
 
 
 def _raw_text(error) -> str:
+    """The failed cell as the user sees it: its text, a date as ISO text, an error as #N/A."""
     match = _ERROR_VALUE.search(error.detail)
-    return match.group(2).strip('"') if match else error.detail
+    if not match:
+        return error.detail
+    kind, value = match.groups()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return _DEBUG_ESCAPE.sub(
+            lambda m: chr(int(m.group(2), 16)) if m.group(2) else _DEBUG_CHARS.get(m.group(1), m.group(1)),
+            value[1:-1])
+    serial = _DATE_SERIAL.search(value) if kind == "DateTime" else None
+    if serial:
+        return (datetime(1899, 12, 30) + timedelta(days=float(serial.group(1)))).isoformat(sep=" ")
+    return EXCEL_ERRORS.get(value, value) if kind == "Error" else value
 
 
 def _resolve_cell_errors(array, column: Column, errors: list, excel_rows, problems) -> pa.Array:
@@ -188,9 +210,10 @@ def _missing_required(array, column: Column, excel_rows, problems) -> None:
     if column.type is ColumnType.TEXT:
         missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(array), NULL_TEXT))
     already = {(p.excel_row, p.column) for p in problems}
-    for row in excel_rows.filter(pc.fill_null(missing, True)).to_pylist():
-        if (row, column.header) not in already:
-            problems.append(CellProblem(row, column.header, REQUIRED_NULL, None))
+    missing = pc.fill_null(missing, True)
+    for row, raw in zip(excel_rows.filter(missing).to_pylist(), array.filter(missing).to_pylist()):
+        if (row, column.header) not in already:  # raw: the text NULL, or None for an empty cell
+            problems.append(CellProblem(row, column.header, REQUIRED_NULL, raw))
 
 
 def _parse_one(raw: str, ctype: ColumnType):

@@ -1,0 +1,823 @@
+"""Bad input through `prodplan ingest`, as a user meets it: a file that is not a workbook, a sheet
+whose shape differs from the contract, and cells that do not fit their column.
+
+Every ingestion is a real `prodplan` subprocess (Dagster and all) on the real test PostgreSQL.
+Bad workbooks are derived from the project's own sample by rewriting the XML inside the zip, so
+each defect is exactly the one intended (the rest of the sheet, its shared strings and its date
+cells stay byte for byte as the generator wrote them). The expectations come from
+DATA_CONTRACT.md (quirks and handling) and PIPELINE.md (exit codes 0 / 1 / 2).
+
+Cost: each ingestion that reaches Dagster takes ~5 s, so the row-level defects are combined in
+one workbook, ingested once by a module fixture, and each test reads its own defect's outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import subprocess
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import openpyxl
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+from prodplan_pipeline.contract import SHEETS, ColumnType, sheet
+from prodplan_pipeline.warehouse.connection import libpq_dsn
+from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
+from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, run_cli
+
+SCALE, SEED = 0.01, 7
+
+
+# --- environments and queries ------------------------------------------------------------------
+
+def new_env(databases, home: Path, purpose: str) -> dict[str, str]:
+    """Like conftest's ``cli_env``, but for a module: fresh warehouse and Dagster databases and a
+    private PRODPLAN_HOME, without the user's PRODPLAN_* settings."""
+    warehouse = databases.create(purpose)
+    dagster = databases.create(f"{purpose}_dagster")
+    env = {k: v for k, v in os.environ.items() if k not in PRODPLAN_VARIABLES}
+    return {**env, "PRODPLAN_HOME": str(home),
+            "PRODPLAN_DATABASE_URL": warehouse.render_as_string(hide_password=False),
+            "PRODPLAN_DAGSTER_DATABASE": dagster.database}
+
+
+def query(env: dict[str, str], statement: str, params: tuple = ()) -> list[tuple]:
+    conn = psycopg2.connect(libpq_dsn(make_url(env["PRODPLAN_DATABASE_URL"])))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def core_checksums(env: dict[str, str]) -> dict[str, str]:
+    """Row count and an order-independent md5 of every core table's content."""
+    return {s.table: query(env, f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
+                                f"ORDER BY t::text)), '') FROM {s.core_table} t")[0][0]
+            for s in SHEETS}
+
+
+def ingestion_run_count(env: dict[str, str]) -> int:
+    return query(env, "SELECT count(*) FROM ops.ingestion_runs")[0][0]
+
+
+@dataclass
+class Ingest:
+    result: subprocess.CompletedProcess
+    summary: dict | None  # the --json document (last stdout line), when printed
+
+    @property
+    def code(self) -> int:
+        return self.result.returncode
+
+    @property
+    def message(self) -> str:
+        """The final error paragraph (stderr may start with progress lines)."""
+        lines = [line for line in self.result.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+
+def ingest(env: dict[str, str], workbook: Path) -> Ingest:
+    result = run_cli(["ingest", "--workbook", str(workbook), "--json"], env)
+    lines = result.stdout.strip().splitlines()
+    summary = None
+    if lines and lines[-1].startswith("{"):
+        summary = json.loads(lines[-1])
+    return Ingest(result, summary)
+
+
+# --- editing a workbook's XML ------------------------------------------------------------------
+
+_ROW = re.compile(r'<row r="(\d+)"[^>]*?(?:/>|>(.*?)</row>)', re.S)
+_CELL = re.compile(r"<c\b[^>]*?(?:/>|>.*?</c>)", re.S)
+_VALUE = re.compile(r"<v>(.*?)</v>", re.S)
+_SHEET_ENTRY = '<sheet name="{}" '
+
+Rows = dict[int, list[str]]  # Excel row number -> the row's <c> elements, in column order
+
+
+def sheet_rows(book: Path, name: str) -> Rows:
+    part = inspect_workbook(book).sheet_parts[name]
+    with zipfile.ZipFile(book) as archive:
+        return _split(archive.read(part).decode())[1]
+
+
+def _split(xml: str) -> tuple[str, Rows, str]:
+    start = xml.index("<sheetData>") + len("<sheetData>")
+    end = xml.index("</sheetData>")
+    rows = {int(m.group(1)): _CELL.findall(m.group(2) or "") for m in _ROW.finditer(xml[start:end])}
+    return xml[:start], rows, xml[end:]
+
+
+def _join(head: str, rows: Rows, tail: str) -> str:
+    body = "".join(f'<row r="{r}">{"".join(cells)}</row>' for r, cells in sorted(rows.items()))
+    return head + body + tail
+
+
+def rewrite(source: Path, target: Path, edits: dict[str, Callable[[Rows], Rows]] | None = None,
+            drop_sheets: tuple[str, ...] = ()) -> Path:
+    """Copy ``source`` to ``target``, editing the rows of the named sheets and dropping sheets
+    from the workbook's sheet list."""
+    parts = inspect_workbook(source).sheet_parts
+    by_part = {parts[name]: edit for name, edit in (edits or {}).items()}
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename in by_part:
+                head, rows, tail = _split(data.decode())
+                data = _join(head, by_part[info.filename](rows), tail).encode()
+            elif info.filename == "xl/workbook.xml":
+                text = data.decode()
+                for name in drop_sheets:
+                    entry = re.search(re.escape(_SHEET_ENTRY.format(name)) + r"[^>]*/>", text)
+                    assert entry, f"no sheet {name} in {source}"
+                    text = text.replace(entry.group(0), "")
+                data = text.encode()
+            zout.writestr(info, data)
+    return target
+
+
+def text_cell(value: str) -> str:
+    return f'<c t="inlineStr"><is><t xml:space="preserve">{escape(value)}</t></is></c>'
+
+
+def number_cell(value: float) -> str:
+    return f"<c><v>{value!r}</v></c>"
+
+
+def formula_cell(formula: str, cached: float, style: int | None = None) -> str:
+    s = f' s="{style}"' if style is not None else ""
+    return f"<c{s}><f>{escape(formula)}</f><v>{cached!r}</v></c>"
+
+
+DATE_STYLE = 1  # the sample's date-time cell format (xl/styles.xml cellXfs index 1)
+FORMATTED_EMPTY = f'<c s="{DATE_STYLE}"/>'  # a cell with formatting but no value
+
+
+def number_of(cell: str) -> float | None:
+    """The value of a number cell; None for any other cell (shared string, inline string)."""
+    if 't="' in cell.split(">", 1)[0]:
+        return None
+    match = _VALUE.search(cell)
+    return float(match.group(1)) if match else None
+
+
+def column_index(sheet_name: str, header: str) -> int:
+    return sheet(sheet_name).headers.index(header)
+
+
+# --- OLE2 containers (old .xls, encrypted .xlsx) -------------------------------------------------
+
+SECTOR = 512
+NO_STREAM, END_OF_CHAIN, FAT_SECTOR = 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFD
+
+
+def ole2_container(streams: list[str], payload: int = 4096, directory_last: bool = False) -> bytes:
+    """A minimal compound file (the OLE2 container both an old .xls and a password-protected
+    .xlsx are stored in): a root storage holding the named streams, the last of which holds
+    ``payload`` bytes. ``directory_last`` puts the directory after the stream data, as a writer
+    may for a big file: then the stream names are not within the file's first MiB."""
+    data_sectors = -(-payload // SECTOR)
+    entries = ["Root Entry", *streams]
+    dir_sectors = -(-len(entries) // 4)
+    fat_count = 1
+    while fat_count * (SECTOR // 4) < fat_count + data_sectors + dir_sectors:
+        fat_count += 1
+    first_data, first_dir = ((fat_count, fat_count + data_sectors) if directory_last
+                             else (fat_count + dir_sectors, fat_count))
+    fat = [FAT_SECTOR] * fat_count + [0] * (data_sectors + dir_sectors)
+    for first, count in ((first_data, data_sectors), (first_dir, dir_sectors)):
+        for i in range(count):
+            fat[first + i] = first + i + 1 if i < count - 1 else END_OF_CHAIN
+    fat += [NO_STREAM] * (fat_count * SECTOR // 4 - len(fat))
+
+    header = bytearray(SECTOR)
+    header[0:8] = OLE2_MAGIC
+    struct.pack_into("<HHHHH", header, 0x18, 0x3E, 3, 0xFFFE, 9, 6)
+    struct.pack_into("<9I", header, 0x28, 0, fat_count, first_dir, 0, 4096, END_OF_CHAIN, 0,
+                     END_OF_CHAIN, 0)
+    struct.pack_into("<109I", header, 0x4C, *range(fat_count), *[NO_STREAM] * (109 - fat_count))
+
+    directory = bytearray(dir_sectors * SECTOR)
+    for i, name in enumerate(entries):
+        entry = memoryview(directory)[i * 128:(i + 1) * 128]
+        raw = name.encode("utf-16-le")
+        entry[0:len(raw)] = raw
+        is_root, is_last = i == 0, i == len(entries) - 1
+        struct.pack_into("<HBBIII", entry, 64, len(raw) + 2, 5 if is_root else 2, 1, NO_STREAM,
+                         NO_STREAM if is_root or is_last else i + 1, 1 if is_root else NO_STREAM)
+        start, size = (first_data, payload) if is_last and payload else (END_OF_CHAIN, 0)
+        struct.pack_into("<IQ", entry, 116, start, size)
+    for i in range(len(entries), dir_sectors * 4):  # unused entries
+        struct.pack_into("<III", directory, i * 128 + 68, NO_STREAM, NO_STREAM, NO_STREAM)
+
+    data = (bytes(range(256)) * (data_sectors * SECTOR // 256 + 1))[:data_sectors * SECTOR]
+    fat_bytes = struct.pack(f"<{len(fat)}I", *fat)
+    body = fat_bytes + (data + directory if directory_last else directory + data)
+    return bytes(header) + body
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """The good workbook and its rows per sheet."""
+    path = tmp_path_factory.mktemp("sample") / "Folha_IA.xlsx"
+    return path, write_sample(path, scale=SCALE, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def loaded(databases, tmp_path_factory, sample) -> dict[str, str]:
+    """A warehouse holding the good sample: bad input must leave it exactly as it is."""
+    env = new_env(databases, tmp_path_factory.mktemp("home_loaded"), "badinput_loaded")
+    first = ingest(env, sample[0])
+    assert first.code == 0, first.result.stderr
+    assert query(env, "SELECT count(*) FROM core.ordens_fabrico")[0][0] > 0
+    return env
+
+
+@pytest.fixture
+def unchanged(loaded):
+    """The loaded warehouse; asserts after the test that no core row changed."""
+    before = core_checksums(loaded)
+    yield loaded
+    assert core_checksums(loaded) == before, "bad input changed core"
+
+
+def assert_one_paragraph(outcome: Ingest, path: Path, *phrases: str) -> None:
+    stderr = outcome.result.stderr
+    assert outcome.code == 1, (outcome.code, stderr)
+    assert "Traceback" not in stderr and "Traceback" not in outcome.result.stdout
+    message = outcome.message
+    assert message.startswith("prodplan ingest: "), stderr
+    assert str(path) in message, message
+    for phrase in phrases:
+        assert phrase in message, (phrase, message)
+
+
+# --- file level: not a workbook at all ------------------------------------------------------------
+
+def _missing(tmp: Path, sample: Path) -> Path:
+    return tmp / "no_such_export.xlsx"
+
+
+def _directory(tmp: Path, sample: Path) -> Path:
+    (tmp / "folder.xlsx").mkdir()
+    return tmp / "folder.xlsx"
+
+
+def _text_file(tmp: Path, sample: Path) -> Path:
+    path = tmp / "notes.xlsx"
+    path.write_text("Of_Id;Of_DataCriacao\n1;2024-01-15\n", encoding="utf-8")
+    return path
+
+
+def _truncated(tmp: Path, sample: Path) -> Path:
+    path = tmp / "truncated.xlsx"
+    data = sample.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # an interrupted download or copy
+    return path
+
+
+def _old_xls(tmp: Path, sample: Path) -> Path:
+    path = tmp / "Folha_IA.xlsx"  # the extension says .xlsx, the bytes say BIFF in OLE2
+    path.write_bytes(ole2_container(["\x05SummaryInformation", "Workbook"]))
+    return path
+
+
+# A real password-protected workbook needs a tool we do not have (Excel, or msoffcrypto-tool to
+# encrypt one), so this is a synthetic OLE2 container holding the streams an encrypted .xlsx
+# has, among them the UTF-16LE stream name "EncryptedPackage" that identifies it.
+def _password(tmp: Path, sample: Path) -> Path:
+    path = tmp / "protected.xlsx"
+    path.write_bytes(ole2_container(["EncryptionInfo", "EncryptedPackage"]))
+    return path
+
+
+def _password_big(tmp: Path, sample: Path) -> Path:
+    """The real export encrypted is tens of MB of EncryptedPackage stream; a writer may put the
+    directory (the stream names) after it, far beyond the file's first MiB."""
+    path = tmp / "protected_big.xlsx"
+    path.write_bytes(ole2_container(["EncryptionInfo", "EncryptedPackage"], payload=3 << 20,
+                                    directory_last=True))
+    assert "EncryptedPackage".encode("utf-16-le") not in path.read_bytes()[:1 << 20]
+    return path
+
+
+def _zero_bytes(tmp: Path, sample: Path) -> Path:
+    path = tmp / "empty.xlsx"
+    path.write_bytes(b"")
+    return path
+
+
+def _zip_not_workbook(tmp: Path, sample: Path) -> Path:
+    path = tmp / "archive.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("Folha_IA.csv", "Of_Id;Of_DataCriacao\n")
+    return path
+
+
+FILE_CASES = {
+    "missing_path": (_missing, ["does not exist", "give the path"]),
+    "directory": (_directory, ["is a folder", "give the path of the .xlsx file"]),
+    "text_file_named_xlsx": (_text_file, ["is not an Excel .xlsx workbook", "export the ERP data as .xlsx"]),
+    "truncated_zip": (_truncated, ["is damaged", "Re-export it from the ERP"]),
+    "old_xls": (_old_xls, ["old-format Excel .xls", "save it as .xlsx"]),
+    "password_protected": (_password, ["password-protected", "remove the password"]),
+    "password_protected_big": (_password_big, ["password-protected", "remove the password"]),
+    "zero_bytes": (_zero_bytes, ["empty file (0 bytes)", "export"]),
+    "zip_not_workbook": (_zip_not_workbook, ["not an Excel workbook", "export"]),
+}
+
+
+@pytest.mark.parametrize("case", list(FILE_CASES))
+def test_a_file_that_is_not_a_workbook_fails_with_one_paragraph(case, unchanged, sample, tmp_path):
+    make, phrases = FILE_CASES[case]
+    path = make(tmp_path, sample[0]).resolve()
+    runs = ingestion_run_count(unchanged)
+    outcome = ingest(unchanged, path)
+    assert_one_paragraph(outcome, path, *phrases)
+    # found before Dagster starts: the message is all there is on stderr, one paragraph
+    assert outcome.result.stderr.strip() == outcome.message, outcome.result.stderr
+    assert ingestion_run_count(unchanged) == runs, "not a workbook: no ingestion run is registered"
+
+
+def test_an_empty_workbook_fails_naming_the_missing_sheets(unchanged, tmp_path):
+    path = tmp_path.resolve() / "blank.xlsx"
+    openpyxl.Workbook().save(path)  # one empty default sheet, "Sheet"
+    outcome = ingest(unchanged, path)
+    assert_one_paragraph(outcome, path, "the workbook has: Sheet")
+    for s in SHEETS:
+        assert f"the sheet '{s.name}' is missing" in outcome.message, s.name
+    assert outcome.summary and outcome.summary["exit_code"] == 1
+
+
+def test_damaged_sheet_data_inside_an_intact_zip_fails_naming_the_sheet(unchanged, sample, tmp_path):
+    """The zip directory is fine (so the file is hashed and accepted), but the compressed
+    bytes of one sheet are damaged: found when that sheet is read. (The sheet's content also
+    differs from the loaded one, or it would be skipped as unchanged without being read.)"""
+    path = tmp_path.resolve() / "bitrot.xlsx"
+
+    def renamed_phase(rows: Rows) -> Rows:
+        rows[2][column_index("Fases", "Fase_Nome")] = text_cell("Corte (renamed)")
+        return rows
+
+    changed = rewrite(sample[0], tmp_path / "changed.xlsx", {"Fases": renamed_phase})
+    data = bytearray(changed.read_bytes())
+    with zipfile.ZipFile(changed) as archive:
+        info = archive.getinfo(inspect_workbook(changed).sheet_parts["Fases"])
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    for i in range(start + 200, start + 400):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    inspect_workbook(path)  # the damage is not visible from the zip directory
+    outcome = ingest(unchanged, path)
+    assert_one_paragraph(outcome, path, "the sheet 'Fases' cannot be read", "re-export")
+    assert outcome.summary and outcome.summary["exit_code"] == 1
+
+
+# --- sheet level: a missing sheet, a header that differs from the contract ------------------------
+
+def _drop_column(name: str, header: str):
+    index = column_index(name, header)
+
+    def edit(rows: Rows) -> Rows:
+        return {r: cells[:index] + cells[index + 1:] for r, cells in rows.items()}
+    return edit
+
+
+def _rename_column(name: str, header: str, new: str):
+    index = column_index(name, header)
+
+    def edit(rows: Rows) -> Rows:
+        rows[1][index] = text_cell(new)
+        return rows
+    return edit
+
+
+def _swap_columns(name: str, a: str, b: str):
+    i, j = column_index(name, a), column_index(name, b)
+
+    def edit(rows: Rows) -> Rows:
+        for cells in rows.values():
+            cells[i], cells[j] = cells[j], cells[i]
+        return rows
+    return edit
+
+
+def _extra_column(header: str | None):
+    def edit(rows: Rows) -> Rows:
+        for r, cells in rows.items():
+            if r == 1:
+                cells.append(text_cell(header) if header else FORMATTED_EMPTY)
+            else:
+                cells.append(text_cell(f"note {r}"))
+        return rows
+    return edit
+
+
+SHEET_CASES = {
+    "missing_sheet": ("Fases", dict(drop_sheets=("Fases",)),
+                      ["the sheet 'Fases' is missing", "nothing of this sheet was loaded"]),
+    "missing_column": ("OrdensFabrico",
+                       dict(edits={"OrdensFabrico": _drop_column("OrdensFabrico", "Of_DataTransporte")}),
+                       ["sheet 'OrdensFabrico'", "missing column(s) ['Of_DataTransporte']"]),
+    "renamed_column": ("Modelos",
+                       dict(edits={"Modelos": _rename_column("Modelos", "Produto_Nome", "Produto_Name")}),
+                       ["sheet 'Modelos'", "was 'Produto_Nome' renamed to 'Produto_Name'?"]),
+    "reordered_columns": ("FuncionariosFaseOrdemFabrico",
+                          dict(edits={"FuncionariosFaseOrdemFabrico": _swap_columns(
+                              "FuncionariosFaseOrdemFabrico", "FuncionarioFaseOf_FaseOfId",
+                              "FuncionarioFaseOf_FuncionarioId")}),
+                          ["sheet 'FuncionariosFaseOrdemFabrico'", "in a different order"]),
+    "extra_column": ("OrdemFabricoErros",
+                     dict(edits={"OrdemFabricoErros": _extra_column("Erro_Comentario")}),
+                     ["sheet 'OrdemFabricoErros'", "unexpected column(s) ['Erro_Comentario']"]),
+    "values_without_header": ("FasesStandardModelos",
+                              dict(edits={"FasesStandardModelos": _extra_column(None)}),
+                              ["sheet 'FasesStandardModelos' has values in column 6, which has no header"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SHEET_CASES))
+def test_a_sheet_that_differs_from_the_contract_fails_and_core_is_untouched(case, loaded, sample, tmp_path):
+    name, how, phrases = SHEET_CASES[case]
+    path = rewrite(sample[0], tmp_path.resolve() / f"{case}.xlsx", **how)
+    before = core_checksums(loaded)
+    outcome = ingest(loaded, path)
+    assert_one_paragraph(outcome, path, f"'{name}'", *phrases)
+    assert outcome.summary and outcome.summary["exit_code"] == 1
+    assert all(p in outcome.summary["error"] for p in phrases), outcome.summary["error"]
+    assert core_checksums(loaded) == before, "nothing already in core may change"
+    run_id = outcome.summary["ingestion_run_id"]
+    assert query(loaded, "SELECT status FROM ops.ingestion_runs WHERE run_id = %s", (run_id,)) == [("failed",)]
+    # nothing of the run was merged, not even the sheets that were fine
+    assert query(loaded, "SELECT count(*) FROM ops.ingestion_sheet_runs WHERE run_id = %s "
+                         "AND (status = 'merged' OR reconciled)", (run_id,)) == [(0,)]
+
+
+# --- row level: one workbook with a defect per row, ingested once over the good sample ------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One edited cell: where, what was written, and the expected outcome."""
+
+    sheet: str
+    header: str
+    cell: str  # the <c> element written
+    raw: str | None  # the text expected as the reject's raw_value (None: accepted)
+    reason: str | None  # the expected reject reason (None: accepted)
+    core: object = None  # for an accepted cell: the value expected in core
+
+
+# Excel rows are chosen by the fixture (distinct rows with a key unique in the sheet).
+REJECTED_CELLS = {
+    "text_in_int": Cell("OrdensFabrico", "Of_ProdutoId", text_cell("abc"), "abc", "bad_type"),
+    "text_in_decimal": Cell("FasesOrdemFabrico", "FaseOf_Peso", text_cell("abc"), "abc", "bad_type"),
+    "text_in_nullable_decimal": Cell("Modelos", "Produto_PesoDesmolde", text_cell("abc"), "abc", "bad_type"),
+    "impossible_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("31/02/2024"), "31/02/2024", "bad_type"),
+    "not_a_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("not a date"), "not a date", "bad_type"),
+    "not_a_date_nullable": Cell("OrdensFabrico", "Of_DataAcabamento", text_cell("not a date"),
+                                "not a date", "bad_type"),
+    "impossible_iso_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("2024-02-30"), "2024-02-30",
+                                "bad_type"),
+    "day_first_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("15/01/2024"), "15/01/2024", "bad_type"),
+    "day_first_date_nullable": Cell("OrdensFabrico", "Of_DataTransporte", text_cell("15/01/2024"),
+                                    "15/01/2024", "bad_type"),
+    "garbage_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("garbage"), "garbage", "bad_type"),
+    "null_in_required_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("NULL"), "NULL", "required_null"),
+    "null_in_required_int": Cell("FasesOrdemFabrico", "FaseOf_FaseId", text_cell("NULL"), "NULL", "required_null"),
+    "null_in_required_text": Cell("Funcionarios", "Funcionario_Nome", text_cell("NULL"), "NULL", "required_null"),
+    "fraction_in_int": Cell("OrdensFabrico", "Of_FaseId", number_cell(4.5), "4.5", "bad_type"),
+    "fraction_in_int_phase": Cell("FasesOrdemFabrico", "FaseOf_Sequencia", number_cell(4.5), "4.5", "bad_type"),
+    "fraction_in_smallint": Cell("OrdemFabricoErros", "OFCH_GRAVIDADE", number_cell(2.5), "2.5", "bad_type"),
+    # the raw value is the text the user sees in Excel, whatever the cell holds
+    "quotes_and_tab_in_int": Cell("OrdensFabrico", "Of_ProdutoId", text_cell('5" kayak\tC:\\x'),
+                                  '5" kayak\tC:\\x', "bad_type"),
+    "date_cell_in_int": Cell("OrdensFabrico", "Of_ProdutoId", f'<c s="{DATE_STYLE}"><v>45306.5</v></c>',
+                             "2024-01-15 12:00:00", "bad_type"),
+    "error_cell_in_int": Cell("OrdensFabrico", "Of_ProdutoId", '<c t="e"><v>#DIV/0!</v></c>', "#DIV/0!",
+                              "bad_type"),
+    # read as text (nullable), an error cell has no text: it must not become a silent NULL
+    "error_cell_in_nullable_date": Cell("OrdensFabrico", "Of_DataAcabamento", '<c t="e"><v>#N/A</v></c>',
+                                        "#N/A", "bad_type"),
+}
+ACCEPTED_CELLS = {
+    "iso_text_datetime": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("2024-01-15 08:30"), None, None,
+                              datetime(2024, 1, 15, 8, 30)),
+    "iso_text_date_nullable": Cell("OrdensFabrico", "Of_DataTransporte", text_cell("2024-01-15"), None, None,
+                                   datetime(2024, 1, 15)),
+    "formula_int": Cell("OrdensFabrico", "Of_ProdutoId", formula_cell("40000+123", 40123), None, None, 40123),
+    "formula_datetime": Cell("OrdensFabrico", "Of_DataCriacao",
+                             formula_cell("DATE(2023,6,30)+0.5", 45107.5, DATE_STYLE), None, None,
+                             datetime(2023, 6, 30, 12, 0)),
+    "formula_date_nullable": Cell("OrdensFabrico", "Of_DataAcabamento",
+                                  formula_cell("DATE(2024,3,1)", 45352, DATE_STYLE), None, None,
+                                  datetime(2024, 3, 1)),
+    "number_as_text_decimal": Cell("FasesOrdemFabrico", "FaseOf_Peso", text_cell(" 12.5 "), None, None,
+                                   Decimal("12.5")),
+    "number_as_text_int": Cell("FasesOrdemFabrico", "FaseOf_Sequencia", text_cell("7"), None, None, 7),
+}
+BLANK_ROW_SHEET = "FuncionariosFaseOrdemFabrico"
+TRAILING_SHEET = "Fases"
+
+
+@dataclass
+class RowLevel:
+    env: dict[str, str]
+    counts: dict[str, int]
+    outcome: Ingest
+    rows: dict[str, int]  # case -> Excel row edited
+    keys: dict[str, int | None]  # case -> the row's key (first column), when it has one
+    blank_row: int
+    rejects: dict[tuple[str, int], dict]  # (sheet, excel_row) -> reject
+    sheet_runs: dict[str, dict]
+    before: dict[str, dict | None] = field(default_factory=dict)  # case -> core row, good sample
+    after: dict[str, dict | None] = field(default_factory=dict)  # case -> core row, bad workbook
+    staged: dict[str, dict] = field(default_factory=dict)  # case -> its staging row
+
+
+def core_row(env: dict[str, str], sheet_name: str, key: int) -> dict | None:
+    s = sheet(sheet_name)
+    rows = query(env, f"SELECT row_to_json(t)::text FROM {s.core_table} t WHERE {s.key_names[0]} = %s",
+                 (key,))
+    assert len(rows) <= 1
+    return json.loads(rows[0][0]) if rows else None
+
+
+def _pick_rows(book: Path) -> tuple[dict[str, int], dict[str, int | None]]:
+    """A distinct Excel row per case; in keyed sheets, a row whose key occurs once."""
+    rows, keys = {}, {}
+    candidates: dict[str, list[tuple[int, float | None]]] = {}
+    for case, cell in {**REJECTED_CELLS, **ACCEPTED_CELLS}.items():
+        if cell.sheet not in candidates:
+            data = sheet_rows(book, cell.sheet)
+            firsts = {r: number_of(cells[0]) for r, cells in data.items() if r > 1}
+            seen: dict[float | None, int] = {}
+            for value in firsts.values():
+                seen[value] = seen.get(value, 0) + 1
+            unique = sheet(cell.sheet).key is None or cell.sheet == "Funcionarios"
+            candidates[cell.sheet] = [(r, v) for r, v in sorted(firsts.items())
+                                      if r >= 3 and (unique or seen[v] == 1)]
+        row, key = candidates[cell.sheet].pop(0)
+        rows[case] = row
+        keys[case] = int(key) if sheet(cell.sheet).key and key is not None else None
+    return rows, keys
+
+
+def _row_level_workbook(source: Path, target: Path, rows: dict[str, int], blank_row: int) -> Path:
+    cells = {**REJECTED_CELLS, **ACCEPTED_CELLS}
+
+    def editor(name: str) -> Callable[[Rows], Rows]:
+        def edit(data: Rows) -> Rows:
+            for case, cell in cells.items():
+                if cell.sheet == name:
+                    data[rows[case]][column_index(name, cell.header)] = cell.cell
+            return data
+        return edit
+
+    def blank(data: Rows) -> Rows:  # an empty row inserted between data rows
+        return {(r + 1 if r >= blank_row else r): c for r, c in data.items()}
+
+    def trailing(data: Rows) -> Rows:  # formatting without values right of and below the data
+        last = max(data)
+        for cells_ in data.values():
+            cells_ += [FORMATTED_EMPTY, FORMATTED_EMPTY]
+        data[last + 1] = [FORMATTED_EMPTY] * 7
+        data[last + 2] = []
+        data[last + 3] = [FORMATTED_EMPTY] * 3
+        return data
+
+    edits = {name: editor(name) for name in {c.sheet for c in cells.values()}}
+    assert BLANK_ROW_SHEET not in edits and TRAILING_SHEET not in edits, "one kind of edit per sheet"
+    edits[BLANK_ROW_SHEET] = blank
+    edits[TRAILING_SHEET] = trailing
+    return rewrite(source, target, edits)
+
+
+@pytest.fixture(scope="module")
+def row_level(databases, tmp_path_factory, sample) -> RowLevel:
+    book, counts = sample
+    env = new_env(databases, tmp_path_factory.mktemp("home_rows"), "badinput_rows")
+    good = ingest(env, book)
+    assert good.code == 0, good.result.stderr
+
+    rows, keys = _pick_rows(book)
+    blank_row = 2 + counts[BLANK_ROW_SHEET] // 2
+    bad_book = _row_level_workbook(book, tmp_path_factory.mktemp("bad") / "rows.xlsx", rows, blank_row)
+    cells = {**REJECTED_CELLS, **ACCEPTED_CELLS}
+    before = {case: core_row(env, cells[case].sheet, key) for case, key in keys.items() if key is not None}
+
+    outcome = ingest(env, bad_book)
+    assert outcome.code == 0, outcome.result.stderr
+    run_id = outcome.summary["ingestion_run_id"]
+    rejects = {}
+    for sheet_name, excel_row, reason, column, raw, detail, raw_row in query(env, """
+            SELECT sheet, excel_row, reason_code, column_name, raw_value, detail, raw_row::text
+            FROM quarantine.rejects WHERE run_id = %s""", (run_id,)):
+        assert (sheet_name, excel_row) not in rejects, "one reject per Excel row"
+        rejects[(sheet_name, excel_row)] = dict(reason_code=reason, column_name=column, raw_value=raw,
+                                                detail=detail, raw_row=json.loads(raw_row))
+    sheet_runs = {}
+    for record in query(env, "SELECT row_to_json(r)::text FROM ops.ingestion_sheet_runs r WHERE run_id = %s",
+                        (run_id,)):
+        run = json.loads(record[0])
+        sheet_runs[run["sheet"]] = run
+    after = {case: core_row(env, cells[case].sheet, key) for case, key in keys.items() if key is not None}
+    staged = {}
+    for case, cell in cells.items():
+        s = sheet(cell.sheet)
+        found = query(env, f"SELECT row_to_json(t)::text FROM {s.staging_table} t WHERE excel_row = %s",
+                      (rows[case],))
+        staged[case] = json.loads(found[0][0])
+    return RowLevel(env, counts, outcome, rows, keys, blank_row, rejects, sheet_runs, before, after, staged)
+
+
+def test_the_run_succeeds_and_every_sheet_reconciles(row_level):
+    summary = row_level.outcome.summary
+    assert summary["exit_code"] == 0 and summary["error"] is None and summary["failed_checks"] == []
+    assert set(row_level.sheet_runs) == {s.name for s in SHEETS}
+    for name, run in row_level.sheet_runs.items():
+        assert run["reconciled"] is True, (name, run)
+        edited = name in {c.sheet for c in REJECTED_CELLS.values()} | {BLANK_ROW_SHEET, TRAILING_SHEET}
+        assert run["status"] == "merged" if edited else run["status"] in ("merged", "skipped_unchanged"), \
+            (name, run["status"])  # an edited sheet is read again
+        rejected = sum(1 for (s, _) in row_level.rejects if s == name)
+        assert run["rows_rejected"] == rejected, name
+        assert run["rows_in_core"] + run["rows_duplicate"] + run["rows_rejected"] == run["rows_excel"], name
+    assert query(row_level.env, "SELECT status FROM ops.ingestion_runs WHERE run_id = %s",
+                 (summary["ingestion_run_id"],)) == [("succeeded",)]
+
+
+def test_the_rejects_are_exactly_the_defective_rows(row_level):
+    expected = {(c.sheet, row_level.rows[case]) for case, c in REJECTED_CELLS.items()}
+    expected.add((BLANK_ROW_SHEET, row_level.blank_row))
+    assert set(row_level.rejects) == expected
+
+
+def assert_rejected(row_level: RowLevel, case: str) -> dict:
+    cell = REJECTED_CELLS[case]
+    reject = row_level.rejects.get((cell.sheet, row_level.rows[case]))
+    assert reject is not None, f"{case}: Excel row {row_level.rows[case]} of {cell.sheet} was not rejected"
+    assert reject["reason_code"] == cell.reason, (case, reject)
+    assert reject["column_name"] == cell.header, (case, reject)
+    assert reject["raw_value"] == cell.raw, (case, reject)
+    assert cell.header in reject["detail"], (case, reject["detail"])
+    raw_row, contract_sheet = reject["raw_row"], sheet(cell.sheet)
+    assert set(raw_row) == set(contract_sheet.headers), (case, raw_row)
+    assert raw_row[cell.header] == cell.raw, (case, raw_row)
+    key = row_level.keys[case]
+    if key is not None:
+        assert raw_row[contract_sheet.headers[0]] == str(key), (case, raw_row)
+    # the row's other (required) cells are there as text, not lost
+    for column in contract_sheet.columns:
+        if column.required and column.header != cell.header:
+            assert raw_row[column.header] not in (None, ""), (case, column.header, raw_row)
+    # the staging row is flagged, and the bad cell was not coerced into a value
+    staged = row_level.staged[case]
+    column = contract_sheet.column(cell.header)
+    assert staged["rejected"] is True, (case, staged)
+    assert staged[column.name] == (cell.raw if column.type is ColumnType.TEXT else None), (case, staged)
+    return reject
+
+
+def assert_core_row_kept(row_level: RowLevel, case: str) -> None:
+    """A rejected row's key keeps its previous core row, values unchanged."""
+    if row_level.keys[case] is None:
+        return
+    assert row_level.before[case] is not None
+    assert row_level.after[case] == row_level.before[case], case
+
+
+@pytest.mark.parametrize("case", ["text_in_int", "text_in_decimal", "text_in_nullable_decimal"])
+def test_text_in_a_number_column_is_rejected_as_bad_type(row_level, case):
+    assert_rejected(row_level, case)
+    assert_core_row_kept(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["impossible_date", "not_a_date", "not_a_date_nullable", "impossible_iso_date",
+                                  "garbage_date"])
+def test_an_unparseable_date_is_rejected_as_bad_type(row_level, case):
+    assert_rejected(row_level, case)
+    assert_core_row_kept(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["null_in_required_date", "null_in_required_int", "null_in_required_text"])
+def test_the_text_null_in_a_required_column_is_rejected_as_required_null(row_level, case):
+    reject = assert_rejected(row_level, case)
+    assert "required" in reject["detail"]
+    assert_core_row_kept(row_level, case)
+
+
+def test_a_blank_row_between_data_rows_is_rejected_as_blank_row(row_level):
+    reject = row_level.rejects[(BLANK_ROW_SHEET, row_level.blank_row)]
+    assert reject["reason_code"] == "blank_row"
+    assert reject["column_name"] is None and reject["raw_value"] is None
+    assert reject["raw_row"] == {h: None for h in sheet(BLANK_ROW_SHEET).headers}
+    run = row_level.sheet_runs[BLANK_ROW_SHEET]
+    assert run["rows_excel"] == row_level.counts[BLANK_ROW_SHEET] + 1
+    assert run["rows_rejected"] == 1
+    # the rows after the blank one were read (not cut off at the gap) and landed
+    s = sheet(BLANK_ROW_SHEET)
+    (last_staged,), = query(row_level.env, f"SELECT max(excel_row) FROM {s.staging_table} WHERE NOT rejected")
+    assert last_staged == row_level.counts[BLANK_ROW_SHEET] + 2
+    (in_core,), = query(row_level.env, f"SELECT count(*) FROM {s.core_table}")
+    assert in_core == run["rows_in_core"] == run["rows_excel"] - 1 - run["rows_duplicate"]
+
+
+def test_trailing_empty_rows_and_columns_are_ignored(row_level):
+    run = row_level.sheet_runs[TRAILING_SHEET]
+    assert run["status"] == "merged", "the edited sheet must have been read again"
+    assert run["rows_excel"] == row_level.counts[TRAILING_SHEET]
+    assert run["rows_rejected"] == 0
+    assert not [k for k in row_level.rejects if k[0] == TRAILING_SHEET]
+    s = sheet(TRAILING_SHEET)
+    (in_core,), = query(row_level.env, f"SELECT count(*) FROM {s.core_table}")
+    assert in_core == row_level.counts[TRAILING_SHEET]
+
+
+@pytest.mark.parametrize("case", ["formula_int", "formula_datetime", "formula_date_nullable"])
+def test_a_formula_cell_is_ingested_as_its_cached_value(row_level, case):
+    assert_accepted(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["iso_text_datetime", "iso_text_date_nullable"])
+def test_a_date_stored_as_iso_text_is_accepted(row_level, case):
+    assert_accepted(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["day_first_date", "day_first_date_nullable"])
+def test_a_day_first_date_is_rejected_not_guessed(row_level, case):
+    assert_rejected(row_level, case)
+    assert_core_row_kept(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["number_as_text_decimal", "number_as_text_int"])
+def test_a_number_stored_as_text_is_accepted(row_level, case):
+    assert_accepted(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["fraction_in_int", "fraction_in_int_phase", "fraction_in_smallint"])
+def test_a_fraction_in_an_integer_column_is_rejected_not_truncated(row_level, case):
+    assert_rejected(row_level, case)  # includes: staged as NULL, not as 4 (or 2)
+    assert_core_row_kept(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["quotes_and_tab_in_int", "date_cell_in_int", "error_cell_in_int",
+                                  "error_cell_in_nullable_date"])
+def test_a_cell_of_the_wrong_kind_is_rejected_with_its_text_as_excel_shows_it(row_level, case):
+    assert_rejected(row_level, case)
+    assert_core_row_kept(row_level, case)
+
+
+def assert_accepted(row_level: RowLevel, case: str) -> None:
+    cell = ACCEPTED_CELLS[case]
+    assert (cell.sheet, row_level.rows[case]) not in row_level.rejects, case
+    column = sheet(cell.sheet).column(cell.header).name
+    before, after = row_level.before[case], row_level.after[case]
+    assert after is not None, f"{case}: key {row_level.keys[case]} is not in core"
+    assert _value(before[column], cell.core) != cell.core, f"{case}: the edit must change the value"
+    assert _value(after[column], cell.core) == cell.core, (case, after[column])
+    others = {k: v for k, v in after.items() if k != column and k in sheet(cell.sheet).column_names}
+    assert others == {k: before[k] for k in others}, f"{case}: only the edited cell changed"
+
+
+def _value(json_value, like):
+    """A core value from row_to_json, as the Python type of the expected value."""
+    if json_value is None:
+        return None
+    if isinstance(like, datetime):
+        return datetime.fromisoformat(json_value)
+    if isinstance(like, Decimal):
+        return Decimal(str(json_value))
+    return json_value
+
+
+def test_a_key_seen_only_in_a_rejected_row_keeps_its_previous_core_row(row_level):
+    case = "garbage_date"
+    key = row_level.keys[case]
+    reject = assert_rejected(row_level, case)
+    assert reject["raw_row"]["Of_Id"] == str(key)
+    assert "the row already in core with this key was kept" in reject["detail"], "the reject says so"
+    before, after = row_level.before[case], row_level.after[case]
+    assert before is not None and after == before, "yesterday's good row must survive today's bad cell"
+    assert after["of_data_criacao"] is not None
+    # and the same holds for every rejected row whose key was in core before
+    kept = [c for c in REJECTED_CELLS if row_level.keys[c] is not None]
+    assert len(kept) >= 10
+    for c in kept:
+        assert row_level.after[c] == row_level.before[c], c
