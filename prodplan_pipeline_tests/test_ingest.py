@@ -170,8 +170,12 @@ def test_shrink_guard_refuses_a_sheet_that_lost_too_many_rows(databases, small_s
 def test_changed_phases_move_partition_and_record_exactly_their_days(databases, small_sample, tmp_path):
     """An open phase that closes a month later changes its event_time, i.e. its partition: it
     must move (one row per fase_of_id), and the changed days are its old and new day."""
+    from prodplan_pipeline.derived.backfill import backfill_phases
+
     warehouse = fresh_warehouse(databases, "moves")
     assert ingest_workbook(warehouse, small_sample).passed
+    with warehouse.connect() as conn:
+        backfill_phases(conn)
     phase_id, inicio = query(warehouse, """
         SELECT fase_of_id, fase_of_inicio FROM core.fases_ordem_fabrico
         WHERE fase_of_fim IS NULL ORDER BY fase_of_id LIMIT 1""")[0]
@@ -196,6 +200,12 @@ def test_changed_phases_move_partition_and_record_exactly_their_days(databases, 
                  (result.run_id,))
     phase_days = [d for k, d in days if k == "phase_event"]
     assert phase_days == sorted({inicio.date(), closed_at.date()})
+    # the merge marked the row for the incremental backfill, which recomputes just that row
+    with warehouse.connect() as conn:
+        assert backfill_phases(conn).rows_written == 1
+        assert backfill_phases(conn, full=True).rows_written == 0
+    assert query(warehouse, "SELECT is_open, duration_seconds FROM core.fases_ordem_fabrico "
+                            "WHERE fase_of_id = %s", (phase_id,)) == [(False, (closed_at - inicio).total_seconds())]
 
 
 # --- a process killed in the middle of a merge --------------------------------------------------
@@ -260,6 +270,9 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(cli_env, sm
     assert all(s["reconciled"] for s in summary["sheets"])
     assert "FasesOrdemFabrico" in first.stdout and "reconciled" in first.stdout
     assert "merged into core.fases_ordem_fabrico" in first.stderr, "progress per stage"
+    reports = Path(cli_env["PRODPLAN_HOME"]) / "reports"
+    assert "kpis_by_employee" in (reports / "FEATURE_GATES.md").read_text()
+    assert "core.fases_ordem_fabrico" in (reports / "DATA_DICTIONARY.md").read_text()
     second = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
     again = json.loads(second.stdout.strip().splitlines()[-1])
     assert second.returncode == 0

@@ -44,6 +44,9 @@ RECORD_DEFECT_DAYS = """
     ON CONFLICT DO NOTHING"""
 # Columns the merge computes itself (the partition key must be right when a row is written).
 MERGE_COMPUTED = {"fases_ordem_fabrico": {"event_time": "coalesce(fase_of_fim, fase_of_inicio)"}}
+# Derived columns the merge clears on a changed row: NULL marks the row for the incremental
+# backfill (inserted rows start NULL anyway).
+MERGE_RESETS = {"fases_ordem_fabrico": ("duration_seconds", "is_open", "is_done")}
 
 
 def ident(name: str) -> str:
@@ -191,7 +194,8 @@ def update_changed(sheet: Sheet) -> str:
     old_day = f", c.{ident(old_day_column)} AS old_day" if old_day_column else ""
     changed = (f"SELECT s.*{old_day} FROM snap s JOIN {sheet.core_table} c ON {key_match(sheet, 'c', 's')} "
                f"WHERE ({cols(source, 'c')}) IS DISTINCT FROM ({cols(source, 's')})")
-    assignments = ", ".join(f"{ident(n)} = ch.{ident(n)}" for n in written)
+    assignments = ", ".join([f"{ident(n)} = ch.{ident(n)}" for n in written]
+                            + [f"{ident(n)} = NULL" for n in MERGE_RESETS.get(sheet.table, ())])
     returning = "ch.old_day::date AS old_day, c.*" if old_day_column else "c.*"
     update = (f"UPDATE {sheet.core_table} c SET {assignments} FROM ch "
               f"WHERE {key_match(sheet, 'c', 'ch')} RETURNING {returning}")

@@ -1,0 +1,1 @@
+"""After the merge: derived (backfilled) columns and the reconciliation of orphans."""

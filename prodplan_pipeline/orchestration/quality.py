@@ -1,0 +1,131 @@
+"""Derived columns, orphan reconciliation, feature gates, data expectations and the data
+dictionary: the assets and checks that run after the core tables are merged and reconciled."""
+
+# No `from __future__ import annotations`: Dagster inspects the context annotations.
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
+
+from prodplan_pipeline.contract import SHEETS, sheet
+from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
+from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans
+from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
+from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.quality.dictionary import write_dictionary
+from prodplan_pipeline.quality.gates import GATES, SUPPORTED, evaluate_gates, write_gates_report
+from prodplan_pipeline.settings import Settings
+
+PHASES, ORDERS, DEFECTS = (sheet("FasesOrdemFabrico"), sheet("OrdensFabrico"),
+                           sheet("OrdemFabricoErros"))
+DERIVED_PHASES = AssetKey(["derived", "fases_ordem_fabrico"])
+DERIVED_ORDERS = AssetKey(["derived", "ordens_fabrico"])
+DERIVED_DEFECTS = AssetKey(["derived", "erros_ordem_fabrico"])
+DATA_QUALITY_ISSUES = AssetKey(["derived", "data_quality_issues"])
+FEATURE_GATES = AssetKey(["quality", "feature_gates"])
+DATA_DICTIONARY = AssetKey(["quality", "data_dictionary"])
+ALL_CORE = [core_key(s) for s in SHEETS]
+
+
+def gate_check_name(feature: str) -> str:
+    return f"gate_{feature}"
+
+
+class BackfillConfig(Config):
+    full: bool = False  # recompute every row, not only the rows the last merges wrote
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(DERIVED_PHASES, deps=[core_key(PHASES)], group_name="derived", kinds={"postgres"},
+                  owners=OWNERS, skippable=True, description=(
+                      "core.fases_ordem_fabrico's derived columns: duration_seconds (fim - inicio when "
+                      "fim >= inicio, else NULL), is_open, is_done; event_time checked (the merge sets "
+                      "it). Incremental: only rows the merge wrote, unless run with full=true.")),
+        AssetSpec(DERIVED_ORDERS, deps=[core_key(ORDERS)], group_name="derived", kinds={"postgres"},
+                  owners=OWNERS, skippable=True, description=(
+                      "core.ordens_fabrico's lead_time_seconds (finish - creation when ordered) and "
+                      "is_on_time (finished by the end of the shipping day).")),
+        AssetSpec(DERIVED_DEFECTS, deps=[core_key(DEFECTS), DERIVED_PHASES, core_key(ORDERS)],
+                  group_name="derived", kinds={"postgres"}, owners=OWNERS, skippable=True,
+                  description=("core.erros_ordem_fabrico's ofch_event_time: the inspection phase row's "
+                               "event time, else the order's finish, else its creation; NULL only for "
+                               "defects of orders missing from OrdensFabrico.")),
+    ],
+    can_subset=True, name="derived_columns",
+)
+def derived_columns(context: AssetExecutionContext, config: BackfillConfig,
+                    warehouse: WarehouseResource):
+    """Backfill the derived columns in PostgreSQL, writing only rows whose values change."""
+    jobs = {DERIVED_PHASES: lambda c: backfill_phases(c, full=config.full),
+            DERIVED_ORDERS: backfill_orders, DERIVED_DEFECTS: backfill_defects}
+    for key, job in jobs.items():
+        if key not in context.selected_asset_keys:
+            continue
+        with warehouse.get_warehouse().connect() as conn:
+            report = job(conn)
+        say(context, f"{report.table}: {report.rows_written:,} rows written ({report.seconds:.2f} s)")
+        yield MaterializeResult(asset_key=key, metadata={
+            "rows_written": report.rows_written, "seconds": round(report.seconds, 3), **report.counts})
+
+
+@asset(key=DATA_QUALITY_ISSUES, deps=ALL_CORE + [DERIVED_PHASES], group_name="derived",
+       kinds={"postgres"}, owners=OWNERS)
+def data_quality_issues(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    """ops.data_quality_issues, replaced as a whole: rows kept but flagged (orders of unknown
+    products, phases and defects of unknown orders, references to unknown phase rows or
+    employees, orders finishing before creation, phases ending before they start)."""
+    with warehouse.get_warehouse().connect() as conn:
+        counts = reconcile_orphans(conn)
+    say(context, f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds")
+    table = ["| issue | count | what |", "|---|---:|---|"] + [
+        f"| {i.code} | {counts[i.code]:,} | {i.description} |" for i in ISSUES]
+    return MaterializeResult(metadata={"total": sum(counts.values()), **counts,
+                                       "summary": MetadataValue.md("\n".join(table))})
+
+
+@asset(key=FEATURE_GATES, deps=ALL_CORE, group_name="quality", kinds={"postgres"}, owners=OWNERS,
+       check_specs=[AssetCheckSpec(gate_check_name(g.feature), asset=FEATURE_GATES,
+                                   description=f"{g.feature}: {g.relationship} matches for at least "
+                                   "the threshold share of distinct values (WARN: a gate switches "
+                                   "a feature off, it does not fail the run)") for g in GATES])
+def feature_gates(context: AssetExecutionContext, warehouse: WarehouseResource):
+    """ops.feature_gates and FEATURE_GATES.md: each feature's relationship match rate over
+    distinct key values, against its threshold; below it the feature answers
+    NOT_SUPPORTED_BY_DATA."""
+    with warehouse.get_warehouse().connect() as conn:
+        results = evaluate_gates(conn)
+    report = write_gates_report(results, Settings.from_env().reports)
+    yield MaterializeResult(metadata={"report": str(report), **{
+        r.gate.feature: f"{r.status} ({r.match_rate:.4f})" if r.match_rate is not None else r.status
+        for r in results}})
+    for r in results:
+        say(context, f"gate {r.gate.feature}: {r.status}: {r.reason}")
+        yield AssetCheckResult(
+            check_name=gate_check_name(r.gate.feature), passed=r.status == SUPPORTED,
+            severity=AssetCheckSeverity.WARN, description=r.reason,
+            metadata={"match_rate": r.match_rate if r.match_rate is not None else -1.0,
+                      "numerator": r.numerator, "denominator": r.denominator,
+                      "threshold": r.threshold, "status": r.status, "relationship": r.gate.relationship})
+
+
+@asset(key=DATA_DICTIONARY, deps=ALL_CORE + [DERIVED_PHASES, DERIVED_ORDERS, DERIVED_DEFECTS],
+       group_name="quality", kinds={"postgres"}, owners=OWNERS)
+def data_dictionary(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    """DATA_DICTIONARY.md: every core table and column from the contract (Excel header, type,
+    meaning, references, allowed values) with live rows, NULL rates, distinct counts, min/max."""
+    with warehouse.get_warehouse().connect() as conn:
+        path = write_dictionary(conn, Settings.from_env().reports)
+    return MaterializeResult(metadata={"path": str(path)})
+
+
+quality_assets = [derived_columns, data_quality_issues, feature_gates, data_dictionary]

@@ -1,0 +1,1 @@
+"""Data quality: feature gates by relationship match rate, data expectations, reports."""

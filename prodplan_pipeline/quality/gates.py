@@ -1,0 +1,127 @@
+"""Feature gates: a feature the data cannot support switches itself off.
+
+Each gate measures one relationship as a match rate over *distinct* key values (how many of the
+distinct referencing values exist as keys of the referenced table). Below the threshold the
+feature answers NOT_SUPPORTED_BY_DATA, with the measured rate and a reason a person can read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_THRESHOLD = 0.90
+SUPPORTED, NOT_SUPPORTED = "SUPPORTED", "NOT_SUPPORTED_BY_DATA"
+REPORT_NAME = "FEATURE_GATES.md"
+
+
+@dataclass(frozen=True)
+class Gate:
+    feature: str
+    relationship: str  # as the workbook names it
+    child: str  # table.column holding the reference
+    parent: str  # table.column it should match
+    meaning: str  # what the feature gives a user
+
+
+GATES = (
+    Gate("kpis_by_employee", "FuncionarioFaseOf_FaseOfId → FaseOf_Id",
+         "core.funcionarios_fase_ordem_fabrico.funcionario_fase_of_fase_of_id",
+         "core.fases_ordem_fabrico.fase_of_id",
+         "productivity per employee (durations of the phase rows each employee worked)"),
+    Gate("kpis_by_product_attributes", "Of_ProdutoId → Produto_Id",
+         "core.ordens_fabrico.of_produto_id", "core.modelos.produto_id",
+         "KPIs by product attributes (weights, gelcoat quantities)"),
+    Gate("quality_by_phase_timing", "Erro_FaseOfAvaliacao → FaseOf_Id",
+         "core.erros_ordem_fabrico.erro_fase_of_avaliacao", "core.fases_ordem_fabrico.fase_of_id",
+         "defects placed in time by their inspection phase"),
+    Gate("quality_by_order", "Erro_OfId → Of_Id",
+         "core.erros_ordem_fabrico.erro_of_id", "core.ordens_fabrico.of_id",
+         "defects per order and product"),
+    Gate("phases_by_order", "FaseOf_OfId → Of_Id",
+         "core.fases_ordem_fabrico.fase_of_of_id", "core.ordens_fabrico.of_id",
+         "phase statistics per order and product"),
+)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: Gate
+    numerator: int
+    denominator: int
+    threshold: float
+
+    @property
+    def match_rate(self) -> float | None:
+        return self.numerator / self.denominator if self.denominator else None
+
+    @property
+    def status(self) -> str:
+        rate = self.match_rate
+        return SUPPORTED if rate is not None and rate >= self.threshold else NOT_SUPPORTED
+
+    @property
+    def reason(self) -> str:
+        g = self.gate
+        if self.denominator == 0:
+            return f"no {g.relationship.split(' ')[0]} values to measure yet"
+        verdict = "at least" if self.status == SUPPORTED else "below"
+        return (f"{self.numerator:,} of {self.denominator:,} distinct {g.relationship.split(' ')[0]} "
+                f"values ({self.match_rate:.1%}) exist as {g.relationship.split(' ')[-1]}: {verdict} "
+                f"the {self.threshold:.0%} needed for {g.meaning}")
+
+
+def _split(qualified: str) -> tuple[str, str]:
+    table, column = qualified.rsplit(".", 1)
+    return table, column
+
+
+def measure(conn, gate: Gate, threshold: float = DEFAULT_THRESHOLD) -> GateResult:
+    child_table, child = _split(gate.child)
+    parent_table, parent = _split(gate.parent)
+    with conn.cursor() as cur:
+        cur.execute(f"""
+            SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {parent_table} p WHERE p.{parent} = v)),
+                   count(*)
+            FROM (SELECT DISTINCT {child} AS v FROM {child_table} WHERE {child} IS NOT NULL) d""")
+        numerator, denominator = cur.fetchone()
+    return GateResult(gate, numerator, denominator, threshold)
+
+
+UPSERT_GATE = """
+    INSERT INTO ops.feature_gates (feature, relationship, match_rate, numerator, denominator,
+                                   threshold, status, reason, evaluated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+    ON CONFLICT (feature) DO UPDATE SET relationship = EXCLUDED.relationship,
+        match_rate = EXCLUDED.match_rate, numerator = EXCLUDED.numerator,
+        denominator = EXCLUDED.denominator, threshold = EXCLUDED.threshold,
+        status = EXCLUDED.status, reason = EXCLUDED.reason, evaluated_at = EXCLUDED.evaluated_at"""
+
+
+def evaluate_gates(conn, threshold: float = DEFAULT_THRESHOLD) -> list[GateResult]:
+    """Measure every gate and store it in ``ops.feature_gates`` (caller's transaction)."""
+    results = [measure(conn, gate, threshold) for gate in GATES]
+    with conn.cursor() as cur:
+        for r in results:
+            cur.execute(UPSERT_GATE, (r.gate.feature, r.gate.relationship, r.match_rate, r.numerator,
+                                      r.denominator, r.threshold, r.status, r.reason))
+    return results
+
+
+def write_gates_report(results: list[GateResult], reports: Path) -> Path:
+    reports.mkdir(parents=True, exist_ok=True)
+    lines = ["# Feature gates", "",
+             "A feature is served only when the relationship it relies on holds for at least the "
+             "threshold share of distinct key values; otherwise its endpoint answers "
+             "`NOT_SUPPORTED_BY_DATA` with the figures below.", "",
+             "| feature | relationship | match rate | threshold | status |", "|---|---|---:|---:|---|"]
+    for r in results:
+        rate = "n/a" if r.match_rate is None else f"{r.match_rate:.4f}"
+        lines.append(f"| {r.gate.feature} | {r.gate.relationship} | {rate} | {r.threshold:.2f} | {r.status} |")
+    lines += ["", "## What it means", ""]
+    for r in results:
+        effect = ("available" if r.status == SUPPORTED else "switched off")
+        lines.append(f"- **{r.gate.feature}** ({effect}): {r.reason}.")
+    path = reports / REPORT_NAME
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,139 @@
+"""Derived columns, orphan reconciliation and feature gates on the real sample, checked against
+the sample's facts file and against counts computed independently with pandas."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
+from prodplan_pipeline.derived.orphans import reconcile_orphans
+from prodplan_pipeline.ingest.pipeline import ingest_workbook
+from prodplan_pipeline.quality.gates import NOT_SUPPORTED, SUPPORTED, evaluate_gates, write_gates_report
+from prodplan_pipeline_tests.test_ingest import SHARED_SAMPLE, fresh_warehouse, needs_real_sample, query
+
+pytestmark = needs_real_sample
+
+FACT_OF_GATE = {
+    "kpis_by_employee": "ffo_faseofid_distinct_in_faseof_id",
+    "kpis_by_product_attributes": "of_produtoid_distinct_in_modelos",
+    "quality_by_phase_timing": "erro_faseofavaliacao_distinct_in_faseof_id",
+    "quality_by_order": "erro_ofid_distinct_in_ordensfabrico",
+    "phases_by_order": "faseof_ofid_distinct_in_ordensfabrico",
+}
+
+
+@pytest.fixture(scope="module")
+def derived(databases):
+    warehouse = fresh_warehouse(databases, "derived")
+    assert ingest_workbook(warehouse, SHARED_SAMPLE).passed
+    with warehouse.connect() as conn:
+        reports = {"phases": backfill_phases(conn), "orders": backfill_orders(conn),
+                   "defects": backfill_defects(conn)}
+        issues = reconcile_orphans(conn)
+        gates = evaluate_gates(conn)
+    facts = json.loads(SHARED_SAMPLE.with_suffix(".facts.json").read_text())
+    return warehouse, reports, issues, gates, facts
+
+
+@pytest.fixture(scope="module")
+def workbook_frames() -> dict[str, pd.DataFrame]:
+    """The workbook read by pandas (another reader than the pipeline's), NULL text as NaN."""
+    return pd.read_excel(SHARED_SAMPLE, sheet_name=None, engine="openpyxl")
+
+
+def test_gate_rates_equal_the_facts_to_four_decimals(derived):
+    warehouse, _, _, gates, facts = derived
+    for gate in gates:
+        assert round(gate.match_rate, 4) == round(facts["match_rates"][FACT_OF_GATE[gate.gate.feature]]["rate"], 4)
+    stored = dict(query(warehouse, "SELECT feature, round(match_rate::numeric, 4)::float FROM ops.feature_gates"))
+    assert stored == {g.gate.feature: round(g.match_rate, 4) for g in gates}
+
+
+def test_per_employee_kpis_are_not_supported_by_the_data(derived, tmp_path):
+    warehouse, _, _, gates, _ = derived
+    by_feature = {g.gate.feature: g for g in gates}
+    employee = by_feature["kpis_by_employee"]
+    assert employee.status == NOT_SUPPORTED and 0.31 < employee.match_rate < 0.34
+    assert "below the 90%" in employee.reason
+    assert by_feature["quality_by_phase_timing"].status == SUPPORTED
+    report = write_gates_report(gates, tmp_path).read_text()
+    assert "| kpis_by_employee | FuncionarioFaseOf_FaseOfId → FaseOf_Id | 0.3226 | 0.90 | NOT_SUPPORTED_BY_DATA |" in report
+
+
+def test_duration_is_null_exactly_for_open_and_inverted_phases(derived):
+    warehouse, reports, _, _, facts = derived
+    (null_durations,) = query(warehouse, "SELECT count(*) FROM core.fases_ordem_fabrico WHERE duration_seconds IS NULL")[0]
+    phases = facts["phases"]
+    assert null_durations == phases["open_phases_fim_null"] + phases["fim_lt_inicio_rows"]
+    assert reports["phases"].counts["duration_null_open_phase"] == phases["open_phases_fim_null"]
+    assert query(warehouse, """SELECT count(*) FROM core.fases_ordem_fabrico
+                               WHERE is_open IS DISTINCT FROM (fase_of_fim IS NULL) OR is_done = is_open
+                                  OR duration_seconds <> extract(epoch FROM fase_of_fim - fase_of_inicio)""")[0][0] == 0
+
+
+def test_defect_time_is_null_only_for_defects_of_missing_orders(derived):
+    warehouse, reports, _, _, _ = derived
+    nulls, of_missing_orders = query(warehouse, """
+        SELECT count(*), count(*) FILTER (WHERE NOT EXISTS
+               (SELECT 1 FROM core.ordens_fabrico o WHERE o.of_id = e.erro_of_id))
+        FROM core.erros_ordem_fabrico e WHERE ofch_event_time IS NULL""")[0]
+    assert nulls == of_missing_orders
+    # every defect whose inspection phase row exists takes that row's time
+    assert query(warehouse, """
+        SELECT count(*) FROM core.erros_ordem_fabrico e JOIN core.fases_ordem_fabrico f
+          ON f.fase_of_id = e.erro_fase_of_avaliacao
+        WHERE e.ofch_event_time IS DISTINCT FROM f.event_time""")[0][0] == 0
+    assert reports["defects"].counts["time_null_order_missing"] == nulls
+
+
+def test_order_lead_time_and_on_time(derived, workbook_frames):
+    warehouse, reports, _, _, _ = derived
+    orders = workbook_frames["OrdensFabrico"]
+    finished = orders.dropna(subset=["Of_DataAcabamento"])
+    ordered = finished[finished.Of_DataAcabamento >= finished.Of_DataCriacao]
+    assert reports["orders"].counts["lead_time_set"] == len(ordered)
+    with_due = finished.dropna(subset=["Of_DataTransporte"])
+    on_time = (with_due.Of_DataAcabamento < with_due.Of_DataTransporte.dt.normalize() + pd.Timedelta(days=1)).sum()
+    assert query(warehouse, "SELECT count(*) FILTER (WHERE is_on_time), count(is_on_time) FROM core.ordens_fabrico")[0] \
+        == (on_time, len(with_due))
+
+
+def test_issue_counts_equal_counts_computed_independently(derived, workbook_frames):
+    _, _, issues, _, _ = derived
+    w = {name: frame.drop_duplicates() for name, frame in workbook_frames.items()}
+    orders, phases, links, defects = (w["OrdensFabrico"], w["FasesOrdemFabrico"],
+                                      w["FuncionariosFaseOrdemFabrico"], w["OrdemFabricoErros"])
+    order_ids, phase_ids = set(orders.Of_Id), set(phases.FaseOf_Id)
+    defects = workbook_frames["OrdemFabricoErros"]  # every defect row counts, repeats included
+    expected = {
+        "order_unknown_product": (~orders.Of_ProdutoId.isin(set(w["Modelos"].Produto_Id))).sum(),
+        "order_finished_before_created": (orders.Of_DataAcabamento < orders.Of_DataCriacao).sum(),
+        "phase_unknown_order": (~phases.FaseOf_OfId.isin(order_ids)).sum(),
+        "phase_ends_before_start": (phases.FaseOf_Fim < phases.FaseOf_Inicio).sum(),
+        "defect_unknown_order": (~defects.Erro_OfId.isin(order_ids)).sum(),
+        "defect_unknown_inspection_phase": (~defects.Erro_FaseOfAvaliacao.isin(phase_ids)).sum(),
+        "defect_unknown_blamed_phase": (defects.Erro_FaseOfCulpada.notna()
+                                        & ~defects.Erro_FaseOfCulpada.isin(phase_ids)).sum(),
+        "link_unknown_employee": (~links.FuncionarioFaseOf_FuncionarioId.isin(
+            set(w["Funcionarios"].Funcionario_Id))).sum(),
+        "link_unknown_phase_row": (~links.FuncionarioFaseOf_FaseOfId.isin(phase_ids)).sum(),
+    }
+    assert issues == {code: int(n) for code, n in expected.items()}
+    assert issues["link_unknown_employee"] > 0 and issues["phase_ends_before_start"] > 0
+
+
+def test_re_running_changes_nothing(derived):
+    warehouse, _, issues, gates, _ = derived
+    snapshot = "SELECT issue_code, record_key, detail FROM ops.data_quality_issues ORDER BY 1, 2, 3"
+    before = query(warehouse, snapshot)
+    with warehouse.connect() as conn:
+        assert backfill_phases(conn, full=True).rows_written == 0
+        assert backfill_orders(conn).rows_written == 0
+        assert backfill_defects(conn).rows_written == 0
+        assert reconcile_orphans(conn) == issues
+        assert [(g.numerator, g.denominator) for g in evaluate_gates(conn)] == \
+            [(g.numerator, g.denominator) for g in gates]
+    assert query(warehouse, snapshot) == before
