@@ -4,7 +4,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from prodplan_pipeline.orchestration.ingestion import ingestion_assets
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
-from prodplan_pipeline.orchestration.quality import quality_assets
+from prodplan_pipeline.orchestration.quality import quality_assets, quality_checks
 from prodplan_pipeline.orchestration.resources import build_resources
 
 # In-process: one process holds the ingestion lock for the whole run, and the steps do not pay a
@@ -19,6 +19,7 @@ ingest_job = define_asset_job(
 
 defs = Definitions(
     assets=[*ingestion_assets, *quality_assets],
+    asset_checks=quality_checks,
     jobs=[ingest_job, warehouse_maintenance_job],
     resources=build_resources(),
 )

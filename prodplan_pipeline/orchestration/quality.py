@@ -3,6 +3,8 @@ dictionary: the assets and checks that run after the core tables are merged and 
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
 from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -14,12 +16,13 @@ from dagster import (
     MetadataValue,
     asset,
     multi_asset,
+    multi_asset_check,
 )
 
 from prodplan_pipeline.contract import SHEETS, sheet
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans
-from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
+from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, progress, say
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.quality.dictionary import write_dictionary
 from prodplan_pipeline.quality.gates import GATES, SUPPORTED, evaluate_gates, write_gates_report
@@ -34,6 +37,7 @@ DATA_QUALITY_ISSUES = AssetKey(["derived", "data_quality_issues"])
 FEATURE_GATES = AssetKey(["quality", "feature_gates"])
 DATA_DICTIONARY = AssetKey(["quality", "data_dictionary"])
 ALL_CORE = [core_key(s) for s in SHEETS]
+EXPECTATIONS = "data_expectations"
 
 
 def gate_check_name(feature: str) -> str:
@@ -129,3 +133,72 @@ def data_dictionary(context: AssetExecutionContext, warehouse: WarehouseResource
 
 
 quality_assets = [derived_columns, data_quality_issues, feature_gates, data_dictionary]
+
+
+CHANGED_SINCE_VALIDATION = """
+    SELECT coalesce(sum(r.rows_inserted + r.rows_updated + r.rows_deleted), 0) > 0
+           OR NOT EXISTS (SELECT 1 FROM ops.expectation_results WHERE table_name = %(table)s)
+    FROM ops.ingestion_sheet_runs r
+    WHERE r.sheet = %(sheet)s AND r.status = 'merged'
+      AND r.run_id > coalesce((SELECT ingestion_run_id FROM ops.expectation_results
+                               WHERE table_name = %(table)s), 0)"""
+STORED_RESULT = """SELECT success, summary, failed_expectations, unexpected_total, details_markdown,
+                          evaluated_at FROM ops.expectation_results WHERE table_name = %s"""
+STORE_RESULT = """
+    INSERT INTO ops.expectation_results AS e (table_name, success, summary, failed_expectations,
+        unexpected_total, details_markdown, ingestion_run_id, evaluated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, (SELECT max(run_id) FROM ops.ingestion_runs), now())
+    ON CONFLICT (table_name) DO UPDATE SET success = EXCLUDED.success, summary = EXCLUDED.summary,
+        failed_expectations = EXCLUDED.failed_expectations,
+        unexpected_total = EXCLUDED.unexpected_total, details_markdown = EXCLUDED.details_markdown,
+        ingestion_run_id = EXCLUDED.ingestion_run_id, evaluated_at = EXCLUDED.evaluated_at"""
+
+
+@multi_asset_check(
+    specs=[AssetCheckSpec(EXPECTATIONS, asset=core_key(s), description=(
+        f"Great Expectations suite for {s.core_table}, computed in PostgreSQL: keys not null and "
+        "unique, required columns not null, domains (flags 0/1, severity and shift 1-3), the share "
+        "of phases ending after they start, value ranges of weights and coefficients.")) for s in SHEETS],
+    can_subset=True, name="core_expectations",
+)
+def core_expectations(context: AssetCheckExecutionContext, warehouse: WarehouseResource):
+    """Validate each core table an ingestion changed; unchanged tables keep their last outcome."""
+    wh = warehouse.get_warehouse()
+    for s in SHEETS:
+        if AssetCheckKey(core_key(s), EXPECTATIONS) not in context.selected_asset_check_keys:
+            continue
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute(CHANGED_SINCE_VALIDATION, {"table": s.core_table, "sheet": s.name})
+            changed = cur.fetchone()[0]
+        yield _validated(wh, s) if changed else _carried_over(wh, s)
+
+
+def _validated(wh, s) -> AssetCheckResult:
+    from prodplan_pipeline.quality.expectations import run_expectations  # GX: ~4 s to import
+
+    report = run_expectations(wh.url, s)
+    metadata = report.as_metadata()
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(STORE_RESULT, (s.core_table, report.success, report.summary(),
+                                   metadata["failed_expectations"], metadata["unexpected_total"],
+                                   metadata["expectations"]))
+    progress.info(report.summary())
+    return AssetCheckResult(asset_key=core_key(s), check_name=EXPECTATIONS, passed=report.success,
+                            severity=AssetCheckSeverity.WARN, description=report.summary(),
+                            metadata={**metadata, "expectations": MetadataValue.md(metadata["expectations"]),
+                                      "evaluated": "now"})
+
+
+def _carried_over(wh, s) -> AssetCheckResult:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(STORED_RESULT, (s.core_table,))
+        success, summary, failed, unexpected, details, evaluated_at = cur.fetchone()
+    return AssetCheckResult(
+        asset_key=core_key(s), check_name=EXPECTATIONS, passed=success, severity=AssetCheckSeverity.WARN,
+        description=f"{summary} (unchanged since validated {evaluated_at:%Y-%m-%d %H:%M})",
+        metadata={"failed_expectations": failed, "unexpected_total": unexpected,
+                  "expectations": MetadataValue.md(details),
+                  "evaluated": f"carried over from {evaluated_at.isoformat()}"})
+
+
+quality_checks = [core_expectations]
