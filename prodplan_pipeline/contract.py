@@ -123,10 +123,13 @@ class Sheet:
 SURROGATE_KEY_TYPES = (("row_fingerprint", "text"), ("occurrence", "integer"))
 SURROGATE_KEY = tuple(name for name, _ in SURROGATE_KEY_TYPES)
 
-# Staging tables carry the Excel row number (1-based, the header is row 1) and whether the row
-# was rejected by typing, before the contract's columns.
+# Staging tables carry, before the contract's columns, the Excel row number (1-based, the header
+# is row 1), whether the row was rejected by typing, whether its key occurs more than once, and
+# (set by the merge) which kept row it duplicates.
 EXCEL_ROW = "excel_row"
 REJECTED = "rejected"
+KEY_REPEATED = "key_repeated"
+DUPLICATE_OF = "duplicate_of"
 
 INT, DEC, TS, TXT, SMALL = (
     ColumnType.INTEGER,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from prodplan_pipeline.contract import EXCEL_ROW, REJECTED, SHEETS, Sheet, snake_case
+from prodplan_pipeline.contract import (
+    DUPLICATE_OF,
+    EXCEL_ROW,
+    KEY_REPEATED,
+    REJECTED,
+    SHEETS,
+    Sheet,
+    snake_case,
+)
 from prodplan_pipeline.paths import migrations_dir
 from prodplan_pipeline.warehouse.ddl import render_staging_ddl
 
@@ -48,7 +56,8 @@ def test_core_key_matches_the_contract(warehouse, sheet: Sheet):
 def test_staging_table_is_the_contracts_columns_typed(warehouse, sheet: Sheet):
     schema, table = sheet.staging_table.split(".")
     actual = fetch(warehouse, COLUMNS, (schema, table))
-    assert actual == [(EXCEL_ROW, "integer", True), (REJECTED, "boolean", True)] + [
+    assert actual == [(EXCEL_ROW, "integer", True), (REJECTED, "boolean", True),
+                      (KEY_REPEATED, "boolean", True), (DUPLICATE_OF, "integer", False)] + [
         (c.name, c.type.sql_type, False) for c in sheet.columns]
     persistence = fetch(warehouse, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass",
                         (sheet.staging_table,))

@@ -47,33 +47,43 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
     params = {"run_id": run_id, "sheet": sheet.name}
     with conn.cursor() as cur:
         cur.execute("SET LOCAL work_mem = '64MB'")  # one-batch hash joins for the big sheets
-        cur.execute(q.snapshot(sheet))
-        cur.execute("ANALYZE snap")
         duplicate, rejected = _collapse_duplicates(cur, sheet, params) if sheet.key else (0, 0)
+        cur.execute(q.snapshot(sheet))
         protected = sheet.key is not None and _protect_rejected_keys(cur, sheet)
-        _shrink_guard(cur, sheet, max_shrink, protected)
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {sheet.core_table})")
+        if cur.fetchone()[0]:
+            cur.execute(q.diff(sheet, protected))
+            cur.execute("ANALYZE diff")  # its size decides between index lookups and hash joins
+        else:  # a first load: every row is new, no join needed
+            cur.execute(q.first_load_diff(sheet))
+        counts = _diff_counts(cur)
+        _shrink_guard(cur, sheet, max_shrink, counts["delete"])
         _ensure_partitions(cur, sheet)
-        if q.defers_days(sheet):
-            cur.execute(q.DEFECT_CHANGES)
-        # Deletes first (fewer rows to join afterwards), then updates, then inserts.
-        deleted = _count(cur, q.delete_gone(sheet, protected), params)
-        updated = _count(cur, q.update_changed(sheet), params) if sheet.key is not None else 0
-        inserted = _count(cur, q.insert_new(sheet), params)
+        deleted = _execute(cur, q.apply_deletes(sheet))
+        updated = _execute(cur, q.apply_updates(sheet))
+        inserted = _execute(cur, q.apply_inserts(sheet))
+        if q.record_days(sheet):
+            cur.execute(q.record_days(sheet), params)
         if protected:
             cur.execute(q.note_kept_rows(sheet), params)
-        if q.defers_days(sheet):
-            cur.execute("ANALYZE defect_changes")
-            cur.execute(q.RECORD_DEFECT_DAYS, params)
-        cur.execute("SELECT count(*) FROM snap")
+        cur.execute(f"SELECT count(*) FROM {q.valid_rows(sheet)}")
         kept = cur.fetchone()[0]
+    if (inserted, updated, deleted) != (counts["insert"], counts["update"], counts["delete"]):
+        raise RuntimeError(f"{sheet.core_table}: applied {inserted}/{updated}/{deleted} rows for a "
+                           f"diff of {counts}; rolled back")  # a concurrent writer, never silent
     return MergeCounts(inserted=inserted, updated=updated, unchanged=kept - inserted - updated,
                        deleted=deleted, duplicate=duplicate, rejected_duplicate_key=rejected,
                        seconds=time.perf_counter() - started)
 
 
-def _count(cur, statement: str, params: dict) -> int:
-    cur.execute(statement, params)
-    return cur.fetchone()[0]
+def _execute(cur, statement: str) -> int:
+    cur.execute(statement)
+    return cur.rowcount
+
+
+def _diff_counts(cur) -> dict[str, int]:
+    cur.execute("SELECT action, count(*) FROM diff GROUP BY action")
+    return {"insert": 0, "update": 0, "delete": 0, **dict(cur.fetchall())}
 
 
 def _collapse_duplicates(cur, sheet: Sheet, params: dict) -> tuple[int, int]:
@@ -85,8 +95,7 @@ def _collapse_duplicates(cur, sheet: Sheet, params: dict) -> tuple[int, int]:
     rejected = cur.rowcount
     cur.execute("SELECT count(*) FROM dup WHERE excel_row <> kept_row AND first_same = kept_row")
     duplicate = cur.fetchone()[0]
-    cur.execute("DELETE FROM snap WHERE excel_row IN "
-                "(SELECT excel_row FROM dup WHERE excel_row <> kept_row)")
+    cur.execute(q.mark_duplicates(sheet))
     return duplicate, rejected
 
 
@@ -99,14 +108,16 @@ def _protect_rejected_keys(cur, sheet: Sheet) -> bool:
     return True
 
 
-def _shrink_guard(cur, sheet: Sheet, max_shrink: float, protected: bool) -> None:
-    cur.execute(q.shrink_figures(sheet, protected))
-    before, to_delete = cur.fetchone()
-    if before and to_delete > max_shrink * before:
+def _shrink_guard(cur, sheet: Sheet, max_shrink: float, to_delete: int) -> None:
+    if not to_delete:
+        return
+    cur.execute(f"SELECT count(*) FROM {sheet.core_table}")
+    before = cur.fetchone()[0]
+    if to_delete > max_shrink * before:
         raise ShrinkRefused(sheet, before, to_delete, max_shrink)
 
 
 def _ensure_partitions(cur, sheet: Sheet) -> None:
     if "event_time" in q.MERGE_COMPUTED.get(sheet.table, {}):
-        cur.execute("SELECT min(event_time)::date, max(event_time)::date FROM snap")
+        cur.execute("SELECT min(event_time)::date, max(event_time)::date FROM diff WHERE action <> 'delete'")
         ensure_partitions(cur.connection, *cur.fetchone())

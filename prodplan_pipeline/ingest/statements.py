@@ -2,6 +2,10 @@
 
 Identifiers come only from ``contract.py`` (checked to be plain snake_case here); values are
 always bound parameters. Each function returns the statement for one sheet.
+
+The merge compares the snapshot with core in a single pass (a full outer join into a small
+``diff`` table: rows to insert, update or delete) and then applies the diff; unchanged rows are
+read once and never written.
 """
 
 from __future__ import annotations
@@ -9,35 +13,21 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from prodplan_pipeline.contract import SURROGATE_KEY, Sheet
+from prodplan_pipeline.contract import SURROGATE_KEY, ColumnType, Sheet
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
-# Which day each changed row moves, for the changed-days sensor: (kind, day of row alias r).
-# A defect's day is its inspection phase row's event time, else its order's dates
-# (the same rule as the derived ofch_event_time).
+# Which day each changed row moves, for the changed-days sensor: (kind, day column). A defect's
+# day needs joins (its inspection phase row, else its order): see RECORD_DEFECT_DAYS.
 DAY_SOURCES = {
-    "fases_ordem_fabrico": ("phase_event", "event_time", "SELECT r.event_time::date AS d FROM r"),
-    "ordens_fabrico": ("order_finish", "of_data_acabamento",
-                       "SELECT r.of_data_acabamento::date AS d FROM r"),
-    # A defect's day needs joins (its inspection phase row, else its order): the changed rows go
-    # to a temporary table first, analysed, so the planner picks a hash join for a big change.
-    "erros_ordem_fabrico": ("defect", None, None),
+    "fases_ordem_fabrico": ("phase_event", "event_time"),
+    "ordens_fabrico": ("order_finish", "of_data_acabamento"),
+    "erros_ordem_fabrico": ("defect", None),
 }
-
-
-def defers_days(sheet: Sheet) -> bool:
-    """True for the sheet whose changed days are computed after its merge (defects)."""
-    kind, _, day = DAY_SOURCES.get(sheet.table, (None, None, None))
-    return kind is not None and day is None
-
-
-DEFECT_CHANGES = """CREATE TEMP TABLE defect_changes (erro_fase_of_avaliacao integer, erro_of_id integer)
-    ON COMMIT DROP"""
 RECORD_DEFECT_DAYS = """
     INSERT INTO ops.changed_days (run_id, kind, day)
     SELECT DISTINCT %(run_id)s, 'defect', coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao)::date
-    FROM defect_changes r
+    FROM diff r
     LEFT JOIN core.fases_ordem_fabrico f ON f.fase_of_id = r.erro_fase_of_avaliacao
     LEFT JOIN core.ordens_fabrico o ON o.of_id = r.erro_of_id
     WHERE coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao) IS NOT NULL
@@ -47,6 +37,8 @@ MERGE_COMPUTED = {"fases_ordem_fabrico": {"event_time": "coalesce(fase_of_fim, f
 # Derived columns the merge clears on a changed row: NULL marks the row for the incremental
 # backfill (inserted rows start NULL anyway).
 MERGE_RESETS = {"fases_ordem_fabrico": ("duration_seconds", "is_open", "is_done")}
+# A NULL key value must still match itself in a hash join: compared through a sentinel.
+NULL_SENTINEL = {ColumnType.TIMESTAMP: "'-infinity'::timestamp"}
 
 
 def ident(name: str) -> str:
@@ -60,44 +52,76 @@ def cols(names, alias: str = "") -> str:
     return ", ".join(prefix + ident(n) for n in names)
 
 
+def _nullable_keys(sheet: Sheet) -> dict[str, ColumnType]:
+    return {c.name: c.type for c in sheet.columns if not c.required and c.name in sheet.key_names}
+
+
 def key_match(sheet: Sheet, left: str, right: str) -> str:
     """Join condition on the sheet's key; NULL-safe where a key column may be NULL."""
-    nullable = {c.name for c in sheet.columns if not c.required}
+    nullable = _nullable_keys(sheet)
+    return " AND ".join(
+        f"{left}.{ident(n)} {'IS NOT DISTINCT FROM' if n in nullable else '='} {right}.{ident(n)}"
+        for n in sheet.key_names)
+
+
+def hash_key_match(sheet: Sheet, left: str, right: str) -> str:
+    """Like :func:`key_match`, but hash-joinable (a full outer join needs that)."""
+    nullable = _nullable_keys(sheet)
     parts = []
-    for name in sheet.key_names:
-        op = "IS NOT DISTINCT FROM" if name in nullable else "="
-        parts.append(f"{left}.{ident(name)} {op} {right}.{ident(name)}")
+    for n in sheet.key_names:
+        if n in nullable:
+            sentinel = NULL_SENTINEL[nullable[n]]
+            parts.append(f"coalesce({left}.{ident(n)}, {sentinel}) = coalesce({right}.{ident(n)}, {sentinel})")
+        else:
+            parts.append(f"{left}.{ident(n)} = {right}.{ident(n)}")
     return " AND ".join(parts)
+
+
+def presence_column(sheet: Sheet) -> str:
+    """A key column that is never NULL: NULL after an outer join means 'no such row'."""
+    return next(n for n in sheet.key_names if n not in _nullable_keys(sheet))
 
 
 def fingerprint_sql(sheet: Sheet, alias: str) -> str:
     return f"md5(ROW({cols(sheet.column_names, alias)})::text)"
 
 
+def valid_rows(sheet: Sheet) -> str:
+    """The snapshot: staging rows that passed typing and are not duplicates of a kept row."""
+    return f"{sheet.staging_table} s WHERE NOT s.rejected AND s.duplicate_of IS NULL"
+
+
 @cache
 def snapshot(sheet: Sheet) -> str:
-    """The sheet's valid rows as a temporary table, with the merge-computed columns."""
+    """The snapshot with the merge-computed columns: a view over staging for keyed sheets (no
+    copy), a table for the keyless defects (fingerprints are computed once)."""
     extra = [f"{expr} AS {ident(name)}" for name, expr in MERGE_COMPUTED.get(sheet.table, {}).items()]
-    if sheet.key is None:
-        fp = fingerprint_sql(sheet, "s")
-        extra += [f"{fp} AS {SURROGATE_KEY[0]}",
-                  f"row_number() OVER (PARTITION BY {fp} ORDER BY s.excel_row)::int AS {SURROGATE_KEY[1]}"]
+    if sheet.key is not None:
+        select = ", ".join(["s.excel_row", cols(sheet.column_names, "s"), *extra])
+        return f"CREATE OR REPLACE TEMP VIEW snap AS SELECT {select} FROM {valid_rows(sheet)}"
+    fp = fingerprint_sql(sheet, "s")
+    extra += [f"{fp} AS {SURROGATE_KEY[0]}",
+              f"row_number() OVER (PARTITION BY {fp} ORDER BY s.excel_row)::int AS {SURROGATE_KEY[1]}"]
     select = ", ".join(["s.excel_row", cols(sheet.column_names, "s"), *extra])
-    return (f"CREATE TEMP TABLE snap ON COMMIT DROP AS SELECT {select} "
-            f"FROM {sheet.staging_table} s WHERE NOT s.rejected")
+    return f"CREATE TEMP TABLE snap ON COMMIT DROP AS SELECT {select} FROM {valid_rows(sheet)}"
 
 
 @cache
 def key_duplicates(sheet: Sheet) -> str:
-    """Rows sharing a key with an earlier row: exact copies, or different rows (rejects)."""
-    key = cols(sheet.key_names)
+    """Rows sharing a key with another row (flagged by the reader): exact copies of the kept
+    (first) row, or different rows sharing its key (rejected)."""
     return f"""
         CREATE TEMP TABLE dup ON COMMIT DROP AS
-        WITH keys AS (SELECT {key} FROM snap GROUP BY {key} HAVING count(*) > 1)
         SELECT s.excel_row,
                min(s.excel_row) OVER (PARTITION BY {cols(sheet.key_names, 's')}) AS kept_row,
                min(s.excel_row) OVER (PARTITION BY {cols(sheet.column_names, 's')}) AS first_same
-        FROM snap s JOIN keys k ON {key_match(sheet, 's', 'k')}"""
+        FROM {sheet.staging_table} s WHERE NOT s.rejected AND s.key_repeated"""
+
+
+@cache
+def mark_duplicates(sheet: Sheet) -> str:
+    return f"""UPDATE {sheet.staging_table} s SET duplicate_of = d.kept_row FROM dup d
+               WHERE s.key_repeated AND s.excel_row = d.excel_row AND d.excel_row <> d.kept_row"""
 
 
 def raw_row_json(sheet: Sheet, alias: str) -> str:
@@ -131,85 +155,96 @@ def protected_keys(sheet: Sheet) -> str:
         EXCEPT SELECT {key} FROM snap"""
 
 
-def _gone(sheet: Sheet, protected: bool) -> str:
-    """Core rows (alias c) whose key is neither in the snapshot nor protected."""
-    gone = f"NOT EXISTS (SELECT 1 FROM snap s WHERE {key_match(sheet, 's', 'c')})"
-    if protected:
-        gone += f" AND NOT EXISTS (SELECT 1 FROM protected p WHERE {key_match(sheet, 'p', 'c')})"
-    return gone
-
-
-@cache
-def shrink_figures(sheet: Sheet, protected: bool) -> str:
-    return f"""SELECT (SELECT count(*) FROM {sheet.core_table}),
-                      (SELECT count(*) FROM {sheet.core_table} c WHERE {_gone(sheet, protected)})"""
-
-
 def _written_columns(sheet: Sheet) -> list[str]:
     surrogate = list(SURROGATE_KEY) if sheet.key is None else []
     return surrogate + list(sheet.column_names) + list(MERGE_COMPUTED.get(sheet.table, {}))
 
 
-def _with_days(sheet: Sheet, dml: str) -> str:
-    """Wrap a data-modifying statement (CTE ``changed_rows`` returning r.*): record the days it
-    touched, return how many rows it changed."""
-    kind, _, day = DAY_SOURCES.get(sheet.table, (None, None, None))
-    if kind is None:
-        return f"WITH r AS ({dml} RETURNING 1) SELECT count(*) FROM r"
-    if day is None:  # defects: keep the references, the days are computed after the merge
-        return (f"WITH r AS ({dml} RETURNING erro_fase_of_avaliacao, erro_of_id), "
-                f"k AS (INSERT INTO defect_changes SELECT * FROM r) SELECT count(*) FROM r")
-    return f"""
-        WITH r AS ({dml} RETURNING *),
-        days AS (
-            INSERT INTO ops.changed_days (run_id, kind, day)
-            SELECT DISTINCT %(run_id)s, '{kind}', d FROM ({day}) x
-            WHERE d IS NOT NULL
-            ON CONFLICT DO NOTHING)
-        SELECT count(*) FROM r"""
+def _old_columns(sheet: Sheet) -> list[str]:
+    """The core row's day and partition key before the change (for changed days, and so that
+    updates and deletes find the row in its partition)."""
+    _, day = DAY_SOURCES.get(sheet.table, (None, None))
+    old = [day] if day else []
+    return old + [n for n in MERGE_COMPUTED.get(sheet.table, {}) if n not in old]
 
 
 @cache
-def insert_new(sheet: Sheet) -> str:
-    written = cols(_written_columns(sheet))
-    dml = (f"INSERT INTO {sheet.core_table} ({written}) SELECT {written} FROM snap s "
-           f"WHERE NOT EXISTS (SELECT 1 FROM {sheet.core_table} c WHERE {key_match(sheet, 'c', 's')})")
-    return _with_days(sheet, dml)
-
-
-@cache
-def delete_gone(sheet: Sheet, protected: bool) -> str:
-    return _with_days(sheet, f"DELETE FROM {sheet.core_table} c WHERE {_gone(sheet, protected)}")
-
-
-@cache
-def update_changed(sheet: Sheet) -> str:
-    """Rewrite only rows whose source values differ (unchanged rows cost no write, no WAL).
-    The days of both the old and the new version of a changed row are recorded."""
+def diff(sheet: Sheet, protected: bool) -> str:
+    """One full outer join of snapshot and core: every row to insert, update or delete, with the
+    new values (the old ones for a delete) and the old day / partition key."""
+    present = presence_column(sheet)
     source = [n for n in sheet.column_names if n not in sheet.key_names]
-    if not source:  # every column is part of the key: a row can be new or gone, never changed
-        return "SELECT 0"
-    written = [n for n in _written_columns(sheet) if n not in sheet.key_names]
-    kind, old_day_column, _ = DAY_SOURCES.get(sheet.table, (None, None, None))
-    old_day = f", c.{ident(old_day_column)} AS old_day" if old_day_column else ""
-    changed = (f"SELECT s.*{old_day} FROM snap s JOIN {sheet.core_table} c ON {key_match(sheet, 'c', 's')} "
-               f"WHERE ({cols(source, 'c')}) IS DISTINCT FROM ({cols(source, 's')})")
-    assignments = ", ".join([f"{ident(n)} = ch.{ident(n)}" for n in written]
-                            + [f"{ident(n)} = NULL" for n in MERGE_RESETS.get(sheet.table, ())])
-    returning = "ch.old_day::date AS old_day, c.*" if old_day_column else "c.*"
-    update = (f"UPDATE {sheet.core_table} c SET {assignments} FROM ch "
-              f"WHERE {key_match(sheet, 'c', 'ch')} RETURNING {returning}")
-    if kind is None:
-        return f"WITH ch AS ({changed}), r AS ({update}) SELECT count(*) FROM r"
+    values = [f"CASE WHEN s.{present} IS NULL THEN c.{ident(n)} ELSE s.{ident(n)} END AS {ident(n)}"
+              for n in _written_columns(sheet)]
+    old = [f"c.{ident(n)} AS old_{ident(n)}" for n in _old_columns(sheet)]
+    changed = f"({cols(source, 'c')}) IS DISTINCT FROM ({cols(source, 's')})" if source else "false"
+    keep = (f" AND NOT EXISTS (SELECT 1 FROM protected p WHERE {key_match(sheet, 'p', 'c')})"
+            if protected else "")
     return f"""
-        WITH ch AS ({changed}), r AS ({update}),
-        days AS (
-            INSERT INTO ops.changed_days (run_id, kind, day)
-            SELECT DISTINCT %(run_id)s, '{kind}', d
-            FROM r, LATERAL (VALUES (r.old_day), (r.{ident(old_day_column)}::date)) v(d)
-            WHERE d IS NOT NULL
-            ON CONFLICT DO NOTHING)
-        SELECT count(*) FROM r"""
+        CREATE TEMP TABLE diff ON COMMIT DROP AS
+        SELECT CASE WHEN c.{present} IS NULL THEN 'insert' WHEN s.{present} IS NULL THEN 'delete'
+                    ELSE 'update' END AS action, {', '.join(values + old)}
+        FROM snap s FULL JOIN {sheet.core_table} c ON {hash_key_match(sheet, 's', 'c')}
+        WHERE c.{present} IS NULL OR (s.{present} IS NULL{keep})
+           OR (s.{present} IS NOT NULL AND {changed})"""
+
+
+@cache
+def first_load_diff(sheet: Sheet) -> str:
+    """When core is empty every snapshot row is an insert: a view, not a copy of the snapshot."""
+    values = [f"s.{ident(n)}" for n in _written_columns(sheet)]
+    old = [f"NULL::{_sql_type(sheet, n)} AS old_{ident(n)}" for n in _old_columns(sheet)]
+    return (f"CREATE OR REPLACE TEMP VIEW diff AS SELECT 'insert'::text AS action, "
+            f"{', '.join(values + old)} FROM snap s")
+
+
+def _sql_type(sheet: Sheet, name: str) -> str:
+    return next(t for n, t, _ in sheet.core_columns if n == name)
+
+
+def _in_partition(sheet: Sheet, core: str, d: str) -> str:
+    """Extra condition so a changed row is found in its (old) partition, not in all of them."""
+    return "".join(f" AND {core}.{n} = {d}.old_{n}" for n in MERGE_COMPUTED.get(sheet.table, {}))
+
+
+@cache
+def apply_deletes(sheet: Sheet) -> str:
+    return (f"DELETE FROM {sheet.core_table} c USING diff d WHERE d.action = 'delete' "
+            f"AND {key_match(sheet, 'c', 'd')}{_in_partition(sheet, 'c', 'd')}")
+
+
+@cache
+def apply_updates(sheet: Sheet) -> str:
+    written = [n for n in _written_columns(sheet) if n not in sheet.key_names]
+    if not written:  # every column is part of the key: a row can be new or gone, never changed
+        return "SELECT 1 WHERE false"
+    assignments = ", ".join([f"{ident(n)} = d.{ident(n)}" for n in written]
+                            + [f"{ident(n)} = NULL" for n in MERGE_RESETS.get(sheet.table, ())])
+    return (f"UPDATE {sheet.core_table} c SET {assignments} FROM diff d WHERE d.action = 'update' "
+            f"AND {key_match(sheet, 'c', 'd')}{_in_partition(sheet, 'c', 'd')}")
+
+
+@cache
+def apply_inserts(sheet: Sheet) -> str:
+    written = cols(_written_columns(sheet))
+    return f"INSERT INTO {sheet.core_table} ({written}) SELECT {written} FROM diff WHERE action = 'insert'"
+
+
+@cache
+def record_days(sheet: Sheet) -> str | None:
+    """The days whose rows this merge inserted, updated or deleted (old and new day)."""
+    kind, day = DAY_SOURCES.get(sheet.table, (None, None))
+    if kind is None:
+        return None
+    if day is None:
+        return RECORD_DEFECT_DAYS
+    return f"""
+        INSERT INTO ops.changed_days (run_id, kind, day)
+        SELECT DISTINCT %(run_id)s, '{kind}', v.d
+        FROM diff, LATERAL (VALUES (old_{ident(day)}::date),
+                                   (CASE WHEN action <> 'delete' THEN {ident(day)}::date END)) v(d)
+        WHERE v.d IS NOT NULL
+        ON CONFLICT DO NOTHING"""
 
 
 @cache

@@ -1,12 +1,16 @@
 -- GENERATED from prodplan_pipeline/contract.py by prodplan_pipeline.warehouse.ddl: do not edit.
 -- Landing tables: every data row of a sheet with its Excel row number, typed as in core by the
 -- reader (cells that failed typing are NULL here and the row is marked rejected; its raw text is
--- in quarantine.rejects). UNLOGGED: rebuilt from the workbook on every run (no WAL, faster COPY).
+-- in quarantine.rejects). key_repeated: the reader saw the row's key more than once; the merge
+-- then sets duplicate_of to the kept row's Excel row for the other rows sharing that key.
+-- UNLOGGED: rebuilt from the workbook on every run (no WAL, faster COPY).
 
 -- sheet OrdensFabrico
 CREATE UNLOGGED TABLE staging.ordens_fabrico_raw (
     excel_row           integer NOT NULL,
     rejected            boolean NOT NULL,
+    key_repeated        boolean NOT NULL,
+    duplicate_of        integer,
     of_id               integer,
     of_data_criacao     timestamp without time zone,
     of_data_acabamento  timestamp without time zone,
@@ -19,6 +23,8 @@ CREATE UNLOGGED TABLE staging.ordens_fabrico_raw (
 CREATE UNLOGGED TABLE staging.fases_ordem_fabrico_raw (
     excel_row              integer NOT NULL,
     rejected               boolean NOT NULL,
+    key_repeated           boolean NOT NULL,
+    duplicate_of           integer,
     fase_of_id             integer,
     fase_of_of_id          integer,
     fase_of_inicio         timestamp without time zone,
@@ -37,6 +43,8 @@ CREATE UNLOGGED TABLE staging.fases_ordem_fabrico_raw (
 CREATE UNLOGGED TABLE staging.funcionarios_fase_ordem_fabrico_raw (
     excel_row                           integer NOT NULL,
     rejected                            boolean NOT NULL,
+    key_repeated                        boolean NOT NULL,
+    duplicate_of                        integer,
     funcionario_fase_of_fase_of_id      integer,
     funcionario_fase_of_funcionario_id  integer,
     funcionario_fase_of_chefe           smallint
@@ -46,6 +54,8 @@ CREATE UNLOGGED TABLE staging.funcionarios_fase_ordem_fabrico_raw (
 CREATE UNLOGGED TABLE staging.erros_ordem_fabrico_raw (
     excel_row               integer NOT NULL,
     rejected                boolean NOT NULL,
+    key_repeated            boolean NOT NULL,
+    duplicate_of            integer,
     erro_descricao          text,
     erro_of_id              integer,
     erro_fase_avaliacao     integer,
@@ -58,6 +68,8 @@ CREATE UNLOGGED TABLE staging.erros_ordem_fabrico_raw (
 CREATE UNLOGGED TABLE staging.funcionarios_raw (
     excel_row           integer NOT NULL,
     rejected            boolean NOT NULL,
+    key_repeated        boolean NOT NULL,
+    duplicate_of        integer,
     funcionario_id      integer,
     funcionario_nome    text,
     funcionario_activo  smallint
@@ -67,6 +79,8 @@ CREATE UNLOGGED TABLE staging.funcionarios_raw (
 CREATE UNLOGGED TABLE staging.funcionarios_fases_aptos_raw (
     excel_row                        integer NOT NULL,
     rejected                         boolean NOT NULL,
+    key_repeated                     boolean NOT NULL,
+    duplicate_of                     integer,
     funcionario_fase_funcionario_id  integer,
     funcionario_fase_fase_id         integer,
     funcionario_fase_inicio          timestamp without time zone
@@ -76,6 +90,8 @@ CREATE UNLOGGED TABLE staging.funcionarios_fases_aptos_raw (
 CREATE UNLOGGED TABLE staging.fases_catalogo_raw (
     excel_row         integer NOT NULL,
     rejected          boolean NOT NULL,
+    key_repeated      boolean NOT NULL,
+    duplicate_of      integer,
     fase_id           integer,
     fase_nome         text,
     fase_sequencia    integer,
@@ -87,6 +103,8 @@ CREATE UNLOGGED TABLE staging.fases_catalogo_raw (
 CREATE UNLOGGED TABLE staging.modelos_raw (
     excel_row                integer NOT NULL,
     rejected                 boolean NOT NULL,
+    key_repeated             boolean NOT NULL,
+    duplicate_of             integer,
     produto_id               integer,
     produto_nome             text,
     produto_peso_desmolde    numeric,
@@ -99,6 +117,8 @@ CREATE UNLOGGED TABLE staging.modelos_raw (
 CREATE UNLOGGED TABLE staging.fases_standard_modelos_raw (
     excel_row                   integer NOT NULL,
     rejected                    boolean NOT NULL,
+    key_repeated                boolean NOT NULL,
+    duplicate_of                integer,
     produto_fase_produto_id     integer,
     produto_fase_fase_id        integer,
     produto_fase_sequencia      integer,
