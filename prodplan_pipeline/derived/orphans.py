@@ -2,11 +2,16 @@
 
 The table is replaced as a whole on every evaluation (in one transaction), so re-running gives
 the same rows. Each issue is one SQL statement: a code, the table, the record's key, a detail.
+Orphan checks are generated from the contract: every column that ``references`` another sheet's
+key gets one (``orphan:<Sheet>.<Header>``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from prodplan_pipeline.contract import SHEETS, Column, Sheet
+from prodplan_pipeline.contract import sheet as contract_sheet
 
 
 @dataclass(frozen=True)
@@ -17,59 +22,34 @@ class Issue:
     select: str  # yields (record_key, detail)
 
 
-ISSUES = (
-    Issue("order_unknown_product", "core.ordens_fabrico",
-          "orders whose product is not in Modelos",
-          """SELECT o.of_id::text, 'product ' || o.of_produto_id || ' is not in Modelos'
-             FROM core.ordens_fabrico o
-             WHERE NOT EXISTS (SELECT 1 FROM core.modelos m WHERE m.produto_id = o.of_produto_id)"""),
+def _record_key(sheet: Sheet, alias: str) -> str:
+    return " || '/' || ".join(f"coalesce({alias}.{n}::text, 'NULL')" for n in sheet.key_names)
+
+
+def _orphan_issue(child: Sheet, column: Column) -> Issue:
+    """Rows whose reference (a contract column with ``references``) finds no row."""
+    parent_name, parent_header = column.references.split(".")
+    parent = contract_sheet(parent_name)
+    parent_column = parent.column(parent_header).name
+    return Issue(
+        f"orphan:{child.name}.{column.header}", child.core_table,
+        f"{child.name} rows whose {column.header} is not a {parent_name}.{parent_header}",
+        f"""SELECT {_record_key(child, 'x')}, '{column.header} ' || x.{column.name} || ' is not in {parent_name}'
+            FROM {child.core_table} x
+            WHERE x.{column.name} IS NOT NULL AND NOT EXISTS
+                  (SELECT 1 FROM {parent.core_table} p WHERE p.{parent_column} = x.{column.name})""")
+
+
+# Generated from the contract's references, plus the two impossible date orders it names.
+ISSUES = tuple(_orphan_issue(s, c) for s in SHEETS for c in s.columns if c.references) + (
     Issue("order_finished_before_created", "core.ordens_fabrico",
           "orders finishing before they were created (excluded from lead times)",
           """SELECT of_id::text, 'finished ' || of_data_acabamento || ', created ' || of_data_criacao
              FROM core.ordens_fabrico WHERE of_data_acabamento < of_data_criacao"""),
-    Issue("phase_unknown_order", "core.fases_ordem_fabrico",
-          "phase rows of orders that are not in OrdensFabrico",
-          """SELECT f.fase_of_id::text, 'order ' || f.fase_of_of_id || ' is not in OrdensFabrico'
-             FROM core.fases_ordem_fabrico f
-             WHERE NOT EXISTS (SELECT 1 FROM core.ordens_fabrico o WHERE o.of_id = f.fase_of_of_id)"""),
     Issue("phase_ends_before_start", "core.fases_ordem_fabrico",
           "phase rows ending before they start (duration left NULL)",
           """SELECT fase_of_id::text, 'ends ' || fase_of_fim || ', starts ' || fase_of_inicio
              FROM core.fases_ordem_fabrico WHERE fase_of_fim < fase_of_inicio"""),
-    Issue("defect_unknown_order", "core.erros_ordem_fabrico",
-          "defects of orders that are not in OrdensFabrico",
-          """SELECT e.row_fingerprint || '#' || e.occurrence, 'order ' || e.erro_of_id || ' is not in OrdensFabrico'
-             FROM core.erros_ordem_fabrico e
-             WHERE NOT EXISTS (SELECT 1 FROM core.ordens_fabrico o WHERE o.of_id = e.erro_of_id)"""),
-    Issue("defect_unknown_inspection_phase", "core.erros_ordem_fabrico",
-          "defects whose inspection phase row is not in FasesOrdemFabrico",
-          """SELECT e.row_fingerprint || '#' || e.occurrence,
-                    'inspection phase row ' || e.erro_fase_of_avaliacao || ' is not in FasesOrdemFabrico'
-             FROM core.erros_ordem_fabrico e
-             WHERE NOT EXISTS (SELECT 1 FROM core.fases_ordem_fabrico f
-                               WHERE f.fase_of_id = e.erro_fase_of_avaliacao)"""),
-    Issue("defect_unknown_blamed_phase", "core.erros_ordem_fabrico",
-          "defects whose blamed phase row is not in FasesOrdemFabrico",
-          """SELECT e.row_fingerprint || '#' || e.occurrence,
-                    'blamed phase row ' || e.erro_fase_of_culpada || ' is not in FasesOrdemFabrico'
-             FROM core.erros_ordem_fabrico e
-             WHERE e.erro_fase_of_culpada IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM core.fases_ordem_fabrico f
-                               WHERE f.fase_of_id = e.erro_fase_of_culpada)"""),
-    Issue("link_unknown_employee", "core.funcionarios_fase_ordem_fabrico",
-          "employee links to employees that are not in Funcionarios",
-          """SELECT l.funcionario_fase_of_fase_of_id || '/' || l.funcionario_fase_of_funcionario_id,
-                    'employee ' || l.funcionario_fase_of_funcionario_id || ' is not in Funcionarios'
-             FROM core.funcionarios_fase_ordem_fabrico l
-             WHERE NOT EXISTS (SELECT 1 FROM core.funcionarios u
-                               WHERE u.funcionario_id = l.funcionario_fase_of_funcionario_id)"""),
-    Issue("link_unknown_phase_row", "core.funcionarios_fase_ordem_fabrico",
-          "employee links to phase rows that are not in FasesOrdemFabrico",
-          """SELECT l.funcionario_fase_of_fase_of_id || '/' || l.funcionario_fase_of_funcionario_id,
-                    'phase row ' || l.funcionario_fase_of_fase_of_id || ' is not in FasesOrdemFabrico'
-             FROM core.funcionarios_fase_ordem_fabrico l
-             WHERE NOT EXISTS (SELECT 1 FROM core.fases_ordem_fabrico f
-                               WHERE f.fase_of_id = l.funcionario_fase_of_fase_of_id)"""),
 )
 
 
