@@ -36,3 +36,45 @@ def test_warehouse_maintenance_job_migrates_and_creates_partitions(databases):
         summary = partition_summary(conn)
     assert summary["partitions"] >= 7  # this month and six ahead
     assert summary["default_rows"] == 0
+
+
+# The asset graph as a data engineer sees it in the UI: a change here is a change of the public
+# shape of the pipeline and should be deliberate (update this snapshot in the same commit).
+GRAPH_SNAPSHOT = {
+    "raw": ["raw/erros_ordem_fabrico", "raw/fases_catalogo", "raw/fases_ordem_fabrico",
+            "raw/fases_standard_modelos", "raw/funcionarios", "raw/funcionarios_fase_ordem_fabrico",
+            "raw/funcionarios_fases_aptos", "raw/modelos", "raw/ordens_fabrico", "workbook"],
+    "core": ["core/erros_ordem_fabrico", "core/fases_catalogo", "core/fases_ordem_fabrico",
+             "core/fases_standard_modelos", "core/funcionarios", "core/funcionarios_fase_ordem_fabrico",
+             "core/funcionarios_fases_aptos", "core/modelos", "core/ordens_fabrico"],
+    "derived": ["derived/data_quality_issues", "derived/erros_ordem_fabrico",
+                "derived/fases_ordem_fabrico", "derived/ordens_fabrico"],
+    "quality": ["quality/data_dictionary", "quality/feature_gates"],
+}
+
+
+def test_asset_graph_snapshot():
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, list[str]] = {}
+    for key in graph.get_all_asset_keys():
+        groups.setdefault(graph.get(key).group_name, []).append(key.to_user_string())
+    assert {g: sorted(keys) for g, keys in groups.items()} == GRAPH_SNAPSHOT
+    checks = sorted(c.to_user_string() for c in graph.asset_check_keys)
+    core = GRAPH_SNAPSHOT["core"]
+    assert checks == sorted([f"{k}:count_reconciliation" for k in core]
+                            + [f"{k}:data_expectations" for k in core]
+                            + [f"quality/feature_gates:gate_{f}" for f in (
+                                "kpis_by_employee", "kpis_by_product_attributes", "phases_by_order",
+                                "quality_by_order", "quality_by_phase_timing")])
+    # every asset explains itself in the UI and says who owns it
+    for key in graph.get_all_asset_keys():
+        spec = graph.get(key)
+        assert spec.description and len(spec.description) > 40, key
+        assert spec.owners, key
+
+
+def test_loading_the_code_location_does_not_import_great_expectations():
+    code = ("import sys, prodplan_pipeline.orchestration.definitions; "
+            "print('great_expectations' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
