@@ -280,6 +280,37 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(cli_env, sm
     status = run_cli(["status", "--json"], cli_env)
     runs = json.loads(status.stdout)["ingestion_runs"]
     assert [r["status"] for r in runs[:2]] == ["succeeded", "succeeded"]
+    # `prodplan ui` serves the same Dagster storage: the CLI's runs are there
+    ui_runs = runs_seen_by_the_ui(cli_env)
+    assert {summary["dagster_run_id"], again["dagster_run_id"]} <= {r["runId"] for r in ui_runs}
+    assert all(r["status"] == "SUCCESS" for r in ui_runs)
+
+
+def runs_seen_by_the_ui(env: dict[str, str]) -> list[dict]:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "prodplan_pipeline.cli", "ui", "--port", str(port)],
+                          env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+    query_runs = json.dumps({"query": "{ runsOrError { ... on Runs { results { runId status } } } }"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query_runs.encode(),
+                                                 headers={"content-type": "application/json"})
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return json.loads(response.read())["data"]["runsOrError"]["results"]
+            except OSError:
+                time.sleep(1)
+        raise AssertionError("the Dagster UI did not answer within 120 s")
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
 
 
 def test_blocking_check_failure_exits_2_and_writes_the_mismatch_report(cli_env, small_sample, tmp_path):
