@@ -54,15 +54,13 @@ ORDER_NULLS = """
 
 # A defect happened when its inspection phase row happened; without that row, when its order
 # finished, else when the order was created; NULL only when the order itself is unknown.
+# (fase_of_id is unique in core: the merge keeps it so across partitions.)
 BACKFILL_DEFECTS = """
-    WITH inspection AS (
-        SELECT DISTINCT ON (fase_of_id) fase_of_id, event_time FROM core.fases_ordem_fabrico
-        ORDER BY fase_of_id, event_time),
-    computed AS (
+    WITH computed AS (
         SELECT e.row_fingerprint, e.occurrence,
                coalesce(i.event_time, o.of_data_acabamento, o.of_data_criacao) AS ofch_event_time
         FROM core.erros_ordem_fabrico e
-        LEFT JOIN inspection i ON i.fase_of_id = e.erro_fase_of_avaliacao
+        LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = e.erro_fase_of_avaliacao
         LEFT JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id)
     UPDATE core.erros_ordem_fabrico e SET ofch_event_time = c.ofch_event_time
     FROM computed c
@@ -75,8 +73,7 @@ DEFECT_SOURCES = """
                             AND o.of_data_acabamento IS NULL),
            count(*) FILTER (WHERE f.fase_of_id IS NULL AND o.of_id IS NULL)
     FROM core.erros_ordem_fabrico e
-    LEFT JOIN (SELECT DISTINCT fase_of_id FROM core.fases_ordem_fabrico) f
-           ON f.fase_of_id = e.erro_fase_of_avaliacao
+    LEFT JOIN core.fases_ordem_fabrico f ON f.fase_of_id = e.erro_fase_of_avaliacao
     LEFT JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id"""
 
 

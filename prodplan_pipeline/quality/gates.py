@@ -80,10 +80,12 @@ def measure(conn, gate: Gate, threshold: float = DEFAULT_THRESHOLD) -> GateResul
     child_table, child = _split(gate.child)
     parent_table, parent = _split(gate.parent)
     with conn.cursor() as cur:
+        # Two distinct sets joined by hash: a per-value EXISTS would probe every monthly
+        # partition of the phases table for each of ~360k values (~20 s at full size).
         cur.execute(f"""
-            SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {parent_table} p WHERE p.{parent} = v)),
-                   count(*)
-            FROM (SELECT DISTINCT {child} AS v FROM {child_table} WHERE {child} IS NOT NULL) d""")
+            SELECT count(p.v), count(*)
+            FROM (SELECT DISTINCT {child} AS v FROM {child_table} WHERE {child} IS NOT NULL) d
+            LEFT JOIN (SELECT DISTINCT {parent} AS v FROM {parent_table}) p ON p.v = d.v""")
         numerator, denominator = cur.fetchone()
     return GateResult(gate, numerator, denominator, threshold)
 
