@@ -24,8 +24,16 @@ from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders
 from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, progress, say
 from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline import watermarks
+from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_NAME
 from prodplan_pipeline.quality.dictionary import write_dictionary
-from prodplan_pipeline.quality.gates import GATES, SUPPORTED, evaluate_gates, write_gates_report
+from prodplan_pipeline.quality.gates import (
+    GATES,
+    SUPPORTED,
+    evaluate_gates,
+    stored_gates,
+    write_gates_report,
+)
 from prodplan_pipeline.settings import Settings
 
 PHASES, ORDERS, DEFECTS = (sheet("FasesOrdemFabrico"), sheet("OrdensFabrico"),
@@ -89,7 +97,11 @@ def data_quality_issues(context: AssetExecutionContext, warehouse: WarehouseReso
     products, phases and defects of unknown orders, references to unknown phase rows or
     employees, orders finishing before creation, phases ending before they start)."""
     with warehouse.get_warehouse().connect() as conn:
+        done, change = watermarks.caught_up(conn, "data_quality_issues")
+        if done:  # no ingestion changed core since: the issues are what they were
+            return MaterializeResult(metadata={"unchanged_since_run": change})
         counts = reconcile_orphans(conn)
+        watermarks.advance(conn, "data_quality_issues", change)
     say(context, f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds")
     table = ["| issue | count | what |", "|---|---:|---|"] + [
         f"| {i.code} | {counts[i.code]:,} | {i.description} |" for i in ISSUES]
@@ -107,7 +119,9 @@ def feature_gates(context: AssetExecutionContext, warehouse: WarehouseResource):
     distinct key values, against its threshold; below it the feature answers
     NOT_SUPPORTED_BY_DATA."""
     with warehouse.get_warehouse().connect() as conn:
-        results = evaluate_gates(conn)
+        done, change = watermarks.caught_up(conn, "feature_gates")
+        results = stored_gates(conn) if done else evaluate_gates(conn)
+        watermarks.advance(conn, "feature_gates", change)
     report = write_gates_report(results, Settings.from_env().reports)
     yield MaterializeResult(metadata={"report": str(report), **{
         r.gate.feature: f"{r.status} ({r.match_rate:.4f})" if r.match_rate is not None else r.status
@@ -127,8 +141,14 @@ def feature_gates(context: AssetExecutionContext, warehouse: WarehouseResource):
 def data_dictionary(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """DATA_DICTIONARY.md: every core table and column from the contract (Excel header, type,
     meaning, references, allowed values) with live rows, NULL rates, distinct counts, min/max."""
+    reports = Settings.from_env().reports
     with warehouse.get_warehouse().connect() as conn:
-        path = write_dictionary(conn, Settings.from_env().reports)
+        done, change = watermarks.caught_up(conn, "data_dictionary")
+        if done and (reports / DICTIONARY_NAME).exists():
+            return MaterializeResult(metadata={"path": str(reports / DICTIONARY_NAME),
+                                               "unchanged_since_run": change})
+        path = write_dictionary(conn, reports)
+        watermarks.advance(conn, "data_dictionary", change)
     return MaterializeResult(metadata={"path": str(path)})
 
 

@@ -127,3 +127,12 @@ def write_gates_report(results: list[GateResult], reports: Path) -> Path:
     path = reports / REPORT_NAME
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def stored_gates(conn) -> list[GateResult]:
+    """The gates as last evaluated (when core has not changed since, they are still true)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT feature, numerator, denominator, threshold FROM ops.feature_gates")
+        stored = {feature: (n, d, t) for feature, n, d, t in cur.fetchall()}
+    return [GateResult(g, *stored[g.feature]) if g.feature in stored else measure(conn, g)
+            for g in GATES]

@@ -1,0 +1,41 @@
+"""Watermarks in ``ops.watermarks``: how far a downstream computation has caught up.
+
+A computation that depends only on the core tables records the last ingestion run that changed
+core when it ran; if no run has changed core since, it has nothing new to compute. A watermark
+is advanced in the same transaction as the work it describes, so it never runs ahead of it.
+"""
+
+from __future__ import annotations
+
+LAST_CORE_CHANGE = """
+    SELECT coalesce(max(run_id), 0) FROM ops.ingestion_sheet_runs
+    WHERE status = 'merged' AND rows_inserted + rows_updated + rows_deleted > 0"""
+READ = "SELECT value FROM ops.watermarks WHERE name = %s"
+ADVANCE = """
+    INSERT INTO ops.watermarks (name, value, updated_at) VALUES (%s, %s, now())
+    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"""
+
+
+def last_core_change(conn) -> int:
+    """The last ingestion run that inserted, updated or deleted a core row (0: none yet)."""
+    with conn.cursor() as cur:
+        cur.execute(LAST_CORE_CHANGE)
+        return cur.fetchone()[0]
+
+
+def read(conn, name: str) -> str | None:
+    with conn.cursor() as cur:
+        cur.execute(READ, (name,))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def advance(conn, name: str, value: object) -> None:
+    with conn.cursor() as cur:
+        cur.execute(ADVANCE, (name, str(value)))
+
+
+def caught_up(conn, name: str) -> tuple[bool, int]:
+    """(whether ``name`` already covers the last core change, that change's run id)."""
+    change = last_core_change(conn)
+    return read(conn, name) == str(change), change
