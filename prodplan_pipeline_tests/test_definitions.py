@@ -50,6 +50,9 @@ GRAPH_SNAPSHOT = {
     "derived": ["derived/data_quality_issues", "derived/erros_ordem_fabrico",
                 "derived/fases_ordem_fabrico", "derived/ordens_fabrico"],
     "quality": ["quality/data_dictionary", "quality/feature_gates"],
+    "analytics": ["analytics/agg_order_stats_daily", "analytics/agg_phase_stats_daily",
+                  "analytics/agg_quality_daily", "analytics/agg_wip_current",
+                  "analytics/materialized_views"],
 }
 
 
@@ -78,3 +81,17 @@ def test_loading_the_code_location_does_not_import_great_expectations():
             "print('great_expectations' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_refresh_ranges_merge_the_smallest_gaps_first():
+    from datetime import date, timedelta
+
+    from prodplan_pipeline.orchestration.partitions import contiguous_ranges, refresh_ranges
+
+    day = date(2024, 3, 1)
+    days = [day, day + timedelta(1), day + timedelta(5), day + timedelta(6), day + timedelta(30)]
+    assert contiguous_ranges(days) == [(day, day + timedelta(1)), (day + timedelta(5), day + timedelta(6)),
+                                       (day + timedelta(30), day + timedelta(30))]
+    assert refresh_ranges(days, max_runs=2) == [(day, day + timedelta(6)),
+                                                (day + timedelta(30), day + timedelta(30))]
+    assert refresh_ranges(days, max_runs=3) == contiguous_ranges(days)

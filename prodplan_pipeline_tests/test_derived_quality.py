@@ -140,3 +140,47 @@ def test_re_running_changes_nothing(derived):
         assert [(g.numerator, g.denominator) for g in evaluate_gates(conn)] == \
             [(g.numerator, g.denominator) for g in gates]
     assert query(warehouse, snapshot) == before
+
+
+def test_daily_aggregates_equal_pandas_over_the_core_rows(derived):
+    """Three days (one with rework, one with phases ending before they start): the SQL
+    aggregates against pandas over the same core rows; re-running a range changes nothing."""
+    from datetime import timedelta
+
+    from prodplan_pipeline.analytics.aggregates import PHASE_STATS, refresh, refresh_all
+
+    warehouse = derived[0]
+    rework_day, inverted_day = query(warehouse, """
+        SELECT (SELECT event_time::date FROM core.fases_ordem_fabrico WHERE fase_of_retorno = 1
+                ORDER BY fase_of_id LIMIT 1),
+               (SELECT event_time::date FROM core.fases_ordem_fabrico WHERE fase_of_fim < fase_of_inicio
+                ORDER BY fase_of_id LIMIT 1)""")[0]
+    days = sorted({rework_day, inverted_day, rework_day + timedelta(days=1)})
+    with warehouse.connect() as conn:
+        for day in days:
+            refresh_all(conn, day, day + timedelta(days=1))
+    phases = pd.DataFrame(query(warehouse, """
+        SELECT f.event_time::date, o.of_produto_id, f.fase_of_fase_id, f.duration_seconds, f.fase_of_retorno
+        FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
+        WHERE f.event_time::date = ANY(%s)""", (days,)),
+        columns=["day", "produto", "fase", "duration", "retorno"]).dropna(subset=["duration"])
+    expected = phases.groupby(["day", "produto", "fase"]).agg(
+        n=("duration", "size"), total=("duration", "sum"), low=("duration", "min"), high=("duration", "max"),
+        p50=("duration", "median"), p90=("duration", lambda d: d.quantile(0.9)),
+        rework=("retorno", "sum")).reset_index()
+    actual = pd.DataFrame(query(warehouse, """
+        SELECT snapshot_date, produto_id, fase_id, n, sum_duration_seconds, min_duration_seconds,
+               max_duration_seconds, p50_duration_seconds, p90_duration_seconds, n_rework
+        FROM analytics.agg_phase_stats_daily WHERE snapshot_date = ANY(%s)""", (days,)),
+        columns=expected.columns)
+    merged = expected.merge(actual, on=["day", "produto", "fase"], suffixes=("", "_sql"))
+    assert len(merged) == len(expected) == len(actual) > 0
+    for column in ("n", "total", "low", "high", "p50", "p90", "rework"):
+        assert (merged[column] - merged[f"{column}_sql"]).abs().max() < 1e-6, column
+    assert merged.rework.sum() > 0
+    before = query(warehouse, "SELECT * FROM analytics.agg_phase_stats_daily ORDER BY 1, 2, 3")
+    with warehouse.connect() as conn:
+        for day in days:
+            report = refresh(conn, PHASE_STATS, day, day + timedelta(days=1))
+            assert report.rows_deleted == report.rows_written > 0
+    assert query(warehouse, "SELECT * FROM analytics.agg_phase_stats_daily ORDER BY 1, 2, 3") == before

@@ -2,24 +2,38 @@
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from prodplan_pipeline.orchestration import automation
+from prodplan_pipeline.orchestration.analytics import analytics_assets
 from prodplan_pipeline.orchestration.ingestion import ingestion_assets
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.orchestration.quality import quality_assets, quality_checks
+from prodplan_pipeline.orchestration.partitions import DAILY, DAILY_REFRESH_JOB, INGEST_JOB
 from prodplan_pipeline.orchestration.resources import build_resources
 
 # In-process: one process holds the ingestion lock for the whole run, and the steps do not pay a
 # subprocess start each.
 ingest_job = define_asset_job(
-    "ingest_workbook",
+    INGEST_JOB,
     selection=AssetSelection.groups("raw", "core", "derived", "quality"),
     executor_def=in_process_executor,
     description="Workbook -> staging -> core (blocking count reconciliation per sheet) -> derived "
     "columns, data-quality issues, feature gates, data dictionary.",
 )
 
+# Daily aggregates for a day range (one run covers a range), plus current WIP and the views.
+refresh_job = define_asset_job(
+    DAILY_REFRESH_JOB,
+    selection=AssetSelection.groups("analytics"),
+    partitions_def=DAILY,
+    executor_def=in_process_executor,
+    description="Replace the daily aggregates of the run's day range, WIP and the materialized views.",
+)
+
 defs = Definitions(
-    assets=[*ingestion_assets, *quality_assets],
+    assets=[*ingestion_assets, *quality_assets, *analytics_assets],
     asset_checks=quality_checks,
-    jobs=[ingest_job, warehouse_maintenance_job],
+    jobs=[ingest_job, refresh_job, warehouse_maintenance_job],
+    sensors=automation.sensors,
+    schedules=automation.schedules,
     resources=build_resources(),
 )

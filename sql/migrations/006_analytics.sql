@@ -24,6 +24,7 @@ CREATE TABLE analytics.agg_order_stats_daily (
     n_on_time              bigint NOT NULL,
     n_late                 bigint NOT NULL,
     n_no_due_date          bigint NOT NULL,
+    n_with_lead_time       bigint NOT NULL,  -- finished after creation: the lead times' count
     PRIMARY KEY (snapshot_date, produto_id)
 );
 

@@ -1,0 +1,1 @@
+"""Daily aggregates, current work in progress, and the materialized views over them."""

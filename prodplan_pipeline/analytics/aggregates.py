@@ -1,0 +1,133 @@
+"""Daily aggregates, replaced atomically per day range (delete-then-insert in one transaction),
+set-based over the whole range so a backfill of every day is one statement per table.
+
+Rows whose order is missing from core.ordens_fabrico (so their product is unknown) are left out
+and counted; so are rows dated outside the partitioned range (e.g. an order finished in 2006).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    table: str
+    source: str  # FROM/WHERE of the facts, alias x, with %(start)s / %(end)s bounds on the day
+    day: str  # the day expression over x
+    insert: str  # the INSERT ... SELECT (GROUP BY) of the range
+    missing_order: str  # the same facts whose order is unknown (counted, not aggregated)
+
+
+PHASE_FACTS = """core.fases_ordem_fabrico x
+    WHERE x.event_time >= %(start)s AND x.event_time < %(end)s AND x.duration_seconds IS NOT NULL"""
+ORDER_FACTS = """core.ordens_fabrico x
+    WHERE x.of_data_acabamento >= %(start)s AND x.of_data_acabamento < %(end)s"""
+DEFECT_FACTS = """core.erros_ordem_fabrico x
+    WHERE x.ofch_event_time >= %(start)s AND x.ofch_event_time < %(end)s"""
+# The same facts with their order (inner join: facts of unknown orders are left out, counted).
+PHASE_FACTS_WITH_ORDER = PHASE_FACTS.replace(
+    "x\n", "x JOIN core.ordens_fabrico o ON o.of_id = x.fase_of_of_id\n", 1)
+DEFECT_FACTS_WITH_ORDER = DEFECT_FACTS.replace(
+    "x\n", "x JOIN core.ordens_fabrico o ON o.of_id = x.erro_of_id\n", 1)
+
+PHASE_STATS = Aggregate(
+    "analytics.agg_phase_stats_daily", PHASE_FACTS, "x.event_time::date",
+    f"""INSERT INTO analytics.agg_phase_stats_daily
+        SELECT x.event_time::date, o.of_produto_id, x.fase_of_fase_id, count(*),
+               sum(x.duration_seconds), min(x.duration_seconds), max(x.duration_seconds),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY x.duration_seconds),
+               percentile_cont(0.9) WITHIN GROUP (ORDER BY x.duration_seconds),
+               count(*) FILTER (WHERE x.fase_of_retorno = 1)
+        FROM {PHASE_FACTS_WITH_ORDER}
+        GROUP BY 1, 2, 3""",
+    f"""SELECT count(*) FROM {PHASE_FACTS} AND NOT EXISTS
+        (SELECT 1 FROM core.ordens_fabrico o WHERE o.of_id = x.fase_of_of_id)""",
+)
+ORDER_STATS = Aggregate(
+    "analytics.agg_order_stats_daily", ORDER_FACTS, "x.of_data_acabamento::date",
+    f"""INSERT INTO analytics.agg_order_stats_daily
+        SELECT x.of_data_acabamento::date, x.of_produto_id, count(*), sum(x.lead_time_seconds),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY x.lead_time_seconds),
+               percentile_cont(0.9) WITHIN GROUP (ORDER BY x.lead_time_seconds),
+               count(*) FILTER (WHERE x.is_on_time), count(*) FILTER (WHERE NOT x.is_on_time),
+               count(*) FILTER (WHERE x.of_data_transporte IS NULL), count(x.lead_time_seconds)
+        FROM {ORDER_FACTS}
+        GROUP BY 1, 2""",
+    "SELECT 0",  # an order always knows its own product
+)
+QUALITY = Aggregate(
+    "analytics.agg_quality_daily", DEFECT_FACTS, "x.ofch_event_time::date",
+    f"""INSERT INTO analytics.agg_quality_daily
+        SELECT x.ofch_event_time::date, o.of_produto_id, x.erro_fase_avaliacao, x.ofch_gravidade,
+               count(*), count(DISTINCT x.erro_of_id)
+        FROM {DEFECT_FACTS_WITH_ORDER}
+        GROUP BY 1, 2, 3, 4""",
+    f"""SELECT count(*) FROM {DEFECT_FACTS} AND NOT EXISTS
+        (SELECT 1 FROM core.ordens_fabrico o WHERE o.of_id = x.erro_of_id)""",
+)
+AGGREGATES = {a.table: a for a in (PHASE_STATS, ORDER_STATS, QUALITY)}
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    table: str
+    start: date
+    end: date  # exclusive
+    rows_deleted: int
+    rows_written: int
+    facts_missing_order: int
+    seconds: float
+
+
+def refresh(conn, aggregate: Aggregate, start: date, end: date) -> RefreshReport:
+    """Replace the aggregate's rows for days [start, end) (caller's transaction)."""
+    started = time.perf_counter()
+    bounds = {"start": start, "end": end}
+    with conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {aggregate.table} WHERE snapshot_date >= %(start)s "
+                    f"AND snapshot_date < %(end)s", bounds)
+        deleted = cur.rowcount
+        cur.execute(aggregate.insert, bounds)
+        written = cur.rowcount
+        cur.execute(aggregate.missing_order, bounds)
+        missing = cur.fetchone()[0]
+    return RefreshReport(aggregate.table, start, end, deleted, written, missing,
+                         time.perf_counter() - started)
+
+
+def outside_range(conn, aggregate: Aggregate, first: date, last_exclusive: date) -> int:
+    """Facts dated before the first partition or after the last: counted, never dropped silently."""
+    everything = {"start": date(1, 1, 1), "end": date(9999, 1, 1)}
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {aggregate.source} AND NOT ({aggregate.day} >= %(first)s "
+                    f"AND {aggregate.day} < %(last)s)", {**everything, "first": first, "last": last_exclusive})
+        return cur.fetchone()[0]
+
+
+def days_with_data(conn) -> tuple[date | None, date | None]:
+    """The first and last day any aggregate has facts for."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT min(d), max(d) FROM (
+            SELECT min(event_time)::date AS d FROM core.fases_ordem_fabrico
+            UNION ALL SELECT max(event_time)::date FROM core.fases_ordem_fabrico
+            UNION ALL SELECT min(of_data_acabamento)::date FROM core.ordens_fabrico
+            UNION ALL SELECT max(of_data_acabamento)::date FROM core.ordens_fabrico
+            UNION ALL SELECT min(ofch_event_time)::date FROM core.erros_ordem_fabrico
+            UNION ALL SELECT max(ofch_event_time)::date FROM core.erros_ordem_fabrico) d""")
+        return cur.fetchone()
+
+
+def bump_cache_version(conn) -> int:
+    """API caches are keyed on this version: a refresh that committed invalidates them."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ops.cache_version SET version = version + 1, updated_at = now() "
+                    "RETURNING version")
+        return cur.fetchone()[0]
+
+
+def refresh_all(conn, start: date, end: date) -> list[RefreshReport]:
+    """Every daily aggregate for days [start, end), in the caller's transaction."""
+    return [refresh(conn, aggregate, start, end) for aggregate in AGGREGATES.values()]

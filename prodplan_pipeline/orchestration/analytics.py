@@ -1,0 +1,103 @@
+"""The analytics layer: daily partitioned aggregates, current WIP and the materialized views.
+
+A partition's rows are replaced atomically (delete-then-insert in one transaction), so any day
+can be re-run. Backfills of many days run as one run with one set-based statement per table
+(``BackfillPolicy.single_run()``), not one run per day.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the context annotations.
+import warnings
+from datetime import datetime
+
+from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, BetaWarning, MaterializeResult, asset
+
+from prodplan_pipeline.analytics.aggregates import (
+    ORDER_STATS,
+    PHASE_STATS,
+    QUALITY,
+    Aggregate,
+    bump_cache_version,
+    outside_range,
+    refresh,
+)
+from prodplan_pipeline.analytics.wip import VIEWS, refresh_views, refresh_wip
+from prodplan_pipeline.contract import sheet
+from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
+from prodplan_pipeline.orchestration.partitions import DAILY
+from prodplan_pipeline.orchestration.quality import DERIVED_DEFECTS, DERIVED_ORDERS, DERIVED_PHASES
+from prodplan_pipeline.orchestration.resources import WarehouseResource
+
+ORDERS = core_key(sheet("OrdensFabrico"))
+WIP = AssetKey(["analytics", "agg_wip_current"])
+VIEWS_KEY = AssetKey(["analytics", "materialized_views"])
+DESCRIPTIONS = {
+    PHASE_STATS: "Finished phases with a duration, by day of event_time, product and phase: n, "
+                 "sum/min/max/p50/p90 of duration_seconds, n_rework (retorno = 1).",
+    ORDER_STATS: "Orders finished that day (of_data_acabamento), by product: n, sum/p50/p90 of "
+                 "lead_time_seconds, n_on_time, n_late, n_no_due_date.",
+    QUALITY: "Defects by day of ofch_event_time, product, inspection phase and severity: "
+             "n_defects and n_orders (distinct).",
+}
+UPSTREAM = {PHASE_STATS: [DERIVED_PHASES, ORDERS], ORDER_STATS: [DERIVED_ORDERS],
+            QUALITY: [DERIVED_DEFECTS, ORDERS]}
+
+
+def aggregate_key(aggregate: Aggregate) -> AssetKey:
+    return AssetKey(aggregate.table.split("."))
+
+
+def build_daily_aggregate(aggregate: Aggregate):
+    @asset(key=aggregate_key(aggregate), deps=UPSTREAM[aggregate], partitions_def=DAILY,
+           backfill_policy=BackfillPolicy.single_run(), group_name="analytics",
+           kinds={"postgres"}, owners=OWNERS,
+           description=f"{aggregate.table}: {DESCRIPTIONS[aggregate]} Facts whose order is "
+                       "missing from core.ordens_fabrico are left out and counted.")
+    def daily_aggregate(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+        window = context.partition_time_window
+        start, end = window.start.date(), window.end.date()
+        with warehouse.get_warehouse().connect() as conn:
+            report = refresh(conn, aggregate, start, end)
+            first, last = DAILY.get_first_partition_window(), DAILY.get_last_partition_window()
+            outside = outside_range(conn, aggregate, first.start.date(), last.end.date())
+            version = bump_cache_version(conn)
+        say(context, f"{aggregate.table} {start}..{end}: {report.rows_written:,} rows "
+                     f"({report.seconds:.2f} s)")
+        return MaterializeResult(metadata={
+            "days": (end - start).days, "rows_written": report.rows_written,
+            "rows_replaced": report.rows_deleted, "facts_left_out_missing_order": report.facts_missing_order,
+            "facts_outside_partition_range": outside, "seconds": round(report.seconds, 3),
+            "cache_version": version})
+
+    daily_aggregate.__name__ = aggregate.table.split(".")[1]
+    return daily_aggregate
+
+
+@asset(key=WIP, deps=[DERIVED_PHASES, ORDERS], group_name="analytics", kinds={"postgres"}, owners=OWNERS)
+def agg_wip_current(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    """analytics.agg_wip_current: open phases now, by phase and product: n_open_phases, n_orders,
+    mean/p90/max age in seconds since the phase started, and as_of. Open phases of orders missing
+    from core.ordens_fabrico are counted in the metadata."""
+    as_of = datetime.now()  # the factory's timestamps are local and naive, like this clock
+    with warehouse.get_warehouse().connect() as conn:
+        counts = refresh_wip(conn, as_of)
+        version = bump_cache_version(conn)
+    return MaterializeResult(metadata={**counts, "as_of": as_of.isoformat(timespec="seconds"),
+                                       "cache_version": version})
+
+
+@asset(key=VIEWS_KEY, deps=[*(aggregate_key(a) for a in DESCRIPTIONS), WIP], group_name="analytics",
+       kinds={"postgres"}, owners=OWNERS)
+def materialized_views(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    """The API's materialized views (phase durations and order lead times by model, quality by
+    phase, WIP by phase), refreshed CONCURRENTLY so readers never wait for a refresh."""
+    with warehouse.get_warehouse().connect() as conn:
+        seconds = refresh_views(conn)
+        version = bump_cache_version(conn)
+    return MaterializeResult(metadata={**{v.split(".")[1]: s for v, s in seconds.items()},
+                                       "views": ", ".join(VIEWS), "cache_version": version})
+
+
+with warnings.catch_warnings():  # backfill_policy is "beta" in Dagster 1.13; it is what we need
+    warnings.simplefilter("ignore", BetaWarning)
+    daily_aggregates = [build_daily_aggregate(a) for a in DESCRIPTIONS]
+analytics_assets = [*daily_aggregates, agg_wip_current, materialized_views]

@@ -1,0 +1,317 @@
+"""Sensors and schedules that keep the warehouse fresh and raise alerts.
+
+- ``workbook_sensor``: one ingestion run per distinct workbook content (``run_key`` = SHA-256).
+- ``changed_days_sensor``: after each succeeded ingestion, aggregate runs for exactly the daily
+  partitions whose source rows changed (``ops.changed_days``), one run per contiguous range.
+- ``check_alert_sensor``: every failed asset check evaluation, blocking or not, alerts once. A
+  failed non-blocking check leaves its run green, so a run-failure sensor alone would miss it.
+- ``run_failure_alert_sensor``: every failed run alerts once.
+- ``daily_refresh_schedule`` (06:00 Lisbon, yesterday's partition) and
+  ``monthly_partition_maintenance_schedule`` (03:00 Lisbon on the 1st).
+
+The ingestion and aggregate jobs are targeted by name (``job_name=``), so this module does not
+import definitions.py (which imports it); the maintenance job is a plain @job, imported.
+Everything is RUNNING by default: `prodplan ui` starts the daemon, and a user who starts it expects
+the pipeline to keep itself fresh without clicking each sensor on. Stop them in the UI if not.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the sensor functions' annotations.
+import json
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from dagster import (
+    DagsterEventType,
+    DagsterInvariantViolationError,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    EventRecordsFilter,
+    RunFailureSensorContext,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    schedule,
+    sensor,
+)
+from prodplan_pipeline import alerts
+from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
+from prodplan_pipeline.orchestration.partitions import (
+    DAILY_REFRESH_JOB,
+    INGEST_JOB,
+    INLINE_REFRESH_TAG,
+    partition_days,
+    range_tags,
+    refresh_ranges,
+)
+from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.workbook.inspect import file_sha256
+
+LISBON = "Europe/Lisbon"
+SENSOR_INTERVAL_SECONDS = 30
+# A workbook modified less than this long ago may still be being written (Excel, a copy over
+# the network): hash it on a later tick rather than launch a run on half a file.
+SETTLE_SECONDS = 5.0
+# Bounds on one tick's work, so a backlog never pushes a tick past Dagster's 60 s timeout.
+MAX_INGESTIONS_PER_TICK = 20
+MAX_CHECK_EVALUATIONS_PER_TICK = 100
+WEBHOOK_ATTEMPTS, WEBHOOK_BACKOFF, WEBHOOK_TIMEOUT = 3, 0.5, 3.0
+
+
+def _load_cursor(cursor: str | None) -> dict:
+    try:
+        value = json.loads(cursor) if cursor else {}
+    except json.JSONDecodeError:
+        return {}  # an unreadable cursor (hand-edited, older format) is treated as none
+    return value if isinstance(value, dict) else {}
+
+
+# ---------------------------------------------------------------------------- workbook sensor
+
+
+def _workbook_tick(path: Path, cursor: dict, now: float) -> SensorResult | SkipReason:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return SkipReason(f"workbook {path} does not exist (set PRODPLAN_WORKBOOK to the ERP "
+                          "export, or run `prodplan demo` to generate the sample)")
+    seen = {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+    if all(cursor.get(key) == value for key, value in seen.items()):
+        return SkipReason(f"workbook {path} unchanged since the last tick (same mtime and size)")
+    if now - stat.st_mtime < SETTLE_SECONDS:
+        return SkipReason(f"workbook {path} was modified {now - stat.st_mtime:.1f}s ago; "
+                          "waiting for the write to finish")
+    sha256 = file_sha256(path)  # streamed in 1 MiB blocks; the workbook is never parsed here
+    new_cursor = json.dumps({**seen, "sha256": sha256})
+    if sha256 == cursor.get("sha256"):
+        return SensorResult(skip_reason=f"workbook {path} touched but its content is unchanged "
+                            f"(sha256 {sha256[:12]})", cursor=new_cursor)
+    # run_key = content hash: Dagster launches at most one run per key, ever. So a workbook
+    # changed back to content ingested before launches nothing (that content is in core already
+    # unless a later ingestion replaced it: use `prodplan ingest` or the launchpad to re-ingest).
+    request = RunRequest(
+        run_key=sha256,
+        run_config={"resources": {"workbook_file": {"config": {"path": str(path)}}}},
+        tags={"prodplan/workbook_sha256": sha256},
+    )
+    return SensorResult(run_requests=[request], cursor=new_cursor)
+
+
+@sensor(job_name=INGEST_JOB, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Watches PRODPLAN_WORKBOOK: stat every tick, SHA-256 when mtime/size "
+        "changed, one ingestion run per distinct content (run_key = the hash).")
+def workbook_sensor(context: SensorEvaluationContext):
+    path = Settings.from_env().workbook_path
+    return _workbook_tick(path, _load_cursor(context.cursor), time.time())
+
+
+# ------------------------------------------------------------------------ changed-days sensor
+
+NEW_INGESTIONS = """
+    SELECT run_id, status, dagster_run_id FROM ops.ingestion_runs WHERE run_id > %s
+    ORDER BY run_id LIMIT %s"""
+CHANGED_DAYS = "SELECT DISTINCT day FROM ops.changed_days WHERE run_id = %s"
+# The newest run that is finished and not preceded by one still running: where a sensor that
+# has never ticked starts (the history before it was refreshed by `prodplan demo`/`ingest`,
+# which materialize the whole graph; re-requesting every partition would redo all of it).
+BOOTSTRAP_RUN_ID = """
+    SELECT coalesce(max(run_id), 0) FROM ops.ingestion_runs
+    WHERE run_id < coalesce((SELECT min(run_id) FROM ops.ingestion_runs
+                             WHERE status = 'running'), 9223372036854775807)"""
+# An ingestion whose Dagster run carries this tag refreshed its changed days itself (`prodplan
+# ingest` does, synchronously): requesting them again would only redo the same work.
+
+
+def _refresh_request(ingestion_run_id: int, first: date, last: date) -> RunRequest:
+    tags = {"prodplan/ingestion_run_id": str(ingestion_run_id)}
+    key = f"changed-days-{ingestion_run_id}-{first}-{last}"
+    if first == last:  # a plain partition run: the UI shows it as that day's materialization
+        return RunRequest(run_key=key, partition_key=first.isoformat(), tags=tags)
+    # One run over the whole range (the aggregates' backfill policy is single_run).
+    return RunRequest(run_key=key, tags={**tags, **range_tags(first, last)})
+
+
+def _requests_for(cur, run_id: int, notes: list[str]) -> list[RunRequest]:
+    cur.execute(CHANGED_DAYS, (run_id,))
+    # A list, not a generator: partition_days reads its argument twice.
+    inside, outside = partition_days([day for (day,) in cur.fetchall()])
+    if outside:
+        notes.append(f"ingestion {run_id}: {len(outside)} changed day(s) outside the daily "
+                     f"partitions ({outside[0]} .. {outside[-1]}) not requested")
+    return [_refresh_request(run_id, *days) for days in refresh_ranges(inside)]
+
+
+def _changed_days_tick(conn, last_run_id: int, refreshed_inline: Callable[[str | None], bool]
+                       ) -> tuple[list[RunRequest], int, list[str]]:
+    """Requests for the succeeded ingestions after ``last_run_id``; the new cursor; notes."""
+    requests, notes = [], []
+    with conn.cursor() as cur:
+        cur.execute(NEW_INGESTIONS, (last_run_id, MAX_INGESTIONS_PER_TICK))
+        for run_id, status, dagster_run_id in cur.fetchall():
+            if status == "running":
+                break  # its days are not final yet: resume from here on a later tick
+            last_run_id = run_id
+            if status != "succeeded":
+                continue  # failed / check_failed: nothing downstream is refreshed for them
+            if refreshed_inline(dagster_run_id):
+                notes.append(f"ingestion {run_id}: changed days already refreshed by its launcher")
+                continue
+            requests += _requests_for(cur, run_id, notes)
+    return requests, last_run_id, notes
+
+
+def _bootstrap_run_id(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute(BOOTSTRAP_RUN_ID)
+        return cur.fetchone()[0]
+
+
+def _instance_or_none(context: SensorEvaluationContext):
+    try:
+        return context.instance
+    except DagsterInvariantViolationError:  # a context built in a test without an instance
+        return None
+
+
+def _inline_refresh_checker(instance) -> Callable[[str | None], bool]:
+    def refreshed_inline(dagster_run_id: str | None) -> bool:
+        run = instance.get_run_by_id(dagster_run_id) if instance and dagster_run_id else None
+        return bool(run and run.tags.get(INLINE_REFRESH_TAG))
+    return refreshed_inline
+
+
+@sensor(job_name=DAILY_REFRESH_JOB, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="After each succeeded ingestion, refresh exactly the daily partitions whose "
+        "source rows changed (ops.changed_days), one run per contiguous range of days.")
+def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
+    cursor = _load_cursor(context.cursor)
+    with warehouse.get_warehouse().connect() as conn:
+        if "last_run_id" not in cursor:
+            start = _bootstrap_run_id(conn)
+            return SensorResult(cursor=json.dumps({"last_run_id": start}), skip_reason=(
+                f"first tick: starting after ingestion run {start}; earlier runs are not refreshed"))
+        refreshed_inline = _inline_refresh_checker(_instance_or_none(context))
+        requests, last_run_id, notes = _changed_days_tick(conn, int(cursor["last_run_id"]),
+                                                          refreshed_inline)
+    for note in notes:
+        context.log.info(note)
+    new_cursor = json.dumps({"last_run_id": last_run_id})
+    if requests:
+        return SensorResult(run_requests=requests, cursor=new_cursor)
+    reason = "; ".join(notes) or f"no changed days in succeeded ingestions up to run {last_run_id}"
+    return SensorResult(skip_reason=reason, cursor=new_cursor)
+
+
+# ---------------------------------------------------------------------------------- alerting
+
+
+def _alert(log, payload: dict, webhook_url: str | None) -> bool:
+    """Log the alert (always) and post it when a webhook is configured; True when delivered."""
+    log.warning(alerts.to_log_line(payload))
+    if not webhook_url:
+        return True
+    delivered = alerts.post_webhook(webhook_url, payload, attempts=WEBHOOK_ATTEMPTS,
+                                    backoff=WEBHOOK_BACKOFF, timeout=WEBHOOK_TIMEOUT)
+    if not delivered:
+        log.error(f"alert webhook unreachable; alert not delivered: {payload['text']}")
+    return delivered
+
+
+def _check_payload(record) -> dict:
+    evaluation = record.event_log_entry.dagster_event.event_specific_data
+    return alerts.format_check_alert(
+        check_name=evaluation.check_name, asset=evaluation.asset_key.to_user_string(),
+        severity=evaluation.severity.value, passed=evaluation.passed,
+        blocking=evaluation.blocking, description=evaluation.description,
+        partition=evaluation.partition, run_id=record.run_id, timestamp=record.timestamp)
+
+
+@sensor(minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Alerts once per failed asset check evaluation (blocking or not): a log "
+        "line and, with PRODPLAN_ALERT_WEBHOOK_URL, a Slack-compatible POST.")
+def check_alert_sensor(context: SensorEvaluationContext):
+    # Cursor = the last event storage id handled. A failed POST is not retried on later ticks
+    # (the alert stays in the tick log); after one failure the rest of the tick only logs, so a
+    # hanging webhook cannot push the tick past its 60 s timeout.
+    storage = context.instance.event_log_storage
+    if storage.is_run_sharded:  # per-run SQLite files have no global event order to follow
+        return SkipReason("check alerts need Dagster storage in PostgreSQL (as `prodplan ui` "
+                          "configures it); this instance's event log is sharded per run")
+    last_id = int(_load_cursor(context.cursor).get("last_storage_id", 0))
+    records = storage.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
+                           after_cursor=last_id),
+        limit=MAX_CHECK_EVALUATIONS_PER_TICK, ascending=True)
+    webhook_url = Settings.from_env().alert_webhook_url
+    failed = 0
+    for record in records:
+        last_id = record.storage_id
+        if record.event_log_entry.dagster_event.event_specific_data.passed:
+            continue
+        failed += 1
+        if not _alert(context.log, _check_payload(record), webhook_url):
+            webhook_url = None
+    cursor = json.dumps({"last_storage_id": last_id})
+    return SensorResult(cursor=cursor, skip_reason=(
+        f"{len(records)} check evaluation(s) read, {failed} failed and alerted"))
+
+
+def _failure_message(context: RunFailureSensorContext) -> str:
+    # The run's failure event says "Execution of run for X failed. Steps failed: [...]"; the
+    # root cause of the first step's error (Dagster wraps it) is what the reader needs.
+    parts = [context.failure_event.message or ""]
+    step_failures = context.get_step_failure_events()
+    error = step_failures[0].event_specific_data.error if step_failures else None
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is not None:
+        parts.append(error.message.strip())
+    return " | ".join(p for p in parts if p)
+
+
+@run_failure_sensor(minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+                    default_status=DefaultSensorStatus.RUNNING,
+                    description="Alerts once per failed run of any job of this code location.")
+def run_failure_alert_sensor(context: RunFailureSensorContext):
+    run = context.dagster_run
+    payload = alerts.format_run_failure_alert(
+        job_name=run.job_name, run_id=run.run_id, message=_failure_message(context),
+        timestamp=time.time())
+    _alert(context.log, payload, Settings.from_env().alert_webhook_url)
+
+
+# --------------------------------------------------------------------------------- schedules
+
+
+def yesterday_partition(scheduled: datetime) -> str:
+    """The daily partition before the scheduled day, counted in Lisbon time."""
+    return (scheduled.astimezone(ZoneInfo(LISBON)).date() - timedelta(days=1)).isoformat()
+
+
+@schedule(job_name=DAILY_REFRESH_JOB, cron_schedule="0 6 * * *", execution_timezone=LISBON,
+          default_status=DefaultScheduleStatus.RUNNING,
+          description="06:00 Lisbon: refresh yesterday's daily aggregates partition.")
+def daily_refresh_schedule(context: ScheduleEvaluationContext):
+    partition = yesterday_partition(context.scheduled_execution_time)
+    return RunRequest(run_key=f"daily-refresh-{partition}", partition_key=partition)
+
+
+monthly_partition_maintenance_schedule = ScheduleDefinition(
+    name="monthly_partition_maintenance_schedule", job=warehouse_maintenance_job,
+    cron_schedule="0 3 1 * *", execution_timezone=LISBON,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="03:00 Lisbon on the 1st: migrations, then monthly partitions 6 months ahead.",
+)
+
+sensors = [workbook_sensor, changed_days_sensor, check_alert_sensor, run_failure_alert_sensor]
+schedules = [daily_refresh_schedule, monthly_partition_maintenance_schedule]

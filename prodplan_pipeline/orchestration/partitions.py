@@ -1,0 +1,60 @@
+"""The daily partitions of the analytics layer, and the names of the jobs sensors target."""
+
+import os
+from datetime import date, timedelta
+
+from dagster import DailyPartitionsDefinition
+
+# Configurable so a deployment with older history can start earlier (PRODPLAN_PARTITIONS_START).
+PARTITIONS_START = os.environ.get("PRODPLAN_PARTITIONS_START", "2020-01-01")
+DAILY = DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
+
+INGEST_JOB = "ingest_workbook"
+DAILY_REFRESH_JOB = "refresh_daily_aggregates"
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+# A run that `prodplan ingest` followed with its own aggregate refresh carries this tag, so the
+# changed-days sensor does not refresh the same days again.
+INLINE_REFRESH_TAG = "prodplan/changed_days_refreshed"
+# Changed days are refreshed in at most this many runs (Dagster costs ~2 s per run): beyond it,
+# the ranges separated by the smallest gaps are merged, recomputing a few unchanged days
+# (harmless: a day's rows are replaced by the same rows) rather than starting hundreds of runs.
+MAX_REFRESH_RUNS = 8
+
+
+def partition_days(days) -> tuple[list[date], list[date]]:
+    """The days that are daily partitions, and those outside the partitioned range."""
+    days = set(days)
+    first = DAILY.get_first_partition_window().start.date()
+    last = DAILY.get_last_partition_window().start.date()
+    inside = sorted(d for d in days if first <= d <= last)
+    return inside, sorted(d for d in days if not first <= d <= last)
+
+
+def contiguous_ranges(days) -> list[tuple[date, date]]:
+    """Sorted days grouped into runs of consecutive days: [(first, last), ...] (inclusive)."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if ranges and day == ranges[-1][1] + timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def refresh_ranges(days, max_runs: int = MAX_REFRESH_RUNS) -> list[tuple[date, date]]:
+    """Consecutive days as ranges, at most ``max_runs`` of them (smallest gaps merged first)."""
+    ranges = contiguous_ranges(days)
+    while len(ranges) > max_runs:
+        gaps = [(ranges[i + 1][0] - ranges[i][1], i) for i in range(len(ranges) - 1)]
+        _, i = min(gaps)
+        ranges[i:i + 2] = [(ranges[i][0], ranges[i + 1][1])]
+    return ranges
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """Tags that make one run cover partitions first..last (single-run backfill policy)."""
+    return {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
