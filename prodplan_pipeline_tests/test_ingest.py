@@ -362,3 +362,25 @@ def test_the_json_summary_is_the_last_line_even_for_a_file_that_is_not_a_workboo
     document = json.loads(result.stdout.strip().splitlines()[-1])
     assert document["exit_code"] == 1 and "is not an Excel .xlsx workbook" in document["error"]
     assert "Traceback" not in result.stderr
+
+
+def test_cache_version_moves_with_every_change_and_only_then(cli_env, small_sample, tmp_path):
+    from sqlalchemy.engine import make_url
+
+    warehouse = Warehouse(make_url(cli_env["PRODPLAN_DATABASE_URL"]))
+
+    def version() -> int:
+        return query(warehouse, "SELECT version FROM ops.cache_version")[0][0]
+
+    assert run_cli(["ingest", "--workbook", str(small_sample)], cli_env).returncode == 0
+    after_first = version()
+    assert after_first >= 3, "ingestion, backfill and the aggregate refresh each bump it"
+    assert run_cli(["ingest", "--workbook", str(small_sample)], cli_env).returncode == 0
+    assert version() == after_first, "nothing changed: cached answers stay valid"
+
+    def rename_a_phase(book):
+        book["Fases"]["B2"].value = "Laminagem (renamed)"
+
+    changed = edited(small_sample, tmp_path / "renamed.xlsx", rename_a_phase)
+    assert run_cli(["ingest", "--workbook", str(changed)], cli_env).returncode == 0
+    assert version() > after_first

@@ -23,6 +23,7 @@ from dagster import (
     multi_asset,
 )
 
+from prodplan_pipeline.analytics.aggregates import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, Sheet
 from prodplan_pipeline.ingest import runs, steps
 from prodplan_pipeline.ingest.reconcile import reconcile, write_mismatch_report
@@ -145,13 +146,19 @@ def core_tables(context: AssetExecutionContext, warehouse: WarehouseResource,
     wh = warehouse.get_warehouse()
     with wh.connect() as conn:
         run_id = runs.run_id_for(conn, context.run.run_id)
+    changed = 0
     for sheet in _selected(context, core_key):
         outcome = steps.merge(wh, run_id, sheet, max_shrink=workbook_file.max_shrink)
         yield MaterializeResult(asset_key=core_key(sheet), metadata=_merge_metadata(context, outcome, sheet))
-        yield _reconciliation_result(context, reconcile(wh, run_id, sheet), sheet)
+        check = reconcile(wh, run_id, sheet)
+        changed += sum((outcome.counts.inserted, outcome.counts.updated, outcome.counts.deleted)) if outcome.counts else 0
+        yield _reconciliation_result(context, check, sheet)
     report = write_mismatch_report(wh, run_id, workbook_file.reports_dir())
     if report:
         say(context, f"blocking count checks failed: see {report}")
+    elif changed:  # a successful ingestion that changed core: API caches must not serve the old
+        with wh.connect() as conn:
+            bump_cache_version(conn)
 
 
 def _selected(context, key_of) -> list[Sheet]:

@@ -87,12 +87,14 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
 
 CHANGED_DAYS = "SELECT DISTINCT day FROM ops.changed_days WHERE run_id = %s"
 # Dagster records ~2 events per partition and asset (~20 ms each with PostgreSQL storage): a run
-# over every day of six years spends minutes on bookkeeping for seconds of SQL. Beyond this many
-# days (a first load, a large re-import) the same set-based refresh runs directly instead.
+# over every day of six years spends minutes on bookkeeping for seconds of SQL, and each run
+# costs ~2 s to start. Beyond these sizes (a first load, a large re-import) the same set-based
+# refresh of exactly the changed days runs directly instead.
 BULK_DAYS = 60
+INLINE_RUNS = 8
 
 
-def _bulk_refresh(settings: Settings, outcome: IngestOutcome, first, last) -> None:
+def _bulk_refresh(settings: Settings, outcome: IngestOutcome, ranges) -> None:
     from datetime import datetime, timedelta
 
     from prodplan_pipeline.analytics.aggregates import bump_cache_version, refresh_all
@@ -101,17 +103,18 @@ def _bulk_refresh(settings: Settings, outcome: IngestOutcome, first, last) -> No
 
     started = time.perf_counter()
     with Warehouse.from_settings(settings, migrate=False).connect() as conn:
-        reports = refresh_all(conn, first, last + timedelta(days=1))
+        reports = [r for first, last in ranges for r in refresh_all(conn, first, last + timedelta(days=1))]
         refresh_wip(conn, datetime.now())
         refresh_views(conn)
         version = bump_cache_version(conn)
     seconds = time.perf_counter() - started
+    days = sum((last - first).days + 1 for first, last in ranges)
     logging.getLogger("prodplan.progress").info(
-        f"daily aggregates {first}..{last}: one set-based pass, {sum(r.rows_written for r in reports):,} "
-        f"rows in {seconds:.1f} s (outside Dagster's per-partition bookkeeping)")
-    outcome.analytics.append({"first_day": first.isoformat(), "last_day": last.isoformat(),
-                              "mode": "set-based bulk refresh", "seconds": round(seconds, 2),
-                              "rows": {r.table: r.rows_written for r in reports},
+        f"daily aggregates of {days:,} changed days ({ranges[0][0]}..{ranges[-1][1]}): set-based, "
+        f"{sum(r.rows_written for r in reports):,} rows in {seconds:.1f} s (outside Dagster's "
+        "per-partition bookkeeping)")
+    outcome.analytics.append({"first_day": ranges[0][0].isoformat(), "last_day": ranges[-1][1].isoformat(),
+                              "days": days, "mode": "set-based bulk refresh", "seconds": round(seconds, 2),
                               "cache_version": version})
 
 
@@ -121,18 +124,18 @@ def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) 
     from prodplan_pipeline.orchestration.definitions import defs
     from prodplan_pipeline.orchestration.partitions import (
         DAILY_REFRESH_JOB,
+        contiguous_ranges,
         partition_days,
         range_tags,
-        refresh_ranges,
     )
     from prodplan_pipeline.warehouse import Warehouse
 
     with Warehouse.from_settings(settings, migrate=False).connect() as conn, conn.cursor() as cur:
         cur.execute(CHANGED_DAYS, (outcome.run_id,))
         inside, outside = partition_days(day for (day,) in cur.fetchall())
-    ranges = refresh_ranges(inside)
-    if sum((last - first).days + 1 for first, last in ranges) > BULK_DAYS:
-        _bulk_refresh(settings, outcome, ranges[0][0], ranges[-1][1])
+    ranges = contiguous_ranges(inside)
+    if len(ranges) > INLINE_RUNS or sum((last - first).days + 1 for first, last in ranges) > BULK_DAYS:
+        _bulk_refresh(settings, outcome, ranges)
         return
     job = defs.resolve_job_def(DAILY_REFRESH_JOB)
     for first, last in ranges:

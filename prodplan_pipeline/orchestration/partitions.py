@@ -19,10 +19,11 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 # A run that `prodplan ingest` followed with its own aggregate refresh carries this tag, so the
 # changed-days sensor does not refresh the same days again.
 INLINE_REFRESH_TAG = "prodplan/changed_days_refreshed"
-# Changed days are refreshed in at most this many runs (Dagster costs ~2 s per run): beyond it,
-# the ranges separated by the smallest gaps are merged, recomputing a few unchanged days
-# (harmless: a day's rows are replaced by the same rows) rather than starting hundreds of runs.
-MAX_REFRESH_RUNS = 8
+# The changed-days sensor requests at most this many runs per ingestion (Dagster costs ~2 s per
+# run): a month of scattered days is refreshed exactly; beyond it (a first load), the ranges
+# separated by the smallest gaps are merged, recomputing some unchanged days (harmless: a day's
+# rows are replaced by the same rows) rather than starting hundreds of runs.
+MAX_REFRESH_RUNS = 31
 
 
 def partition_days(days) -> tuple[list[date], list[date]]:

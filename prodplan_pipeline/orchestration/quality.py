@@ -19,6 +19,7 @@ from dagster import (
     multi_asset_check,
 )
 
+from prodplan_pipeline.analytics.aggregates import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, sheet
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans
@@ -85,6 +86,8 @@ def derived_columns(context: AssetExecutionContext, config: BackfillConfig,
             continue
         with warehouse.get_warehouse().connect() as conn:
             report = job(conn)
+            if report.rows_written:  # derived values changed: cached answers are stale
+                bump_cache_version(conn)
         say(context, f"{report.table}: {report.rows_written:,} rows written ({report.seconds:.2f} s)")
         yield MaterializeResult(asset_key=key, metadata={
             "rows_written": report.rows_written, "seconds": round(report.seconds, 3), **report.counts})
