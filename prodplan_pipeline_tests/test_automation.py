@@ -257,6 +257,7 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
     MAX_REFRESH_RUNS runs (a first load changes days all over six years: the ranges separated by
     the smallest gaps are merged); an unchanged re-ingestion requests nothing."""
     from prodplan_pipeline.ingest.pipeline import ingest_workbook
+    from prodplan_pipeline_tests.test_ingest import edited
 
     workbook = tmp_path / "Folha_IA.xlsx"
     write_sample(workbook, scale=0.005, seed=1)
@@ -274,6 +275,27 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
     again = ingest_workbook(warehouse, workbook).run_id
     requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
     assert not requests and cursor == {"last_run_id": again}
+
+    # a modified workbook: two closed phases get a new end a few days later -> exactly the old
+    # and the new days of those rows are requested, nothing else
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute("""SELECT fase_of_id, fase_of_fim FROM core.fases_ordem_fabrico
+                       WHERE fase_of_fim > fase_of_inicio AND fase_of_fim >= '2021-01-01'
+                       ORDER BY fase_of_id LIMIT 2""")
+        moved = dict(cur.fetchall())
+    new_end = {pid: fim + timedelta(days=3) for pid, fim in moved.items()}
+
+    def move_phase_ends(book):
+        sheet = book["FasesOrdemFabrico"]
+        for row in sheet.iter_rows(min_row=2):
+            if row[0].value in new_end:
+                row[3].value = new_end[row[0].value]  # FaseOf_Fim
+
+    modified = edited(workbook, tmp_path / "moved.xlsx", move_phase_ends)
+    third = ingest_workbook(warehouse, modified).run_id
+    requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
+    expected = {d.date() for d in moved.values()} | {d.date() for d in new_end.values()}
+    assert requested_days(requests) == expected and cursor == {"last_run_id": third}
 
 
 @op
