@@ -184,3 +184,44 @@ def test_daily_aggregates_equal_pandas_over_the_core_rows(derived):
             report = refresh(conn, PHASE_STATS, day, day + timedelta(days=1))
             assert report.rows_deleted == report.rows_written > 0
     assert query(warehouse, "SELECT * FROM analytics.agg_phase_stats_daily ORDER BY 1, 2, 3") == before
+
+
+def test_order_and_quality_aggregates_equal_pandas_over_the_core_rows(derived):
+    from datetime import timedelta
+
+    from prodplan_pipeline.analytics.aggregates import refresh_all
+
+    warehouse = derived[0]
+    (first,) = query(warehouse, "SELECT min(of_data_acabamento)::date FROM core.ordens_fabrico "
+                                "WHERE of_data_acabamento >= '2023-01-01'")[0]
+    days = [first + timedelta(days=n) for n in range(30)]
+    with warehouse.connect() as conn:
+        refresh_all(conn, days[0], days[-1] + timedelta(days=1))
+    orders = pd.DataFrame(query(warehouse, """
+        SELECT of_data_acabamento::date, of_produto_id, lead_time_seconds, is_on_time, of_data_transporte
+        FROM core.ordens_fabrico WHERE of_data_acabamento::date = ANY(%s)""", (days,)),
+        columns=["day", "produto", "lead", "on_time", "due"])
+    expected = orders.groupby(["day", "produto"]).agg(
+        n=("lead", "size"), total=("lead", "sum"), on_time=("on_time", lambda v: int((v == True).sum())),  # noqa: E712
+        late=("on_time", lambda v: int((v == False).sum())), no_due=("due", lambda v: int(v.isna().sum())))  # noqa: E712
+    actual = pd.DataFrame(query(warehouse, """
+        SELECT snapshot_date, produto_id, n, coalesce(sum_lead_time_seconds, 0), n_on_time, n_late, n_no_due_date
+        FROM analytics.agg_order_stats_daily WHERE snapshot_date = ANY(%s)""", (days,)),
+        columns=["day", "produto", "n", "total", "on_time", "late", "no_due"]).set_index(["day", "produto"])
+    assert len(expected) > 5
+    pd.testing.assert_frame_equal(expected.sort_index(), actual.sort_index(), check_dtype=False)
+
+    defects = pd.DataFrame(query(warehouse, """
+        SELECT e.ofch_event_time::date, o.of_produto_id, e.erro_fase_avaliacao, e.ofch_gravidade, e.erro_of_id
+        FROM core.erros_ordem_fabrico e JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id
+        WHERE e.ofch_event_time::date = ANY(%s)""", (days,)),
+        columns=["day", "produto", "fase", "gravidade", "of_id"])
+    expected = defects.groupby(["day", "produto", "fase", "gravidade"]).agg(
+        n_defects=("of_id", "size"), n_orders=("of_id", "nunique"))
+    actual = pd.DataFrame(query(warehouse, """
+        SELECT snapshot_date, produto_id, fase_avaliacao_id, gravidade, n_defects, n_orders
+        FROM analytics.agg_quality_daily WHERE snapshot_date = ANY(%s)""", (days,)),
+        columns=["day", "produto", "fase", "gravidade", "n_defects", "n_orders"]).set_index(
+        ["day", "produto", "fase", "gravidade"])
+    assert len(expected) > 5
+    pd.testing.assert_frame_equal(expected.sort_index(), actual.sort_index(), check_dtype=False)

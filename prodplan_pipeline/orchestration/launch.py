@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prodplan_pipeline import watermarks
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.settings import Settings
 
@@ -86,6 +87,8 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
 
 
 CHANGED_DAYS = "SELECT DISTINCT day FROM ops.changed_days WHERE run_id = %s"
+# The last ingestion run whose changed days the daily aggregates include.
+DAILY_AGGREGATES_WATERMARK = "daily_aggregates"
 # Dagster records ~2 events per partition and asset (~20 ms each with PostgreSQL storage): a run
 # over every day of six years spends minutes on bookkeeping for seconds of SQL, and each run
 # costs ~2 s to start. Beyond these sizes (a first load, a large re-import) the same set-based
@@ -107,6 +110,7 @@ def _bulk_refresh(settings: Settings, outcome: IngestOutcome, ranges) -> None:
         refresh_wip(conn, datetime.now())
         refresh_views(conn)
         version = bump_cache_version(conn)
+        watermarks.advance(conn, DAILY_AGGREGATES_WATERMARK, outcome.run_id)  # same transaction
     seconds = time.perf_counter() - started
     days = sum((last - first).days + 1 for first, last in ranges)
     logging.getLogger("prodplan.progress").info(
@@ -149,6 +153,8 @@ def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) 
             outcome.exit_code = EXIT_ERROR
             outcome.error = f"the daily aggregates of {first}..{last} failed (Dagster run {result.run_id})"
             return
+    with Warehouse.from_settings(settings, migrate=False).connect() as conn:
+        watermarks.advance(conn, DAILY_AGGREGATES_WATERMARK, outcome.run_id)  # every range committed
     if outside:
         logging.getLogger("prodplan.progress").info(
             f"{len(outside)} changed day(s) outside the daily partitions (e.g. {outside[0]}) not aggregated")
