@@ -130,6 +130,8 @@ def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int
     outcome = run_ingestion(settings, workbook, force=args.force)
     if outcome.sheets:
         print(_format_ingest(outcome))
+    if outcome.analytics_rows:
+        print(format_table(["analytics table", "rows"], list(outcome.analytics_rows.items())))
     if outcome.error and not outcome.failed_checks:
         print(f"prodplan {args.command}: {outcome.error}", file=sys.stderr)
     if outcome.failed_checks:

@@ -267,6 +267,8 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(cli_env, sm
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["exit_code"] == 0 and len(summary["sheets"]) == 9
+    assert summary["analytics_rows"]["analytics.agg_phase_stats_daily"] > 0, "the whole graph ran"
+    assert "analytics.agg_quality_daily" in first.stdout
     assert all(s["reconciled"] for s in summary["sheets"])
     assert "FasesOrdemFabrico" in first.stdout and "reconciled" in first.stdout
     assert "merged into core.fases_ordem_fabrico" in first.stderr, "progress per stage"

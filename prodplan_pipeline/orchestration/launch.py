@@ -33,13 +33,14 @@ class IngestOutcome:
     report: Path | None = None
     seconds: float = 0.0
     analytics: list[dict] = field(default_factory=list)  # one entry per refresh run
+    analytics_rows: dict[str, int] = field(default_factory=dict)  # rows now in each analytics table
 
     def as_json(self) -> dict:
         return {"exit_code": self.exit_code, "ingestion_run_id": self.run_id,
                 "dagster_run_id": self.dagster_run_id, "seconds": round(self.seconds, 3),
                 "error": self.error, "failed_checks": self.failed_checks,
                 "report": str(self.report) if self.report else None, "sheets": self.sheets,
-                "analytics": self.analytics}
+                "analytics": self.analytics, "analytics_rows": self.analytics_rows}
 
 
 def show_progress(stream=None) -> None:
@@ -82,6 +83,7 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
         _add_sheet_summary(outcome, settings)
         if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
             _refresh_changed_days(instance, settings, outcome)
+            outcome.analytics_rows = _analytics_rows(settings)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -95,6 +97,21 @@ DAILY_AGGREGATES_WATERMARK = "daily_aggregates"
 # refresh of exactly the changed days runs directly instead.
 BULK_DAYS = 60
 INLINE_RUNS = 8
+
+
+ANALYTICS_TABLES = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stats_daily",
+                    "analytics.agg_quality_daily", "analytics.agg_wip_current")
+
+
+def _analytics_rows(settings: Settings) -> dict[str, int]:
+    from prodplan_pipeline.warehouse import Warehouse
+
+    with Warehouse.from_settings(settings, migrate=False).connect() as conn, conn.cursor() as cur:
+        counts = {}
+        for table in ANALYTICS_TABLES:
+            cur.execute(f"SELECT count(*) FROM {table}")
+            counts[table] = cur.fetchone()[0]
+    return counts
 
 
 def _bulk_refresh(settings: Settings, outcome: IngestOutcome, ranges) -> None:
