@@ -7,7 +7,7 @@ from prodplan_pipeline.orchestration.analytics import analytics_assets
 from prodplan_pipeline.orchestration.ingestion import ingestion_assets
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.orchestration.quality import quality_assets, quality_checks
-from prodplan_pipeline.orchestration.partitions import DAILY, DAILY_REFRESH_JOB, INGEST_JOB
+from prodplan_pipeline.orchestration.partitions import DAILY_REFRESH_JOB, INGEST_JOB
 from prodplan_pipeline.orchestration.resources import build_resources
 
 # In-process: one process holds the ingestion lock for the whole run, and the steps do not pay a
@@ -23,8 +23,7 @@ ingest_job = define_asset_job(
 # Daily aggregates for a day range (one run covers a range), plus current WIP and the views.
 refresh_job = define_asset_job(
     DAILY_REFRESH_JOB,
-    selection=AssetSelection.groups("analytics"),
-    partitions_def=DAILY,
+    selection=AssetSelection.groups("analytics"),  # partitioned by DAILY (inferred)
     executor_def=in_process_executor,
     description="Replace the daily aggregates of the run's day range, WIP and the materialized views.",
 )
