@@ -154,6 +154,9 @@ def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) 
     with Warehouse.from_settings(settings, migrate=False).connect() as conn, conn.cursor() as cur:
         cur.execute(CHANGED_DAYS, (outcome.run_id,))
         inside, outside = partition_days(day for (day,) in cur.fetchall())
+    if outside:  # e.g. an order finished in 2006: counted in the aggregates' metadata too
+        logging.getLogger("prodplan.progress").info(
+            f"{len(outside)} changed day(s) outside the daily partitions (e.g. {outside[0]}) not aggregated")
     ranges = contiguous_ranges(inside)
     if len(ranges) > INLINE_RUNS or sum((last - first).days + 1 for first, last in ranges) > BULK_DAYS:
         _bulk_refresh(settings, outcome, ranges)
@@ -172,9 +175,6 @@ def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) 
             return
     with Warehouse.from_settings(settings, migrate=False).connect() as conn:
         watermarks.advance(conn, DAILY_AGGREGATES_WATERMARK, outcome.run_id)  # every range committed
-    if outside:
-        logging.getLogger("prodplan.progress").info(
-            f"{len(outside)} changed day(s) outside the daily partitions (e.g. {outside[0]}) not aggregated")
 
 
 def _outcome(result) -> IngestOutcome:

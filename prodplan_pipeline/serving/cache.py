@@ -1,0 +1,359 @@
+"""A versioned response cache with singleflight, in-process or in Redis.
+
+A key is (``ops.cache_version``, endpoint, normalised parameters). A refresh bumps the version,
+so old keys are simply never asked for again: Redis expires them by TTL and the in-process LRU
+evicts them by size; nothing deletes them explicitly. Values are JSON-serialisable objects,
+stored as JSON text. Concurrent misses on one key run ``compute`` once: per process with a
+future per key, and across processes with a short Redis lock (``SET NX PX``) whose expiry lets a
+waiter recompute when the holder died instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from prodplan_pipeline.settings import Settings
+
+DEFAULT_TTL = 300.0  # seconds a value lives; the version key already handles staleness
+KEY_PREFIX = "pp"
+
+
+class ComputeFailed(RuntimeError):
+    """Another process's computation of the value this call waited for raised."""
+
+
+# --- the version --------------------------------------------------------------------------------
+
+class VersionSource:
+    """``ops.cache_version``, re-read at most once per ``ttl`` seconds (thread-safe).
+
+    ``connect`` is a context-manager factory yielding a DB-API connection, e.g.
+    ``Warehouse.connect``; a ``Warehouse`` itself is accepted too.
+    """
+
+    def __init__(self, connect: Any, ttl: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._connect = getattr(connect, "connect", connect)
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: int | None = None
+        self._read_at = 0.0
+        self.reads = 0  # database round trips, for tests and metrics
+
+    def get(self) -> int:
+        # One reader refreshes while the others wait on the lock: at most one query per ttl.
+        with self._lock:
+            now = self._clock()
+            if self._value is None or now - self._read_at >= self.ttl:
+                self._value = self._read()
+                self._read_at = self._clock()
+            return self._value
+
+    def invalidate(self) -> None:
+        """Forget the local copy (e.g. right after this process bumped the version)."""
+        with self._lock:
+            self._value = None
+
+    def _read(self) -> int:
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT version FROM ops.cache_version")
+            row = cur.fetchone()
+        self.reads += 1
+        return int(row[0]) if row else 0
+
+
+# --- the key ------------------------------------------------------------------------------------
+
+def normalise(value: Any) -> Any:
+    """Parameters in one canonical shape: dict keys sorted (by json.dumps), None values dropped,
+    list order kept (it can matter), scalars as strings so ``limit=10`` and ``"10"`` agree."""
+    if isinstance(value, dict):
+        return {str(k): normalise(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [normalise(v) for v in value]
+    if isinstance(value, (set, frozenset)):  # no order of its own: give it one
+        return sorted(normalise(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():  # 10.0 and 10 are one parameter
+        return str(int(value))
+    if isinstance(value, decimal.Decimal):
+        return format(value.normalize(), "f")
+    return value if isinstance(value, str) else str(value)
+
+
+def cache_key(version: int, endpoint: str, params: dict[str, Any] | None = None) -> str:
+    """``pp:v<version>:<endpoint>:<sha256 of the normalised parameters, 32 hex>``."""
+    canonical = json.dumps(normalise(params or {}), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    digest = hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()[:32]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", endpoint).strip("_")[:48] or "root"
+    return f"{KEY_PREFIX}:v{int(version)}:{readable}:{digest}"
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+# --- the caches ---------------------------------------------------------------------------------
+
+class Cache(Protocol):
+    def get_or_compute(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> Any: ...
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
+                            ttl: float = DEFAULT_TTL) -> str: ...
+    def stats(self) -> dict[str, int]: ...
+
+
+class _Counted:
+    """Counters shared by both backends. hits: served a stored value; misses: found none (a
+    waiter is a miss too); computations: calls of ``compute``; waits: misses that waited for
+    another caller's computation instead of computing."""
+
+    def __init__(self) -> None:
+        self._counts = {"hits": 0, "misses": 0, "computations": 0, "waits": 0}
+        self._count_lock = threading.Lock()
+
+    def _count(self, name: str) -> None:
+        with self._count_lock:
+            self._counts[name] += 1
+
+    def stats(self) -> dict[str, int]:
+        with self._count_lock:
+            return dict(self._counts)
+
+    def get_or_compute(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> Any:
+        """The value (a fresh copy each call, so callers cannot alter the cached one)."""
+        return json.loads(self.get_or_compute_json(key, compute, ttl))
+
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
+                            ttl: float = DEFAULT_TTL) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _Flights:
+    """Per-key futures: the first caller of a key leads, the others wait for its outcome."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._inflight: dict[str, Future] = {}
+
+    def run(self, key: str, lookup: Callable[[], str | None],
+            lead: Callable[[], str]) -> tuple[str, str]:
+        """(text, how) with how in hit / wait / lead. ``lookup`` runs under ``self.lock`` so a
+        caller sees either the stored value or the flight that is storing it, never neither."""
+        with self.lock:
+            text = lookup()
+            if text is not None:
+                return text, "hit"
+            future = self._inflight.get(key)
+            leader = future is None
+            if leader:
+                future = self._inflight[key] = Future()
+        if not leader:
+            return future.result(), "wait"  # re-raises the leader's exception
+        try:
+            text = lead()
+        except BaseException as exc:
+            self._land(key)
+            future.set_exception(exc)
+            raise
+        self._land(key)
+        future.set_result(text)
+        return text, "lead"
+
+    def _land(self, key: str) -> None:
+        with self.lock:
+            del self._inflight[key]
+
+
+class InProcessCache(_Counted):
+    """An LRU of JSON texts bounded by entries, with per-entry expiry and singleflight."""
+
+    def __init__(self, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.max_entries = max_entries
+        self._clock = clock
+        self._flights = _Flights()
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
+                            ttl: float = DEFAULT_TTL) -> str:
+        text, how = self._flights.run(key, lambda: self._lookup(key),
+                                      lambda: self._compute_store(key, compute, ttl))
+        self._count("hits" if how == "hit" else "misses")
+        if how == "wait":
+            self._count("waits")
+        return text
+
+    def _lookup(self, key: str) -> str | None:  # caller holds the flights' lock
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def _compute_store(self, key: str, compute: Callable[[], Any], ttl: float) -> str:
+        # An exception propagates before anything is stored: the next caller computes afresh.
+        self._count("computations")
+        text = to_json(compute())
+        with self._flights.lock:
+            self._entries[key] = (self._clock() + ttl, text)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return text
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._flights.lock:
+            self._entries.clear()
+
+
+# Delete the lock only if we still own it (it may have expired and been taken by another);
+# with ARGV[2] set, first leave an error marker for the waiters of this computation.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  if ARGV[2] ~= '' then redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisCache(_Counted):
+    """JSON texts in Redis under ``namespace + key`` with a TTL; singleflight across processes.
+
+    The winner of ``SET lock:<key> <token> NX PX lock_ms`` computes, stores the value, then
+    releases its lock. The others poll until the value appears; if the lock vanishes without a
+    value (holder died or lock expired) they race for it again, so nobody waits on a dead
+    holder for longer than ``lock_ms``. ``max_wait`` bounds any one call's waiting in total:
+    past it a caller computes without the lock. Process-local singleflight comes first, so the
+    threads of one process send a single contender to Redis.
+    """
+
+    def __init__(self, client: Any, namespace: str = "prodplan:cache:", lock_ms: int = 10_000,
+                 poll_interval: float = 0.02, max_wait: float | None = None,
+                 error_ms: int = 2_000):
+        super().__init__()
+        self.client = client
+        self.namespace = namespace
+        self.lock_ms = lock_ms
+        self.poll_interval = poll_interval
+        self.max_wait = 2 * lock_ms / 1000 if max_wait is None else max_wait
+        self.error_ms = error_ms
+        self._release = client.register_script(_RELEASE)
+        self._flights = _Flights()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisCache:
+        import redis  # imported here so the in-process cache needs no Redis client
+
+        return cls(redis.Redis.from_url(url, socket_timeout=5), **kwargs)
+
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
+                            ttl: float = DEFAULT_TTL) -> str:
+        text, how = self._flights.run(key, lambda: None, lambda: self._shared(key, compute, ttl))
+        if how == "wait":  # a thread of this process fetched it for us
+            self._count("misses")
+            self._count("waits")
+        return text
+
+    def _shared(self, key: str, compute: Callable[[], Any], ttl: float) -> str:
+        value_key, lock_key, error_key = self._keys(key)
+        deadline = time.monotonic() + self.max_wait
+        waited = False
+        while True:
+            value = self.client.get(value_key)
+            if value is not None:
+                self._count("waits" if waited else "hits")
+                return value.decode()
+            if not waited:
+                self._count("misses")
+            if time.monotonic() >= deadline:  # a live but slow holder: do not wait forever
+                return self._compute_store(value_key, compute, ttl)
+            token = uuid.uuid4().hex
+            if self.client.set(lock_key, token, nx=True, px=self.lock_ms):
+                return self._lead(key, token, compute, ttl)
+            waited = True
+            value = self._wait(value_key, lock_key, error_key, deadline)
+            if value is not None:
+                self._count("waits")
+                return value
+
+    def _lead(self, key: str, token: str, compute: Callable[[], Any], ttl: float) -> str:
+        value_key, lock_key, error_key = self._keys(key)
+        self.client.delete(error_key)  # a marker left by an earlier failure is not ours
+        try:
+            # Someone may have stored the value between our GET and our SET NX.
+            value = self.client.get(value_key)
+            text = value.decode() if value is not None else self._compute_store(value_key, compute, ttl)
+        except BaseException as exc:
+            self._release(keys=[lock_key, error_key],
+                          args=[token, f"{type(exc).__name__}: {exc}", self.error_ms])
+            raise
+        self._release(keys=[lock_key, error_key], args=[token, "", 0])
+        return text
+
+    def _compute_store(self, value_key: str, compute: Callable[[], Any], ttl: float) -> str:
+        self._count("computations")
+        text = to_json(compute())
+        self.client.set(value_key, text.encode(), px=max(1, int(ttl * 1000)))
+        return text
+
+    def _wait(self, value_key: str, lock_key: str, error_key: str, deadline: float) -> str | None:
+        """The value once stored; None when the lock is gone without one (or time is up)."""
+        while time.monotonic() < deadline:
+            time.sleep(self.poll_interval)
+            value, lock, error = self.client.mget([value_key, lock_key, error_key])
+            if value is not None:
+                return value.decode()
+            if error is not None:
+                raise ComputeFailed(error.decode())
+            if lock is None:
+                return None
+        return None
+
+    def _keys(self, key: str) -> tuple[str, str, str]:
+        full = self.namespace + key
+        return full, f"{self.namespace}lock:{key}", f"{self.namespace}error:{key}"
+
+    def clear(self) -> None:
+        """Delete every key of this namespace (tests; never needed for invalidation)."""
+        for name in self.client.scan_iter(match=self.namespace + "*", count=500):
+            self.client.delete(name)
+
+
+def build_cache(settings: Settings | None = None, **kwargs: Any) -> InProcessCache | RedisCache:
+    """Redis when ``PRODPLAN_REDIS_URL`` is set (shared by every API process), else in-process."""
+    settings = settings or Settings.from_env()
+    if settings.redis_url:
+        return RedisCache.from_url(settings.redis_url, **kwargs)
+    return InProcessCache(**kwargs)
