@@ -34,6 +34,8 @@ setup(
         "pyarrow>=26.0",
         "numpy>=2.4",
         "psutil>=7.2",
+        # The API's shared response cache (PRODPLAN_REDIS_URL); optional at run time.
+        "redis>=8.1.0",
     ],
     extras_require={
         "dev": ["pytest>=9.0", "pytest-xdist>=3.8"],
