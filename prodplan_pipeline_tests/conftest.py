@@ -55,6 +55,12 @@ class Databases:
         self.created.append(url)
         return url
 
+    def warehouse(self, purpose: str) -> Warehouse:
+        """A fresh database with the project's schema applied."""
+        wh = Warehouse(self.create(purpose))
+        wh.migrate()
+        return wh
+
     def drop(self, url: URL) -> None:
         admin = psycopg2.connect(libpq_dsn(self.server.set(database="postgres")))
         admin.autocommit = True
@@ -78,8 +84,7 @@ def databases(server_url) -> Databases:
 @pytest.fixture(scope="session")
 def warehouse(databases) -> Warehouse:
     """The session's migrated warehouse database."""
-    wh = Warehouse(databases.create("warehouse"))
-    wh.migrate()
+    wh = databases.warehouse("warehouse")
     yield wh
     wh.dispose()
 

@@ -150,8 +150,7 @@ def test_returned_values_are_copies():
 @pytest.fixture(scope="module")
 def cache_warehouse(databases) -> Warehouse:
     """A warehouse of its own: these tests bump the version, which others may rely on."""
-    wh = Warehouse(databases.create("cache"))
-    wh.migrate()
+    wh = databases.warehouse("cache")
     yield wh
     wh.dispose()
 

@@ -16,7 +16,7 @@ import openpyxl
 import psycopg2
 import pytest
 
-from prodplan_pipeline.contract import SHEETS, sheet
+from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
@@ -31,9 +31,7 @@ needs_real_sample = pytest.mark.skipif(
 
 
 def fresh_warehouse(databases, purpose: str) -> Warehouse:
-    warehouse = Warehouse(databases.create(purpose))
-    warehouse.migrate()
-    return warehouse
+    return databases.warehouse(purpose)
 
 
 def query(warehouse: Warehouse, statement: str, params: tuple = ()) -> list[tuple]:

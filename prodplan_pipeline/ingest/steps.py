@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from prodplan_pipeline.contract import Sheet
 from prodplan_pipeline.ingest import runs
-from prodplan_pipeline.ingest import statements as q
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK, MergeCounts, ShrinkRefused, merge_sheet
 from prodplan_pipeline.ingest.stage import stage_sheet
 from prodplan_pipeline.warehouse import Warehouse
