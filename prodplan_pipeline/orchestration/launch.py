@@ -13,6 +13,7 @@ from pathlib import Path
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse import Warehouse
 
 EXIT_OK, EXIT_ERROR, EXIT_CHECK_FAILED = 0, 1, 2
 SHEET_SUMMARY = """
@@ -80,10 +81,12 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
             instance=instance, run_config=run_config, raise_on_error=False,
             tags={INLINE_REFRESH_TAG: "true"})  # refreshed below: the sensor need not
         outcome = _outcome(result)
-        _add_sheet_summary(outcome, settings)
+        # one resolved warehouse for the whole follow-up (each resolution opens a connection)
+        warehouse = Warehouse.from_settings(settings)
+        _add_sheet_summary(outcome, warehouse, settings.reports)
         if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
-            _refresh_changed_days(instance, settings, outcome)
-            outcome.analytics_rows = _analytics_rows(settings)
+            _refresh_changed_days(instance, warehouse, outcome)
+            outcome.analytics_rows = _analytics_rows(warehouse)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -103,10 +106,8 @@ ANALYTICS_TABLES = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stat
                     "analytics.agg_quality_daily", "analytics.agg_wip_current")
 
 
-def _analytics_rows(settings: Settings) -> dict[str, int]:
-    from prodplan_pipeline.warehouse import Warehouse
-
-    with Warehouse.from_settings(settings, migrate=False).connect() as conn, conn.cursor() as cur:
+def _analytics_rows(warehouse: Warehouse) -> dict[str, int]:
+    with warehouse.connect() as conn, conn.cursor() as cur:
         counts = {}
         for table in ANALYTICS_TABLES:
             cur.execute(f"SELECT count(*) FROM {table}")
@@ -114,15 +115,14 @@ def _analytics_rows(settings: Settings) -> dict[str, int]:
     return counts
 
 
-def _bulk_refresh(settings: Settings, outcome: IngestOutcome, ranges) -> None:
+def _bulk_refresh(warehouse: Warehouse, outcome: IngestOutcome, ranges) -> None:
     from datetime import datetime, timedelta
 
     from prodplan_pipeline.analytics.aggregates import bump_cache_version, refresh_all
     from prodplan_pipeline.analytics.wip import refresh_views, refresh_wip
-    from prodplan_pipeline.warehouse import Warehouse
 
     started = time.perf_counter()
-    with Warehouse.from_settings(settings, migrate=False).connect() as conn:
+    with warehouse.connect() as conn:
         reports = [r for first, last in ranges for r in refresh_all(conn, first, last + timedelta(days=1))]
         refresh_wip(conn, datetime.now())
         refresh_views(conn)
@@ -139,7 +139,7 @@ def _bulk_refresh(settings: Settings, outcome: IngestOutcome, ranges) -> None:
                               "cache_version": version})
 
 
-def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) -> None:
+def _refresh_changed_days(instance, warehouse: Warehouse, outcome: IngestOutcome) -> None:
     """What the changed-days sensor does, done here synchronously: one aggregate run per range
     of consecutive days whose source rows this ingestion changed (WIP and views once each)."""
     from prodplan_pipeline.orchestration.definitions import defs
@@ -149,9 +149,8 @@ def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) 
         partition_days,
         range_tags,
     )
-    from prodplan_pipeline.warehouse import Warehouse
 
-    with Warehouse.from_settings(settings, migrate=False).connect() as conn, conn.cursor() as cur:
+    with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute(CHANGED_DAYS, (outcome.run_id,))
         inside, outside = partition_days(day for (day,) in cur.fetchall())
     if outside:  # e.g. an order finished in 2006: counted in the aggregates' metadata too
@@ -159,7 +158,7 @@ def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) 
             f"{len(outside)} changed day(s) outside the daily partitions (e.g. {outside[0]}) not aggregated")
     ranges = contiguous_ranges(inside)
     if len(ranges) > INLINE_RUNS or sum((last - first).days + 1 for first, last in ranges) > BULK_DAYS:
-        _bulk_refresh(settings, outcome, ranges)
+        _bulk_refresh(warehouse, outcome, ranges)
         return
     job = defs.resolve_job_def(DAILY_REFRESH_JOB)
     for first, last in ranges:
@@ -173,7 +172,7 @@ def _refresh_changed_days(instance, settings: Settings, outcome: IngestOutcome) 
             outcome.exit_code = EXIT_ERROR
             outcome.error = f"the daily aggregates of {first}..{last} failed (Dagster run {result.run_id})"
             return
-    with Warehouse.from_settings(settings, migrate=False).connect() as conn:
+    with warehouse.connect() as conn:
         watermarks.advance(conn, DAILY_AGGREGATES_WATERMARK, outcome.run_id)  # every range committed
 
 
@@ -206,12 +205,9 @@ def _failure_message(event) -> str:
     return f"step {event.step_key} failed: {error.message.strip()}"
 
 
-def _add_sheet_summary(outcome: IngestOutcome, settings: Settings) -> None:
+def _add_sheet_summary(outcome: IngestOutcome, warehouse: Warehouse, reports: Path) -> None:
     from prodplan_pipeline.ingest.reconcile import REPORT_NAME
     from prodplan_pipeline.ingest.runs import run_id_for
-    from prodplan_pipeline.warehouse import Warehouse
-
-    warehouse = Warehouse.from_settings(settings)
     with warehouse.connect() as conn:
         try:
             outcome.run_id = run_id_for(conn, outcome.dagster_run_id)
@@ -227,5 +223,5 @@ def _add_sheet_summary(outcome: IngestOutcome, settings: Settings) -> None:
                             "WHERE run_id = %s AND status = 'running'",
                             ("check_failed" if outcome.failed_checks else "failed", outcome.error,
                              outcome.run_id))
-    report = settings.reports / REPORT_NAME
+    report = reports / REPORT_NAME
     outcome.report = report if outcome.failed_checks and report.exists() else None
