@@ -420,6 +420,7 @@ class Plan:
     inverted: np.ndarray  # bool: finishes before it was created
     defect_rows_missing: np.ndarray  # defect rows of a missing order
     chunks: list  # (first order, end order) per generation chunk
+    link_match_rate: float = LINK_ID_MATCH_RATE  # distinct employee-link FaseOfIds that exist
 
     @property
     def n_orders(self) -> int:
@@ -749,7 +750,7 @@ def _link_allocation(plan: Plan, summary: PhaseSummary) -> np.ndarray:
     """Per chunk: (matched ids, unmatched ids, extra rows) of FuncionariosFaseOrdemFabrico."""
     total = max(MIN_LINKS, round(EMPLOYEE_LINKS_AT_SCALE_1 * plan.scale))
     distinct = max(1, round(total / LINK_ROWS_PER_ID))
-    matched = max(1, round(distinct * LINK_ID_MATCH_RATE))
+    matched = max(1, round(distinct * plan.link_match_rate))
     w = summary.rows
     return np.stack([_allocate(matched, w), _allocate(distinct - matched, w), _allocate(total - distinct, w)], 1)
 
@@ -1016,14 +1017,21 @@ def _check_scale(scale: float) -> float:
 
 
 def write_sample(path: str | Path, scale: float = 1.0, seed: int = 7,
-                 progress: Callable[[str], None] | None = None) -> dict[str, int]:
+                 progress: Callable[[str], None] | None = None,
+                 link_match_rate: float | None = None) -> dict[str, int]:
     """Write a synthetic Folha_IA workbook to ``path``; returns data rows written per sheet.
 
     ``scale`` 1 is the real export's size (~1.1 M rows); catalogue sheets are full size at any
     scale. The same (scale, seed) always gives the same bytes. The workbook is written to a
     temporary file in the same folder and renamed over ``path`` only once complete.
+    ``link_match_rate`` (default: the real 32.3%) is the share of distinct
+    ``FuncionarioFaseOf_FaseOfId`` values that exist as phase rows: above 0.9 it makes data on
+    which per-employee KPIs are supported.
     """
     scale = _check_scale(scale)
+    rate = LINK_ID_MATCH_RATE if link_match_rate is None else float(link_match_rate)
+    if not 0 < rate <= 1:
+        raise ValueError(f"link_match_rate must be greater than 0 and at most 1, got {link_match_rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
@@ -1031,6 +1039,7 @@ def write_sample(path: str | Path, scale: float = 1.0, seed: int = 7,
     report = progress or (lambda message: None)
     cat = _catalogue(seed)
     plan = _plan(cat, scale, seed)
+    plan.link_match_rate = rate
     report(f"planned {int((~plan.missing).sum()):,} orders (scale {scale:g}, seed {seed})")
     summary = _summarise_phases(cat, plan)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
