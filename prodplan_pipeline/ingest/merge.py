@@ -68,6 +68,10 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
             cur.execute(q.note_kept_rows(sheet), params)
         cur.execute(f"SELECT count(*) FROM {q.valid_rows(sheet)}")
         kept = cur.fetchone()[0]
+        if inserted + updated + deleted > max(500, kept // 10):
+            # Fresh statistics for the backfill, aggregates and API queries that read the table
+            # next; autovacuum would get to it later (or, with autovacuum off, never).
+            cur.execute(f"ANALYZE {sheet.core_table}")
     if (inserted, updated, deleted) != (counts["insert"], counts["update"], counts["delete"]):
         raise RuntimeError(f"{sheet.core_table}: applied {inserted}/{updated}/{deleted} rows for a "
                            f"diff of {counts}; rolled back")  # a concurrent writer, never silent
