@@ -19,7 +19,8 @@ OPEN_WITHOUT_ORDER = """
     SELECT count(*) FROM core.fases_ordem_fabrico f WHERE f.fase_of_fim IS NULL
       AND NOT EXISTS (SELECT 1 FROM core.ordens_fabrico o WHERE o.of_id = f.fase_of_of_id)"""
 VIEWS = ("analytics.mv_phase_durations_by_model", "analytics.mv_order_leadtime_by_model",
-         "analytics.mv_quality_by_phase", "analytics.mv_wip_by_phase_current")
+         "analytics.mv_quality_by_phase", "analytics.mv_wip_by_phase_current",
+         "analytics.mv_employee_phase_stats")
 
 
 def refresh_wip(conn, as_of) -> dict[str, int]:

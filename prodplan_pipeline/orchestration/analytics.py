@@ -28,6 +28,7 @@ from prodplan_pipeline.orchestration.quality import DERIVED_DEFECTS, DERIVED_ORD
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 
 ORDERS = core_key(sheet("OrdensFabrico"))
+EMPLOYEE_LINKS = core_key(sheet("FuncionariosFaseOrdemFabrico"))
 WIP = AssetKey(["analytics", "agg_wip_current"])
 VIEWS_KEY = AssetKey(["analytics", "materialized_views"])
 DESCRIPTIONS = {
@@ -85,11 +86,12 @@ def agg_wip_current(context: AssetExecutionContext, warehouse: WarehouseResource
                                        "cache_version": version})
 
 
-@asset(key=VIEWS_KEY, deps=[*(aggregate_key(a) for a in DESCRIPTIONS), WIP], group_name="analytics",
-       kinds={"postgres"}, owners=OWNERS)
+@asset(key=VIEWS_KEY, deps=[*(aggregate_key(a) for a in DESCRIPTIONS), WIP, EMPLOYEE_LINKS, DERIVED_PHASES],
+       group_name="analytics", kinds={"postgres"}, owners=OWNERS)
 def materialized_views(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """The API's materialized views (phase durations and order lead times by model, quality by
-    phase, WIP by phase), refreshed CONCURRENTLY so readers never wait for a refresh."""
+    phase, WIP by phase, the phases each employee worked), refreshed CONCURRENTLY so readers
+    never wait for a refresh."""
     with warehouse.get_warehouse().connect() as conn:
         seconds = refresh_views(conn)
         version = bump_cache_version(conn)
