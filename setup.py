@@ -36,9 +36,12 @@ setup(
         "psutil>=7.2",
         # The API's shared response cache (PRODPLAN_REDIS_URL); optional at run time.
         "redis>=8.1.0",
+        # The read API: FastAPI on uvicorn (uvloop + httptools: the cached path is mostly I/O).
+        "fastapi>=0.163",
+        "uvicorn[standard]>=0.54",
     ],
     extras_require={
-        "dev": ["pytest>=9.0", "pytest-xdist>=3.8"],
+        "dev": ["pytest>=9.0", "pytest-xdist>=3.8", "httpx>=0.28"],
     },
     entry_points={"console_scripts": ["prodplan=prodplan_pipeline.cli:main"]},
     # sql/ and the Dagster YAML files travel with a non-editable install (see paths.py).

@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, type=Path, help="where to write the .xlsx")
     sample.add_argument("--scale", type=float, default=1.0, help="1 = the real size, ~1.1 M rows")
     sample.add_argument("--seed", type=int, default=7, help="same seed, same bytes")
+    sample.add_argument("--employee-link-match", type=float, default=None, metavar="RATE",
+                        help="share of employee-link phase ids that exist (default: the real 0.323)")
     sample.set_defaults(handler=cmd_sample)
 
     ingest = commands.add_parser("ingest", help="ingest a workbook: staging, validation, merge, checks")
@@ -78,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=cmd_ui)
 
+    serve = commands.add_parser("serve", help="the read API (KPIs, quality, orders) on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes; with PRODPLAN_REDIS_URL they share one cache")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=cmd_serve)
+
     env = commands.add_parser("env", help="print the shell exports that point dagster at ProdPlan")
     env.set_defaults(handler=cmd_env)
     return parser
@@ -89,7 +100,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() != ".xlsx":
         raise UserError(f"--out must name an .xlsx file, got {args.out}")
     progress = Progress()
-    counts = write_sample(args.out, scale=args.scale, seed=args.seed, progress=progress)
+    counts = write_sample(args.out, scale=args.scale, seed=args.seed, progress=progress,
+                          link_match_rate=args.employee_link_match)
     rows = [(sheet, n) for sheet, n in counts.items()]
     print(format_table(["sheet", "rows"], [*rows, ("total", sum(counts.values()))]))
     print(f"wrote {args.out} (scale {args.scale:g}, seed {args.seed}) in "
@@ -213,6 +225,27 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"Dagster UI on http://127.0.0.1:{args.port} (storage: database "
           f"'dagster', home {env['DAGSTER_HOME']}); Ctrl-C stops it.", file=sys.stderr)
     return subprocess.call(command, env=env)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from prodplan_pipeline.warehouse import Warehouse
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    settings = Settings.from_env()
+    # Fail here, with one sentence, rather than in every worker with a traceback.
+    warehouse = Warehouse.from_settings(settings)
+    print(f"ProdPlan API on http://{args.host}:{args.port} (docs: /docs; database "
+          f"{warehouse.display_url}; cache: {'Redis' if settings.redis_url else 'in-process'}; "
+          f"writes {'enabled' if settings.api_key else 'disabled (no PRODPLAN_API_KEY)'}); "
+          "Ctrl-C stops it.", file=sys.stderr, flush=True)
+    uvicorn.run("prodplan_pipeline.serving.api:create_app", factory=True, host=args.host,
+                port=args.port, workers=args.workers, access_log=args.access_log, log_level="warning")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

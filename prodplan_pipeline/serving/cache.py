@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -39,7 +40,8 @@ class VersionSource:
     """``ops.cache_version``, re-read at most once per ``ttl`` seconds (thread-safe).
 
     ``connect`` is a context-manager factory yielding a DB-API connection, e.g.
-    ``Warehouse.connect``; a ``Warehouse`` itself is accepted too.
+    ``Warehouse.connect``; a ``Warehouse`` itself is accepted too. ``as_of`` is when the version
+    last changed: when the served data last changed.
     """
 
     def __init__(self, connect: Any, ttl: float = 1.0,
@@ -48,12 +50,16 @@ class VersionSource:
         self.ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._value: int | None = None
+        self._value: tuple[int, Any] | None = None
         self._read_at = 0.0
         self.reads = 0  # database round trips, for tests and metrics
 
     def get(self) -> int:
-        # One reader refreshes while the others wait on the lock: at most one query per ttl.
+        return self.current()[0]
+
+    def current(self) -> tuple[int, Any]:
+        """(version, as_of). One reader refreshes while the others wait on the lock: at most one
+        query per ttl."""
         with self._lock:
             now = self._clock()
             if self._value is None or now - self._read_at >= self.ttl:
@@ -61,17 +67,25 @@ class VersionSource:
                 self._read_at = self._clock()
             return self._value
 
+    def peek(self) -> tuple[int, Any] | None:
+        """The local copy while it is fresh, else None: never touches the database (an event
+        loop can call it without blocking)."""
+        value, read_at = self._value, self._read_at
+        if value is None or self._clock() - read_at >= self.ttl:
+            return None
+        return value
+
     def invalidate(self) -> None:
         """Forget the local copy (e.g. right after this process bumped the version)."""
         with self._lock:
             self._value = None
 
-    def _read(self) -> int:
+    def _read(self) -> tuple[int, Any]:
         with self._connect() as conn, conn.cursor() as cur:
-            cur.execute("SELECT version FROM ops.cache_version")
+            cur.execute("SELECT version, updated_at FROM ops.cache_version")
             row = cur.fetchone()
         self.reads += 1
-        return int(row[0]) if row else 0
+        return (int(row[0]), row[1]) if row else (0, None)
 
 
 # --- the key ------------------------------------------------------------------------------------
@@ -112,8 +126,8 @@ def to_json(value: Any) -> str:
 def _json_default(value: Any) -> Any:
     if isinstance(value, (dt.date, dt.datetime, dt.time)):
         return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
+    if isinstance(value, decimal.Decimal):  # sum(bigint) is numeric in PostgreSQL: counts stay ints
+        return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
@@ -131,17 +145,44 @@ class _Counted:
     waiter is a miss too); computations: calls of ``compute``; waits: misses that waited for
     another caller's computation instead of computing."""
 
+    max_keys_counted = 10_000  # computations per key are kept for this many recent keys
+
     def __init__(self) -> None:
         self._counts = {"hits": 0, "misses": 0, "computations": 0, "waits": 0}
+        self._per_key: OrderedDict[str, int] = OrderedDict()
         self._count_lock = threading.Lock()
 
     def _count(self, name: str) -> None:
         with self._count_lock:
             self._counts[name] += 1
 
+    def _count_computation(self, key: str) -> None:
+        with self._count_lock:
+            self._counts["computations"] += 1
+            self._per_key[key] = self._per_key.get(key, 0) + 1
+            self._per_key.move_to_end(key)
+            while len(self._per_key) > self.max_keys_counted:
+                self._per_key.popitem(last=False)
+
     def stats(self) -> dict[str, int]:
         with self._count_lock:
             return dict(self._counts)
+
+    def computations_by_key(self) -> dict[str, int]:
+        """How often each recent key was computed here: above 1 within one version is a stampede
+        (or an expiry)."""
+        with self._count_lock:
+            return dict(self._per_key)
+
+    def peek(self, key: str) -> str | None:
+        """The stored JSON text if this process holds it, counted as a hit; never blocks on I/O."""
+        text = self._peek(key)
+        if text is not None:
+            self._count("hits")
+        return text
+
+    def _peek(self, key: str) -> str | None:  # pragma: no cover - per backend
+        raise NotImplementedError
 
     def get_or_compute(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> Any:
         """The value (a fresh copy each call, so callers cannot alter the cached one)."""
@@ -217,16 +258,24 @@ class InProcessCache(_Counted):
         self._entries.move_to_end(key)
         return entry[1]
 
+    def _peek(self, key: str) -> str | None:
+        with self._flights.lock:
+            return self._lookup(key)
+
     def _compute_store(self, key: str, compute: Callable[[], Any], ttl: float) -> str:
         # An exception propagates before anything is stored: the next caller computes afresh.
-        self._count("computations")
+        self._count_computation(key)
         text = to_json(compute())
+        self.put(key, text, ttl)
+        return text
+
+    def put(self, key: str, text: str, ttl: float = DEFAULT_TTL) -> None:
+        """Store a JSON text (e.g. one fetched from a shared cache) under ``key``."""
         with self._flights.lock:
             self._entries[key] = (self._clock() + ttl, text)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return text
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -256,11 +305,15 @@ class RedisCache(_Counted):
     holder for longer than ``lock_ms``. ``max_wait`` bounds any one call's waiting in total:
     past it a caller computes without the lock. Process-local singleflight comes first, so the
     threads of one process send a single contender to Redis.
+
+    Every value this process obtains is also kept in a small local LRU that :meth:`peek` reads:
+    a key names one version's value, so the local copy cannot be older than its key, and hits
+    on hot keys cost no round trip.
     """
 
     def __init__(self, client: Any, namespace: str = "prodplan:cache:", lock_ms: int = 10_000,
                  poll_interval: float = 0.02, max_wait: float | None = None,
-                 error_ms: int = 2_000):
+                 error_ms: int = 2_000, local_entries: int = 1024):
         super().__init__()
         self.client = client
         self.namespace = namespace
@@ -270,6 +323,7 @@ class RedisCache(_Counted):
         self.error_ms = error_ms
         self._release = client.register_script(_RELEASE)
         self._flights = _Flights()
+        self._local = InProcessCache(max_entries=local_entries)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisCache:
@@ -283,7 +337,11 @@ class RedisCache(_Counted):
         if how == "wait":  # a thread of this process fetched it for us
             self._count("misses")
             self._count("waits")
+        self._local.put(key, text, ttl)
         return text
+
+    def _peek(self, key: str) -> str | None:
+        return self._local._peek(key)
 
     def _shared(self, key: str, compute: Callable[[], Any], ttl: float) -> str:
         value_key, lock_key, error_key = self._keys(key)
@@ -322,7 +380,7 @@ class RedisCache(_Counted):
         return text
 
     def _compute_store(self, value_key: str, compute: Callable[[], Any], ttl: float) -> str:
-        self._count("computations")
+        self._count_computation(value_key[len(self.namespace):])
         text = to_json(compute())
         self.client.set(value_key, text.encode(), px=max(1, int(ttl * 1000)))
         return text
@@ -348,11 +406,30 @@ class RedisCache(_Counted):
         """Delete every key of this namespace (tests; never needed for invalidation)."""
         for name in self.client.scan_iter(match=self.namespace + "*", count=500):
             self.client.delete(name)
+        self._local.clear()
 
 
-def build_cache(settings: Settings | None = None, **kwargs: Any) -> InProcessCache | RedisCache:
-    """Redis when ``PRODPLAN_REDIS_URL`` is set (shared by every API process), else in-process."""
+class NullCache(_Counted):
+    """No caching at all: every call computes. The baseline the API benchmark compares with
+    (``PRODPLAN_API_CACHE=off``); never a production setting."""
+
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
+                            ttl: float = DEFAULT_TTL) -> str:
+        self._count("misses")
+        self._count_computation(key)
+        return to_json(compute())
+
+    def _peek(self, key: str) -> str | None:
+        return None
+
+
+def build_cache(settings: Settings | None = None, namespace: str = "prodplan:cache:",
+                **kwargs: Any) -> InProcessCache | RedisCache | NullCache:
+    """Redis when ``PRODPLAN_REDIS_URL`` is set (shared by every API process), else in-process.
+    ``namespace`` separates warehouses that share one Redis (their versions would collide)."""
     settings = settings or Settings.from_env()
+    if os.environ.get("PRODPLAN_API_CACHE", "").strip().lower() == "off":
+        return NullCache()
     if settings.redis_url:
-        return RedisCache.from_url(settings.redis_url, **kwargs)
+        return RedisCache.from_url(settings.redis_url, namespace=namespace, **kwargs)
     return InProcessCache(**kwargs)

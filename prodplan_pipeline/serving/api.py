@@ -1,0 +1,305 @@
+"""The read API (FastAPI): KPIs, quality, orders and WIP from the analytics layer, cached per
+``ops.cache_version``.
+
+Every cached endpoint goes through :meth:`Api.cached`: the key is (version, endpoint,
+parameters); a hit is answered from memory on the event loop, a miss computes once per key
+(singleflight) in a worker thread. A response says which version it belongs to and when that
+data last changed (``cache_version``, ``as_of``), and in which units its figures are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import date
+from typing import Any, Literal
+
+from fastapi import Body, FastAPI, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from prodplan_pipeline.serving import cursors, queries
+from prodplan_pipeline.serving.cache import NullCache, RedisCache, VersionSource, build_cache, cache_key, to_json
+from prodplan_pipeline.serving.db import DatabaseUnavailable, ReadPool
+from prodplan_pipeline.serving.launcher import IngestionLauncher, LaunchRefused, check_api_key
+from prodplan_pipeline.settings import Settings
+
+log = logging.getLogger("prodplan.api")
+
+# Endpoints answered NOT_SUPPORTED_BY_DATA while their gate (ops.feature_gates) is off.
+ENDPOINT_GATES = {
+    "/api/kpis/by-employee": "kpis_by_employee",
+    "/api/kpis/by-phase": "phases_by_order",
+    "/api/quality/by-phase": "quality_by_phase_timing",
+    "/api/quality/by-product": "quality_by_order",
+}
+# by-product always answers per product; the attributes (weights, gelcoat) only with this gate on.
+ATTRIBUTES_GATE = "kpis_by_product_attributes"
+UNITS = {"durations": "seconds", "ages": "seconds", "lead_times": "seconds", "weights": "kg",
+         "rates": "ratio 0..1", "timestamps": "factory local time, ISO 8601",
+         "as_of": "UTC, ISO 8601"}
+MAX_PAGE = 500
+VERSION_TTL = float(os.environ.get("PRODPLAN_CACHE_VERSION_TTL", "1.0"))
+
+FromDate = Query(None, alias="from", description="first day, inclusive (YYYY-MM-DD)")
+ToDate = Query(None, alias="to", description="last day, inclusive (YYYY-MM-DD)")
+
+
+class IngestionRequest(BaseModel):
+    force: bool = False  # re-read and re-merge sheets whose content is unchanged
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _unknown_parameters(request: Request, accepted) -> JSONResponse | None:
+    """422 for a misspelt parameter (``?limt=5``) instead of silently ignoring it."""
+    unknown = sorted(set(request.query_params) - set(accepted))
+    if not unknown:
+        return None
+    return _error(422, f"unknown query parameter(s) {', '.join(unknown)}; this endpoint takes "
+                       f"{', '.join(sorted(accepted)) or 'none'}")
+
+
+class Api:
+    """The app's state: read pool, version source, cache and ingestion launcher."""
+
+    def __init__(self, settings: Settings, database_url):
+        self.settings = settings
+        self.db = ReadPool(database_url)
+        self.versions = VersionSource(self.db.connect, ttl=VERSION_TTL)
+        self.cache = build_cache(settings, namespace=self._namespace())
+        self.launcher = IngestionLauncher(settings)
+
+    def _namespace(self) -> str:
+        """Redis keys per database *instance*: a warehouse dropped and created again restarts its
+        versions at 0, and must not be served the old one's entries (its oid is new)."""
+        found = self.db.row("SELECT current_database() AS name, oid FROM pg_database "
+                            "WHERE datname = current_database()")
+        return f"prodplan:cache:{found['name']}:{found['oid']}:"
+
+    async def version(self) -> tuple[int, Any]:
+        return self.versions.peek() or await run_in_threadpool(self.versions.current)
+
+    async def cached(self, request: Request, endpoint: str, params: dict[str, Any],
+                     compute: Callable[[], Any], not_found: str | None = None) -> Response:
+        refusal = _unknown_parameters(request, params)
+        if refusal is not None:
+            return refusal
+        version, as_of = await self.version()
+        key = cache_key(version, endpoint, params)
+        text, how = self.cache.peek(key), "hit"
+        if text is None:
+            how = "miss"
+            text = await run_in_threadpool(
+                self.cache.get_or_compute_json, key, lambda: self._envelope(version, as_of, compute()))
+        headers = {"X-Cache": how, "X-Cache-Version": str(version)}
+        if text == "null":
+            return JSONResponse({"error": not_found}, status_code=404, headers=headers)
+        return Response(text, media_type="application/json", headers=headers)
+
+    def gated(self, endpoint: str, compute: Callable[[], Any]) -> Callable[[], Any]:
+        """``compute`` behind its endpoint's gate: the refusal (HTTP 200) while the gate is off."""
+        def run():
+            return queries.gate_refusal(self.db, ENDPOINT_GATES[endpoint]) or compute()
+        return run
+
+    @staticmethod
+    def _envelope(version: int, as_of: Any, body: dict | None) -> dict | None:
+        if body is None:
+            return None
+        return {"cache_version": version, "as_of": as_of, "units": UNITS, **body}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``prodplan serve`` (uvicorn calls this factory once per worker process)."""
+    from prodplan_pipeline.warehouse import Warehouse
+
+    settings = settings or Settings.from_env()
+    warehouse = Warehouse.from_settings(settings)  # applies pending migrations, starts pgserver
+    api = Api(settings, warehouse.url)
+    app = FastAPI(title="ProdPlan API", version="1.0",
+                  description="Production KPIs of the Folha_IA warehouse. Figures come from the "
+                              "analytics layer; responses carry their cache version and as-of time.")
+    app.state.api = api
+    _install_error_handlers(app)
+    _add_kpi_routes(app, api)
+    _add_quality_routes(app, api)
+    _add_order_routes(app, api)
+    _add_ops_routes(app, api)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(request: Request, exc: RequestValidationError):
+        problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+                    for e in exc.errors()]
+        return _error(422, "; ".join(problems), detail=exc.errors())
+
+    @app.exception_handler(cursors.BadCursor)
+    async def bad_cursor(request: Request, exc: cursors.BadCursor):
+        return _error(422, f"cursor: {exc}")
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_down(request: Request, exc: DatabaseUnavailable):
+        return _error(503, f"the warehouse database is unreachable: {exc}")
+
+
+def _add_kpi_routes(app: FastAPI, api: Api) -> None:
+    @app.get("/api/kpis/overview", tags=["kpis"])
+    async def kpis_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+        """Orders finished (lead time, on-time rate), phases finished (duration, rework), defects and
+        current WIP, over all days or the period ``from``..``to``."""
+        period = queries.Period(start, end)
+        return await api.cached(request, "kpis/overview", {"from": start, "to": end},
+                                lambda: queries.overview(api.db, period))
+
+    @app.get("/api/kpis/by-phase", tags=["kpis"])
+    async def kpis_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+        """Per phase: finished phases, mean/min/max duration, rework share, open phases now."""
+        period = queries.Period(start, end)
+        return await api.cached(request, "kpis/by-phase", {"from": start, "to": end}, api.gated(
+            "/api/kpis/by-phase", lambda: queries.by_phase(api.db, period)))
+
+    @app.get("/api/kpis/by-product", tags=["kpis"])
+    async def kpis_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+        """Per product: orders finished, lead time, on-time rate, phase durations; with the product's
+        attributes (kg) when the kpis_by_product_attributes gate is on."""
+        period = queries.Period(start, end)
+
+        def compute():
+            refusal = queries.gate_refusal(api.db, ATTRIBUTES_GATE)
+            body = queries.by_product(api.db, period, with_attributes=refusal is None)
+            return {**body, "product_attributes": refusal or {"status": "SUPPORTED"}}
+        return await api.cached(request, "kpis/by-product", {"from": start, "to": end}, compute)
+
+    @app.get("/api/kpis/by-employee", tags=["kpis"])
+    async def kpis_by_employee(request: Request):
+        """Per employee: phases worked (as chief), their durations and rework. Answers
+        NOT_SUPPORTED_BY_DATA while too few employee links match a phase row."""
+        return await api.cached(request, "kpis/by-employee", {}, api.gated(
+            "/api/kpis/by-employee", lambda: queries.by_employee(api.db)))
+
+
+def _add_quality_routes(app: FastAPI, api: Api) -> None:
+    @app.get("/api/quality/overview", tags=["quality"])
+    async def quality_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+        """Defects in total and by severity, and defects per finished order."""
+        period = queries.Period(start, end)
+        return await api.cached(request, "quality/overview", {"from": start, "to": end},
+                                lambda: queries.quality_overview(api.db, period))
+
+    @app.get("/api/quality/by-phase", tags=["quality"])
+    async def quality_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+        """Defects per inspection phase, by severity."""
+        period = queries.Period(start, end)
+        return await api.cached(request, "quality/by-phase", {"from": start, "to": end}, api.gated(
+            "/api/quality/by-phase", lambda: queries.quality_by_phase(api.db, period)))
+
+    @app.get("/api/quality/by-product", tags=["quality"])
+    async def quality_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+        """Defects per product, by severity, and per finished order."""
+        period = queries.Period(start, end)
+        return await api.cached(request, "quality/by-product", {"from": start, "to": end}, api.gated(
+            "/api/quality/by-product", lambda: queries.quality_by_product(api.db, period)))
+
+
+def _add_order_routes(app: FastAPI, api: Api) -> None:
+    @app.get("/api/prodplan/orders", tags=["orders"])
+    async def orders(request: Request,
+                     product: int | None = Query(None, description="Of_ProdutoId"),
+                     phase: int | None = Query(None, description="the order's current phase (Of_FaseId)"),
+                     status: Literal["open", "finished", "on_time", "late"] | None = Query(None),
+                     created_from: date | None = Query(None, description="created on or after this day"),
+                     created_to: date | None = Query(None, description="created on or before this day"),
+                     cursor: str | None = Query(None, description="next_cursor of the previous page"),
+                     limit: int = Query(100, ge=1, le=MAX_PAGE)):
+        """Orders in of_id order, a page at a time (keyset pagination: pass ``next_cursor`` back as
+        ``cursor`` with the same filters)."""
+        filters = queries.OrderFilters(product, phase, status, created_from, created_to)
+        if cursor:
+            cursors.decode(cursor, filters.as_dict())  # a bad cursor is a 422, before any caching
+        params = {**filters.as_dict(), "cursor": cursor, "limit": limit}
+        return await api.cached(request, "prodplan/orders", params,
+                                lambda: queries.orders_page(api.db, filters, cursor, limit))
+
+    @app.get("/api/prodplan/orders/{of_id}", tags=["orders"])
+    async def order(request: Request, of_id: int = Path(..., description="Of_Id")):
+        """One order with its product, phase and defect counts; 404 when the id is unknown."""
+        return await api.cached(request, "prodplan/order", {"of_id": of_id},
+                                lambda: queries.order(api.db, of_id), not_found=f"order {of_id} not found")
+
+    @app.get("/api/prodplan/orders/{of_id}/phases", tags=["orders"])
+    async def order_phases(request: Request, of_id: int = Path(..., description="Of_Id")):
+        """The order's phase rows in sequence; 404 when the order is unknown."""
+        return await api.cached(request, "prodplan/order-phases", {"of_id": of_id},
+                                lambda: queries.order_phases(api.db, of_id),
+                                not_found=f"order {of_id} not found")
+
+    @app.get("/api/prodplan/schedule/current", tags=["orders"])
+    async def schedule_current(request: Request):
+        """Work in progress now: open phases and orders per phase, with the oldest one's age."""
+        return await api.cached(request, "prodplan/schedule", {}, lambda: queries.schedule_current(api.db))
+
+
+def _add_ops_routes(app: FastAPI, api: Api) -> None:
+    @app.get("/api/features", tags=["operations"])
+    async def features(request: Request):
+        """Every feature gate: status, match rate, threshold, reason and the endpoints it switches."""
+        by_feature: dict[str, list[str]] = {}
+        for endpoint, feature in {**ENDPOINT_GATES, "/api/kpis/by-product (attributes)": ATTRIBUTES_GATE}.items():
+            by_feature.setdefault(feature, []).append(endpoint)
+        return await api.cached(request, "features", {}, lambda: queries.features(api.db, by_feature))
+
+    @app.get("/api/health", tags=["operations"])
+    async def health():
+        """Database reachability, last successful ingestion, cache version and gates; 503 when the
+        database cannot be reached. Never cached."""
+        try:
+            state = await run_in_threadpool(queries.health, api.db)
+        except DatabaseUnavailable as error:
+            return JSONResponse({"status": "unavailable", "database": {"reachable": False, "error": str(error)}},
+                                status_code=503)
+        return Response(to_json({"status": "ok", "database": {"reachable": True}, **state,
+                                 "cache": _cache_summary(api)}), media_type="application/json")
+
+    @app.get("/api/cache/stats", tags=["operations"])
+    async def cache_stats():
+        """This process's cache counters, and how often each recent key was computed."""
+        return {**_cache_summary(api), "computations_by_key": api.cache.computations_by_key()}
+
+    @app.get("/api/ingestion/runs", tags=["operations"])
+    async def ingestion_runs(request: Request, cursor: str | None = Query(None),
+                             limit: int = Query(20, ge=1, le=100)):
+        """Ingestion runs, newest first, with per-sheet counts. Not cached: a running ingestion
+        changes its row before the cache version moves."""
+        refusal = _unknown_parameters(request, ("cursor", "limit"))
+        if refusal is not None:
+            return refusal
+        if cursor:
+            cursors.decode(cursor, {"list": "ingestion_runs"})
+        page = await run_in_threadpool(queries.ingestion_runs, api.db, cursor, limit)
+        return Response(to_json(page), media_type="application/json")
+
+    @app.post("/api/ingestion/run", status_code=202, tags=["operations"])
+    async def run_ingestion(body: IngestionRequest | None = Body(None),
+                            x_api_key: str | None = Header(None)):
+        """Start an ingestion of the server's workbook (needs ``X-API-Key``). Follow it with
+        GET /api/ingestion/runs."""
+        try:
+            check_api_key(api.settings, x_api_key)
+            launch = api.launcher.launch(force=bool(body and body.force))
+        except LaunchRefused as refused:
+            return _error(refused.status, str(refused))
+        return JSONResponse({"status": "started", "pid": launch.pid, "workbook": str(launch.workbook),
+                             "force": launch.forced, "log": str(launch.log)}, status_code=202)
+
+
+def _cache_summary(api: Api) -> dict:
+    backend = {RedisCache: "redis", NullCache: "off"}.get(type(api.cache), "in-process")
+    return {"backend": backend, "pid": os.getpid(), **api.cache.stats()}

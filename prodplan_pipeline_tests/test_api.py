@@ -1,0 +1,487 @@
+"""The read API over real HTTP: a `prodplan serve` process on a free port, a real PostgreSQL.
+
+Values are checked against SQL written here, over the core tables (not the aggregates the API
+reads), on the shared real sample; per-employee KPIs also on a generated workbook whose employee
+links match (gate on). Cache behaviour (version bump, singleflight in-process and over Redis),
+the API key and a stopped database are exercised through the same HTTP interface.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import date, timedelta
+
+import httpx
+import pytest
+
+from prodplan_pipeline.analytics.aggregates import ORDER_STATS, bump_cache_version, refresh
+from prodplan_pipeline.analytics.rebuild import rebuild_downstream
+from prodplan_pipeline.analytics.wip import refresh_views
+from prodplan_pipeline.ingest.pipeline import ingest_workbook
+from prodplan_pipeline.serving.cache import cache_key
+from prodplan_pipeline.warehouse.embedded import embedded_server_uri, stop_embedded_server
+from prodplan_pipeline.workbook.sample import write_sample
+
+from .api_server import ApiServer, server_env
+from .test_derived_quality import FACT_OF_GATE
+from .test_ingest import SHARED_SAMPLE
+
+API_KEY = "test-key-0123456789abcdef"
+PERIOD = (date(2023, 3, 1), date(2023, 3, 31))
+
+
+def approx(value):
+    """Equal to 9 significant digits (sums in another order); None only equals None."""
+    return None if value is None else pytest.approx(float(value), rel=1e-9, abs=1e-6)
+
+
+def url_of(warehouse) -> str:
+    return warehouse.url.render_as_string(hide_password=False)
+
+
+def sql(warehouse, statement: str, params=None) -> list[dict]:
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def ok(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def real(databases, tmp_path_factory):
+    """The shared real sample, fully built, behind a server with writes enabled."""
+    if not SHARED_SAMPLE.exists():
+        pytest.skip(f"the shared real sample is absent ({SHARED_SAMPLE})")
+    warehouse = databases.warehouse("api_real")
+    assert ingest_workbook(warehouse, SHARED_SAMPLE).passed
+    rebuild_downstream(warehouse)
+    server = ApiServer(server_env(tmp_path_factory.mktemp("api_real"), url_of(warehouse)))
+    yield warehouse, server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def synthetic(databases, tmp_path_factory):
+    """A generated workbook whose employee links match (95%), with writes enabled."""
+    home = tmp_path_factory.mktemp("api_synthetic")
+    workbook = home / "Folha_IA.xlsx"
+    write_sample(workbook, scale=0.03, seed=11, link_match_rate=0.95)
+    warehouse = databases.warehouse("api_synthetic")
+    assert ingest_workbook(warehouse, workbook).passed
+    rebuild_downstream(warehouse)
+    dagster = databases.create("api_dagster")
+    env = server_env(home, url_of(warehouse), PRODPLAN_API_KEY=API_KEY, PRODPLAN_WORKBOOK=str(workbook),
+                     PRODPLAN_DAGSTER_DATABASE=dagster.database)
+    server = ApiServer(env)
+    yield warehouse, server, env
+    server.stop()
+
+
+# --- values against independent SQL on the real sample ------------------------------------------
+
+FINISHED_ORDERS = """
+    SELECT count(*) AS n, avg(lead_time_seconds) AS mean_lead, count(*) FILTER (WHERE is_on_time) AS on_time,
+           count(*) FILTER (WHERE NOT is_on_time) AS late, count(*) FILTER (WHERE of_data_transporte IS NULL) AS no_due
+    FROM core.ordens_fabrico WHERE of_data_acabamento::date BETWEEN %(start)s AND %(end)s"""
+FINISHED_PHASES = """
+    SELECT count(*) AS n, avg(f.duration_seconds) AS mean, count(*) FILTER (WHERE f.fase_of_retorno = 1) AS rework
+    FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
+    WHERE f.duration_seconds IS NOT NULL AND f.event_time::date BETWEEN %(start)s AND %(end)s"""
+DEFECTS = """
+    SELECT count(*) AS n FROM core.erros_ordem_fabrico e JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id
+    WHERE e.ofch_event_time::date BETWEEN %(start)s AND %(end)s"""
+OPEN_PHASES = """
+    SELECT count(*) AS n FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
+    WHERE f.fase_of_fim IS NULL"""
+EVERY_DAY = {"start": date(1, 1, 1), "end": date(9999, 12, 31)}
+
+
+@pytest.mark.parametrize("period", [None, PERIOD], ids=["all-days", "one-month"])
+def test_kpis_overview_equals_sql_over_core(real, period):
+    warehouse, server = real
+    bounds = {"start": period[0], "end": period[1]} if period else EVERY_DAY
+    query = {"from": period[0].isoformat(), "to": period[1].isoformat()} if period else {}
+    body = ok(server.get("/api/kpis/overview", params=query))
+    orders, = sql(warehouse, FINISHED_ORDERS, bounds)
+    phases, = sql(warehouse, FINISHED_PHASES, bounds)
+    assert orders["n"] > 0 and phases["n"] > 0
+    assert body["orders"]["finished"] == orders["n"]
+    assert body["orders"]["mean_lead_time_seconds"] == approx(orders["mean_lead"])
+    assert (body["orders"]["on_time"], body["orders"]["late"], body["orders"]["no_due_date"]) == (
+        orders["on_time"], orders["late"], orders["no_due"])
+    assert body["phases"]["finished"] == phases["n"] and body["phases"]["rework"] == phases["rework"]
+    assert body["phases"]["mean_duration_seconds"] == approx(float(phases["mean"]))
+    assert body["quality"]["defects"] == sql(warehouse, DEFECTS, bounds)[0]["n"]
+    assert body["wip"]["open_phases"] == sql(warehouse, OPEN_PHASES)[0]["n"]
+    assert body["units"]["durations"] == "seconds" and body["as_of"] and body["cache_version"] >= 1
+    assert body["period"] == ({"from": query["from"], "to": query["to"]} if period else {"from": None, "to": None})
+
+
+def test_kpis_by_phase_equals_sql_over_core(real):
+    warehouse, server = real
+    body = ok(server.get("/api/kpis/by-phase"))
+    expected = {r["fase_id"]: r for r in sql(warehouse, """
+        SELECT f.fase_of_fase_id AS fase_id, count(*) AS n, avg(f.duration_seconds) AS mean,
+               min(f.duration_seconds) AS min, max(f.duration_seconds) AS max,
+               count(*) FILTER (WHERE f.fase_of_retorno = 1) AS rework
+        FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
+        WHERE f.duration_seconds IS NOT NULL GROUP BY 1""")}
+    got = {i["fase_id"]: i for i in body["items"]}
+    assert got.keys() == expected.keys() and len(got) > 5
+    for fase_id, e in expected.items():
+        item = got[fase_id]
+        assert (item["n_finished"], item["n_rework"]) == (e["n"], e["rework"])
+        assert item["mean_duration_seconds"] == approx(e["mean"])
+        assert (item["min_duration_seconds"], item["max_duration_seconds"]) == (e["min"], e["max"])
+    assert body["next_cursor"] is None
+
+
+def test_kpis_by_product_equals_sql_and_carries_attributes_when_supported(real):
+    warehouse, server = real
+    body = ok(server.get("/api/kpis/by-product"))
+    assert body["product_attributes"] == {"status": "SUPPORTED"}  # 94.9% of products are known
+    expected = {r["produto_id"]: r for r in sql(warehouse, """
+        SELECT o.of_produto_id AS produto_id, count(*) AS n, avg(o.lead_time_seconds) AS mean_lead,
+               count(*) FILTER (WHERE o.is_on_time)::float / nullif(count(o.is_on_time), 0) AS on_time_rate,
+               m.produto_peso_acabamento::float AS peso
+        FROM core.ordens_fabrico o LEFT JOIN core.modelos m ON m.produto_id = o.of_produto_id
+        WHERE o.of_data_acabamento IS NOT NULL GROUP BY 1, m.produto_peso_acabamento""")}
+    got = {i["produto_id"]: i for i in body["items"] if i["orders_finished"]}
+    assert got.keys() == expected.keys()
+    for produto_id, e in expected.items():
+        item = got[produto_id]
+        assert item["orders_finished"] == e["n"]
+        assert item["mean_lead_time_seconds"] == approx(e["mean_lead"])
+        assert item["on_time_rate"] == approx(e["on_time_rate"])
+        assert (item["attributes"] or {}).get("peso_acabamento_kg") == e["peso"]
+    assert any(i["attributes"] is None for i in got.values())  # products missing from Modelos
+
+
+def test_by_employee_is_not_supported_on_the_real_data(real):
+    _, server = real
+    body = ok(server.get("/api/kpis/by-employee"))
+    facts = json.loads(SHARED_SAMPLE.with_suffix(".facts.json").read_text())
+    assert body["status"] == "NOT_SUPPORTED_BY_DATA" and body["feature"] == "kpis_by_employee"
+    assert round(body["match_rate"], 4) == round(facts["match_rates"][FACT_OF_GATE["kpis_by_employee"]]["rate"], 4)
+    assert body["threshold"] == 0.9 and "below the 90%" in body["reason"] and "items" not in body
+
+
+def test_features_list_every_gate_with_the_measured_rates(real):
+    _, server = real
+    facts = json.loads(SHARED_SAMPLE.with_suffix(".facts.json").read_text())
+    items = {i["feature"]: i for i in ok(server.get("/api/features"))["items"]}
+    assert items.keys() == FACT_OF_GATE.keys()
+    for feature, fact in FACT_OF_GATE.items():
+        assert round(items[feature]["match_rate"], 4) == round(facts["match_rates"][fact]["rate"], 4)
+        assert items[feature]["status"] == ("SUPPORTED" if facts["match_rates"][fact]["rate"] >= 0.9
+                                            else "NOT_SUPPORTED_BY_DATA")
+    assert "/api/kpis/by-employee" in items["kpis_by_employee"]["endpoints"]
+
+
+@pytest.mark.parametrize("period", [None, PERIOD], ids=["all-days", "one-month"])
+def test_quality_endpoints_equal_sql_over_core(real, period):
+    warehouse, server = real
+    bounds = {"start": period[0], "end": period[1]} if period else EVERY_DAY
+    query = {"from": period[0].isoformat(), "to": period[1].isoformat()} if period else {}
+    defects = sql(warehouse, """
+        SELECT e.erro_fase_avaliacao AS phase, o.of_produto_id AS product, e.ofch_gravidade AS severity, count(*) AS n
+        FROM core.erros_ordem_fabrico e JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id
+        WHERE e.ofch_event_time::date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2, 3""", bounds)
+    overview = ok(server.get("/api/quality/overview", params=query))
+    assert overview["defects"] == sum(d["n"] for d in defects) > 0
+    assert overview["by_severity"] == {str(s): sum(d["n"] for d in defects if d["severity"] == s)
+                                       for s in {d["severity"] for d in defects}}
+    by_phase = {i["fase_avaliacao_id"]: i for i in ok(server.get("/api/quality/by-phase", params=query))["items"]}
+    by_product = {i["produto_id"]: i for i in ok(server.get("/api/quality/by-product", params=query))["items"]}
+    for phase in {d["phase"] for d in defects}:
+        assert by_phase[phase]["defects"] == sum(d["n"] for d in defects if d["phase"] == phase)
+        assert by_phase[phase]["severity_3"] == sum(d["n"] for d in defects if d["phase"] == phase and d["severity"] == 3)
+    assert by_product.keys() == {d["product"] for d in defects}
+    for product, item in by_product.items():
+        assert item["defects"] == sum(d["n"] for d in defects if d["product"] == product)
+
+
+def test_schedule_current_equals_the_open_phases(real):
+    warehouse, server = real
+    expected = {r["fase_id"]: r for r in sql(warehouse, """
+        SELECT f.fase_of_fase_id AS fase_id, count(*) AS n, count(DISTINCT f.fase_of_of_id) AS orders
+        FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
+        WHERE f.fase_of_fim IS NULL GROUP BY 1""")}
+    items = {i["fase_id"]: i for i in ok(server.get("/api/prodplan/schedule/current"))["items"]}
+    assert items.keys() == expected.keys() and items
+    for fase_id, e in expected.items():
+        assert (items[fase_id]["n_open_phases"], items[fase_id]["n_orders"]) == (e["n"], e["orders"])
+        assert items[fase_id]["max_age_seconds"] > 0
+
+
+def test_one_order_and_its_phases(real):
+    warehouse, server = real
+    chosen, = sql(warehouse, """
+        SELECT o.of_id, o.of_produto_id, o.lead_time_seconds, count(DISTINCT f.fase_of_id) AS phases,
+               (SELECT count(*) FROM core.erros_ordem_fabrico e WHERE e.erro_of_id = o.of_id) AS defects
+        FROM core.ordens_fabrico o JOIN core.fases_ordem_fabrico f ON f.fase_of_of_id = o.of_id
+        GROUP BY o.of_id ORDER BY 5 DESC, o.of_id LIMIT 1""")
+    body = ok(server.get(f"/api/prodplan/orders/{chosen['of_id']}"))
+    assert (body["of_id"], body["produto_id"], body["phases"], body["defects"]) == (
+        chosen["of_id"], chosen["of_produto_id"], chosen["phases"], chosen["defects"])
+    assert body["defects"] > 0 and body["lead_time_seconds"] == chosen["lead_time_seconds"]
+    phases = ok(server.get(f"/api/prodplan/orders/{chosen['of_id']}/phases"))["items"]
+    expected = sql(warehouse, """SELECT fase_of_id FROM core.fases_ordem_fabrico WHERE fase_of_of_id = %s
+                                 ORDER BY fase_of_sequencia, fase_of_inicio, fase_of_id""", (chosen["of_id"],))
+    assert [p["fase_of_id"] for p in phases] == [e["fase_of_id"] for e in expected]
+
+
+def test_unknown_orders_are_404_and_bad_ids_422(real):
+    _, server = real
+    for path in ("/api/prodplan/orders/999999999", "/api/prodplan/orders/999999999/phases"):
+        response = server.get(path)
+        assert response.status_code == 404 and response.json() == {"error": "order 999999999 not found"}
+    assert server.get("/api/prodplan/orders/abc").status_code == 422
+
+
+# --- pagination and parameters ------------------------------------------------------------------
+
+def walk(server, params: dict) -> tuple[list[int], int]:
+    """Every of_id over every page, and the number of pages."""
+    ids, pages, cursor = [], 0, None
+    while True:
+        body = ok(server.get("/api/prodplan/orders", params={**params, **({"cursor": cursor} if cursor else {})}))
+        ids += [item["of_id"] for item in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return ids, pages
+
+
+def test_pagination_walks_every_order_exactly_once(real):
+    warehouse, server = real
+    expected = [r["of_id"] for r in sql(warehouse, "SELECT of_id FROM core.ordens_fabrico ORDER BY of_id")]
+    ids, pages = walk(server, {"limit": 97})
+    assert ids == expected and pages == -(-len(expected) // 97)
+
+
+def test_filters_select_exactly_the_matching_orders(real):
+    warehouse, server = real
+    product, = sql(warehouse, """SELECT of_produto_id AS p FROM core.ordens_fabrico GROUP BY 1
+                                 ORDER BY count(*) DESC, 1 LIMIT 1""")
+    cases = {
+        (("product", product["p"]),): "of_produto_id = %(product)s",
+        (("status", "open"),): "of_data_acabamento IS NULL",
+        (("status", "late"), ("created_from", "2022-01-01")): "NOT is_on_time AND of_data_criacao >= '2022-01-01'",
+        (("phase", 12), ("created_to", "2023-06-30")): "of_fase_id = 12 AND of_data_criacao < '2023-07-01'",
+    }
+    for params, condition in cases.items():
+        params = dict(params)
+        expected = [r["of_id"] for r in sql(warehouse, f"SELECT of_id FROM core.ordens_fabrico WHERE {condition} "
+                                                       "ORDER BY of_id", params)]
+        assert expected, params
+        assert walk(server, {**params, "limit": 50})[0] == expected, params
+
+
+def test_bad_parameters_are_422_with_a_message(real):
+    _, server = real
+    first = ok(server.get("/api/prodplan/orders", params={"limit": 5, "status": "open"}))
+    bad = {
+        "limit above 500": {"limit": 501}, "limit 0": {"limit": 0}, "status": {"status": "lost"},
+        "date": {"created_from": "2024-13-01"}, "unknown parameter": {"limt": 5},
+        "garbage cursor": {"cursor": "not-a-cursor"},
+        "cursor of other filters": {"cursor": first["next_cursor"], "status": "finished"},
+    }
+    for case, params in bad.items():
+        response = server.get("/api/prodplan/orders", params=params)
+        assert response.status_code == 422, case
+        assert response.json()["error"], case
+    assert "limt" in server.get("/api/prodplan/orders", params={"limt": 5}).json()["error"]
+    assert server.get("/api/kpis/overview", params={"from": "yesterday"}).status_code == 422
+
+
+def test_openapi_documents_every_endpoint(real):
+    _, server = real
+    paths = ok(server.get("/openapi.json"))["paths"]
+    for path in ("/api/health", "/api/kpis/overview", "/api/kpis/by-phase", "/api/kpis/by-product",
+                 "/api/kpis/by-employee", "/api/quality/overview", "/api/quality/by-phase",
+                 "/api/quality/by-product", "/api/prodplan/orders", "/api/prodplan/orders/{of_id}",
+                 "/api/prodplan/orders/{of_id}/phases", "/api/prodplan/schedule/current",
+                 "/api/features", "/api/ingestion/runs", "/api/ingestion/run"):
+        assert path in paths, path
+    assert "post" in paths["/api/ingestion/run"]
+    assert server.get("/docs").status_code == 200
+
+
+def test_health_reports_the_warehouse(real):
+    warehouse, server = real
+    body = ok(server.get("/api/health"))
+    version, = sql(warehouse, "SELECT version FROM ops.cache_version")
+    assert body["status"] == "ok" and body["database"] == {"reachable": True}
+    assert body["cache_version"] == version["version"] and body["last_successful_ingestion"]
+    assert body["feature_gates"]["kpis_by_employee"] == "NOT_SUPPORTED_BY_DATA"
+
+
+# --- the gate on, and the cache -----------------------------------------------------------------
+
+def test_by_employee_serves_real_kpis_when_the_links_match(synthetic):
+    warehouse, server, _ = synthetic
+    gate, = sql(warehouse, "SELECT match_rate, status FROM ops.feature_gates WHERE feature = 'kpis_by_employee'")
+    assert gate["status"] == "SUPPORTED" and gate["match_rate"] > 0.9
+    expected = {r["id"]: r for r in sql(warehouse, """
+        SELECT l.funcionario_fase_of_funcionario_id AS id, count(*) AS n, avg(f.duration_seconds) AS mean,
+               count(*) FILTER (WHERE l.funcionario_fase_of_chefe = 1) AS chief
+        FROM core.funcionarios_fase_ordem_fabrico l
+        JOIN core.fases_ordem_fabrico f ON f.fase_of_id = l.funcionario_fase_of_fase_of_id GROUP BY 1""")}
+    body = ok(server.get("/api/kpis/by-employee"))
+    assert "status" not in body
+    got = {i["funcionario_id"]: i for i in body["items"]}
+    assert got.keys() == expected.keys() and len(got) > 50
+    for employee, e in expected.items():
+        assert (got[employee]["n_phases"], got[employee]["n_as_chief"]) == (e["n"], e["chief"])
+        assert got[employee]["mean_duration_seconds"] == approx(e["mean"])
+
+
+def test_product_attributes_are_gated_off_on_the_generated_data(synthetic):
+    _, server, _ = synthetic
+    body = ok(server.get("/api/kpis/by-product"))
+    gate = body["product_attributes"]
+    assert gate["status"] == "NOT_SUPPORTED_BY_DATA" and gate["match_rate"] < gate["threshold"] == 0.9
+    assert body["items"] and all("attributes" not in item for item in body["items"])
+
+
+def test_a_refresh_that_commits_invalidates_within_a_second(synthetic):
+    warehouse, server, _ = synthetic
+    day, = sql(warehouse, """SELECT snapshot_date AS day, sum(n) AS n FROM analytics.agg_order_stats_daily
+                             GROUP BY 1 ORDER BY 2 DESC LIMIT 1""")
+    before = server.get("/api/kpis/overview")
+    assert server.get("/api/kpis/overview").headers["X-Cache"] == "hit"
+    old_version = int(before.headers["X-Cache-Version"])
+    # What a refresh of that day does, with the day's orders gone (as if re-exported without them).
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM analytics.agg_order_stats_daily WHERE snapshot_date = %s", (day["day"],))
+        refresh_views(conn)
+        time.sleep(1.2)  # uncommitted: the API keeps answering the old version meanwhile
+        assert ok(server.get("/api/kpis/overview")) == before.json()
+        committed_version = bump_cache_version(conn)
+    committed = time.monotonic()
+    while (after := server.get("/api/kpis/overview")).headers["X-Cache-Version"] == str(old_version):
+        assert time.monotonic() - committed < 2.0, "the new version was not seen within the version TTL"
+        time.sleep(0.05)
+    assert int(after.headers["X-Cache-Version"]) == committed_version and after.headers["X-Cache"] == "miss"
+    assert after.json()["orders"]["finished"] == before.json()["orders"]["finished"] - day["n"]
+    with warehouse.connect() as conn:  # put the day back, as the next refresh would
+        refresh(conn, ORDER_STATS, day["day"], day["day"] + timedelta(days=1))
+        refresh_views(conn)
+        bump_cache_version(conn)
+
+
+def concurrent_gets(urls: list[str]) -> list[httpx.Response]:
+    """GET every URL from its own thread, all released at once."""
+    barrier, results = threading.Barrier(len(urls)), [None] * len(urls)
+
+    def one(i):
+        with httpx.Client(timeout=30) as client:
+            barrier.wait()
+            results[i] = client.get(urls[i])
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(urls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def computations(servers, key: str) -> int:
+    return sum(ok(s.get("/api/cache/stats"))["computations_by_key"].get(key, 0) for s in servers)
+
+
+def assert_computed_once(servers, path: str, period: tuple[date, date]) -> None:
+    query = f"?from={period[0]}&to={period[1]}"
+    responses = concurrent_gets([f"{servers[i % len(servers)].url}{path}{query}" for i in range(20)])
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.content for r in responses}) == 1  # one computation, one answer
+    versions = {r.headers["X-Cache-Version"] for r in responses}
+    assert len(versions) == 1
+    key = cache_key(int(versions.pop()), path.removeprefix("/api/"), {"from": period[0], "to": period[1]})
+    assert computations(servers, key) == 1
+
+
+def test_twenty_concurrent_misses_compute_once_in_process(real):
+    _, server = real
+    assert_computed_once([server], "/api/kpis/by-product", (date(2021, 2, 1), date(2022, 5, 31)))
+
+
+def test_twenty_concurrent_misses_compute_once_across_processes_with_redis(synthetic, tmp_path):
+    redis = pytest.importorskip("redis")
+    redis_url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(redis_url, socket_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.skip(f"no Redis answers at {redis_url}: {exc}")
+    _, _, env = synthetic
+    env = {**env, "PRODPLAN_REDIS_URL": redis_url, "PRODPLAN_HOME": str(tmp_path)}
+    servers = [ApiServer(env), ApiServer(env)]
+    try:
+        assert ok(servers[0].get("/api/health"))["cache"]["backend"] == "redis"
+        assert_computed_once(servers, "/api/kpis/by-phase", (date(2020, 3, 1), date(2021, 8, 31)))
+    finally:
+        for s in servers:
+            s.stop()
+
+
+# --- writes -------------------------------------------------------------------------------------
+
+def test_writes_are_refused_without_a_configured_key(real):
+    _, server = real  # started without PRODPLAN_API_KEY
+    response = server.post("/api/ingestion/run", headers={"X-API-Key": "anything"})
+    assert response.status_code == 403 and "PRODPLAN_API_KEY is not set" in response.json()["error"]
+
+
+def test_ingestion_run_needs_the_key_and_launches_an_ingestion(synthetic):
+    warehouse, server, _ = synthetic
+    assert server.post("/api/ingestion/run").status_code == 401
+    assert server.post("/api/ingestion/run", headers={"X-API-Key": API_KEY[:-1] + "X"}).status_code == 403
+    runs_before = ok(server.get("/api/ingestion/runs"))["items"]
+    started = server.post("/api/ingestion/run", headers={"X-API-Key": API_KEY}, json={"force": False})
+    assert started.status_code == 202, started.text
+    again = server.post("/api/ingestion/run", headers={"X-API-Key": API_KEY})
+    assert again.status_code == 409 and "still running" in again.json()["error"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        runs = ok(server.get("/api/ingestion/runs"))["items"]
+        if len(runs) > len(runs_before) and runs[0]["status"] != "running":
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"no ingestion run finished; log:\n{open(started.json()['log']).read()[-3000:]}")
+    assert runs[0]["status"] == "succeeded", runs[0]
+    assert {s["status"] for s in runs[0]["sheets"]} == {"skipped_unchanged"}  # same workbook again
+    walked, cursor = [], None
+    while True:  # the runs list is keyset-paginated too, newest first
+        page = ok(server.get("/api/ingestion/runs", params={"limit": 1, **({"cursor": cursor} if cursor else {})}))
+        walked += [r["run_id"] for r in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert walked == [r["run_id"] for r in sql(warehouse, "SELECT run_id FROM ops.ingestion_runs ORDER BY run_id DESC")]
+    assert len(walked) >= 2
+
+
+# --- the database going away --------------------------------------------------------------------
+
+def test_health_is_503_while_the_database_is_stopped(tmp_path):
+    pgdata = tmp_path / "home" / "pgdata"  # where prodplan starts its embedded server
+    server = ApiServer(server_env(tmp_path / "home", None))
+    try:
+        assert ok(server.get("/api/health"))["database"] == {"reachable": True}
+        assert stop_embedded_server(pgdata)
+        down = server.get("/api/health")
+        assert down.status_code == 503 and down.json()["database"]["reachable"] is False
+        kpis = server.get("/api/kpis/overview")
+        assert kpis.status_code == 503 and "unreachable" in kpis.json()["error"]
+        embedded_server_uri(pgdata)  # started again: the API recovers without a restart
+        assert ok(server.get("/api/health"))["status"] == "ok"
+    finally:
+        server.stop()
+        stop_embedded_server(pgdata)
