@@ -378,6 +378,23 @@ def test_bad_seed_is_refused(tmp_path, seed):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("link_match_rate", [0, 1.5, float("nan")])
+def test_bad_link_match_rate_is_refused(tmp_path, link_match_rate):
+    with pytest.raises(ValueError, match="link_match_rate"):
+        write_sample(tmp_path / "x.xlsx", scale=0.001, link_match_rate=link_match_rate)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_link_match_rate_sets_the_share_of_links_whose_phase_exists(tmp_path):
+    path = tmp_path / "matched.xlsx"
+    write_sample(path, scale=0.01, link_match_rate=0.95)
+    reader = fastexcel.read_excel(path)
+    phases = set(reader.load_sheet("FasesOrdemFabrico").to_arrow().column("FaseOf_Id").to_pylist())
+    links = set(reader.load_sheet("FuncionariosFaseOrdemFabrico").to_arrow()
+                .column("FuncionarioFaseOf_FaseOfId").to_pylist())
+    assert abs(len(links & phases) / len(links) - 0.95) < 0.01
+
+
 def test_tiny_scale_still_writes_every_sheet(tmp_path):
     counts = write_sample(tmp_path / "tiny.xlsx", scale=0.0001)
     assert all(n > 0 for n in counts.values()), counts
