@@ -174,6 +174,10 @@ class _Counted:
         with self._count_lock:
             return dict(self._per_key)
 
+    def count_hit(self) -> None:
+        """A hit served by a layer in front of this cache (see serving/front.py)."""
+        self._count("hits")
+
     def peek(self, key: str) -> str | None:
         """The stored JSON text if this process holds it, counted as a hit; never blocks on I/O."""
         text = self._peek(key)
@@ -230,11 +234,16 @@ class _Flights:
 
 
 class InProcessCache(_Counted):
-    """An LRU of JSON texts bounded by entries, with per-entry expiry and singleflight."""
+    """An LRU of JSON texts bounded by entries and by characters held, with per-entry expiry and
+    singleflight. The default holds every order of a full-size warehouse (27k orders x 2
+    endpoints) without evicting: an LRU smaller than the working set recomputes the same keys."""
 
-    def __init__(self, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, max_entries: int = 100_000, max_chars: int = 256 * 2**20,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.max_entries = max_entries
+        self.max_chars = max_chars
+        self._chars = 0
         self._clock = clock
         self._flights = _Flights()
         self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
@@ -254,6 +263,7 @@ class InProcessCache(_Counted):
             return None
         if entry[0] <= self._clock():
             del self._entries[key]
+            self._chars -= len(entry[1])
             return None
         self._entries.move_to_end(key)
         return entry[1]
@@ -272,10 +282,12 @@ class InProcessCache(_Counted):
     def put(self, key: str, text: str, ttl: float = DEFAULT_TTL) -> None:
         """Store a JSON text (e.g. one fetched from a shared cache) under ``key``."""
         with self._flights.lock:
+            old = self._entries.pop(key, None)
+            self._chars += len(text) - (len(old[1]) if old else 0)
             self._entries[key] = (self._clock() + ttl, text)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            while len(self._entries) > 1 and (len(self._entries) > self.max_entries
+                                              or self._chars > self.max_chars):
+                self._chars -= len(self._entries.popitem(last=False)[1][1])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -283,6 +295,7 @@ class InProcessCache(_Counted):
     def clear(self) -> None:
         with self._flights.lock:
             self._entries.clear()
+            self._chars = 0
 
 
 # Delete the lock only if we still own it (it may have expired and been taken by another);
@@ -313,7 +326,7 @@ class RedisCache(_Counted):
 
     def __init__(self, client: Any, namespace: str = "prodplan:cache:", lock_ms: int = 10_000,
                  poll_interval: float = 0.02, max_wait: float | None = None,
-                 error_ms: int = 2_000, local_entries: int = 1024):
+                 error_ms: int = 2_000, local_entries: int = 100_000):
         super().__init__()
         self.client = client
         self.namespace = namespace

@@ -24,18 +24,36 @@ class DatabaseUnavailable(RuntimeError):
 
 
 class ReadPool:
-    """A SQLAlchemy connection pool handing out psycopg2 connections in read-only sessions."""
+    """A SQLAlchemy connection pool handing out psycopg2 connections in read-only sessions.
 
-    def __init__(self, url, pool_size: int = 6, max_overflow: int = 4):
+    ``prepared`` maps names to SQL (``$1`` placeholders) that every new connection PREPAREs:
+    lookups on the monthly-partitioned phase table then skip planning ~80 partitions per call
+    (generic plans: ~1.5 ms instead of ~6). Without ``pre_ping`` a connection the server closed
+    is noticed when used, and the read is retried once on a fresh one (reads are idempotent).
+    """
+
+    def __init__(self, url, pool_size: int = 10, max_overflow: int = 0, pre_ping: bool = False,
+                 prepared: dict[str, str] | None = None):
         self.url = normalise_url(str(url) if not isinstance(url, sa.URL) else url)
+        self.prepared = dict(prepared or {})
         self.engine = sa.create_engine(
             self.url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=POOL_TIMEOUT,
-            pool_pre_ping=True, pool_recycle=1800,
+            pool_pre_ping=pre_ping, pool_recycle=1800,
+            # Reads only: autocommit spares the BEGIN and the ROLLBACK on return to the pool, a
+            # round trip per request (each statement still sees one consistent snapshot).
+            isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
             connect_args={"connect_timeout": CONNECT_TIMEOUT,
                           # work_mem: the KPI group-bys over a year of daily rows sort in memory
-                          "options": f"-c default_transaction_read_only=on -c work_mem=32MB "
+                          "options": "-c default_transaction_read_only=on -c work_mem=32MB "
+                                     "-c plan_cache_mode=force_generic_plan "
                                      f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
                           "application_name": "prodplan-api"})
+        sa.event.listen(self.engine, "connect", self._prepare)
+
+    def _prepare(self, dbapi_connection, record) -> None:
+        with dbapi_connection.cursor() as cur:
+            for name, statement in self.prepared.items():  # names come from code, never input
+                cur.execute(f"PREPARE {name} AS {statement}")
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
@@ -47,12 +65,21 @@ class ReadPool:
         try:
             yield conn
         except psycopg2.OperationalError as error:
-            conn.invalidate()  # the server went away mid-request: never reuse this connection
+            # The server went away (or restarted): this connection and every idle one in the
+            # pool are dead; drop them all so the retry and later requests connect afresh.
+            conn.invalidate()
+            self.engine.dispose()
             raise DatabaseUnavailable(_first_line(error)) from error
         finally:
             conn.close()
 
     def rows(self, statement: str, params: dict | tuple | None = None) -> list[dict[str, Any]]:
+        try:
+            return self._rows(statement, params)
+        except DatabaseUnavailable:
+            return self._rows(statement, params)  # once more, on a new connection
+
+    def _rows(self, statement: str, params) -> list[dict[str, Any]]:
         with self.connect() as conn, conn.cursor() as cur:
             cur.execute(statement, params)
             names = [c.name for c in cur.description]
@@ -61,6 +88,12 @@ class ReadPool:
     def row(self, statement: str, params: dict | tuple | None = None) -> dict[str, Any] | None:
         found = self.rows(statement, params)
         return found[0] if found else None
+
+    def execute_prepared(self, name: str, *args: Any) -> list[dict[str, Any]]:
+        if name not in self.prepared:
+            raise KeyError(f"{name} is not a prepared statement of this pool")
+        placeholders = ", ".join(["%s"] * len(args))
+        return self.rows(f"EXECUTE {name}({placeholders})", args)
 
     def dispose(self) -> None:
         self.engine.dispose()

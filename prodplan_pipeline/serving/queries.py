@@ -243,16 +243,20 @@ ORDER = f"""
     FROM core.ordens_fabrico o LEFT JOIN core.modelos m ON m.produto_id = o.of_produto_id
     CROSS JOIN LATERAL (SELECT count(*) AS phases, count(*) FILTER (WHERE f.fase_of_fim IS NULL) AS open_phases
                         FROM core.fases_ordem_fabrico f WHERE f.fase_of_of_id = o.of_id) ph
-    WHERE o.of_id = %s"""
-ORDER_EXISTS = "SELECT 1 FROM core.ordens_fabrico WHERE of_id = %s"
+    WHERE o.of_id = $1"""
+# The order LEFT JOIN its phases: no row = unknown order; one row without fase_of_id = no phases.
 ORDER_PHASES = """
     SELECT f.fase_of_id, f.fase_of_fase_id AS fase_id, c.fase_nome, f.fase_of_sequencia AS sequencia,
            f.fase_of_inicio AS started_at, f.fase_of_fim AS finished_at, f.duration_seconds,
            f.fase_of_fim IS NULL AS is_open, f.fase_of_retorno = 1 AS rework,
            f.fase_of_coeficiente::float AS coeficiente, f.fase_of_peso::float AS peso_kg,
            f.fase_of_turno AS turno
-    FROM core.fases_ordem_fabrico f LEFT JOIN core.fases_catalogo c ON c.fase_id = f.fase_of_fase_id
-    WHERE f.fase_of_of_id = %s ORDER BY f.fase_of_sequencia, f.fase_of_inicio, f.fase_of_id"""
+    FROM core.ordens_fabrico o
+    LEFT JOIN core.fases_ordem_fabrico f ON f.fase_of_of_id = o.of_id
+    LEFT JOIN core.fases_catalogo c ON c.fase_id = f.fase_of_fase_id
+    WHERE o.of_id = $1 ORDER BY f.fase_of_sequencia, f.fase_of_inicio, f.fase_of_id"""
+# Prepared once per connection (see ReadPool): the per-order lookups, hot and cheap to execute.
+PREPARED = {"order_detail": ORDER, "order_phases": ORDER_PHASES}
 
 
 @dataclass(frozen=True)
@@ -281,13 +285,16 @@ def orders_page(db, filters: OrderFilters, cursor: str | None, limit: int) -> di
 
 
 def order(db, of_id: int) -> dict | None:
-    return db.row(ORDER, (of_id,))
+    found = db.execute_prepared("order_detail", of_id)
+    return found[0] if found else None
 
 
 def order_phases(db, of_id: int) -> dict | None:
-    if db.row(ORDER_EXISTS, (of_id,)) is None:
+    rows = db.execute_prepared("order_phases", of_id)
+    if not rows:
         return None
-    return {"of_id": of_id, "items": db.rows(ORDER_PHASES, (of_id,)), "next_cursor": None}
+    items = [r for r in rows if r["fase_of_id"] is not None]
+    return {"of_id": of_id, "items": items, "next_cursor": None}
 
 
 # --- WIP, runs, health --------------------------------------------------------------------------
