@@ -239,6 +239,18 @@ def test_one_order_and_its_phases(real):
     assert [p["fase_of_id"] for p in phases] == [e["fase_of_id"] for e in expected]
 
 
+def test_a_repeated_url_gets_the_same_answer_from_the_front_cache(real):
+    _, server = real
+    first = server.get("/api/kpis/overview?from=2022-01-01&to=2022-06-30")
+    again = server.get("/api/kpis/overview?from=2022-01-01&to=2022-06-30")
+    reordered = server.get("/api/kpis/overview?to=2022-06-30&from=2022-01-01")  # another URL, same key
+    assert again.headers["X-Cache"] == reordered.headers["X-Cache"] == "hit"
+    assert first.content == again.content == reordered.content
+    for _ in range(2):  # errors are never kept: each repeat is validated afresh
+        assert server.get("/api/prodplan/orders?limit=501").status_code == 422
+        assert server.get("/api/prodplan/orders/999999999").status_code == 404
+
+
 def test_unknown_orders_are_404_and_bad_ids_422(real):
     _, server = real
     for path in ("/api/prodplan/orders/999999999", "/api/prodplan/orders/999999999/phases"):
