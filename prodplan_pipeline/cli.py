@@ -236,6 +236,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    _check_port_free(args.host, args.port)
     settings = Settings.from_env()
     # Fail here, with one sentence, rather than in every worker with a traceback.
     warehouse = Warehouse.from_settings(settings)
@@ -246,6 +247,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run("prodplan_pipeline.serving.api:create_app", factory=True, host=args.host,
                 port=args.port, workers=args.workers, access_log=args.access_log, log_level="warning")
     return EXIT_OK
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}; "
+                            "is another server using it? Choose another with --port") from None
 
 
 if __name__ == "__main__":

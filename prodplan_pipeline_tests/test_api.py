@@ -9,6 +9,7 @@ the API key and a stopped database are exercised through the same HTTP interface
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from datetime import date, timedelta
@@ -26,6 +27,7 @@ from prodplan_pipeline.warehouse.embedded import embedded_server_uri, stop_embed
 from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer, server_env
+from .conftest import run_cli
 from .test_derived_quality import FACT_OF_GATE
 from .test_ingest import SHARED_SAMPLE
 
@@ -484,6 +486,18 @@ def test_ingestion_run_needs_the_key_and_launches_an_ingestion(synthetic):
             break
     assert walked == [r["run_id"] for r in sql(warehouse, "SELECT run_id FROM ops.ingestion_runs ORDER BY run_id DESC")]
     assert len(walked) >= 2
+
+
+def test_serve_refuses_a_busy_port_and_a_bad_one_in_one_sentence(cli_env):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = run_cli(["serve", "--port", str(port)], cli_env, timeout=60)
+    assert taken.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+    assert "Traceback" not in taken.stderr
+    bad = run_cli(["serve", "--port", "70000"], cli_env, timeout=60)
+    assert bad.returncode == 1 and "--port must be between 1 and 65535" in bad.stderr
 
 
 # --- the database going away --------------------------------------------------------------------
