@@ -310,7 +310,11 @@ def runs_seen_by_the_ui(env: dict[str, str]) -> list[dict]:
         raise AssertionError("the Dagster UI did not answer within 120 s")
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=60)
+        try:
+            ui.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # its daemon can take longer to stop on a busy machine;
+            os.killpg(ui.pid, signal.SIGKILL)  # the runs it served are what this test is about
+            ui.wait(timeout=30)
 
 
 def test_blocking_check_failure_exits_2_and_writes_the_mismatch_report(cli_env, small_sample, tmp_path):
