@@ -260,11 +260,11 @@ def _add_order_routes(app: FastAPI, api: Api) -> None:
         """Orders in of_id order, a page at a time (keyset pagination: pass ``next_cursor`` back as
         ``cursor`` with the same filters)."""
         filters = queries.OrderFilters(product, phase, status, created_from, created_to)
-        if cursor:
-            cursors.decode(cursor, filters.as_dict())  # a bad cursor is a 422, before any caching
+        # A bad cursor is a 422, before any caching.
+        after = cursors.decode(cursor, filters.as_dict()) if cursor else None
         params = {**filters.as_dict(), "cursor": cursor, "limit": limit}
         return await api.cached(request, "prodplan/orders", params,
-                                lambda: queries.orders_page(api.db, filters, cursor, limit))
+                                lambda: queries.orders_page(api.db, filters, after, limit))
 
     @app.get("/api/prodplan/orders/{of_id}", tags=["orders"])
     async def order(request: Request, of_id: int = Path(..., description="Of_Id")):
@@ -319,9 +319,8 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
         refusal = _unknown_parameters(request, ("cursor", "limit"))
         if refusal is not None:
             return refusal
-        if cursor:
-            cursors.decode(cursor, {"list": "ingestion_runs"})
-        page = await run_in_threadpool(queries.ingestion_runs, api.db, cursor, limit)
+        before = cursors.decode(cursor, queries.RUNS_CURSOR_SCOPE) if cursor else None
+        page = await run_in_threadpool(queries.ingestion_runs, api.db, before, limit)
         return Response(to_json(page), media_type="application/json")
 
     @app.post("/api/ingestion/run", status_code=202, tags=["operations"])

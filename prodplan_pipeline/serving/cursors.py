@@ -27,6 +27,14 @@ def encode(after: int, filters: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
+def page(rows: list[dict[str, Any]], limit: int, key: str, filters: dict[str, Any]) -> dict[str, Any]:
+    """``{"items", "next_cursor"}`` from up to ``limit + 1`` rows read after the cursor: the extra
+    row is only there to tell that another page exists."""
+    items = rows[:limit]
+    more = len(rows) > limit
+    return {"items": items, "next_cursor": encode(items[-1][key], filters) if more else None}
+
+
 def decode(cursor: str, filters: dict[str, Any]) -> int:
     """The key to continue after; BadCursor when the cursor is not one of ours for these filters."""
     try:

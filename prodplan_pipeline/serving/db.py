@@ -57,7 +57,7 @@ class ReadPool:
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
-        """A pooled DB-API connection; its transaction is rolled back when it returns to the pool."""
+        """A pooled DB-API connection (autocommit: nothing to roll back when it returns)."""
         try:
             conn = self.engine.raw_connection()
         except (sa_exc.OperationalError, sa_exc.TimeoutError, psycopg2.OperationalError) as error:

@@ -33,7 +33,6 @@ class Launch:
     log: Path
     workbook: Path
     forced: bool
-    started_at: float
 
 
 def check_api_key(settings: Settings, presented: str | None) -> None:
@@ -52,7 +51,6 @@ class IngestionLauncher:
         self.settings = settings
         self._lock = threading.Lock()
         self._child: subprocess.Popen | None = None
-        self.last: Launch | None = None
 
     def launch(self, force: bool = False) -> Launch:
         workbook = self.settings.workbook_path
@@ -69,8 +67,7 @@ class IngestionLauncher:
             with log.open("w") as out:
                 self._child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                                stdin=subprocess.DEVNULL, start_new_session=True)
-            self.last = Launch(self._child.pid, log, workbook, force, time.time())
-            return self.last
+            return Launch(self._child.pid, log, workbook, force)
 
     def _log_path(self) -> Path:
         folder = self.settings.reports / "api-ingestions"

@@ -9,7 +9,7 @@ weights in kg, rates in 0..1, timestamps in the factory's local time (as the ERP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -268,20 +268,16 @@ class OrderFilters:
     created_to: date | None = None  # inclusive
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return asdict(self)
 
 
-def orders_page(db, filters: OrderFilters, cursor: str | None, limit: int) -> dict:
-    """One page in of_id order: the rows after the cursor's key (keyset, never OFFSET)."""
-    after = cursors.decode(cursor, filters.as_dict()) if cursor else -(2 ** 31)
-    params = {**filters.as_dict(), "after": after, "limit": limit + 1,
+def orders_page(db, filters: OrderFilters, after: int | None, limit: int) -> dict:
+    """One page in of_id order: the rows after the key ``after`` (keyset, never OFFSET); the API
+    decodes the cursor into it once, before any caching."""
+    params = {**filters.as_dict(), "after": -(2 ** 31) if after is None else after, "limit": limit + 1,
               "created_from": filters.created_from or ALL_DAYS[0],
               "created_before": (filters.created_to or ALL_DAYS[1]) + timedelta(days=1)}
-    rows = db.rows(ORDERS_PAGE, params)
-    more = len(rows) > limit
-    items = rows[:limit]
-    return {"items": items,
-            "next_cursor": cursors.encode(items[-1]["of_id"], filters.as_dict()) if more else None}
+    return cursors.page(db.rows(ORDERS_PAGE, params), limit, "of_id", filters.as_dict())
 
 
 def order(db, of_id: int) -> dict | None:
@@ -327,13 +323,12 @@ def schedule_current(db) -> dict:
     return {"as_of": max((i["as_of"] for i in items), default=None), "items": items, "next_cursor": None}
 
 
-def ingestion_runs(db, cursor: str | None, limit: int) -> dict:
-    before = cursors.decode(cursor, {"list": "ingestion_runs"}) if cursor else 2 ** 62
-    rows = db.rows(RUNS_PAGE, {"before": before, "limit": limit + 1})
-    items = rows[:limit]
-    more = len(rows) > limit
-    return {"items": items,
-            "next_cursor": cursors.encode(items[-1]["run_id"], {"list": "ingestion_runs"}) if more else None}
+RUNS_CURSOR_SCOPE = {"list": "ingestion_runs"}  # what a runs cursor is bound to (no filters)
+
+
+def ingestion_runs(db, before: int | None, limit: int) -> dict:
+    rows = db.rows(RUNS_PAGE, {"before": 2 ** 62 if before is None else before, "limit": limit + 1})
+    return cursors.page(rows, limit, "run_id", RUNS_CURSOR_SCOPE)
 
 
 def health(db) -> dict:
