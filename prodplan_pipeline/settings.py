@@ -20,6 +20,8 @@ class Settings:
     alert_webhook_url: str | None = None
     api_key: str | None = None
     dagster_database: str = "dagster"  # Dagster's own storage, on the warehouse's server
+    cache_version_ttl: float = 1.0  # seconds an API process trusts its copy of the cache version
+    api_cache: bool = True  # False only for the API benchmark's uncached baseline
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -41,6 +43,8 @@ class Settings:
             alert_webhook_url=get("PRODPLAN_ALERT_WEBHOOK_URL"),
             api_key=get("PRODPLAN_API_KEY"),
             dagster_database=get("PRODPLAN_DAGSTER_DATABASE") or "dagster",
+            cache_version_ttl=_seconds("PRODPLAN_CACHE_VERSION_TTL", get("PRODPLAN_CACHE_VERSION_TTL"), 1.0),
+            api_cache=(get("PRODPLAN_API_CACHE") or "on").lower() != "off",
         )
 
     @property
@@ -59,3 +63,15 @@ class Settings:
     def workbook_path(self) -> Path:
         """The workbook to ingest: ``PRODPLAN_WORKBOOK``, else the generated sample."""
         return self.workbook or self.home / "workbooks" / SAMPLE_WORKBOOK_NAME
+
+
+def _seconds(name: str, text: str | None, default: float) -> float:
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise ValueError(f"{name} must be zero or more seconds, got {text!r}")
+    return value

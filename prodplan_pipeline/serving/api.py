@@ -46,7 +46,6 @@ UNITS = {"durations": "seconds", "ages": "seconds", "lead_times": "seconds", "we
          "rates": "ratio 0..1", "timestamps": "factory local time, ISO 8601",
          "as_of": "UTC, ISO 8601"}
 MAX_PAGE = 500
-VERSION_TTL = float(os.environ.get("PRODPLAN_CACHE_VERSION_TTL", "1.0"))
 HEALTH_TTL = 1.0  # seconds a health check is reused
 
 FromDate = Query(None, alias="from", description="first day, inclusive (YYYY-MM-DD)")
@@ -81,7 +80,7 @@ class Api:
         # The version and health reads get connections of their own: they must not queue behind
         # a burst of cache misses holding every connection of the main pool.
         self.control = ReadPool(database_url, pool_size=2, max_overflow=0)
-        self.versions = VersionSource(self.control.connect, ttl=VERSION_TTL)
+        self.versions = VersionSource(self.control.connect, ttl=settings.cache_version_ttl)
         self._control_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="control")
         # A committed bump reaches this process as a NOTIFY; the TTL above is the fallback.
         self.listener = VersionListener(libpq_dsn(self.db.url), self.versions.invalidate).start()

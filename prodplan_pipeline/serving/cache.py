@@ -14,7 +14,6 @@ import datetime as dt
 import decimal
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -441,7 +440,7 @@ def build_cache(settings: Settings | None = None, namespace: str = "prodplan:cac
     """Redis when ``PRODPLAN_REDIS_URL`` is set (shared by every API process), else in-process.
     ``namespace`` separates warehouses that share one Redis (their versions would collide)."""
     settings = settings or Settings.from_env()
-    if os.environ.get("PRODPLAN_API_CACHE", "").strip().lower() == "off":
+    if not settings.api_cache:
         return NullCache()
     if settings.redis_url:
         return RedisCache.from_url(settings.redis_url, namespace=namespace, **kwargs)
