@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer, server_env
 from .conftest import run_cli
+from .test_cache import together
 from .test_derived_quality import FACT_OF_GATE
 from .test_ingest import SHARED_SAMPLE
 
@@ -393,29 +393,15 @@ def test_a_refresh_that_commits_is_served_at_once(synthetic):
         bump_cache_version(conn)
 
 
-def concurrent_gets(urls: list[str]) -> list[httpx.Response]:
-    """GET every URL from its own thread, all released at once."""
-    barrier, results = threading.Barrier(len(urls)), [None] * len(urls)
-
-    def one(i):
-        with httpx.Client(timeout=30) as client:
-            barrier.wait()
-            results[i] = client.get(urls[i])
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(urls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
 def computations(servers, key: str) -> int:
     return sum(ok(s.get("/api/cache/stats"))["computations_by_key"].get(key, 0) for s in servers)
 
 
 def assert_computed_once(servers, path: str, period: tuple[date, date]) -> None:
     query = f"?from={period[0]}&to={period[1]}"
-    responses = concurrent_gets([f"{servers[i % len(servers)].url}{path}{query}" for i in range(20)])
+    # 20 threads released at once, spread over the servers
+    responses = together(20, lambda i: httpx.get(f"{servers[i % len(servers)].url}{path}{query}", timeout=30))
+    assert not [r for r in responses if isinstance(r, Exception)], responses
     assert {r.status_code for r in responses} == {200}
     assert len({r.content for r in responses}) == 1  # one computation, one answer
     versions = {r.headers["X-Cache-Version"] for r in responses}

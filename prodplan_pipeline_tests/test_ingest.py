@@ -287,12 +287,11 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(cli_env, sm
 
 
 def runs_seen_by_the_ui(env: dict[str, str]) -> list[dict]:
-    import socket
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from .api_server import free_port
+
+    port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "prodplan_pipeline.cli", "ui", "--port", str(port)],
                           env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
