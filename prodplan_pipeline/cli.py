@@ -1,7 +1,7 @@
 """``prodplan``: the command line.
 
-Input problems (a bad URL, an unreachable server, a bad option value) end with a one-paragraph
-message on stderr and exit status 1, never a traceback.
+Input problems (a bad URL, an unreachable server, a bad option value) and a database lost in the
+middle of a command end with a one-paragraph message on stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -32,10 +32,22 @@ def main(argv: list[str] | None = None) -> int:
         print("prodplan: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - classified below: user errors get a message
-        if not _is_user_error(exc):
+        message = _lost_database(exc) or (str(exc) if _is_user_error(exc) else None)
+        if message is None:
             raise
-        print(f"prodplan {args.command}: {exc}", file=sys.stderr)
+        print(f"prodplan {args.command}: {message}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _lost_database(exc: Exception) -> str | None:
+    """The paragraph for a database lost or unreachable mid-command (not a bug: nothing to trace)."""
+    from prodplan_pipeline.warehouse.lost import database_lost_message
+
+    try:
+        settings = Settings.from_env()
+    except ValueError:  # a bad PRODPLAN_* value: name no server rather than fail again here
+        settings = None
+    return database_lost_message(exc, settings)
 
 
 def _is_user_error(exc: Exception) -> bool:
@@ -64,12 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
     ingest.add_argument("--force", action="store_true",
                         help="re-read and re-merge sheets whose content is unchanged")
+    _add_max_shrink(ingest)
     ingest.set_defaults(handler=cmd_ingest)
 
     demo = commands.add_parser("demo", help="sample workbook + embedded database + full ingestion")
     demo.add_argument("--scale", type=float, default=0.1,
                       help="size of the generated sample (1 = the real 1.1 M rows)")
     demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
+    _add_max_shrink(demo)
     demo.set_defaults(handler=cmd_demo, force=False)
 
     status = commands.add_parser("status", help="schema, ingestion runs, gates, cache version")
@@ -92,6 +106,20 @@ def _parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="print the shell exports that point dagster at ProdPlan")
     env.set_defaults(handler=cmd_env)
     return parser
+
+
+def _add_max_shrink(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--max-shrink", metavar="FRACTION", default=None,
+                         help="the largest share of a sheet's rows one snapshot may delete "
+                              "(default: PRODPLAN_MAX_SHRINK, else 0.20)")
+
+
+def _max_shrink(args: argparse.Namespace, settings: Settings) -> float:
+    from prodplan_pipeline.settings import fraction
+
+    if args.max_shrink is None:
+        return settings.max_shrink
+    return fraction("--max-shrink", args.max_shrink, settings.max_shrink)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -138,8 +166,9 @@ def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int
         if args.json:  # the promised last line of stdout, even for a bad file
             print(json.dumps({"exit_code": 1, "error": str(error), "sheets": []}))
         raise
+    max_shrink = _max_shrink(args, settings)
     show_progress()
-    outcome = run_ingestion(settings, workbook, force=args.force)
+    outcome = run_ingestion(settings, workbook, force=args.force, max_shrink=max_shrink)
     if outcome.sheets:
         print(_format_ingest(outcome))
     if outcome.analytics_rows:

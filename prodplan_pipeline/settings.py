@@ -22,6 +22,9 @@ class Settings:
     dagster_database: str = "dagster"  # Dagster's own storage, on the warehouse's server
     cache_version_ttl: float = 1.0  # seconds an API process trusts its copy of the cache version
     api_cache: bool = True  # False only for the API benchmark's uncached baseline
+    db_retry_seconds: float = 5.0  # how long Dagster's storage retries a server that stopped answering
+    max_shrink: float = 0.20  # the largest share of a sheet's rows one snapshot may delete
+    exports_keep: int = 5  # private copies of ingested exports kept under $PRODPLAN_HOME/exports
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -45,6 +48,9 @@ class Settings:
             dagster_database=get("PRODPLAN_DAGSTER_DATABASE") or "dagster",
             cache_version_ttl=_seconds("PRODPLAN_CACHE_VERSION_TTL", get("PRODPLAN_CACHE_VERSION_TTL"), 1.0),
             api_cache=(get("PRODPLAN_API_CACHE") or "on").lower() != "off",
+            db_retry_seconds=_seconds("PRODPLAN_DB_RETRY_SECONDS", get("PRODPLAN_DB_RETRY_SECONDS"), 5.0),
+            max_shrink=fraction("PRODPLAN_MAX_SHRINK", get("PRODPLAN_MAX_SHRINK"), 0.20),
+            exports_keep=_count("PRODPLAN_EXPORTS_KEEP", get("PRODPLAN_EXPORTS_KEEP"), 5),
         )
 
     @property
@@ -54,6 +60,10 @@ class Settings:
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
+
+    @property
+    def exports(self) -> Path:
+        return self.home / "exports"
 
     @property
     def reports(self) -> Path:
@@ -75,3 +85,24 @@ def _seconds(name: str, text: str | None, default: float) -> float:
     if not value >= 0:
         raise ValueError(f"{name} must be zero or more seconds, got {text!r}")
     return value
+
+
+def fraction(name: str, text: str | None, default: float) -> float:
+    """A share between 0 and 1 (``name`` says where it came from, for the message)."""
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a fraction between 0 and 1 (e.g. 0.35), got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a fraction between 0 and 1 (e.g. 0.35), got {text!r}")
+    return value
+
+
+def _count(name: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {text!r}")
+    return int(text)

@@ -29,7 +29,7 @@ from .api_server import ApiServer, server_env
 from .conftest import run_cli
 from .test_cache import together
 from .test_derived_quality import FACT_OF_GATE
-from .test_ingest import SHARED_SAMPLE
+from .test_ingest import SHARED_SAMPLE, edited
 
 API_KEY = "test-key-0123456789abcdef"
 PERIOD = (date(2023, 3, 1), date(2023, 3, 31))
@@ -327,6 +327,8 @@ def test_openapi_documents_every_endpoint(real):
                  "/api/features", "/api/ingestion/runs", "/api/ingestion/run"):
         assert path in paths, path
     assert "post" in paths["/api/ingestion/run"]
+    labels = ok(server.get("/openapi.json"))["components"]["schemas"]["SnapshotLabels"]["properties"]
+    assert labels.keys() == {"facts_run_id", "aggregates_run_id", "catching_up", "note"}
     assert server.get("/docs").status_code == 200
 
 
@@ -337,6 +339,103 @@ def test_health_reports_the_warehouse(real):
     assert body["status"] == "ok" and body["database"] == {"reachable": True}
     assert body["cache_version"] == version["version"] and body["last_successful_ingestion"]
     assert body["feature_gates"]["kpis_by_employee"] == "NOT_SUPPORTED_BY_DATA"
+
+
+# --- the snapshot labels ------------------------------------------------------------------------
+
+LABELS = """SELECT v.version, l.facts_run_id, l.aggregates_run_id, l.aggregates_catching_up
+            FROM ops.cache_version v CROSS JOIN ops.snapshot_labels l"""
+ANALYTICS_LAYERS = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stats_daily",
+                    "analytics.agg_quality_daily", "analytics.agg_wip_current",
+                    "analytics.materialized_views")
+SET_WATERMARK = """INSERT INTO ops.watermarks (name, value) VALUES (%s, %s)
+                   ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"""
+# Aggregates, per-order facts, lists and a gated refusal (by-employee is off on the real data).
+LABELLED = ("/api/kpis/overview", "/api/kpis/by-product", "/api/kpis/by-employee", "/api/quality/overview",
+            "/api/prodplan/orders?limit=1", "/api/prodplan/schedule/current", "/api/features")
+
+
+def labels_of(row: dict) -> dict:
+    return {"facts_run_id": row["facts_run_id"], "aggregates_run_id": row["aggregates_run_id"],
+            "catching_up": row["aggregates_catching_up"]}
+
+
+def served(server, path: str, version: int) -> dict:
+    """The body of ``path`` once the server answers ``version`` (its NOTIFY arrives in ms)."""
+    deadline = time.monotonic() + 3
+    while (body := ok(server.get(path)))["cache_version"] != version:
+        assert time.monotonic() < deadline, f"{path} still answers version {body['cache_version']}"
+        time.sleep(0.05)
+    return body
+
+
+def test_every_data_response_carries_the_labels_of_the_view(real):
+    warehouse, server = real
+    view, = sql(warehouse, LABELS)
+    expected = labels_of(view)
+    assert expected["facts_run_id"] >= 1
+    of_id = sql(warehouse, "SELECT min(of_id) AS of_id FROM core.ordens_fabrico")[0]["of_id"]
+    for path in (*LABELLED, f"/api/prodplan/orders/{of_id}", f"/api/prodplan/orders/{of_id}/phases"):
+        snapshot = served(server, path, view["version"])["snapshot"]
+        assert {k: snapshot[k] for k in expected} == expected, path
+        assert (snapshot["note"] is None) is not expected["catching_up"], path
+    assert served(server, "/api/kpis/by-employee", view["version"])["status"] == "NOT_SUPPORTED_BY_DATA"
+    health = until(lambda: (h := ok(server.get("/api/health")))["cache_version"] == view["version"] and h)
+    assert health["snapshot"] == snapshot
+
+
+@pytest.fixture(scope="module")
+def two_runs(databases, tmp_path_factory):
+    """Two generated snapshots ingested one after the other, so that aggregates can lag the facts
+    by a real run (the shared fixtures hold one snapshot each: facts_run_id 1)."""
+    home = tmp_path_factory.mktemp("api_two_runs")
+    write_sample(first := home / "Folha_IA.xlsx", scale=0.01, seed=3)
+    renamed = edited(first, home / "renamed.xlsx", lambda book: setattr(book["Fases"]["B2"], "value", "Renamed"))
+    warehouse = databases.warehouse("api_two_runs")
+    for workbook in (first, renamed):  # the second run updates one catalogue row
+        assert ingest_workbook(warehouse, workbook).passed
+    rebuild_downstream(warehouse)
+    server = ApiServer(server_env(home, url_of(warehouse)))
+    yield warehouse, server
+    server.stop()
+
+
+def set_watermarks(warehouse, runs: dict[str, int]) -> int:
+    """The analytics layers' watermarks at ``runs`` (a layer left out has none), committed with a
+    version bump and its NOTIFY as a refresh commits them; the new version."""
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM ops.watermarks WHERE name = ANY(%s)", (list(ANALYTICS_LAYERS),))
+        for name, run_id in runs.items():
+            cur.execute(SET_WATERMARK, (name, str(run_id)))
+        cur.execute("UPDATE ops.cache_version SET version = version + 1, updated_at = now() RETURNING version")
+        version, = cur.fetchone()
+        cur.execute("SELECT pg_notify('prodplan_cache_version', %s)", (str(version),))
+    return version
+
+
+def test_responses_say_when_the_aggregates_are_catching_up(two_runs):
+    warehouse, server = two_runs
+    first, last = [r["run_id"] for r in sql(warehouse, "SELECT run_id FROM ops.ingestion_runs ORDER BY 1")]
+    caught_up = dict.fromkeys(ANALYTICS_LAYERS, last)
+    steps = [  # (watermarks, the snapshot a response must carry)
+        ({**caught_up, "analytics.agg_quality_daily": first},  # the least caught-up layer counts
+         {"facts_run_id": last, "aggregates_run_id": first, "catching_up": True,
+          "note": f"aggregates reflect ingestion run {first} and are catching up with run {last}; "
+                  f"per-order facts are from run {last}"}),
+        ({name: last for name in ANALYTICS_LAYERS[:-1]},  # one layer without a watermark yet
+         {"facts_run_id": last, "aggregates_run_id": 0, "catching_up": True,
+          "note": f"aggregates reflect no ingestion run yet and are catching up with run {last}; "
+                  f"per-order facts are from run {last}"}),
+        (caught_up, {"facts_run_id": last, "aggregates_run_id": last, "catching_up": False, "note": None}),
+    ]
+    for watermarks, expected in steps:
+        version = set_watermarks(warehouse, watermarks)
+        view, = sql(warehouse, LABELS)
+        assert view["version"] == version and labels_of(view) == {k: expected[k] for k in labels_of(view)}
+        for path in ("/api/kpis/overview", "/api/prodplan/orders?limit=1", "/api/quality/by-phase"):
+            assert served(server, path, version)["snapshot"] == expected, (path, watermarks)
+        again = server.get("/api/kpis/overview")  # a cached body carries its own version's labels
+        assert again.headers["X-Cache"] == "hit" and again.json()["snapshot"] == expected
 
 
 # --- the gate on, and the cache -----------------------------------------------------------------

@@ -172,20 +172,40 @@ def warehouse_resource(databases):
     return WarehouseResource(database_url=url.render_as_string(hide_password=False))
 
 
-def add_ingestion(resource: WarehouseResource, status: str,
-                  days: dict[str, list[str]] | None = None) -> int:
+def add_snapshot(resource: WarehouseResource, days: dict[str, list[str]] | None = None) -> int:
+    """A committed snapshot as the ingestion records it: a succeeded run, a merged sheet that
+    changed core, and the days it changed."""
     with resource.get_warehouse().connect() as conn, conn.cursor() as cur:
-        cur.execute(INSERT_RUN, (status, status))
+        cur.execute(INSERT_RUN, ("succeeded", "succeeded"))
         run_id = cur.fetchone()[0]
+        cur.execute("""INSERT INTO ops.ingestion_sheet_runs (run_id, sheet, status, rows_inserted,
+                       rows_updated, rows_deleted, reconciled) VALUES (%s, 'Fases', 'merged', 1, 0, 0, true)""",
+                    (run_id,))
         for kind, kind_days in (days or {}).items():
             for day in kind_days:
                 cur.execute("INSERT INTO ops.changed_days VALUES (%s, %s, %s)", (run_id, kind, day))
     return run_id
 
 
-def set_status(resource: WarehouseResource, run_id: int, status: str) -> None:
-    with resource.get_warehouse().connect() as conn, conn.cursor() as cur:
-        cur.execute("UPDATE ops.ingestion_runs SET status = %s WHERE run_id = %s", (status, run_id))
+def refresh(resource: WarehouseResource, first: str, last: str) -> None:
+    """What a refresh run of first..last does to the durable records (core is empty here)."""
+    from prodplan_pipeline.analytics.aggregates import AGGREGATES
+    from prodplan_pipeline.analytics.convergence import refresh_days
+    from prodplan_pipeline.orchestration.partitions import partition_bounds
+
+    with resource.get_warehouse().connect() as conn:
+        for table in AGGREGATES:
+            refresh_days(conn, table, date.fromisoformat(first),
+                         date.fromisoformat(last) + timedelta(days=1), *partition_bounds())
+
+
+def refresh_current(resource: WarehouseResource) -> None:
+    from prodplan_pipeline.analytics.convergence import refresh_views_layer, refresh_wip_layer
+    from prodplan_pipeline.orchestration.partitions import partition_bounds
+
+    with resource.get_warehouse().connect() as conn:
+        refresh_wip_layer(conn, datetime.now())
+        refresh_views_layer(conn, *partition_bounds())
 
 
 def requested_range(request) -> tuple[str, str]:
@@ -195,53 +215,75 @@ def requested_range(request) -> tuple[str, str]:
     return tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
 
 
-def test_changed_days_sensor_requests_exactly_the_changed_partitions(warehouse_resource):
+def test_changed_days_sensor_converges_to_the_latest_snapshot(warehouse_resource):
+    """Requests follow the durable records, not one run's delta: days stay requested until a
+    refresh records that they reflect the snapshot, whatever happened to earlier requests."""
     resources = {"warehouse": warehouse_resource}
-    before = add_ingestion(warehouse_resource, "succeeded", {"phase_event": ["2024-01-01"]})
-
-    # First tick: starts after what already exists (the CLI refreshed that), requests nothing.
-    requests, cursor, skip = tick(automation.changed_days_sensor, resources=resources)
-    assert not requests and cursor == {"last_run_id": before} and "first tick" in skip
-
-    run_id = add_ingestion(warehouse_resource, "succeeded", {
+    run_id = add_snapshot(warehouse_resource, {
         "phase_event": ["2024-03-01", "2024-03-05", "2006-05-01"],
         "order_finish": ["2024-03-02"], "defect": ["2024-03-01"]})
-    requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
+    requests, cursor, _ = tick(automation.changed_days_sensor, resources=resources)
     assert [requested_range(r) for r in requests] == [("2024-03-01", "2024-03-02"),
                                                       ("2024-03-05", "2024-03-05")]
-    assert [r.run_key for r in requests] == [f"changed-days-{run_id}-2024-03-01-2024-03-02",
-                                             f"changed-days-{run_id}-2024-03-05-2024-03-05"]
-    assert cursor == {"last_run_id": run_id}
-
-    nothing = add_ingestion(warehouse_resource, "succeeded")
-    requests, cursor, skip = tick(automation.changed_days_sensor, cursor, resources=resources)
-    assert not requests and cursor == {"last_run_id": nothing} and "no changed days" in skip
-
-    failed = add_ingestion(warehouse_resource, "failed", {"phase_event": ["2024-04-01"]})
-    check_failed = add_ingestion(warehouse_resource, "check_failed", {"defect": ["2024-04-02"]})
+    assert [r.run_key for r in requests] == [f"converge-{run_id}-1-2024-03-01-2024-03-02",
+                                             f"converge-{run_id}-1-2024-03-05-2024-03-05"]
+    # those runs were killed: the same days are requested again, under new run keys
     requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
-    assert not requests and cursor == {"last_run_id": check_failed} and failed < check_failed
+    assert [r.run_key for r in requests] == [f"converge-{run_id}-2-2024-03-01-2024-03-02",
+                                             f"converge-{run_id}-2-2024-03-05-2024-03-05"]
+    refresh(warehouse_resource, "2024-03-01", "2024-03-02")  # one of them completed
+    requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
+    assert [requested_range(r) for r in requests] == [("2024-03-05", "2024-03-05")]
+    refresh(warehouse_resource, "2024-03-05", "2024-03-05")
+    requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
+    assert [r.asset_selection for r in requests] == [automation.CURRENT_LAYERS]  # WIP and views lag
+    refresh_current(warehouse_resource)
+    requests, cursor, skip = tick(automation.changed_days_sensor, cursor, resources=resources)
+    assert not requests and f"every analytics layer reflects snapshot {run_id}" in skip
+    assert "outside the daily partitions" in skip and "2006-05-01" in skip
+
+
+def test_a_snapshot_that_changed_no_day_moves_only_the_current_layers(warehouse_resource):
+    resources = {"warehouse": warehouse_resource}
+    add_snapshot(warehouse_resource, {"defect": ["2024-06-01"]})
+    refresh(warehouse_resource, "2024-06-01", "2024-06-01")
+    refresh_current(warehouse_resource)
+    employees_only = add_snapshot(warehouse_resource)
+    requests, cursor, _ = tick(automation.changed_days_sensor, resources=resources)
+    assert [r.asset_selection for r in requests] == [automation.CURRENT_LAYERS]
+    refresh_current(warehouse_resource)
+    requests, _, skip = tick(automation.changed_days_sensor, cursor, resources=resources)
+    assert not requests and f"reflects snapshot {employees_only}" in skip
 
 
 def test_changed_days_sensor_waits_for_a_running_ingestion(warehouse_resource):
-    resources = {"warehouse": warehouse_resource}
-    running = add_ingestion(warehouse_resource, "running", {"order_finish": ["2024-05-10"]})
-    requests, cursor, _ = tick(automation.changed_days_sensor, {"last_run_id": 0},
-                               resources=resources)
-    assert not requests and cursor == {"last_run_id": 0}
+    from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
 
-    set_status(warehouse_resource, running, "succeeded")
-    requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
+    add_snapshot(warehouse_resource, {"order_finish": ["2024-05-10"]})
+    other = Warehouse(warehouse_resource.get_warehouse().url)
+    with other.connect() as conn, advisory_lock(conn, INGESTION_LOCK):
+        # a lock taken by this process is re-entrant here: the sensor asks PostgreSQL who holds it
+        requests, _, skip = tick(automation.changed_days_sensor, resources={"warehouse": warehouse_resource})
+    assert not requests and "an ingestion is running" in skip
+    requests, _, _ = tick(automation.changed_days_sensor, resources={"warehouse": warehouse_resource})
     assert [requested_range(r) for r in requests] == [("2024-05-10", "2024-05-10")]
-    assert cursor == {"last_run_id": running}
 
 
-def test_only_days_outside_the_partitions_are_reported_not_requested(warehouse_resource):
-    run_id = add_ingestion(warehouse_resource, "succeeded", {"phase_event": ["2006-05-01"]})
-    requests, cursor, skip = tick(automation.changed_days_sensor, {"last_run_id": run_id - 1},
-                                  resources={"warehouse": warehouse_resource})
-    assert not requests and cursor == {"last_run_id": run_id}
-    assert "outside the daily partitions" in skip and "2006-05-01" in skip
+def test_changed_days_sensor_waits_for_refresh_runs_in_flight(warehouse_resource, instance):
+    from dagster import DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from prodplan_pipeline.orchestration.partitions import DAILY_REFRESH_JOB
+
+    add_snapshot(warehouse_resource, {"order_finish": ["2024-05-10"]})
+    run = instance.add_run(DagsterRun(job_name=DAILY_REFRESH_JOB, run_id="f" * 36,
+                                      status=DagsterRunStatus.STARTED))
+    resources = {"warehouse": warehouse_resource}
+    requests, _, skip = tick(automation.changed_days_sensor, resources=resources, instance=instance)
+    assert not requests and "1 refresh run(s) in flight" in skip
+    instance.report_run_failed(run)
+    requests, _, _ = tick(automation.changed_days_sensor, resources=resources, instance=instance)
+    assert [requested_range(r) for r in requests] == [("2024-05-10", "2024-05-10")]
 
 
 def requested_days(requests) -> set[date]:
@@ -253,9 +295,10 @@ def requested_days(requests) -> set[date]:
 
 
 def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path):
-    """End to end: a real ingestion's ops.changed_days are all requested, in at most
-    MAX_REFRESH_RUNS runs (a first load changes days all over six years: the ranges separated by
-    the smallest gaps are merged); an unchanged re-ingestion requests nothing."""
+    """End to end: a first load's changed days are all requested, in at most MAX_REFRESH_RUNS
+    runs (the ranges separated by the smallest gaps are merged); once the layers caught up, an
+    unchanged re-ingestion requests nothing, and a modified workbook exactly its days."""
+    from prodplan_pipeline.analytics.rebuild import rebuild_downstream
     from prodplan_pipeline.ingest.pipeline import ingest_workbook
     from prodplan_pipeline_tests.test_ingest import edited
 
@@ -263,18 +306,18 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
     write_sample(workbook, scale=0.005, seed=1)
     warehouse, resources = warehouse_resource.get_warehouse(), {"warehouse": warehouse_resource}
     first = ingest_workbook(warehouse, workbook).run_id
-    requests, cursor, _ = tick(automation.changed_days_sensor, {"last_run_id": 0},
-                               resources=resources)
+    requests, cursor, _ = tick(automation.changed_days_sensor, resources=resources)
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT DISTINCT day FROM ops.changed_days WHERE run_id = %s", (first,))
         changed, _outside = partition_days([day for (day,) in cur.fetchall()])
     assert changed and set(changed) <= requested_days(requests)
     assert len(requests) == len(refresh_ranges(changed)) == MAX_REFRESH_RUNS
-    assert len(contiguous_ranges(changed)) > MAX_REFRESH_RUNS and cursor == {"last_run_id": first}
+    assert len(contiguous_ranges(changed)) > MAX_REFRESH_RUNS
 
-    again = ingest_workbook(warehouse, workbook).run_id
-    requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
-    assert not requests and cursor == {"last_run_id": again}
+    rebuild_downstream(warehouse)
+    ingest_workbook(warehouse, workbook)
+    requests, cursor, skip = tick(automation.changed_days_sensor, cursor, resources=resources)
+    assert not requests and f"reflects snapshot {first}" in skip
 
     # a modified workbook: two closed phases get a new end a few days later -> exactly the old
     # and the new days of those rows are requested, nothing else
@@ -291,35 +334,10 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
             if row[0].value in new_end:
                 row[3].value = new_end[row[0].value]  # FaseOf_Fim
 
-    modified = edited(workbook, tmp_path / "moved.xlsx", move_phase_ends)
-    third = ingest_workbook(warehouse, modified).run_id
+    ingest_workbook(warehouse, edited(workbook, tmp_path / "moved.xlsx", move_phase_ends))
     requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
     expected = {d.date() for d in moved.values()} | {d.date() for d in new_end.values()}
-    assert requested_days(requests) == expected and cursor == {"last_run_id": third}
-
-
-@op
-def noop():
-    pass
-
-
-@job
-def inline_ingest_job():
-    noop()
-
-
-def test_changed_days_sensor_skips_ingestions_refreshed_by_their_launcher(
-        warehouse_resource, instance):
-    """`prodplan ingest` refreshes its changed days itself and tags its Dagster run so."""
-    result = inline_ingest_job.execute_in_process(
-        instance=instance, tags={automation.INLINE_REFRESH_TAG: "true"})
-    run_id = add_ingestion(warehouse_resource, "succeeded", {"defect": ["2024-06-01"]})
-    with warehouse_resource.get_warehouse().connect() as conn, conn.cursor() as cur:
-        cur.execute("UPDATE ops.ingestion_runs SET dagster_run_id = %s WHERE run_id = %s",
-                    (result.run_id, run_id))
-    requests, cursor, skip = tick(automation.changed_days_sensor, {"last_run_id": run_id - 1},
-                                  resources={"warehouse": warehouse_resource}, instance=instance)
-    assert not requests and cursor == {"last_run_id": run_id} and "already refreshed" in skip
+    assert requested_days(requests) == expected
 
 
 # --------------------------------------------------------------------------------- alerting

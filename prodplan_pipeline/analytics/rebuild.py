@@ -7,12 +7,13 @@ daily aggregate, WIP, the views) in seconds rather than a Dagster run per partit
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from prodplan_pipeline.analytics.aggregates import bump_cache_version, days_with_data, refresh_all
-from prodplan_pipeline.analytics.wip import refresh_views, refresh_wip
+from prodplan_pipeline.analytics.aggregates import bump_cache_version, days_with_data
+from prodplan_pipeline.analytics.convergence import refresh_everything, refresh_views_layer, refresh_wip_layer
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import reconcile_orphans
+from prodplan_pipeline.orchestration.partitions import partition_bounds
 from prodplan_pipeline.quality.gates import evaluate_gates
 
 
@@ -23,8 +24,10 @@ def rebuild_downstream(warehouse, as_of: datetime | None = None) -> int:
         reconcile_orphans(conn)
         evaluate_gates(conn)
         first, last = days_with_data(conn)
+        bounds = partition_bounds()
         if first is not None:
-            refresh_all(conn, first, last + timedelta(days=1))
-        refresh_wip(conn, as_of or datetime.now())
-        refresh_views(conn)
+            refresh_everything(conn, [(first, last)], *bounds, as_of or datetime.now())
+        else:
+            refresh_wip_layer(conn, as_of or datetime.now())
+            refresh_views_layer(conn, *bounds)
         return bump_cache_version(conn)

@@ -1,10 +1,12 @@
 """Derived columns, computed in PostgreSQL, set-based.
 
-Every statement writes only rows whose derived values differ from what they should be, so a
-re-run writes nothing. For the phases, the merge marks the rows it wrote (``is_open`` NULL), so an
-incremental run recomputes just those; ``full=True`` recomputes every row (and moves any row whose
-``event_time`` was wrong into its right monthly partition). Orders and defects are small enough to
-check in full every time (a defect's time also depends on other tables' rows).
+The merge computes the values that come from the row itself (``PHASE_DERIVED``,
+``ORDER_DERIVED``) and the snapshot's commit derives the defects' times, so committed rows are
+never waiting for this module. What it adds is verification and repair: every statement writes
+only rows whose derived values differ from what they should be, so a re-run (and a normal run)
+writes nothing. For the phases, an incremental run looks only at rows with ``is_open`` NULL;
+``full=True`` recomputes every row (and moves any row whose ``event_time`` was wrong into its
+right monthly partition).
 """
 
 from __future__ import annotations
@@ -12,38 +14,38 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-PHASE_EXPRESSIONS = """
-    coalesce(fase_of_fim, fase_of_inicio),
-    CASE WHEN fase_of_fim >= fase_of_inicio
-         THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END,
-    fase_of_fim IS NULL,
-    fase_of_fim IS NOT NULL"""
-BACKFILL_PHASES = f"""
-    UPDATE core.fases_ordem_fabrico
-    SET (event_time, duration_seconds, is_open, is_done) = ({PHASE_EXPRESSIONS})
-    WHERE (%(full)s OR is_open IS NULL)
-      AND (event_time, duration_seconds, is_open, is_done) IS DISTINCT FROM ({PHASE_EXPRESSIONS})"""
+# Values computed from the row itself: the merge writes them with every row it writes (so a
+# committed row is never waiting for them), and the backfill below checks or recomputes them.
+PHASE_DERIVED = {
+    "event_time": "coalesce(fase_of_fim, fase_of_inicio)",
+    "duration_seconds": "CASE WHEN fase_of_fim >= fase_of_inicio "
+                        "THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END",
+    "is_open": "fase_of_fim IS NULL",
+    "is_done": "fase_of_fim IS NOT NULL",
+}
+ORDER_DERIVED = {
+    "lead_time_seconds": "CASE WHEN of_data_acabamento >= of_data_criacao THEN extract(epoch FROM "
+                         "of_data_acabamento - of_data_criacao)::double precision END",
+    # on time: finished by the end of the shipping (due) day
+    "is_on_time": "CASE WHEN of_data_acabamento IS NOT NULL AND of_data_transporte IS NOT NULL "
+                  "THEN of_data_acabamento < date_trunc('day', of_data_transporte) + interval '1 day' END",
+}
+
+
+def _recompute(table: str, derived: dict[str, str], where: str = "true") -> str:
+    names, values = ", ".join(derived), ", ".join(derived.values())
+    return (f"UPDATE {table} SET ({names}) = ({values}) "
+            f"WHERE {where} AND ({names}) IS DISTINCT FROM ({values})")
+
+
+BACKFILL_PHASES = _recompute("core.fases_ordem_fabrico", PHASE_DERIVED, "(%(full)s OR is_open IS NULL)")
 PHASE_NULLS = """
     SELECT count(*) FILTER (WHERE duration_seconds IS NOT NULL),
            count(*) FILTER (WHERE fase_of_fim IS NULL),
            count(*) FILTER (WHERE fase_of_fim < fase_of_inicio)
     FROM core.fases_ordem_fabrico"""
 
-BACKFILL_ORDERS = """
-    WITH computed AS (
-        SELECT of_id,
-               CASE WHEN of_data_acabamento >= of_data_criacao
-                    THEN extract(epoch FROM of_data_acabamento - of_data_criacao)::double precision
-               END AS lead_time_seconds,
-               -- on time: finished by the end of the shipping (due) day
-               CASE WHEN of_data_acabamento IS NOT NULL AND of_data_transporte IS NOT NULL
-                    THEN of_data_acabamento < date_trunc('day', of_data_transporte) + interval '1 day'
-               END AS is_on_time
-        FROM core.ordens_fabrico)
-    UPDATE core.ordens_fabrico o SET lead_time_seconds = c.lead_time_seconds, is_on_time = c.is_on_time
-    FROM computed c
-    WHERE o.of_id = c.of_id
-      AND (o.lead_time_seconds, o.is_on_time) IS DISTINCT FROM (c.lead_time_seconds, c.is_on_time)"""
+BACKFILL_ORDERS = _recompute("core.ordens_fabrico", ORDER_DERIVED)
 ORDER_NULLS = """
     SELECT count(*) FILTER (WHERE lead_time_seconds IS NOT NULL),
            count(*) FILTER (WHERE of_data_acabamento IS NULL),
@@ -57,15 +59,24 @@ ORDER_NULLS = """
 # (fase_of_id is unique in core: the merge keeps it so across partitions.)
 BACKFILL_DEFECTS = """
     WITH computed AS (
-        SELECT e.row_fingerprint, e.occurrence,
-               coalesce(i.event_time, o.of_data_acabamento, o.of_data_criacao) AS ofch_event_time
+        SELECT e.row_fingerprint, e.occurrence, e.ofch_event_time AS old_time,
+               coalesce(i.event_time, o.of_data_acabamento, o.of_data_criacao) AS new_time
         FROM core.erros_ordem_fabrico e
         LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = e.erro_fase_of_avaliacao
-        LEFT JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id)
-    UPDATE core.erros_ordem_fabrico e SET ofch_event_time = c.ofch_event_time
-    FROM computed c
-    WHERE (e.row_fingerprint, e.occurrence) = (c.row_fingerprint, c.occurrence)
-      AND e.ofch_event_time IS DISTINCT FROM c.ofch_event_time"""
+        LEFT JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id),
+    changed AS (SELECT * FROM computed WHERE old_time IS DISTINCT FROM new_time),
+    updated AS (
+        UPDATE core.erros_ordem_fabrico e SET ofch_event_time = c.new_time
+        FROM changed c WHERE (e.row_fingerprint, e.occurrence) = (c.row_fingerprint, c.occurrence)
+        RETURNING 1),
+    -- A defect whose time moved changes the quality aggregate of its old and its new day.
+    days AS (
+        INSERT INTO ops.changed_days (run_id, kind, day)
+        SELECT DISTINCT %(run_id)s::bigint, 'defect', v.day
+        FROM changed, LATERAL (VALUES (old_time::date), (new_time::date)) v(day)
+        WHERE %(run_id)s IS NOT NULL AND v.day IS NOT NULL
+        ON CONFLICT DO NOTHING RETURNING 1)
+    SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM days)"""
 DEFECT_SOURCES = """
     SELECT count(*) FILTER (WHERE f.fase_of_id IS NOT NULL),
            count(*) FILTER (WHERE f.fase_of_id IS NULL AND o.of_data_acabamento IS NOT NULL),
@@ -116,9 +127,13 @@ def backfill_orders(conn) -> BackfillReport:
         "on_time_null_no_due_date": no_due, "on_time_null_open_order": open_})
 
 
-def backfill_defects(conn) -> BackfillReport:
+def backfill_defects(conn, run_id: int | None = None) -> BackfillReport:
+    """Defect times from their inspection phase (a cross-table value). With ``run_id`` (the
+    snapshot's commit) the days whose defects moved are recorded as that snapshot's changes."""
     started = time.perf_counter()
-    written = _run(conn, BACKFILL_DEFECTS)
+    with conn.cursor() as cur:
+        cur.execute(BACKFILL_DEFECTS, {"run_id": run_id})
+        written = cur.fetchone()[0]
     phase, finished, created, missing = _one(conn, DEFECT_SOURCES)
     return BackfillReport("core.erros_ordem_fabrico", written, time.perf_counter() - started, {
         "time_from_inspection_phase": phase, "time_from_order_finish": finished,

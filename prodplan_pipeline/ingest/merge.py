@@ -25,9 +25,15 @@ class ShrinkRefused(RuntimeError):
         super().__init__(
             f"sheet '{sheet.name}': the new snapshot would delete {to_delete:,} of the "
             f"{before:,} rows in {sheet.core_table} ({to_delete / before:.1%}, more than the "
-            f"{max_shrink:.0%} allowed); nothing was merged. If the rows were really removed in "
-            f"the ERP, re-run with a higher shrink limit."
+            f"{max_shrink:.0%} allowed); no sheet of this snapshot was merged. If the rows were "
+            f"really removed in the ERP, re-run with a higher limit: `prodplan ingest "
+            f"--max-shrink {_suggested_limit(to_delete / before)}` (or PRODPLAN_MAX_SHRINK)."
         )
+
+
+def _suggested_limit(share: float) -> str:
+    """The smallest limit, in hundredths, that lets this deletion through."""
+    return f"{min(1.0, (int(share * 100) + 1) / 100):.2f}"
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,8 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
         deleted = _execute(cur, q.apply_deletes(sheet))
         updated = _execute(cur, q.apply_updates(sheet))
         inserted = _execute(cur, q.apply_inserts(sheet))
-        if q.record_days(sheet):
-            cur.execute(q.record_days(sheet), params)
+        for statement in q.record_days(sheet):
+            cur.execute(statement, params)
         if protected:
             cur.execute(q.note_kept_rows(sheet), params)
         cur.execute(f"SELECT count(*) FROM {q.valid_rows(sheet)}")
@@ -72,12 +78,26 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
             # Fresh statistics for the backfill, aggregates and API queries that read the table
             # next; autovacuum would get to it later (or, with autovacuum off, never).
             cur.execute(f"ANALYZE {sheet.core_table}")
+        _drop_temporaries(cur)  # the next sheet of the same commit creates its own
     if (inserted, updated, deleted) != (counts["insert"], counts["update"], counts["delete"]):
         raise RuntimeError(f"{sheet.core_table}: applied {inserted}/{updated}/{deleted} rows for a "
                            f"diff of {counts}; rolled back")  # a concurrent writer, never silent
     return MergeCounts(inserted=inserted, updated=updated, unchanged=kept - inserted - updated,
                        deleted=deleted, duplicate=duplicate, rejected_duplicate_key=rejected,
                        seconds=time.perf_counter() - started)
+
+
+TEMPORARIES = """
+    SELECT relname, relkind FROM pg_class
+    WHERE relnamespace = pg_my_temp_schema() AND relname IN ('diff', 'protected', 'dup', 'snap')"""
+
+
+def _drop_temporaries(cur) -> None:
+    cur.execute(TEMPORARIES)
+    kinds = dict(cur.fetchall())
+    for name in ("diff", "protected", "dup", "snap"):  # dependents first (diff may read snap)
+        if name in kinds:
+            cur.execute(f"DROP {'VIEW' if kinds[name] == 'v' else 'TABLE'} IF EXISTS {name} CASCADE")
 
 
 def _execute(cur, statement: str) -> int:
@@ -122,6 +142,6 @@ def _shrink_guard(cur, sheet: Sheet, max_shrink: float, to_delete: int) -> None:
 
 
 def _ensure_partitions(cur, sheet: Sheet) -> None:
-    if "event_time" in q.MERGE_COMPUTED.get(sheet.table, {}):
+    if q.PARTITION_KEY.get(sheet.table) == "event_time":
         cur.execute("SELECT min(event_time)::date, max(event_time)::date FROM diff WHERE action <> 'delete'")
         ensure_partitions(cur.connection, *cur.fetchone())

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest import runs, steps
-from prodplan_pipeline.ingest.reconcile import Reconciliation, reconcile
+from prodplan_pipeline.ingest.commit import MergeOutcome, commit_snapshot
+from prodplan_pipeline.ingest.reconcile import Reconciliation
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
 from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
@@ -20,7 +21,7 @@ from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
 class IngestionResult:
     run_id: int
     staged: dict[str, steps.StageOutcome] = field(default_factory=dict)
-    merged: dict[str, steps.MergeOutcome] = field(default_factory=dict)
+    merged: dict[str, MergeOutcome] = field(default_factory=dict)
     reconciled: dict[str, Reconciliation] = field(default_factory=dict)
 
     @property
@@ -30,7 +31,7 @@ class IngestionResult:
 
 def ingest_workbook(warehouse: Warehouse, path: str | Path, force: bool = False,
                     max_shrink: float = 0.20, on_stage: Callable[[str], None] | None = None) -> IngestionResult:
-    """Stage every sheet, merge each into core, reconcile each; under the ingestion lock."""
+    """Stage every sheet, then merge and reconcile them all in one commit; under the ingestion lock."""
     workbook = inspect_workbook(path)
     with warehouse.connect() as lock_conn, advisory_lock(lock_conn, INGESTION_LOCK):
         with warehouse.connect() as conn:
@@ -40,12 +41,9 @@ def ingest_workbook(warehouse: Warehouse, path: str | Path, force: bool = False,
             if isinstance(outcome, WorkbookError):
                 raise outcome
             result.staged[sheet.name] = outcome
-        _note(on_stage, "merge")
-        for sheet in SHEETS:
-            result.merged[sheet.name] = steps.merge(warehouse, result.run_id, sheet, max_shrink)
-        _note(on_stage, "checks")
-        for sheet in SHEETS:
-            result.reconciled[sheet.name] = reconcile(warehouse, result.run_id, sheet)
+        _note(on_stage, "commit")
+        snapshot = commit_snapshot(warehouse, result.run_id, list(SHEETS), max_shrink)
+        result.merged, result.reconciled = snapshot.merged, snapshot.reconciled
     return result
 
 

@@ -1,7 +1,10 @@
 """Count reconciliation: every Excel row is a core row, a collapsed duplicate, or a reject.
 
 The figures are counted independently of the merge's own bookkeeping: rows in core are counted
-by joining core to this snapshot's staging rows, rejects by counting ``quarantine.rejects``.
+by joining core to this snapshot's staging rows (inside the snapshot's commit, before it lands),
+rejects by counting ``quarantine.rejects``. An unchanged (skipped) sheet is counted from durable
+facts, the last reconciled run's figures and the table's size, never from staging: staging is
+UNLOGGED, and PostgreSQL's crash recovery empties it.
 Failures are written to ``CRITICAL_MISMATCHES.md``; when a run reconciles fully, a stale report
 is removed.
 """
@@ -26,6 +29,10 @@ FINISH_RUN = """
     FROM (SELECT bool_and(reconciled) AS bool_and_ok, count(reconciled) AS checked
           FROM ops.ingestion_sheet_runs WHERE run_id = %(run_id)s) s
     WHERE r.run_id = %(run_id)s AND s.checked = %(sheets)s AND r.status = 'running'"""
+LAST_RECONCILED = """
+    SELECT run_id, rows_in_core, core_rows FROM ops.ingestion_sheet_runs
+    WHERE sheet = %s AND run_id < %s AND reconciled AND status IN ('merged', 'skipped_unchanged')
+    ORDER BY run_id DESC LIMIT 1"""
 FAILED_SHEETS = """
     SELECT sheet, status, message, rows_excel, rows_in_core, rows_duplicate, rows_rejected
     FROM ops.ingestion_sheet_runs WHERE run_id = %s AND reconciled = false ORDER BY sheet"""
@@ -51,11 +58,13 @@ class Reconciliation:
 
     @property
     def passed(self) -> bool:
-        return self.status != "refused" and self.difference == 0
+        return self.status not in ("refused", "rolled_back") and self.difference == 0
 
     def likely_causes(self) -> str:
         if self.status == "refused":
             return self.message or "the shrink guard refused the merge"
+        if self.status == "rolled_back":
+            return self.message or "another sheet of this snapshot was refused: nothing was committed"
         if self.difference > 0:
             return ("rows read from Excel are neither in core, nor counted as duplicates, nor "
                     "rejected: a merge that did not complete, or core rows deleted or changed "
@@ -66,23 +75,45 @@ class Reconciliation:
         return "none"
 
 
-def reconcile(warehouse: Warehouse, run_id: int, sheet: Sheet) -> Reconciliation:
-    """Count, record the outcome on the sheet run, and close the run once every sheet is checked."""
-    with warehouse.connect() as conn:
-        run = runs.sheet_run(conn, run_id, sheet.name)
-        if run is None:
-            raise LookupError(f"sheet '{sheet.name}' has no record in ingestion run {run_id}")
-        with conn.cursor() as cur:
+def count_sheet(conn, run_id: int, sheet: Sheet) -> Reconciliation:
+    """The figures of the count check, in the caller's transaction (the snapshot's commit sees
+    its own merge). A skipped sheet is counted from durable facts, never from staging."""
+    run = runs.sheet_run(conn, run_id, sheet.name)
+    if run is None:
+        raise LookupError(f"sheet '{sheet.name}' has no record in ingestion run {run_id}")
+    with conn.cursor() as cur:
+        if run["status"] == "skipped_unchanged":
+            in_core, message = _skipped_in_core(cur, run_id, sheet)
+        else:
             cur.execute(q.rows_in_core(sheet))
-            in_core = cur.fetchone()[0]
-            cur.execute(COUNT_REJECTS, (run["staged_run_id"], sheet.name))
-            rejected = cur.fetchone()[0]
-        result = Reconciliation(sheet.name, run["status"], run["rows_excel"], in_core,
-                                run["rows_duplicate"] or 0, rejected, run["message"])
-        with conn.cursor() as cur:
-            cur.execute(RECORD, (in_core, result.passed, run_id, sheet.name))
-            cur.execute(FINISH_RUN, {"run_id": run_id, "sheets": len(SHEETS)})
-    return result
+            in_core, message = cur.fetchone()[0], run["message"]
+        cur.execute(COUNT_REJECTS, (run["staged_run_id"], sheet.name))
+        rejected = cur.fetchone()[0]
+    return Reconciliation(sheet.name, run["status"], run["rows_excel"], in_core,
+                          run["rows_duplicate"] or 0, rejected, message)
+
+
+def _skipped_in_core(cur, run_id: int, sheet: Sheet) -> tuple[int, str | None]:
+    """An unchanged sheet's rows in core are those of the last reconciled run that holds the same
+    content, provided the table still holds exactly as many rows as right after that run."""
+    cur.execute(LAST_RECONCILED, (sheet.name, run_id))
+    row = cur.fetchone()
+    if row is None:
+        return 0, "no earlier reconciled run of this sheet to compare with"
+    previous_run, in_core, core_rows = row
+    cur.execute(f"SELECT count(*) FROM {sheet.core_table}")
+    now = cur.fetchone()[0]
+    if core_rows is not None and now != core_rows:
+        return now - core_rows + in_core, (
+            f"{sheet.core_table} holds {now:,} rows, {core_rows:,} after run {previous_run}: "
+            "changed outside an ingestion")
+    return in_core, f"content unchanged since run {previous_run}"
+
+
+def record(conn, run_id: int, result: Reconciliation) -> None:
+    with conn.cursor() as cur:
+        cur.execute(RECORD, (result.rows_in_core, result.passed, run_id, result.sheet))
+        cur.execute(FINISH_RUN, {"run_id": run_id, "sheets": len(SHEETS)})
 
 
 def write_mismatch_report(warehouse: Warehouse, run_id: int, reports: Path) -> Path | None:

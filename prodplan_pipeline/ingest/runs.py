@@ -14,13 +14,23 @@ START_RUN = """
 # Runs left 'running' by a process that died: called under the ingestion lock, so no other
 # ingestion can be running at that moment.
 CLOSE_INTERRUPTED = """
-    UPDATE ops.ingestion_runs SET status = 'failed', finished_at = now(),
-        message = 'interrupted: the process stopped before the run finished'
-    WHERE status = 'running' AND run_id <> %s"""
+    UPDATE ops.ingestion_runs SET status = 'interrupted', finished_at = now(),
+        message = 'interrupted: the process stopped before the run finished; nothing of it '
+                  'was committed unless its sheets say merged'
+    WHERE status = 'running' AND run_id IS DISTINCT FROM %s
+    RETURNING run_id, dagster_run_id, started_at"""
+# The content core holds for a sheet: the last run whose sheet landed and reconciled (a refused
+# or rolled-back snapshot left core as it was, so it does not count).
 LAST_SHEET_RUN = """
     SELECT status, sheet_sha256, staged_run_id, rows_excel, rows_duplicate, rows_rejected
-    FROM ops.ingestion_sheet_runs WHERE sheet = %s AND run_id < %s
+    FROM ops.ingestion_sheet_runs
+    WHERE sheet = %s AND run_id < %s AND reconciled AND status IN ('merged', 'skipped_unchanged')
     ORDER BY run_id DESC LIMIT 1"""
+RECORD_CORE_ROWS = "UPDATE ops.ingestion_sheet_runs SET core_rows = %s WHERE run_id = %s AND sheet = %s"
+MARK_ROLLED_BACK = """
+    UPDATE ops.ingestion_sheet_runs SET status = 'rolled_back', message = %(message)s,
+        rows_in_core = NULL, reconciled = false
+    WHERE run_id = %(run_id)s AND sheet = ANY(%(sheets)s)"""
 UPSERT_SHEET_RUN = """
     INSERT INTO ops.ingestion_sheet_runs AS r
         (run_id, sheet, sheet_sha256, status, staged_run_id, message, rows_excel, rows_duplicate,
@@ -58,11 +68,19 @@ class PreviousSheetRun:
 
 
 def start_run(conn, dagster_run_id: str, workbook: WorkbookInfo, forced: bool) -> int:
+    """Register the run (call under the ingestion lock; runs it finds 'running' are closed)."""
     with conn.cursor() as cur:
-        cur.execute(START_RUN, (dagster_run_id, str(workbook.path), workbook.sha256, forced))
+        cur.execute(START_RUN, (dagster_run_id, str(workbook.shown_path), workbook.sha256, forced))
         run_id = cur.fetchone()[0]
-        cur.execute(CLOSE_INTERRUPTED, (run_id,))
+    close_interrupted(conn, run_id)
     return run_id
+
+
+def close_interrupted(conn, keep: int | None = None) -> list[tuple]:
+    """Close every 'running' run but ``keep``: (run_id, dagster_run_id, started_at) of each."""
+    with conn.cursor() as cur:
+        cur.execute(CLOSE_INTERRUPTED, (keep,))
+        return cur.fetchall()
 
 
 def run_id_for(conn, dagster_run_id: str) -> int:
@@ -72,6 +90,13 @@ def run_id_for(conn, dagster_run_id: str) -> int:
     if row is None:
         raise LookupError(f"no ingestion run registered for Dagster run {dagster_run_id}")
     return row[0]
+
+
+def workbook_sha256(conn, dagster_run_id: str) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT workbook_sha256 FROM ops.ingestion_runs WHERE dagster_run_id = %s",
+                    (dagster_run_id,))
+        return cur.fetchone()[0]
 
 
 def previous_sheet_run(conn, sheet: str, run_id: int) -> PreviousSheetRun | None:
@@ -90,6 +115,17 @@ def record_merge(conn, run_id: int, sheet: str, status: str, message: str | None
     with conn.cursor() as cur:
         cur.execute(RECORD_MERGE, {"run_id": run_id, "sheet": sheet, "status": status,
                                    "message": message, **asdict(counts)})
+
+
+def record_core_rows(conn, run_id: int, sheet) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {sheet.core_table}")
+        cur.execute(RECORD_CORE_ROWS, (cur.fetchone()[0], run_id, sheet.name))
+
+
+def mark_rolled_back(conn, run_id: int, sheets: list[str], message: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(MARK_ROLLED_BACK, {"run_id": run_id, "sheets": sheets, "message": message})
 
 
 def sheet_run(conn, run_id: int, sheet: str) -> dict | None:

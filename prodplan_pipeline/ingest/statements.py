@@ -14,6 +14,7 @@ import re
 from functools import cache
 
 from prodplan_pipeline.contract import SURROGATE_KEY, ColumnType, Sheet
+from prodplan_pipeline.derived.backfill import ORDER_DERIVED, PHASE_DERIVED
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
@@ -32,11 +33,25 @@ RECORD_DEFECT_DAYS = """
     LEFT JOIN core.ordens_fabrico o ON o.of_id = r.erro_of_id
     WHERE coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao) IS NOT NULL
     ON CONFLICT DO NOTHING"""
-# Columns the merge computes itself (the partition key must be right when a row is written).
-MERGE_COMPUTED = {"fases_ordem_fabrico": {"event_time": "coalesce(fase_of_fim, fase_of_inicio)"}}
-# Derived columns the merge clears on a changed row: NULL marks the row for the incremental
-# backfill (inserted rows start NULL anyway).
-MERGE_RESETS = {"fases_ordem_fabrico": ("duration_seconds", "is_open", "is_done")}
+# An order's product decides which aggregate rows its phases and defects count in: a new,
+# changed or deleted order changes the days of its phases and defects too (the orders merge
+# runs first in the snapshot's commit, so this sees the phases and defects before theirs).
+RECORD_ORDER_DEPENDENT_DAYS = """
+    INSERT INTO ops.changed_days (run_id, kind, day)
+    SELECT DISTINCT %(run_id)s, x.kind, x.day FROM (
+        SELECT 'phase_event' AS kind, f.event_time::date AS day
+        FROM diff d JOIN core.fases_ordem_fabrico f ON f.fase_of_of_id = d.of_id
+        UNION ALL
+        SELECT 'defect', e.ofch_event_time::date
+        FROM diff d JOIN core.erros_ordem_fabrico e ON e.erro_of_id = d.of_id) x
+    WHERE x.day IS NOT NULL
+    ON CONFLICT DO NOTHING"""
+# Columns the merge computes from the row itself and writes with it: a committed row never
+# waits for its derived values (and the partition key is right when the row is written).
+MERGE_COMPUTED = {"fases_ordem_fabrico": PHASE_DERIVED, "ordens_fabrico": ORDER_DERIVED}
+# The partition key of a partitioned core table: an update or delete must find the row in its
+# old partition (and a changed key moves the row).
+PARTITION_KEY = {"fases_ordem_fabrico": "event_time"}
 # A NULL key value must still match itself in a hash join: compared through a sentinel.
 NULL_SENTINEL = {ColumnType.TIMESTAMP: "'-infinity'::timestamp"}
 
@@ -165,7 +180,8 @@ def _old_columns(sheet: Sheet) -> list[str]:
     updates and deletes find the row in its partition)."""
     _, day = DAY_SOURCES.get(sheet.table, (None, None))
     old = [day] if day else []
-    return old + [n for n in MERGE_COMPUTED.get(sheet.table, {}) if n not in old]
+    partition = PARTITION_KEY.get(sheet.table)
+    return old + ([partition] if partition and partition not in old else [])
 
 
 @cache
@@ -204,7 +220,8 @@ def _sql_type(sheet: Sheet, name: str) -> str:
 
 def _in_partition(sheet: Sheet, core: str, d: str) -> str:
     """Extra condition so a changed row is found in its (old) partition, not in all of them."""
-    return "".join(f" AND {core}.{n} = {d}.old_{n}" for n in MERGE_COMPUTED.get(sheet.table, {}))
+    partition = PARTITION_KEY.get(sheet.table)
+    return f" AND {core}.{ident(partition)} = {d}.old_{ident(partition)}" if partition else ""
 
 
 @cache
@@ -218,8 +235,7 @@ def apply_updates(sheet: Sheet) -> str:
     written = [n for n in _written_columns(sheet) if n not in sheet.key_names]
     if not written:  # every column is part of the key: a row can be new or gone, never changed
         return "SELECT 1 WHERE false"
-    assignments = ", ".join([f"{ident(n)} = d.{ident(n)}" for n in written]
-                            + [f"{ident(n)} = NULL" for n in MERGE_RESETS.get(sheet.table, ())])
+    assignments = ", ".join(f"{ident(n)} = d.{ident(n)}" for n in written)
     return (f"UPDATE {sheet.core_table} c SET {assignments} FROM diff d WHERE d.action = 'update' "
             f"AND {key_match(sheet, 'c', 'd')}{_in_partition(sheet, 'c', 'd')}")
 
@@ -231,13 +247,18 @@ def apply_inserts(sheet: Sheet) -> str:
 
 
 @cache
-def record_days(sheet: Sheet) -> str | None:
-    """The days whose rows this merge inserted, updated or deleted (old and new day)."""
+def record_days(sheet: Sheet) -> tuple[str, ...]:
+    """Statements recording the days whose facts this merge changed (old and new day)."""
     kind, day = DAY_SOURCES.get(sheet.table, (None, None))
     if kind is None:
-        return None
+        return ()
     if day is None:
-        return RECORD_DEFECT_DAYS
+        return (RECORD_DEFECT_DAYS,)
+    dependent = (RECORD_ORDER_DEPENDENT_DAYS,) if sheet.table == "ordens_fabrico" else ()
+    return (_record_own_days(kind, day), *dependent)
+
+
+def _record_own_days(kind: str, day: str) -> str:
     return f"""
         INSERT INTO ops.changed_days (run_id, kind, day)
         SELECT DISTINCT %(run_id)s, '{kind}', v.d

@@ -1,7 +1,8 @@
-"""The three steps each sheet goes through: stage, merge, reconcile.
+"""Staging, the first step each sheet goes through (the merge and the count check of all
+sheets follow together, in one commit: see ``commit.py``).
 
-Each is a plain function over a warehouse; the Dagster assets and checks call them, and so can
-tests and benchmarks. Every step records what it did in ``ops.ingestion_sheet_runs``.
+Plain functions over a warehouse; the Dagster assets call them, and so can tests and
+benchmarks. Every step records what it did in ``ops.ingestion_sheet_runs``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 from prodplan_pipeline.contract import Sheet
 from prodplan_pipeline.ingest import runs
-from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK, MergeCounts, ShrinkRefused, merge_sheet
 from prodplan_pipeline.ingest.stage import stage_sheet
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.inspect import WorkbookError, WorkbookInfo
@@ -76,32 +76,3 @@ def stage_all(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheets:
                 yield futures[future], future.result()
             except WorkbookError as error:
                 yield futures[future], error
-
-
-@dataclass(frozen=True)
-class MergeOutcome:
-    sheet: str
-    status: str  # merged | skipped_unchanged | refused
-    counts: MergeCounts | None
-    message: str | None = None
-
-
-def merge(warehouse: Warehouse, run_id: int, sheet: Sheet,
-          max_shrink: float = DEFAULT_MAX_SHRINK) -> MergeOutcome:
-    """Merge the staged sheet into core in one transaction (a no-op for a skipped sheet)."""
-    with warehouse.connect() as conn:
-        current = runs.sheet_run(conn, run_id, sheet.name)
-    if current is None:
-        raise LookupError(f"sheet '{sheet.name}' was not staged in ingestion run {run_id}")
-    if current["status"] == "skipped_unchanged":
-        return MergeOutcome(sheet.name, "skipped_unchanged", None, current["message"])
-    try:
-        with warehouse.connect() as conn:
-            counts = merge_sheet(conn, sheet, run_id, max_shrink)
-            runs.record_merge(conn, run_id, sheet.name, "merged", None, counts)
-    except ShrinkRefused as refused:
-        with warehouse.connect() as conn:
-            runs.record_merge(conn, run_id, sheet.name, "refused", str(refused),
-                              MergeCounts(0, 0, 0, 0, 0, 0, 0.0))
-        return MergeOutcome(sheet.name, "refused", None, str(refused))
-    return MergeOutcome(sheet.name, "merged", counts)

@@ -18,12 +18,12 @@ from prodplan_pipeline.analytics.aggregates import (
     Aggregate,
     bump_cache_version,
     outside_range,
-    refresh,
 )
-from prodplan_pipeline.analytics.wip import VIEWS, refresh_views, refresh_wip
+from prodplan_pipeline.analytics.convergence import refresh_days, refresh_views_layer, refresh_wip_layer
+from prodplan_pipeline.analytics.wip import VIEWS
 from prodplan_pipeline.contract import sheet
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
-from prodplan_pipeline.orchestration.partitions import DAILY
+from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
 from prodplan_pipeline.orchestration.quality import DERIVED_DEFECTS, DERIVED_ORDERS, DERIVED_PHASES
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 
@@ -56,10 +56,10 @@ def build_daily_aggregate(aggregate: Aggregate):
     def daily_aggregate(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date()
+        first, last_end = partition_bounds()
         with warehouse.get_warehouse().connect() as conn:
-            report = refresh(conn, aggregate, start, end)
-            first, last = DAILY.get_first_partition_window(), DAILY.get_last_partition_window()
-            outside = outside_range(conn, aggregate, first.start.date(), last.end.date())
+            report = refresh_days(conn, aggregate.table, start, end, first, last_end)
+            outside = outside_range(conn, aggregate, first, last_end)
             version = bump_cache_version(conn)
         say(context, f"{aggregate.table} {start}..{end}: {report.rows_written:,} rows "
                      f"({report.seconds:.2f} s)")
@@ -80,7 +80,7 @@ def agg_wip_current(context: AssetExecutionContext, warehouse: WarehouseResource
     from core.ordens_fabrico are counted in the metadata."""
     as_of = datetime.now()  # the factory's timestamps are local and naive, like this clock
     with warehouse.get_warehouse().connect() as conn:
-        counts = refresh_wip(conn, as_of)
+        counts = refresh_wip_layer(conn, as_of)
         version = bump_cache_version(conn)
     return MaterializeResult(metadata={**counts, "as_of": as_of.isoformat(timespec="seconds"),
                                        "cache_version": version})
@@ -93,7 +93,7 @@ def materialized_views(context: AssetExecutionContext, warehouse: WarehouseResou
     phase, WIP by phase, the phases each employee worked), refreshed CONCURRENTLY so readers
     never wait for a refresh."""
     with warehouse.get_warehouse().connect() as conn:
-        seconds = refresh_views(conn)
+        seconds = refresh_views_layer(conn, *partition_bounds())
         version = bump_cache_version(conn)
     return MaterializeResult(metadata={**{v.split(".")[1]: s for v, s in seconds.items()},
                                        "views": ", ".join(VIEWS), "cache_version": version})

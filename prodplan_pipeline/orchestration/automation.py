@@ -1,8 +1,10 @@
 """Sensors and schedules that keep the warehouse fresh and raise alerts.
 
 - ``workbook_sensor``: one ingestion run per distinct workbook content (``run_key`` = SHA-256).
-- ``changed_days_sensor``: after each succeeded ingestion, aggregate runs for exactly the daily
-  partitions whose source rows changed (``ops.changed_days``), one run per contiguous range.
+- ``changed_days_sensor``: aggregate runs for exactly the daily partitions that a snapshot
+  changed since they last reflected one (``ops.changed_days`` vs ``ops.aggregate_days``), one run
+  per contiguous range; then WIP and the views. It converges from these durable records, so a
+  killed ingestion or refresh is caught up on a later tick.
 - ``check_alert_sensor``: every failed asset check evaluation, blocking or not, alerts once. A
   failed non-blocking check leaves its run green, so a run-failure sensor alone would miss it.
 - ``run_failure_alert_sensor``: every failed run alerts once.
@@ -18,19 +20,21 @@ the pipeline to keep itself fresh without clicking each sensor on. Stop them in 
 # No `from __future__ import annotations`: Dagster inspects the sensor functions' annotations.
 import json
 import time
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from dagster import (
+    AssetKey,
     DagsterEventType,
+    DagsterRunStatus,
     DagsterInvariantViolationError,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     EventRecordsFilter,
     RunFailureSensorContext,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
@@ -42,14 +46,15 @@ from dagster import (
 )
 from prodplan_pipeline import alerts
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
+from prodplan_pipeline.analytics.convergence import lagging_layers, latest_snapshot, pending_days
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     INGEST_JOB,
-    INLINE_REFRESH_TAG,
-    partition_days,
+    partition_bounds,
     range_tags,
     refresh_ranges,
 )
+from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.workbook.inspect import file_sha256
@@ -115,63 +120,41 @@ def workbook_sensor(context: SensorEvaluationContext):
 
 # ------------------------------------------------------------------------ changed-days sensor
 
-NEW_INGESTIONS = """
-    SELECT run_id, status, dagster_run_id FROM ops.ingestion_runs WHERE run_id > %s
-    ORDER BY run_id LIMIT %s"""
-CHANGED_DAYS = "SELECT DISTINCT day FROM ops.changed_days WHERE run_id = %s"
-# The newest run that is finished and not preceded by one still running: where a sensor that
-# has never ticked starts (the history before it was refreshed by `prodplan demo`/`ingest`,
-# which materialize the whole graph; re-requesting every partition would redo all of it).
-BOOTSTRAP_RUN_ID = """
-    SELECT coalesce(max(run_id), 0) FROM ops.ingestion_runs
-    WHERE run_id < coalesce((SELECT min(run_id) FROM ops.ingestion_runs
-                             WHERE status = 'running'), 9223372036854775807)"""
-# An ingestion whose Dagster run carries this tag refreshed its changed days itself (`prodplan
-# ingest` does, synchronously): requesting them again would only redo the same work.
+CHANGED_OUTSIDE = """
+    SELECT DISTINCT day FROM ops.changed_days WHERE day < %(first)s OR day >= %(end)s ORDER BY 1"""
+CURRENT_LAYERS = [AssetKey(["analytics", "agg_wip_current"]), AssetKey(["analytics", "materialized_views"])]
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED]
 
 
-def _refresh_request(ingestion_run_id: int, first: date, last: date) -> RunRequest:
-    tags = {"prodplan/ingestion_run_id": str(ingestion_run_id)}
-    key = f"changed-days-{ingestion_run_id}-{first}-{last}"
+def _refresh_request(snapshot: int, attempt: int, first: date, last: date) -> RunRequest:
+    tags = {"prodplan/snapshot_run_id": str(snapshot)}
+    key = f"converge-{snapshot}-{attempt}-{first}-{last}"
     if first == last:  # a plain partition run: the UI shows it as that day's materialization
         return RunRequest(run_key=key, partition_key=first.isoformat(), tags=tags)
     # One run over the whole range (the aggregates' backfill policy is single_run).
     return RunRequest(run_key=key, tags={**tags, **range_tags(first, last)})
 
 
-def _requests_for(cur, run_id: int, notes: list[str]) -> list[RunRequest]:
-    cur.execute(CHANGED_DAYS, (run_id,))
-    # A list, not a generator: partition_days reads its argument twice.
-    inside, outside = partition_days([day for (day,) in cur.fetchall()])
+def _pending_work(conn, notes: list[str]) -> tuple[int, list[tuple[date, date]], list[str]]:
+    """(latest snapshot, day ranges to refresh, lagging layers): what the durable records say."""
+    first, last_end = partition_bounds()
+    snapshot = latest_snapshot(conn)
+    with conn.cursor() as cur:
+        cur.execute(CHANGED_OUTSIDE, {"first": first, "end": last_end})
+        outside = [day for (day,) in cur.fetchall()]
     if outside:
-        notes.append(f"ingestion {run_id}: {len(outside)} changed day(s) outside the daily "
-                     f"partitions ({outside[0]} .. {outside[-1]}) not requested")
-    return [_refresh_request(run_id, *days) for days in refresh_ranges(inside)]
+        notes.append(f"{len(outside)} changed day(s) outside the daily partitions "
+                     f"({outside[0]} .. {outside[-1]}) are not aggregated")
+    ranges = refresh_ranges(pending_days(conn, first, last_end, snapshot))
+    return snapshot, ranges, lagging_layers(conn, snapshot)
 
 
-def _changed_days_tick(conn, last_run_id: int, refreshed_inline: Callable[[str | None], bool]
-                       ) -> tuple[list[RunRequest], int, list[str]]:
-    """Requests for the succeeded ingestions after ``last_run_id``; the new cursor; notes."""
-    requests, notes = [], []
-    with conn.cursor() as cur:
-        cur.execute(NEW_INGESTIONS, (last_run_id, MAX_INGESTIONS_PER_TICK))
-        for run_id, status, dagster_run_id in cur.fetchall():
-            if status == "running":
-                break  # its days are not final yet: resume from here on a later tick
-            last_run_id = run_id
-            if status != "succeeded":
-                continue  # failed / check_failed: nothing downstream is refreshed for them
-            if refreshed_inline(dagster_run_id):
-                notes.append(f"ingestion {run_id}: changed days already refreshed by its launcher")
-                continue
-            requests += _requests_for(cur, run_id, notes)
-    return requests, last_run_id, notes
-
-
-def _bootstrap_run_id(conn) -> int:
-    with conn.cursor() as cur:
-        cur.execute(BOOTSTRAP_RUN_ID)
-        return cur.fetchone()[0]
+def _refreshes_in_flight(context: SensorEvaluationContext) -> int:
+    instance = _instance_or_none(context)
+    if instance is None:
+        return 0
+    return len(instance.get_run_ids(RunsFilter(job_name=DAILY_REFRESH_JOB, statuses=IN_FLIGHT)))
 
 
 def _instance_or_none(context: SensorEvaluationContext):
@@ -181,34 +164,30 @@ def _instance_or_none(context: SensorEvaluationContext):
         return None
 
 
-def _inline_refresh_checker(instance) -> Callable[[str | None], bool]:
-    def refreshed_inline(dagster_run_id: str | None) -> bool:
-        run = instance.get_run_by_id(dagster_run_id) if instance and dagster_run_id else None
-        return bool(run and run.tags.get(INLINE_REFRESH_TAG))
-    return refreshed_inline
-
-
 @sensor(job_name=DAILY_REFRESH_JOB, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
-        description="After each succeeded ingestion, refresh exactly the daily partitions whose "
-        "source rows changed (ops.changed_days), one run per contiguous range of days.")
+        description="Brings the analytics layer up to the latest snapshot: requests refresh runs "
+        "for exactly the daily partitions that a snapshot changed since the partition last "
+        "reflected one (ops.changed_days vs ops.aggregate_days), whichever run changed them and "
+        "whatever refresh was killed since; then WIP and the views.")
 def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
-    cursor = _load_cursor(context.cursor)
+    cursor, notes = _load_cursor(context.cursor), []
     with warehouse.get_warehouse().connect() as conn:
-        if "last_run_id" not in cursor:
-            start = _bootstrap_run_id(conn)
-            return SensorResult(cursor=json.dumps({"last_run_id": start}), skip_reason=(
-                f"first tick: starting after ingestion run {start}; earlier runs are not refreshed"))
-        refreshed_inline = _inline_refresh_checker(_instance_or_none(context))
-        requests, last_run_id, notes = _changed_days_tick(conn, int(cursor["last_run_id"]),
-                                                          refreshed_inline)
+        if lock_holder_pid(conn, INGESTION_LOCK) is not None:
+            return SkipReason("an ingestion is running: it brings the analytics up to its snapshot itself")
+        snapshot, ranges, lagging = _pending_work(conn, notes)
+    if not ranges and not lagging:
+        return SkipReason("; ".join([f"every analytics layer reflects snapshot {snapshot}", *notes]))
+    in_flight = _refreshes_in_flight(context)
+    if in_flight:
+        return SkipReason(f"{in_flight} refresh run(s) in flight; the pending work is re-checked after them")
+    attempt = int(cursor.get("attempt", 0)) + 1  # a new key: the last attempt may have failed
+    requests = ([_refresh_request(snapshot, attempt, *days) for days in ranges] or
+                [RunRequest(run_key=f"converge-{snapshot}-{attempt}-current", asset_selection=CURRENT_LAYERS,
+                            tags={"prodplan/snapshot_run_id": str(snapshot)})])
     for note in notes:
         context.log.info(note)
-    new_cursor = json.dumps({"last_run_id": last_run_id})
-    if requests:
-        return SensorResult(run_requests=requests, cursor=new_cursor)
-    reason = "; ".join(notes) or f"no changed days in succeeded ingestions up to run {last_run_id}"
-    return SensorResult(skip_reason=reason, cursor=new_cursor)
+    return SensorResult(run_requests=requests, cursor=json.dumps({"snapshot": snapshot, "attempt": attempt}))
 
 
 # ---------------------------------------------------------------------------------- alerting

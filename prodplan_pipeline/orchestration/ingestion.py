@@ -8,6 +8,7 @@ what a data engineer wants to see in the UI: row counts by outcome, seconds, has
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
 import logging
+from dataclasses import replace
 
 from dagster import (
     AssetCheckResult,
@@ -23,10 +24,10 @@ from dagster import (
     multi_asset,
 )
 
-from prodplan_pipeline.analytics.aggregates import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, Sheet
 from prodplan_pipeline.ingest import runs, steps
-from prodplan_pipeline.ingest.reconcile import reconcile, write_mismatch_report
+from prodplan_pipeline.ingest.commit import commit_snapshot
+from prodplan_pipeline.ingest.reconcile import write_mismatch_report
 from prodplan_pipeline.orchestration.resources import (
     IngestionLockResource,
     WarehouseResource,
@@ -80,14 +81,17 @@ def workbook(context: AssetExecutionContext, warehouse: WarehouseResource,
              workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource) -> MaterializeResult:
     """The ERP export Folha_IA.xlsx: checked to be a readable .xlsx, hashed as a whole and per
     sheet (from the zip's stored bytes, no cell parsed), and registered as an ingestion run."""
-    info = _inspect(workbook_file.resolved_path())
+    source = workbook_file.resolved_path()
+    _inspect(source)  # a file that is not a workbook is refused naming the user's path
+    copy, _ = workbook_file.snapshot()
+    info = replace(_inspect(copy), source=source)
     with warehouse.get_warehouse().connect() as conn:
         run_id = runs.start_run(conn, context.run.run_id, info, workbook_file.force)
     missing = [s.name for s in SHEETS if s.name not in info.sheet_parts]
-    say(context, f"workbook {info.path.name}: {info.size / 1e6:.1f} MB, sha256 {info.sha256[:12]}, "
+    say(context, f"workbook {source.name}: {info.size / 1e6:.1f} MB, sha256 {info.sha256[:12]}, "
                  f"ingestion run {run_id}")
     return MaterializeResult(metadata={
-        "path": str(info.path), "sha256": info.sha256, "bytes": info.size,
+        "path": str(source), "copy_read": str(copy), "sha256": info.sha256, "bytes": info.size,
         "ingestion_run_id": run_id, "sheets": ", ".join(info.sheet_names),
         "missing_sheets": ", ".join(missing) or "none",
     })
@@ -104,9 +108,10 @@ def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
     unchanged re-ingest). A broken sheet fails the step after every sheet was tried, so the
     message lists every problem and nothing at all is merged from a broken export."""
     wh = warehouse.get_warehouse()
-    info = _inspect(workbook_file.resolved_path())
     with wh.connect() as conn:
-        run_id = runs.run_id_for(conn, context.run.run_id)
+        run_id, sha256 = runs.run_id_for(conn, context.run.run_id), runs.workbook_sha256(conn, context.run.run_id)
+    # The bytes the workbook step hashed, whatever the user's path holds by now.
+    info = replace(_inspect(workbook_file.copy_of(sha256)), source=workbook_file.resolved_path())
     problems = []
     for sheet, outcome in steps.stage_all(wh, run_id, info, _selected(context, raw_key),
                                           force=workbook_file.force):
@@ -142,23 +147,21 @@ def _stage_metadata(outcome, info, sheet: Sheet) -> dict:
 )
 def core_tables(context: AssetExecutionContext, warehouse: WarehouseResource,
                 workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource):
-    """Merge each staged sheet into core (one transaction per table), then reconcile its counts."""
+    """Merge every staged sheet into core and reconcile its counts, all in one commit: the
+    workbook is one snapshot, so a refused sheet leaves every core table as it was."""
     wh = warehouse.get_warehouse()
     with wh.connect() as conn:
         run_id = runs.run_id_for(conn, context.run.run_id)
-    changed = 0
+    snapshot = commit_snapshot(wh, run_id, _selected(context, core_key), workbook_file.shrink_limit())
+    if not snapshot.committed:
+        say(context, f"snapshot not committed: {snapshot.message}")
     for sheet in _selected(context, core_key):
-        outcome = steps.merge(wh, run_id, sheet, max_shrink=workbook_file.max_shrink)
+        outcome = snapshot.merged[sheet.name]
         yield MaterializeResult(asset_key=core_key(sheet), metadata=_merge_metadata(context, outcome, sheet))
-        check = reconcile(wh, run_id, sheet)
-        changed += sum((outcome.counts.inserted, outcome.counts.updated, outcome.counts.deleted)) if outcome.counts else 0
-        yield _reconciliation_result(context, check, sheet)
+        yield _reconciliation_result(context, snapshot.reconciled[sheet.name], sheet)
     report = write_mismatch_report(wh, run_id, workbook_file.reports_dir())
     if report:
         say(context, f"blocking count checks failed: see {report}")
-    elif changed:  # a successful ingestion that changed core: API caches must not serve the old
-        with wh.connect() as conn:
-            bump_cache_version(conn)
 
 
 def _selected(context, key_of) -> list[Sheet]:

@@ -1,5 +1,6 @@
 """Run the ingestion graph in this process, on Dagster's PostgreSQL instance (so the run shows up
-in the UI), and turn the outcome into what `prodplan ingest` prints and returns."""
+in the UI), bring the analytics layers up to the snapshot, and turn the outcome into what
+`prodplan ingest` prints and returns."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prodplan_pipeline import watermarks
+from dagster import AssetKey
+
 from prodplan_pipeline.contract import SHEETS
+from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
+from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
+from prodplan_pipeline.orchestration.partitions import (
+    DAILY_REFRESH_JOB,
+    contiguous_ranges,
+    partition_bounds,
+    range_tags,
+)
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
+from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
 
 EXIT_OK, EXIT_ERROR, EXIT_CHECK_FAILED = 0, 1, 2
 SHEET_SUMMARY = """
@@ -60,50 +71,52 @@ def show_progress(stream=None) -> None:
     logger.propagate = False
 
 
+# Dagster records ~2 events per partition and asset (~20 ms each with PostgreSQL storage): a run
+# over every day of six years spends minutes on bookkeeping for seconds of SQL, and each run
+# costs ~2 s to start. Beyond these sizes (a first load, a large re-import) the same set-based
+# refresh of exactly the pending days runs directly instead.
+BULK_DAYS = 60
+INLINE_RUNS = 8
+QUIET_CONSOLE = {"console": {"config": {"log_level": "CRITICAL"}}}  # Dagster's log stays in its storage
+CURRENT_LAYERS = [AssetKey(["analytics", "agg_wip_current"]), AssetKey(["analytics", "materialized_views"])]
+ANALYTICS_TABLES = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stats_daily",
+                    "analytics.agg_quality_daily", "analytics.agg_wip_current")
+
+
 def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
-                  job_name: str = "ingest_workbook") -> IngestOutcome:
+                  max_shrink: float = DEFAULT_MAX_SHRINK, job_name: str = "ingest_workbook") -> IngestOutcome:
+    """The whole command under the ingestion lock: close what a killed run left, ingest the
+    workbook through the Dagster graph, then bring every analytics layer up to the latest
+    snapshot. Exit 0 only when every layer reflects it."""
     from dagster import DagsterInstance
 
     from prodplan_pipeline.orchestration.definitions import defs
     from prodplan_pipeline.orchestration.instance import dagster_environment
-    from prodplan_pipeline.orchestration.partitions import INLINE_REFRESH_TAG
 
     os.environ.update(dagster_environment(settings))
     started = time.perf_counter()
     run_config = {
-        "resources": {"workbook_file": {"config": {"path": str(workbook), "force": force}}},
-        # The terminal gets our progress lines and one clear message; Dagster's own log (with
-        # its stack traces) stays in its storage, for the UI.
-        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        "resources": {"workbook_file": {"config": {"path": str(workbook), "force": force,
+                                                   "max_shrink": max_shrink}}},
+        "loggers": QUIET_CONSOLE,
     }
-    with DagsterInstance.get() as instance:
+    warehouse = Warehouse.from_settings(settings)  # resolved once: each resolution connects
+    with DagsterInstance.get() as instance, warehouse.connect() as lock_conn, \
+            advisory_lock(lock_conn, INGESTION_LOCK, on_wait=_say):
+        close_interrupted(instance, warehouse)
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False,
-            tags={INLINE_REFRESH_TAG: "true"})  # refreshed below: the sensor need not
-        outcome = _outcome(result)
-        # one resolved warehouse for the whole follow-up (each resolution opens a connection)
-        warehouse = Warehouse.from_settings(settings)
+            instance=instance, run_config=run_config, raise_on_error=False, tags=cli_run_tags())
+        outcome = _outcome(result, settings)
         _add_sheet_summary(outcome, warehouse, settings.reports)
         if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
-            _refresh_changed_days(instance, warehouse, outcome)
+            converge(instance, warehouse, outcome, settings)
             outcome.analytics_rows = _analytics_rows(warehouse)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-CHANGED_DAYS = "SELECT DISTINCT day FROM ops.changed_days WHERE run_id = %s"
-# The last ingestion run whose changed days the daily aggregates include.
-DAILY_AGGREGATES_WATERMARK = "daily_aggregates"
-# Dagster records ~2 events per partition and asset (~20 ms each with PostgreSQL storage): a run
-# over every day of six years spends minutes on bookkeeping for seconds of SQL, and each run
-# costs ~2 s to start. Beyond these sizes (a first load, a large re-import) the same set-based
-# refresh of exactly the changed days runs directly instead.
-BULK_DAYS = 60
-INLINE_RUNS = 8
-
-
-ANALYTICS_TABLES = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stats_daily",
-                    "analytics.agg_quality_daily", "analytics.agg_wip_current")
+def _say(message: str) -> None:
+    logging.getLogger("prodplan.progress").info(message)
 
 
 def _analytics_rows(warehouse: Warehouse) -> dict[str, int]:
@@ -115,68 +128,68 @@ def _analytics_rows(warehouse: Warehouse) -> dict[str, int]:
     return counts
 
 
-def _bulk_refresh(warehouse: Warehouse, outcome: IngestOutcome, ranges) -> None:
-    from datetime import datetime, timedelta
+def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: Settings) -> None:
+    """Refresh every aggregate day that a snapshot changed since the day last reflected one
+    (whichever run changed it, and whatever refresh was killed since), then WIP and the views."""
+    from prodplan_pipeline.analytics.convergence import lagging_layers, pending_days
 
-    from prodplan_pipeline.analytics.aggregates import bump_cache_version, refresh_all
-    from prodplan_pipeline.analytics.wip import refresh_views, refresh_wip
+    first, last_end = partition_bounds()
+    with warehouse.connect() as conn:
+        ranges = contiguous_ranges(pending_days(conn, first, last_end))
+    if len(ranges) > INLINE_RUNS or sum((b - a).days + 1 for a, b in ranges) > BULK_DAYS:
+        _bulk_refresh(warehouse, outcome, ranges, first, last_end)
+    else:
+        for day_from, day_to in ranges:
+            if not _dagster_refresh(instance, outcome, settings, range_tags(day_from, day_to),
+                                    f"{day_from}..{day_to}"):
+                return
+    with warehouse.connect() as conn:
+        lagging = lagging_layers(conn)
+    if lagging:  # nothing (more) to re-aggregate, but WIP, the views or a watermark lag
+        if not _dagster_refresh(instance, outcome, settings, {}, "current WIP and views", CURRENT_LAYERS):
+            return
+        with warehouse.connect() as conn:
+            lagging = lagging_layers(conn)
+    if lagging:
+        outcome.exit_code = EXIT_ERROR
+        outcome.error = f"the analytics layers {', '.join(lagging)} did not catch up with the snapshot"
 
+
+def _dagster_refresh(instance, outcome: IngestOutcome, settings: Settings, tags: dict, label: str,
+                     asset_selection=None) -> bool:
+    from prodplan_pipeline.orchestration.definitions import defs
+
+    _say(f"analytics: {label}")
+    result = defs.resolve_job_def(DAILY_REFRESH_JOB).execute_in_process(
+        instance=instance, tags={**tags, **cli_run_tags()}, run_config={"loggers": QUIET_CONSOLE},
+        raise_on_error=False, asset_selection=asset_selection)
+    outcome.analytics.append({"refreshed": label, "dagster_run_id": result.run_id, "success": result.success})
+    if not result.success:
+        outcome.exit_code = EXIT_ERROR
+        outcome.error = (f"the analytics refresh of {label} failed (Dagster run {result.run_id}): "
+                         f"{_outcome(result, settings).error}; the next run catches it up")
+    return result.success
+
+
+def _bulk_refresh(warehouse: Warehouse, outcome: IngestOutcome, ranges, first, last_end) -> None:
+    from datetime import datetime
+
+    from prodplan_pipeline.analytics.convergence import refresh_everything
+
+    _say(f"analytics: {sum((b - a).days + 1 for a, b in ranges):,} pending days, set-based")
     started = time.perf_counter()
     with warehouse.connect() as conn:
-        reports = [r for first, last in ranges for r in refresh_all(conn, first, last + timedelta(days=1))]
-        refresh_wip(conn, datetime.now())
-        refresh_views(conn)
-        version = bump_cache_version(conn)
-        watermarks.advance(conn, DAILY_AGGREGATES_WATERMARK, outcome.run_id)  # same transaction
+        reports = refresh_everything(conn, ranges, first, last_end, datetime.now())
     seconds = time.perf_counter() - started
-    days = sum((last - first).days + 1 for first, last in ranges)
-    logging.getLogger("prodplan.progress").info(
-        f"daily aggregates of {days:,} changed days ({ranges[0][0]}..{ranges[-1][1]}): set-based, "
-        f"{sum(r.rows_written for r in reports):,} rows in {seconds:.1f} s (outside Dagster's "
-        "per-partition bookkeeping)")
+    days = sum((last - first_day).days + 1 for first_day, last in ranges)
+    _say(f"daily aggregates of {days:,} pending days ({ranges[0][0]}..{ranges[-1][1]}): set-based, "
+         f"{sum(r.rows_written for r in reports):,} rows in {seconds:.1f} s (outside Dagster's "
+         "per-partition bookkeeping)")
     outcome.analytics.append({"first_day": ranges[0][0].isoformat(), "last_day": ranges[-1][1].isoformat(),
-                              "days": days, "mode": "set-based bulk refresh", "seconds": round(seconds, 2),
-                              "cache_version": version})
+                              "days": days, "mode": "set-based bulk refresh", "seconds": round(seconds, 2)})
 
 
-def _refresh_changed_days(instance, warehouse: Warehouse, outcome: IngestOutcome) -> None:
-    """What the changed-days sensor does, done here synchronously: one aggregate run per range
-    of consecutive days whose source rows this ingestion changed (WIP and views once each)."""
-    from prodplan_pipeline.orchestration.definitions import defs
-    from prodplan_pipeline.orchestration.partitions import (
-        DAILY_REFRESH_JOB,
-        contiguous_ranges,
-        partition_days,
-        range_tags,
-    )
-
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(CHANGED_DAYS, (outcome.run_id,))
-        inside, outside = partition_days(day for (day,) in cur.fetchall())
-    if outside:  # e.g. an order finished in 2006: counted in the aggregates' metadata too
-        logging.getLogger("prodplan.progress").info(
-            f"{len(outside)} changed day(s) outside the daily partitions (e.g. {outside[0]}) not aggregated")
-    ranges = contiguous_ranges(inside)
-    if len(ranges) > INLINE_RUNS or sum((last - first).days + 1 for first, last in ranges) > BULK_DAYS:
-        _bulk_refresh(warehouse, outcome, ranges)
-        return
-    job = defs.resolve_job_def(DAILY_REFRESH_JOB)
-    for first, last in ranges:
-        logging.getLogger("prodplan.progress").info(f"daily aggregates {first}..{last}")
-        result = job.execute_in_process(instance=instance, tags=range_tags(first, last),
-                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-                                        raise_on_error=False)
-        outcome.analytics.append({"first_day": first.isoformat(), "last_day": last.isoformat(),
-                                  "dagster_run_id": result.run_id, "success": result.success})
-        if not result.success:
-            outcome.exit_code = EXIT_ERROR
-            outcome.error = f"the daily aggregates of {first}..{last} failed (Dagster run {result.run_id})"
-            return
-    with warehouse.connect() as conn:
-        watermarks.advance(conn, DAILY_AGGREGATES_WATERMARK, outcome.run_id)  # every range committed
-
-
-def _outcome(result) -> IngestOutcome:
+def _outcome(result, settings: Settings) -> IngestOutcome:
     failed_checks, errors = [], []
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
@@ -184,7 +197,7 @@ def _outcome(result) -> IngestOutcome:
             if not evaluation.passed and evaluation.severity.value == "ERROR":
                 failed_checks.append(evaluation.asset_check_key.to_user_string())
         elif event.event_type_value == "STEP_FAILURE":
-            errors.append(_failure_message(event))
+            errors.append(_failure_message(event, settings))
     if failed_checks:
         code = EXIT_CHECK_FAILED
     elif errors or not result.success:
@@ -195,10 +208,15 @@ def _outcome(result) -> IngestOutcome:
                          error=" ".join(dict.fromkeys(errors)) or None)
 
 
-def _failure_message(event) -> str:
+def _failure_message(event, settings: Settings) -> str:
+    from prodplan_pipeline.warehouse.lost import database_lost_message
+
     data = event.step_failure_data
     if data.user_failure_data and data.user_failure_data.description:
         return data.user_failure_data.description
+    lost = database_lost_message(data.error, settings)  # the whole chain: the cause may be a context
+    if lost:
+        return lost
     error = data.error
     while error.cause is not None:  # the user code's own exception, not Dagster's wrapper
         error = error.cause

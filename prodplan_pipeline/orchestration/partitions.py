@@ -16,14 +16,17 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-# A run that `prodplan ingest` followed with its own aggregate refresh carries this tag, so the
-# changed-days sensor does not refresh the same days again.
-INLINE_REFRESH_TAG = "prodplan/changed_days_refreshed"
 # The changed-days sensor requests at most this many runs per ingestion (Dagster costs ~2 s per
 # run): a month of scattered days is refreshed exactly; beyond it (a first load), the ranges
 # separated by the smallest gaps are merged, recomputing some unchanged days (harmless: a day's
 # rows are replaced by the same rows) rather than starting hundreds of runs.
 MAX_REFRESH_RUNS = 31
+
+
+def partition_bounds() -> tuple[date, date]:
+    """The first day of the daily partitions and the day after the last (exclusive end)."""
+    return (DAILY.get_first_partition_window().start.date(),
+            DAILY.get_last_partition_window().end.date())
 
 
 def partition_days(days) -> tuple[list[date], list[date]]:

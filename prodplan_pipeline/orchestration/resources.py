@@ -42,13 +42,29 @@ class WorkbookResource(ConfigurableResource):
 
     path: str | None = None
     force: bool = False  # re-read and re-merge sheets whose content hash is unchanged
-    max_shrink: float = 0.20  # the shrink guard: a sheet may lose at most this share of its rows
+    # The shrink guard: a sheet may lose at most this share of its rows (unset: PRODPLAN_MAX_SHRINK).
+    max_shrink: float | None = None
+
+    def shrink_limit(self) -> float:
+        return Settings.from_env().max_shrink if self.max_shrink is None else self.max_shrink
 
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser() if self.path else Settings.from_env().workbook_path
 
     def reports_dir(self) -> Path:
         return Settings.from_env().reports
+
+    def snapshot(self) -> tuple[Path, str]:
+        """Copy the workbook into the private store: (the copy every step reads, its SHA-256)."""
+        from prodplan_pipeline.workbook.snapshot import snapshot_copy
+
+        settings = Settings.from_env()
+        return snapshot_copy(self.resolved_path(), settings.exports, settings.exports_keep)
+
+    def copy_of(self, sha256: str) -> Path:
+        from prodplan_pipeline.workbook.snapshot import copy_for
+
+        return copy_for(Settings.from_env().exports, sha256)
 
 
 class IngestionLockResource(ConfigurableResource):
@@ -68,7 +84,7 @@ class IngestionLockResource(ConfigurableResource):
             if context.log:
                 context.log.warning(message)
 
-        stack.enter_context(advisory_lock(conn, INGESTION_LOCK, on_wait=on_wait))
+        stack.enter_context(advisory_lock(conn, INGESTION_LOCK, on_wait=on_wait, reentrant=True))
         self._stack = stack
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:

@@ -4,7 +4,8 @@
 Every cached endpoint goes through :meth:`Api.cached`: the key is (version, endpoint,
 parameters); a hit is answered from memory on the event loop, a miss computes once per key
 (singleflight) in a worker thread. A response says which version it belongs to and when that
-data last changed (``cache_version``, ``as_of``), and in which units its figures are.
+data last changed (``cache_version``, ``as_of``), in which units its figures are, and which
+ingestion runs its facts and its aggregates reflect (``snapshot``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from fastapi import Body, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from prodplan_pipeline.serving import cursors, queries
-from prodplan_pipeline.serving.cache import NullCache, RedisCache, VersionSource, build_cache, cache_key, to_json
+from prodplan_pipeline.serving.cache import (NullCache, RedisCache, Version, VersionSource, build_cache,
+                                             cache_key, to_json)
 from prodplan_pipeline.serving.db import DatabaseUnavailable, ReadPool
 from prodplan_pipeline.serving.front import FrontCache
 from prodplan_pipeline.serving.notify import VersionListener
@@ -54,6 +56,32 @@ ToDate = Query(None, alias="to", description="last day, inclusive (YYYY-MM-DD)")
 
 class IngestionRequest(BaseModel):
     force: bool = False  # re-read and re-merge sheets whose content is unchanged
+
+
+class SnapshotLabels(BaseModel):
+    """The ingestion runs a response reflects: per-order facts are read from core, KPIs and
+    quality figures from aggregates that may still be catching up with core."""
+
+    facts_run_id: int = Field(description="the last ingestion run that changed core (orders, "
+                                          "phases, defects); 0 before any")
+    aggregates_run_id: int = Field(description="the ingestion run the least caught-up analytics "
+                                               "layer reflects; 0 until every layer has one")
+    catching_up: bool = Field(description="aggregates_run_id < facts_run_id")
+    note: str | None = Field(description="one sentence saying so while catching up, else null")
+
+
+class Envelope(BaseModel):
+    """What every data response carries besides its endpoint's own fields (documentation only:
+    the bodies are built as JSON text and cached)."""
+
+    model_config = ConfigDict(extra="allow")
+    cache_version: int
+    as_of: datetime | None = Field(description="when the served data last changed (UTC)")
+    units: dict[str, str]
+    snapshot: SnapshotLabels
+
+
+DATA = {200: {"model": Envelope, "description": "the endpoint's fields, in the shared envelope"}}
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -96,7 +124,7 @@ class Api:
                                  "WHERE datname = current_database()")
         return f"prodplan:cache:{found['name']}:{found['oid']}:"
 
-    async def version(self) -> tuple[int, Any]:
+    async def version(self) -> Version:
         return self.versions.peek() or await self.in_control_thread(self.versions.current)
 
     async def health_check(self) -> tuple[str, dict | None, str | None]:
@@ -122,14 +150,14 @@ class Api:
         refusal = _unknown_parameters(request, params)
         if refusal is not None:
             return refusal
-        version, as_of = await self.version()
-        key = cache_key(version, endpoint, params)
+        version = await self.version()
+        key = cache_key(version.number, endpoint, params)
         text, how = self.cache.peek(key), "hit"
         if text is None:
             how = "miss"
             text = await run_in_threadpool(
-                self.cache.get_or_compute_json, key, lambda: self._envelope(version, as_of, compute()))
-        headers = {"X-Cache": how, "X-Cache-Version": str(version)}
+                self.cache.get_or_compute_json, key, lambda: self._envelope(version, compute()))
+        headers = {"X-Cache": how, "X-Cache-Version": str(version.number)}
         if text == "null":
             return JSONResponse({"error": not_found}, status_code=404, headers=headers)
         return Response(text, media_type="application/json", headers=headers)
@@ -141,10 +169,13 @@ class Api:
         return run
 
     @staticmethod
-    def _envelope(version: int, as_of: Any, body: dict | None) -> dict | None:
+    def _envelope(version: Version, body: dict | None) -> dict | None:
+        # The key holds the version and the labels are constant for it: a cached body keeps
+        # telling the truth about the runs it reflects.
         if body is None:
             return None
-        return {"cache_version": version, "as_of": as_of, "units": UNITS, **body}
+        return {"cache_version": version.number, "as_of": version.as_of, "units": UNITS,
+                "snapshot": version.snapshot.as_json(), **body}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -159,7 +190,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = Api(settings, warehouse.url)
     app = FastAPI(title="ProdPlan API", version="1.0",
                   description="Production KPIs of the Folha_IA warehouse. Figures come from the "
-                              "analytics layer; responses carry their cache version and as-of time.")
+                              "analytics layer; responses carry their cache version, as-of time and "
+                              "the ingestion runs their facts and aggregates reflect (snapshot).")
     app.state.api = api
     if not isinstance(api.cache, NullCache):  # the benchmark's uncached baseline must stay uncached
         app.add_middleware(FrontCache, api=api)
@@ -188,7 +220,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _add_kpi_routes(app: FastAPI, api: Api) -> None:
-    @app.get("/api/kpis/overview", tags=["kpis"])
+    @app.get("/api/kpis/overview", tags=["kpis"], responses=DATA)
     async def kpis_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Orders finished (lead time, on-time rate), phases finished (duration, rework), defects and
         current WIP, over all days or the period ``from``..``to``."""
@@ -196,14 +228,14 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
         return await api.cached(request, "kpis/overview", {"from": start, "to": end},
                                 lambda: queries.overview(api.db, period))
 
-    @app.get("/api/kpis/by-phase", tags=["kpis"])
+    @app.get("/api/kpis/by-phase", tags=["kpis"], responses=DATA)
     async def kpis_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Per phase: finished phases, mean/min/max duration, rework share, open phases now."""
         period = queries.Period(start, end)
         return await api.cached(request, "kpis/by-phase", {"from": start, "to": end}, api.gated(
             "/api/kpis/by-phase", lambda: queries.by_phase(api.db, period)))
 
-    @app.get("/api/kpis/by-product", tags=["kpis"])
+    @app.get("/api/kpis/by-product", tags=["kpis"], responses=DATA)
     async def kpis_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Per product: orders finished, lead time, on-time rate, phase durations; with the product's
         attributes (kg) when the kpis_by_product_attributes gate is on."""
@@ -215,7 +247,7 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
             return {**body, "product_attributes": refusal or {"status": "SUPPORTED"}}
         return await api.cached(request, "kpis/by-product", {"from": start, "to": end}, compute)
 
-    @app.get("/api/kpis/by-employee", tags=["kpis"])
+    @app.get("/api/kpis/by-employee", tags=["kpis"], responses=DATA)
     async def kpis_by_employee(request: Request):
         """Per employee: phases worked (as chief), their durations and rework. Answers
         NOT_SUPPORTED_BY_DATA while too few employee links match a phase row."""
@@ -224,21 +256,21 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
 
 
 def _add_quality_routes(app: FastAPI, api: Api) -> None:
-    @app.get("/api/quality/overview", tags=["quality"])
+    @app.get("/api/quality/overview", tags=["quality"], responses=DATA)
     async def quality_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects in total and by severity, and defects per finished order."""
         period = queries.Period(start, end)
         return await api.cached(request, "quality/overview", {"from": start, "to": end},
                                 lambda: queries.quality_overview(api.db, period))
 
-    @app.get("/api/quality/by-phase", tags=["quality"])
+    @app.get("/api/quality/by-phase", tags=["quality"], responses=DATA)
     async def quality_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects per inspection phase, by severity."""
         period = queries.Period(start, end)
         return await api.cached(request, "quality/by-phase", {"from": start, "to": end}, api.gated(
             "/api/quality/by-phase", lambda: queries.quality_by_phase(api.db, period)))
 
-    @app.get("/api/quality/by-product", tags=["quality"])
+    @app.get("/api/quality/by-product", tags=["quality"], responses=DATA)
     async def quality_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects per product, by severity, and per finished order."""
         period = queries.Period(start, end)
@@ -247,7 +279,7 @@ def _add_quality_routes(app: FastAPI, api: Api) -> None:
 
 
 def _add_order_routes(app: FastAPI, api: Api) -> None:
-    @app.get("/api/prodplan/orders", tags=["orders"])
+    @app.get("/api/prodplan/orders", tags=["orders"], responses=DATA)
     async def orders(request: Request,
                      product: int | None = Query(None, description="Of_ProdutoId"),
                      phase: int | None = Query(None, description="the order's current phase (Of_FaseId)"),
@@ -265,27 +297,27 @@ def _add_order_routes(app: FastAPI, api: Api) -> None:
         return await api.cached(request, "prodplan/orders", params,
                                 lambda: queries.orders_page(api.db, filters, after, limit))
 
-    @app.get("/api/prodplan/orders/{of_id}", tags=["orders"])
+    @app.get("/api/prodplan/orders/{of_id}", tags=["orders"], responses=DATA)
     async def order(request: Request, of_id: int = Path(..., description="Of_Id")):
         """One order with its product, phase and defect counts; 404 when the id is unknown."""
         return await api.cached(request, "prodplan/order", {"of_id": of_id},
                                 lambda: queries.order(api.db, of_id), not_found=f"order {of_id} not found")
 
-    @app.get("/api/prodplan/orders/{of_id}/phases", tags=["orders"])
+    @app.get("/api/prodplan/orders/{of_id}/phases", tags=["orders"], responses=DATA)
     async def order_phases(request: Request, of_id: int = Path(..., description="Of_Id")):
         """The order's phase rows in sequence; 404 when the order is unknown."""
         return await api.cached(request, "prodplan/order-phases", {"of_id": of_id},
                                 lambda: queries.order_phases(api.db, of_id),
                                 not_found=f"order {of_id} not found")
 
-    @app.get("/api/prodplan/schedule/current", tags=["orders"])
+    @app.get("/api/prodplan/schedule/current", tags=["orders"], responses=DATA)
     async def schedule_current(request: Request):
         """Work in progress now: open phases and orders per phase, with the oldest one's age."""
         return await api.cached(request, "prodplan/schedule", {}, lambda: queries.schedule_current(api.db))
 
 
 def _add_ops_routes(app: FastAPI, api: Api) -> None:
-    @app.get("/api/features", tags=["operations"])
+    @app.get("/api/features", tags=["operations"], responses=DATA)
     async def features(request: Request):
         """Every feature gate: status, match rate, threshold, reason and the endpoints it switches."""
         by_feature: dict[str, list[str]] = {}
@@ -295,9 +327,9 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
 
     @app.get("/api/health", tags=["operations"])
     async def health():
-        """Database reachability, last successful ingestion, cache version and gates; 503 when the
-        database cannot be reached. Checked at most once a second (``checked_at``), however often
-        monitors ask; not part of the versioned cache."""
+        """Database reachability, last successful ingestion, cache version, snapshot labels and
+        gates; 503 when the database cannot be reached. Checked at most once a second
+        (``checked_at``), however often monitors ask; not part of the versioned cache."""
         checked_at, state, error = await api.health_check()
         if error is not None:
             return JSONResponse({"status": "unavailable", "checked_at": checked_at,

@@ -21,7 +21,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from prodplan_pipeline.settings import Settings
 
@@ -35,12 +36,47 @@ class ComputeFailed(RuntimeError):
 
 # --- the version --------------------------------------------------------------------------------
 
+# The labels come in the version's own statement: one snapshot of both, and the labels only
+# change in a transaction that also bumps the version, so they are constant for a version.
+READ_VERSION = """
+    SELECT v.version, v.updated_at, l.facts_run_id, l.aggregates_run_id, l.aggregates_catching_up
+    FROM ops.cache_version v CROSS JOIN ops.snapshot_labels l"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Which ingestion run the per-order facts reflect, and which one the aggregates reflect (the
+    least caught-up analytics layer; 0 until every layer has a watermark)."""
+
+    facts_run_id: int = 0
+    aggregates_run_id: int = 0
+    catching_up: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"facts_run_id": self.facts_run_id, "aggregates_run_id": self.aggregates_run_id,
+                "catching_up": self.catching_up, "note": self.note()}
+
+    def note(self) -> str | None:
+        if not self.catching_up:
+            return None
+        reflected = (f"reflect ingestion run {self.aggregates_run_id}" if self.aggregates_run_id
+                     else "reflect no ingestion run yet")
+        return (f"aggregates {reflected} and are catching up with run {self.facts_run_id}; "
+                f"per-order facts are from run {self.facts_run_id}")
+
+
+class Version(NamedTuple):
+    number: int
+    as_of: Any  # when the version last changed: when the served data last changed
+    snapshot: Snapshot
+
+
 class VersionSource:
-    """``ops.cache_version``, re-read at most once per ``ttl`` seconds (thread-safe).
+    """``ops.cache_version`` and the snapshot labels, re-read at most once per ``ttl`` seconds
+    (thread-safe).
 
     ``connect`` is a context-manager factory yielding a DB-API connection, e.g.
-    ``Warehouse.connect``; a ``Warehouse`` itself is accepted too. ``as_of`` is when the version
-    last changed: when the served data last changed.
+    ``Warehouse.connect``; a ``Warehouse`` itself is accepted too.
     """
 
     def __init__(self, connect: Any, ttl: float = 1.0,
@@ -49,16 +85,15 @@ class VersionSource:
         self.ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._value: tuple[int, Any] | None = None
+        self._value: Version | None = None
         self._read_at = 0.0
         self.reads = 0  # database round trips, for tests and metrics
 
     def get(self) -> int:
-        return self.current()[0]
+        return self.current().number
 
-    def current(self) -> tuple[int, Any]:
-        """(version, as_of). One reader refreshes while the others wait on the lock: at most one
-        query per ttl."""
+    def current(self) -> Version:
+        """One reader refreshes while the others wait on the lock: at most one query per ttl."""
         with self._lock:
             now = self._clock()
             if self._value is None or now - self._read_at >= self.ttl:
@@ -66,7 +101,7 @@ class VersionSource:
                 self._read_at = self._clock()
             return self._value
 
-    def peek(self) -> tuple[int, Any] | None:
+    def peek(self) -> Version | None:
         """The local copy while it is fresh, else None: never touches the database (an event
         loop can call it without blocking)."""
         value, read_at = self._value, self._read_at
@@ -79,12 +114,14 @@ class VersionSource:
         with self._lock:
             self._value = None
 
-    def _read(self) -> tuple[int, Any]:
+    def _read(self) -> Version:
         with self._connect() as conn, conn.cursor() as cur:
-            cur.execute("SELECT version, updated_at FROM ops.cache_version")
+            cur.execute(READ_VERSION)
             row = cur.fetchone()
         self.reads += 1
-        return (int(row[0]), row[1]) if row else (0, None)
+        if row is None:
+            return Version(0, None, Snapshot())
+        return Version(int(row[0]), row[1], Snapshot(int(row[2]), int(row[3]), bool(row[4])))
 
 
 # --- the key ------------------------------------------------------------------------------------

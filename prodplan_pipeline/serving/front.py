@@ -30,10 +30,10 @@ class FrontCache:
             return
         current = self.api.versions.peek()  # None when stale: the full path re-reads the version
         if current is not None:
-            entry = self.store.peek(_key(current[0], scope))
+            entry = self.store.peek(_key(current.number, scope))
             if entry is not None:
                 self.api.cache.count_hit()
-                await _replay(send, entry, current[0])
+                await _replay(send, entry, current.number)
                 return
         await self.app(scope, receive, self._capturing(scope, send))
 

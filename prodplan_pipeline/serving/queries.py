@@ -15,6 +15,7 @@ from typing import Any
 
 from prodplan_pipeline.quality.gates import SUPPORTED
 from prodplan_pipeline.serving import cursors
+from prodplan_pipeline.serving.cache import Snapshot
 
 ALL_DAYS = (date(1, 1, 1), date(9999, 12, 30))
 
@@ -314,8 +315,9 @@ HEALTH = """
     SELECT v.version AS cache_version, v.updated_at AS data_changed_at,
            (SELECT max(finished_at) FROM ops.ingestion_runs WHERE status = 'succeeded')
                AS last_successful_ingestion,
-           (SELECT jsonb_object_agg(feature, status) FROM ops.feature_gates) AS feature_gates
-    FROM ops.cache_version v"""
+           (SELECT jsonb_object_agg(feature, status) FROM ops.feature_gates) AS feature_gates,
+           l.facts_run_id, l.aggregates_run_id, l.aggregates_catching_up
+    FROM ops.cache_version v CROSS JOIN ops.snapshot_labels l"""
 
 
 def schedule_current(db) -> dict:
@@ -332,4 +334,9 @@ def ingestion_runs(db, before: int | None, limit: int) -> dict:
 
 
 def health(db) -> dict:
-    return db.row(HEALTH) or {}
+    """The labels as data responses carry them, but of this read (consistent with its version)."""
+    state = db.row(HEALTH) or {}
+    if state:
+        state["snapshot"] = Snapshot(state.pop("facts_run_id"), state.pop("aggregates_run_id"),
+                                     state.pop("aggregates_catching_up")).as_json()
+    return state

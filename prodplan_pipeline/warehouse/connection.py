@@ -57,12 +57,17 @@ def server_url(settings: Settings, database: str = WAREHOUSE_DATABASE) -> URL:
 
 def ensure_database(url: URL) -> None:
     """Check the server is reachable and recent enough; create the database when missing."""
+    from prodplan_pipeline.warehouse.lost import database_lost_message
+
     try:
         conn = _connect_or_create(url)
     except psycopg2.OperationalError as exc:
+        where = url.render_as_string(hide_password=True)
+        # a server that is down gets the paragraph that says what to do; a refusal (password,
+        # permissions) its own words
         raise DatabaseConfigError(
-            f"cannot connect to PostgreSQL at {url.render_as_string(hide_password=True)}: "
-            f"{' '.join(str(exc).split())}"
+            database_lost_message(exc, server=where)
+            or f"cannot connect to PostgreSQL at {where}: {' '.join(str(exc).split())}"
         ) from None
     try:
         version = conn.server_version

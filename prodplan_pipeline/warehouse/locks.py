@@ -23,6 +23,7 @@ def lock_holder_pid(conn, name: str) -> int | None:
         cur.execute(
             """SELECT pid FROM pg_locks
                WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                  AND ((classid::bigint << 32) | objid::bigint) = %s
                LIMIT 1""",
             (key,),
@@ -31,9 +32,20 @@ def lock_holder_pid(conn, name: str) -> int | None:
     return row[0] if row else None
 
 
+# Locks this process holds: `prodplan ingest` holds the ingestion lock around the whole command,
+# and the in-process Dagster run inside it (whose resource takes the same lock) must not wait
+# for its own launcher.
+_HELD: set[str] = set()
+
+
 @contextlib.contextmanager
-def advisory_lock(conn, name: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the session-level advisory lock ``name``; wait for it, saying so, when it is taken."""
+def advisory_lock(conn, name: str, on_wait: Callable[[str], None] | None = None,
+                  reentrant: bool = False) -> Iterator[None]:
+    """Hold the session-level advisory lock ``name``; wait for it, saying so, when it is taken.
+    ``reentrant``: when this process already holds it, go on without waiting."""
+    if reentrant and name in _HELD:
+        yield
+        return
     key = lock_key(name)
     with conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
@@ -44,9 +56,11 @@ def advisory_lock(conn, name: str, on_wait: Callable[[str], None] | None = None)
                 on_wait(f"waiting for the {name} lock, held by database session {holder} ...")
             cur.execute("SELECT pg_advisory_lock(%s)", (key,))
     conn.commit()  # the lock is session-level; do not leave a transaction open around it
+    _HELD.add(name)
     try:
         yield
     finally:
+        _HELD.discard(name)
         if conn.closed == 0:
             conn.rollback()
             with conn.cursor() as cur:

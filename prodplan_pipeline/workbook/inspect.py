@@ -40,6 +40,12 @@ class WorkbookInfo:
     sheet_parts: dict[str, str]  # sheet name -> zip part, in workbook order
     sheet_sha256: dict[str, str]
     sheet_sizes: dict[str, int]  # uncompressed XML bytes: how long a sheet takes to parse
+    source: Path | None = None  # the user's file when ``path`` is a private copy of it
+
+    @property
+    def shown_path(self) -> Path:
+        """The path to name in messages: the user's file, not our copy."""
+        return self.source or self.path
 
     @property
     def sheet_names(self) -> list[str]:

@@ -74,6 +74,13 @@ class SheetRead:
 
 
 def read_sheet(info: WorkbookInfo, sheet: Sheet) -> SheetRead:
+    try:
+        return _read_sheet(info, sheet)
+    except WorkbookError as error:  # name the user's file, not the private copy that was read
+        raise WorkbookError(str(error).replace(str(info.path), str(info.shown_path))) from None
+
+
+def _read_sheet(info: WorkbookInfo, sheet: Sheet) -> SheetRead:
     started = time.perf_counter()
     if sheet.name not in info.sheet_parts:
         raise WorkbookError(

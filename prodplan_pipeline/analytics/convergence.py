@@ -1,0 +1,136 @@
+"""The analytics layer converges to the latest snapshot from durable records, never from one
+run's delta: whatever refresh was killed, failed or skipped, the next one finds the work.
+
+- ``ops.changed_days``: the days each committed snapshot changed (written in its commit).
+- ``ops.aggregate_days``: the snapshot each day of each daily aggregate reflects.
+- ``ops.watermarks``: per layer (each aggregate, WIP, the views) the snapshot it reflects.
+
+A day is pending for an aggregate when a snapshot later than the one the day reflects changed
+it. Every refresh reads the latest snapshot *before* it reads core and records that one, so a
+snapshot that commits during a refresh is never marked as reflected (at worst a day is
+refreshed twice). A transaction-level advisory lock serialises refreshes of one aggregate, so
+two runs replacing the same days never interleave their delete-then-insert.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from prodplan_pipeline import watermarks
+from prodplan_pipeline.analytics.aggregates import AGGREGATES, RefreshReport, bump_cache_version, refresh
+from prodplan_pipeline.analytics.wip import refresh_views, refresh_wip
+from prodplan_pipeline.warehouse.locks import lock_key
+
+WIP_LAYER = "analytics.agg_wip_current"
+VIEWS_LAYER = "analytics.materialized_views"
+LAYERS = (*AGGREGATES, WIP_LAYER, VIEWS_LAYER)  # the watermarks ops.snapshot_labels reads
+
+PENDING_DAYS = """
+    SELECT DISTINCT c.day FROM ops.changed_days c
+    CROSS JOIN unnest(%(aggregates)s::text[]) a(name)
+    LEFT JOIN ops.aggregate_days r ON r.aggregate = a.name AND r.day = c.day
+    WHERE c.run_id > coalesce(r.snapshot_run_id, 0) AND c.run_id <= %(snapshot)s
+      AND c.day >= %(first)s AND c.day < %(end)s
+    ORDER BY 1"""
+MARK_REFLECTED = """
+    INSERT INTO ops.aggregate_days AS r (aggregate, day, snapshot_run_id)
+    SELECT %(aggregate)s, d::date, %(snapshot)s
+    FROM generate_series(%(start)s::date, %(end)s::date - 1, interval '1 day') d
+    ON CONFLICT (aggregate, day) DO UPDATE
+    SET snapshot_run_id = greatest(r.snapshot_run_id, EXCLUDED.snapshot_run_id), refreshed_at = now()"""
+ADVANCE = """
+    INSERT INTO ops.watermarks AS w (name, value, updated_at) VALUES (%(name)s, %(value)s, now())
+    ON CONFLICT (name) DO UPDATE
+    SET value = greatest(w.value::bigint, EXCLUDED.value::bigint)::text, updated_at = now()"""
+LEAST_WATERMARK = """
+    SELECT min(coalesce(w.value::bigint, 0)) FROM unnest(%(names)s::text[]) n(name)
+    LEFT JOIN ops.watermarks w ON w.name = n.name"""
+
+
+def latest_snapshot(conn) -> int:
+    """The last ingestion run whose commit changed core (0: none yet)."""
+    return watermarks.last_core_change(conn)
+
+
+def pending_days(conn, first: date, end: date, snapshot: int | None = None,
+                 aggregates: tuple[str, ...] = tuple(AGGREGATES)) -> list[date]:
+    """Days in [first, end) that some aggregate does not reflect yet (up to ``snapshot``)."""
+    snapshot = latest_snapshot(conn) if snapshot is None else snapshot
+    with conn.cursor() as cur:
+        cur.execute(PENDING_DAYS, {"aggregates": list(aggregates), "snapshot": snapshot,
+                                   "first": first, "end": end})
+        return [day for (day,) in cur.fetchall()]
+
+
+def lagging_layers(conn, snapshot: int | None = None) -> list[str]:
+    """The layers whose watermark is behind the latest snapshot."""
+    snapshot = latest_snapshot(conn) if snapshot is None else snapshot
+    return [name for name in LAYERS if _watermark(conn, [name]) < snapshot]
+
+
+def refresh_days(conn, table: str, start: date, end: date, first: date, last_end: date) -> RefreshReport:
+    """Replace ``table``'s days [start, end) and record the snapshot they now reflect; advance the
+    layer's watermark when no day in the partitions [first, last_end) is left pending."""
+    _serialise(conn, table)
+    snapshot = latest_snapshot(conn)
+    report = refresh(conn, AGGREGATES[table], start, end)
+    with conn.cursor() as cur:
+        cur.execute(MARK_REFLECTED, {"aggregate": table, "snapshot": snapshot, "start": start, "end": end})
+    if not pending_days(conn, first, last_end, snapshot, (table,)):
+        _advance(conn, table, snapshot)
+    return report
+
+
+def refresh_wip_layer(conn, as_of: datetime) -> dict[str, int]:
+    _serialise(conn, WIP_LAYER)
+    snapshot = latest_snapshot(conn)
+    counts = refresh_wip(conn, as_of)
+    _advance(conn, WIP_LAYER, snapshot)
+    return counts
+
+
+def settle(conn, first: date, last_end: date, snapshot: int | None = None) -> None:
+    """Advance each aggregate whose days in the partitions [first, last_end) are all caught up
+    (a snapshot that changed no day of it, e.g. only the employees, leaves nothing to refresh)."""
+    snapshot = latest_snapshot(conn) if snapshot is None else snapshot
+    for table in AGGREGATES:
+        if not pending_days(conn, first, last_end, snapshot, (table,)):
+            _advance(conn, table, snapshot)
+
+
+def refresh_views_layer(conn, first: date, last_end: date) -> dict[str, float]:
+    """The views read the aggregates and WIP: they reflect no more than those do."""
+    _serialise(conn, VIEWS_LAYER)
+    settle(conn, first, last_end)
+    snapshot = min(latest_snapshot(conn), _watermark(conn, [*AGGREGATES, WIP_LAYER]))
+    seconds = refresh_views(conn)
+    _advance(conn, VIEWS_LAYER, snapshot)
+    return seconds
+
+
+def refresh_everything(conn, ranges: list[tuple[date, date]], first: date, last_end: date,
+                       as_of: datetime) -> list[RefreshReport]:
+    """Every aggregate over the day ranges (inclusive), WIP and the views, in the caller's
+    transaction; the cache version is bumped with them."""
+    reports = [refresh_days(conn, table, day_from, day_to + timedelta(days=1), first, last_end)
+               for table in AGGREGATES for day_from, day_to in ranges]
+    refresh_wip_layer(conn, as_of)
+    refresh_views_layer(conn, first, last_end)
+    bump_cache_version(conn)
+    return reports
+
+
+def _watermark(conn, names: list[str]) -> int:
+    with conn.cursor() as cur:
+        cur.execute(LEAST_WATERMARK, {"names": names})
+        return cur.fetchone()[0] or 0
+
+
+def _advance(conn, name: str, snapshot: int) -> None:
+    with conn.cursor() as cur:
+        cur.execute(ADVANCE, {"name": name, "value": str(snapshot)})
+
+
+def _serialise(conn, layer: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"prodplan.refresh.{layer}"),))

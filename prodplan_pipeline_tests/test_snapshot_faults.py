@@ -1,0 +1,237 @@
+"""The workbook is one snapshot: whatever is killed or lost on the way, the next plain run
+converges to it. Real `prodplan ingest` processes on real PostgreSQL, killed with SIGKILL (the
+whole process group) at several points; the warehouse afterwards is compared, table by table,
+with a clean ingest of the same workbook."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from prodplan_pipeline.contract import SHEETS
+from prodplan_pipeline.warehouse import Warehouse
+from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
+from prodplan_pipeline.workbook.inspect import file_sha256
+from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.conftest import REPO_ROOT, run_cli
+from prodplan_pipeline_tests.test_ingest import checksums, edited, header_index, query
+from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
+
+
+@pytest.fixture(scope="module")
+def workbooks(tmp_path_factory) -> dict[str, Path]:
+    """A first snapshot, and a second one that changes phases (a closed phase, moved ends),
+    orders and defects, as a real re-export would."""
+    folder = tmp_path_factory.mktemp("snapshots")
+    first = folder / "first.xlsx"
+    write_sample(first, scale=0.02, seed=5)
+    second = edited(first, folder / "second.xlsx", _re_export)
+    return {"first": first, "second": second}
+
+
+def _re_export(book) -> None:
+    import datetime as dt
+
+    phases = book["FasesOrdemFabrico"]
+    fim = header_index(phases, "FaseOf_Fim") - 1
+    inicio = header_index(phases, "FaseOf_Inicio") - 1
+    for row in list(phases.iter_rows(min_row=2, max_row=400)):
+        start = row[inicio].value
+        if isinstance(start, dt.datetime):  # every phase of the first rows ends two days later
+            row[fim].value = start + dt.timedelta(days=2, hours=3)
+    orders = book["OrdensFabrico"]
+    transporte = header_index(orders, "Of_DataTransporte") - 1
+    for row in list(orders.iter_rows(min_row=2, max_row=60)):
+        row[transporte].value = dt.datetime(2025, 1, 15)
+    defects = book["OrdemFabricoErros"]
+    defects.delete_rows(2, 25)
+
+
+@pytest.fixture(scope="module")
+def clean(workbooks, databases, tmp_path_factory) -> dict[str, dict[str, str]]:
+    """The fingerprint of a clean ingest of each workbook, each into a fresh warehouse."""
+    prints = {}
+    for name, workbook in workbooks.items():
+        env = environment(databases, tmp_path_factory.mktemp(f"clean-{name}"))
+        assert run_cli(["ingest", "--workbook", str(workbook)], env).returncode == 0
+        prints[name] = fingerprint(warehouse_of(env))
+    return prints
+
+
+def environment(databases, home: Path) -> dict[str, str]:
+    from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES
+
+    env = {k: v for k, v in os.environ.items() if k not in PRODPLAN_VARIABLES}
+    return {**env, "PRODPLAN_HOME": str(home),
+            "PRODPLAN_DATABASE_URL": databases.create("faults").render_as_string(hide_password=False),
+            "PRODPLAN_DAGSTER_DATABASE": databases.create("dagster").database}
+
+
+def warehouse_of(env: dict[str, str]) -> Warehouse:
+    return Warehouse(make_url(env["PRODPLAN_DATABASE_URL"]))
+
+
+class Ingest:
+    """`prodplan ingest` in its own process group, its progress lines read as they come."""
+
+    def __init__(self, env: dict[str, str], workbook: Path):
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(workbook)],
+            env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 240) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.01)
+        return any(text in line for line in self.lines)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def wait_until_idle(warehouse: Warehouse) -> None:
+    """A killed client's backend finishes (rolls back) its statement on its own time."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not query(warehouse, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid() AND state <> 'idle'"):
+            return
+        time.sleep(0.1)
+
+
+# Progress lines at which a kill lands, and what the killed run is then: killed while staging
+# (its ingestion run never finished), just after the snapshot's commit or in the quality layer
+# (the ingestion run finished, its Dagster run did not), in the middle of the set-based
+# analytics refresh (both runs finished; only the analytics layers lag).
+FIRST_LOAD_POINTS = {
+    "rows, 0 rejected": (["interrupted", "succeeded"], {"FAILURE", "SUCCESS"}),
+    "merged into core.fases_ordem_fabrico": (["succeeded", "succeeded"], {"FAILURE", "SUCCESS"}),
+    "gate kpis_by_employee": (["succeeded", "succeeded"], {"FAILURE", "SUCCESS"}),
+    "analytics:": (["succeeded", "succeeded"], {"SUCCESS"}),
+}
+
+
+@pytest.mark.parametrize("point", FIRST_LOAD_POINTS)
+def test_a_first_ingest_killed_anywhere_converges_on_the_plain_rerun(point, workbooks, clean, databases, tmp_path):
+    env = environment(databases, tmp_path)
+    victim = Ingest(env, workbooks["first"])
+    assert victim.wait_for(point), "".join(victim.lines)
+    if point == "analytics:":  # the lock covers the analytics layers too
+        with warehouse_of(env).connect() as conn:
+            assert lock_holder_pid(conn, INGESTION_LOCK) is not None
+    victim.kill()
+    wait_until_idle(warehouse_of(env))
+    rerun = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert differences(fingerprint(warehouse_of(env)), clean["first"]) == []
+    runs, dagster_runs = FIRST_LOAD_POINTS[point]
+    assert [s for (s,) in query(warehouse_of(env), "SELECT status FROM ops.ingestion_runs ORDER BY run_id")] == runs
+    assert dagster_statuses(env) == dagster_runs
+    if "FAILURE" in dagster_runs:
+        assert "was interrupted" in rerun.stderr, "the rerun says, in one line, what it closed"
+
+
+def dagster_statuses(env: dict[str, str]) -> set[str]:
+    dagster = Warehouse(make_url(env["PRODPLAN_DATABASE_URL"]).set(database=env["PRODPLAN_DAGSTER_DATABASE"]))
+    return {s for (s,) in query(dagster, "SELECT DISTINCT status FROM runs")}
+
+
+@pytest.mark.parametrize("point", ["merged into core.fases_ordem_fabrico", "analytics:"])
+def test_a_re_ingest_killed_after_its_commit_converges_to_the_new_snapshot(point, workbooks, clean, databases, tmp_path):
+    env = environment(databases, tmp_path)
+    assert run_cli(["ingest", "--workbook", str(workbooks["first"])], env).returncode == 0
+    victim = Ingest(env, workbooks["second"])
+    assert victim.wait_for(point), "".join(victim.lines)
+    victim.kill()
+    wait_until_idle(warehouse_of(env))
+    # Committed rows are whole: new source columns always come with their derived values.
+    assert query(warehouse_of(env), """SELECT count(*) FROM core.fases_ordem_fabrico
+        WHERE is_open IS NULL OR is_open <> (fase_of_fim IS NULL)
+           OR duration_seconds IS DISTINCT FROM CASE WHEN fase_of_fim >= fase_of_inicio
+              THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END""")[0][0] == 0
+    assert run_cli(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
+    assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []
+
+
+def test_staging_emptied_by_crash_recovery_does_not_fail_an_unchanged_ingest(workbooks, clean, databases, tmp_path):
+    env = environment(databases, tmp_path)
+    assert run_cli(["ingest", "--workbook", str(workbooks["first"])], env).returncode == 0
+    with warehouse_of(env).connect() as conn, conn.cursor() as cur:  # what crash recovery does
+        cur.execute("TRUNCATE " + ", ".join(s.staging_table for s in SHEETS))
+    again = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
+    assert again.returncode == 0, again.stderr
+    assert differences(fingerprint(warehouse_of(env)), clean["first"]) == []
+    # and a changed workbook after it still merges from a fresh read
+    assert run_cli(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
+    assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []
+
+
+def test_a_half_broken_snapshot_changes_no_core_table_until_allowed(workbooks, databases, tmp_path):
+    env = environment(databases, tmp_path)
+    assert run_cli(["ingest", "--workbook", str(workbooks["first"])], env).returncode == 0
+    before = checksums(warehouse_of(env))
+
+    def new_orders_and_half_the_phases(book):
+        _re_export(book)  # orders and defects changed ...
+        phases = book["FasesOrdemFabrico"]
+        phases.delete_rows(2, (phases.max_row - 1) // 2)  # ... and half the phases lost
+
+    broken = edited(workbooks["first"], tmp_path / "broken.xlsx", new_orders_and_half_the_phases)
+    refused = run_cli(["ingest", "--workbook", str(broken)], env)
+    assert refused.returncode == 2, refused.stderr
+    assert checksums(warehouse_of(env)) == before, "no core table changed"
+    report = (tmp_path / "reports" / "CRITICAL_MISMATCHES.md").read_text()
+    assert "--max-shrink 0.5" in report and "PRODPLAN_MAX_SHRINK" in report
+    assert "not committed: sheet FasesOrdemFabrico" in report, "the other sheets say why they did not land"
+    landed = run_cli(["ingest", "--workbook", str(broken), "--max-shrink", "0.6"], env)
+    assert landed.returncode == 0, landed.stderr
+    assert checksums(warehouse_of(env)) != before
+    clean_env = environment(databases, tmp_path / "reference")
+    assert run_cli(["ingest", "--workbook", str(broken)], clean_env).returncode == 0
+    assert differences(fingerprint(warehouse_of(env)), fingerprint(warehouse_of(clean_env))) == []
+
+
+def test_a_bad_max_shrink_is_refused_in_one_sentence(workbooks, databases, tmp_path):
+    env = environment(databases, tmp_path)
+    result = run_cli(["ingest", "--workbook", str(workbooks["first"]), "--max-shrink", "half"], env)
+    assert result.returncode == 1 and "--max-shrink must be a fraction between 0 and 1" in result.stderr
+    result = run_cli(["ingest", "--workbook", str(workbooks["first"])], {**env, "PRODPLAN_MAX_SHRINK": "2"})
+    assert result.returncode == 1 and "PRODPLAN_MAX_SHRINK must be a fraction" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_workbook_renamed_over_mid_read_never_mixes_two_files(workbooks, clean, databases, tmp_path):
+    env = environment(databases, tmp_path)
+    path = tmp_path / "Folha_IA.xlsx"
+    path.write_bytes(workbooks["first"].read_bytes())
+    replacement = tmp_path / "incoming.xlsx"
+    replacement.write_bytes(workbooks["second"].read_bytes())
+    ingest = Ingest(env, path)
+    assert ingest.wait_for("workbook Folha_IA.xlsx:"), "".join(ingest.lines)
+    os.replace(replacement, path)  # the ERP drops a new export while the sheets are being read
+    assert ingest.process.wait(timeout=300) == 0, "".join(ingest.lines)
+    warehouse = warehouse_of(env)
+    assert differences(fingerprint(warehouse), clean["first"]) == [], "every sheet came from the first file"
+    assert query(warehouse, "SELECT workbook_sha256 FROM ops.ingestion_runs")[0][0] == file_sha256(workbooks["first"])
+    assert run_cli(["ingest", "--workbook", str(path)], env).returncode == 0  # the new export, whole
+    assert differences(fingerprint(warehouse), clean["second"]) == []
+    copies = sorted(p.name for p in (tmp_path / "exports").glob("*.xlsx"))
+    assert copies == sorted(f"{file_sha256(w)}.xlsx" for w in workbooks.values()), "an audit trail"
