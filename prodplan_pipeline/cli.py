@@ -216,6 +216,7 @@ def _format_status(status: dict) -> str:
         f"database       {status['database']}",
         f"schema         {schema['migrations_applied']} migrations applied (latest {schema['latest']})",
         f"cache version  {cache['version']} (updated {cache['updated_at']:%Y-%m-%d %H:%M:%S})",
+        _format_snapshot(status["snapshot"]),
         f"fases partitions  {status['fases_partitions']['partitions']} monthly, "
         f"{status['fases_partitions']['default_rows']} rows in the default partition",
         "",
@@ -231,6 +232,14 @@ def _format_status(status: dict) -> str:
         (g["feature"], g["match_rate"], g["threshold"], g["status"]) for g in gates
     ]) if gates else "  not evaluated yet"]
     return "\n".join(parts)
+
+
+def _format_snapshot(snapshot: dict) -> str:
+    facts, aggregates = snapshot["facts_run_id"], snapshot["aggregates_run_id"]
+    if not snapshot["aggregates_catching_up"]:
+        return f"snapshot       core and analytics reflect ingestion run {facts}"
+    return (f"snapshot       core reflects ingestion run {facts}; analytics still reflect run "
+            f"{aggregates} (catching up: the next `prodplan ingest` or the sensor completes them)")
 
 
 def _dagster_env() -> dict[str, str]:

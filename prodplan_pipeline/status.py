@@ -1,4 +1,5 @@
-"""What ``prodplan status`` reports: schema, recent ingestions, gates, cache version, partitions."""
+"""What ``prodplan status`` reports: schema, recent ingestions, the snapshot each layer reflects,
+gates, cache version, partitions."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ SCHEMA = """
     SELECT count(*) AS migrations_applied, max(version) AS latest, max(applied_at) AS applied_at
     FROM ops.schema_migrations"""
 CACHE_VERSION = "SELECT version, updated_at FROM ops.cache_version"
+SNAPSHOT = "SELECT facts_run_id, aggregates_run_id, aggregates_catching_up FROM ops.snapshot_labels"
 
 
 def _rows(cur, statement: str, params: tuple = ()) -> list[dict]:
@@ -29,6 +31,7 @@ def collect_status(conn, recent: int = 5) -> dict:
             "ingestion_runs": _rows(cur, RECENT_RUNS, (recent,)),
             "feature_gates": _rows(cur, GATES),
             "cache_version": _rows(cur, CACHE_VERSION)[0],
+            "snapshot": _rows(cur, SNAPSHOT)[0],
         }
     status["fases_partitions"] = partition_summary(conn)
     return status

@@ -179,6 +179,13 @@ def test_staging_emptied_by_crash_recovery_does_not_fail_an_unchanged_ingest(wor
     again = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
     assert again.returncode == 0, again.stderr
     assert differences(fingerprint(warehouse_of(env)), clean["first"]) == []
+    # a layer left behind (its refresh killed before it committed) is caught up by a plain run
+    with warehouse_of(env).connect() as conn, conn.cursor() as cur:
+        cur.execute("UPDATE ops.watermarks SET value = '0' WHERE name = 'analytics.materialized_views'")
+    assert query(warehouse_of(env), "SELECT aggregates_catching_up FROM ops.snapshot_labels")[0][0]
+    caught_up = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
+    assert caught_up.returncode == 0 and "analytics: current WIP and views" in caught_up.stderr
+    assert not query(warehouse_of(env), "SELECT aggregates_catching_up FROM ops.snapshot_labels")[0][0]
     # and a changed workbook after it still merges from a fresh read
     assert run_cli(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
     assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []

@@ -86,6 +86,9 @@ def workbook(context: AssetExecutionContext, warehouse: WarehouseResource,
     copy, _ = workbook_file.snapshot()
     info = replace(_inspect(copy), source=source)
     with warehouse.get_warehouse().connect() as conn:
+        for closed_id, _, started_at in runs.close_interrupted(conn):  # under the ingestion lock
+            say(context, f"ingestion run {closed_id} (started {started_at:%Y-%m-%d %H:%M:%S}) was "
+                         "interrupted before it finished: marked 'interrupted'")
         run_id = runs.start_run(conn, context.run.run_id, info, workbook_file.force)
     missing = [s.name for s in SHEETS if s.name not in info.sheet_parts]
     say(context, f"workbook {source.name}: {info.size / 1e6:.1f} MB, sha256 {info.sha256[:12]}, "

@@ -5,7 +5,8 @@ Every cached endpoint goes through :meth:`Api.cached`: the key is (version, endp
 parameters); a hit is answered from memory on the event loop, a miss computes once per key
 (singleflight) in a worker thread. A response says which version it belongs to and when that
 data last changed (``cache_version``, ``as_of``), in which units its figures are, and which
-ingestion runs its facts and its aggregates reflect (``snapshot``).
+ingestion runs its facts and its aggregates reflect (``snapshot``). A miss reads the version,
+the labels and the body in one database snapshot, so those always agree.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodplan_pipeline.serving import cursors, queries
-from prodplan_pipeline.serving.cache import (NullCache, RedisCache, Version, VersionSource, build_cache,
-                                             cache_key, to_json)
-from prodplan_pipeline.serving.db import DatabaseUnavailable, ReadPool
+from prodplan_pipeline.serving.cache import (READ_VERSION, NullCache, RedisCache, Version, VersionSource,
+                                             build_cache, cache_key, to_json, version_of_row,
+                                             version_of_text)
+from prodplan_pipeline.serving.db import DatabaseUnavailable, ReadPool, SnapshotReader
 from prodplan_pipeline.serving.front import FrontCache
 from prodplan_pipeline.serving.notify import VersionListener
 from prodplan_pipeline.serving.launcher import IngestionLauncher, LaunchRefused, check_api_key
@@ -49,6 +51,9 @@ UNITS = {"durations": "seconds", "ages": "seconds", "lead_times": "seconds", "we
          "as_of": "UTC, ISO 8601"}
 MAX_PAGE = 500
 HEALTH_TTL = 1.0  # seconds a health check is reused
+
+# What an endpoint computes: its body (None: not found) from reads in one database snapshot.
+Compute = Callable[[SnapshotReader], Any]
 
 FromDate = Query(None, alias="from", description="first day, inclusive (YYYY-MM-DD)")
 ToDate = Query(None, alias="to", description="last day, inclusive (YYYY-MM-DD)")
@@ -146,7 +151,7 @@ class Api:
         return await asyncio.get_running_loop().run_in_executor(self._control_threads, function, *args)
 
     async def cached(self, request: Request, endpoint: str, params: dict[str, Any],
-                     compute: Callable[[], Any], not_found: str | None = None) -> Response:
+                     compute: Compute, not_found: str | None = None) -> Response:
         refusal = _unknown_parameters(request, params)
         if refusal is not None:
             return refusal
@@ -155,27 +160,36 @@ class Api:
         text, how = self.cache.peek(key), "hit"
         if text is None:
             how = "miss"
-            text = await run_in_threadpool(
-                self.cache.get_or_compute_json, key, lambda: self._envelope(version, compute()))
-        headers = {"X-Cache": how, "X-Cache-Version": str(version.number)}
+            text = await run_in_threadpool(self.cache.get_or_compute_json, key,
+                                           lambda: self.db.in_snapshot(self._body(compute)))
+        # The body's own version: later than the key's when a bump committed before the miss
+        # read the database (the key's version is the oldest its body can be from).
+        served = version_of_text(text) or version.number
+        headers = {"X-Cache": how, "X-Cache-Version": str(served)}
         if text == "null":
             return JSONResponse({"error": not_found}, status_code=404, headers=headers)
         return Response(text, media_type="application/json", headers=headers)
 
-    def gated(self, endpoint: str, compute: Callable[[], Any]) -> Callable[[], Any]:
+    def gated(self, endpoint: str, compute: Compute) -> Compute:
         """``compute`` behind its endpoint's gate: the refusal (HTTP 200) while the gate is off."""
-        def run():
-            return queries.gate_refusal(self.db, ENDPOINT_GATES[endpoint]) or compute()
+        def run(db: SnapshotReader):
+            return queries.gate_refusal(db, ENDPOINT_GATES[endpoint]) or compute(db)
         return run
 
     @staticmethod
-    def _envelope(version: Version, body: dict | None) -> dict | None:
-        # The key holds the version and the labels are constant for it: a cached body keeps
-        # telling the truth about the runs it reflects.
-        if body is None:
-            return None
-        return {"cache_version": version.number, "as_of": version.as_of, "units": UNITS,
-                "snapshot": version.snapshot.as_json(), **body}
+    def _body(compute: Compute) -> Compute:
+        """``compute``'s body in its envelope, labelled with the version of the body's own snapshot.
+        The version is read first, so the figures after it can be of no other version; the
+        version this process last heard of may be older by a commit whose NOTIFY is still on its
+        way, and labelling the body with that one would call new figures old."""
+        def run(db: SnapshotReader) -> dict | None:
+            version = version_of_row(db.row(READ_VERSION))
+            body = compute(db)
+            if body is None:
+                return None
+            return {"cache_version": version.number, "as_of": version.as_of, "units": UNITS,
+                    "snapshot": version.snapshot.as_json(), **body}
+        return run
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -226,14 +240,14 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
         current WIP, over all days or the period ``from``..``to``."""
         period = queries.Period(start, end)
         return await api.cached(request, "kpis/overview", {"from": start, "to": end},
-                                lambda: queries.overview(api.db, period))
+                                lambda db: queries.overview(db, period))
 
     @app.get("/api/kpis/by-phase", tags=["kpis"], responses=DATA)
     async def kpis_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Per phase: finished phases, mean/min/max duration, rework share, open phases now."""
         period = queries.Period(start, end)
         return await api.cached(request, "kpis/by-phase", {"from": start, "to": end}, api.gated(
-            "/api/kpis/by-phase", lambda: queries.by_phase(api.db, period)))
+            "/api/kpis/by-phase", lambda db: queries.by_phase(db, period)))
 
     @app.get("/api/kpis/by-product", tags=["kpis"], responses=DATA)
     async def kpis_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
@@ -241,9 +255,9 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
         attributes (kg) when the kpis_by_product_attributes gate is on."""
         period = queries.Period(start, end)
 
-        def compute():
-            refusal = queries.gate_refusal(api.db, ATTRIBUTES_GATE)
-            body = queries.by_product(api.db, period, with_attributes=refusal is None)
+        def compute(db: SnapshotReader):
+            refusal = queries.gate_refusal(db, ATTRIBUTES_GATE)
+            body = queries.by_product(db, period, with_attributes=refusal is None)
             return {**body, "product_attributes": refusal or {"status": "SUPPORTED"}}
         return await api.cached(request, "kpis/by-product", {"from": start, "to": end}, compute)
 
@@ -252,7 +266,7 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
         """Per employee: phases worked (as chief), their durations and rework. Answers
         NOT_SUPPORTED_BY_DATA while too few employee links match a phase row."""
         return await api.cached(request, "kpis/by-employee", {}, api.gated(
-            "/api/kpis/by-employee", lambda: queries.by_employee(api.db)))
+            "/api/kpis/by-employee", lambda db: queries.by_employee(db)))
 
 
 def _add_quality_routes(app: FastAPI, api: Api) -> None:
@@ -261,21 +275,21 @@ def _add_quality_routes(app: FastAPI, api: Api) -> None:
         """Defects in total and by severity, and defects per finished order."""
         period = queries.Period(start, end)
         return await api.cached(request, "quality/overview", {"from": start, "to": end},
-                                lambda: queries.quality_overview(api.db, period))
+                                lambda db: queries.quality_overview(db, period))
 
     @app.get("/api/quality/by-phase", tags=["quality"], responses=DATA)
     async def quality_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects per inspection phase, by severity."""
         period = queries.Period(start, end)
         return await api.cached(request, "quality/by-phase", {"from": start, "to": end}, api.gated(
-            "/api/quality/by-phase", lambda: queries.quality_by_phase(api.db, period)))
+            "/api/quality/by-phase", lambda db: queries.quality_by_phase(db, period)))
 
     @app.get("/api/quality/by-product", tags=["quality"], responses=DATA)
     async def quality_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects per product, by severity, and per finished order."""
         period = queries.Period(start, end)
         return await api.cached(request, "quality/by-product", {"from": start, "to": end}, api.gated(
-            "/api/quality/by-product", lambda: queries.quality_by_product(api.db, period)))
+            "/api/quality/by-product", lambda db: queries.quality_by_product(db, period)))
 
 
 def _add_order_routes(app: FastAPI, api: Api) -> None:
@@ -295,25 +309,25 @@ def _add_order_routes(app: FastAPI, api: Api) -> None:
         after = cursors.decode(cursor, filters.as_dict()) if cursor else None
         params = {**filters.as_dict(), "cursor": cursor, "limit": limit}
         return await api.cached(request, "prodplan/orders", params,
-                                lambda: queries.orders_page(api.db, filters, after, limit))
+                                lambda db: queries.orders_page(db, filters, after, limit))
 
     @app.get("/api/prodplan/orders/{of_id}", tags=["orders"], responses=DATA)
     async def order(request: Request, of_id: int = Path(..., description="Of_Id")):
         """One order with its product, phase and defect counts; 404 when the id is unknown."""
         return await api.cached(request, "prodplan/order", {"of_id": of_id},
-                                lambda: queries.order(api.db, of_id), not_found=f"order {of_id} not found")
+                                lambda db: queries.order(db, of_id), not_found=f"order {of_id} not found")
 
     @app.get("/api/prodplan/orders/{of_id}/phases", tags=["orders"], responses=DATA)
     async def order_phases(request: Request, of_id: int = Path(..., description="Of_Id")):
         """The order's phase rows in sequence; 404 when the order is unknown."""
         return await api.cached(request, "prodplan/order-phases", {"of_id": of_id},
-                                lambda: queries.order_phases(api.db, of_id),
+                                lambda db: queries.order_phases(db, of_id),
                                 not_found=f"order {of_id} not found")
 
     @app.get("/api/prodplan/schedule/current", tags=["orders"], responses=DATA)
     async def schedule_current(request: Request):
         """Work in progress now: open phases and orders per phase, with the oldest one's age."""
-        return await api.cached(request, "prodplan/schedule", {}, lambda: queries.schedule_current(api.db))
+        return await api.cached(request, "prodplan/schedule", {}, lambda db: queries.schedule_current(db))
 
 
 def _add_ops_routes(app: FastAPI, api: Api) -> None:
@@ -323,7 +337,7 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
         by_feature: dict[str, list[str]] = {}
         for endpoint, feature in {**ENDPOINT_GATES, "/api/kpis/by-product (attributes)": ATTRIBUTES_GATE}.items():
             by_feature.setdefault(feature, []).append(endpoint)
-        return await api.cached(request, "features", {}, lambda: queries.features(api.db, by_feature))
+        return await api.cached(request, "features", {}, lambda db: queries.features(db, by_feature))
 
     @app.get("/api/health", tags=["operations"])
     async def health():

@@ -41,6 +41,9 @@ class ComputeFailed(RuntimeError):
 READ_VERSION = """
     SELECT v.version, v.updated_at, l.facts_run_id, l.aggregates_run_id, l.aggregates_catching_up
     FROM ops.cache_version v CROSS JOIN ops.snapshot_labels l"""
+# A body's envelope starts with its version (see api.Api._envelope), so a cached text tells
+# which version it was computed at without being parsed.
+VERSION_FIELD = '{"cache_version":'
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,21 @@ class Version(NamedTuple):
     number: int
     as_of: Any  # when the version last changed: when the served data last changed
     snapshot: Snapshot
+
+
+def version_of_row(row: dict[str, Any] | None) -> Version:
+    """The Version a READ_VERSION row says (no row: the schema's first moments, version 0)."""
+    if row is None:
+        return Version(0, None, Snapshot())
+    return Version(int(row["version"]), row["updated_at"], Snapshot(
+        int(row["facts_run_id"]), int(row["aggregates_run_id"]), bool(row["aggregates_catching_up"])))
+
+
+def version_of_text(text: str) -> int | None:
+    """The version a cached JSON body was computed at (None for a text without an envelope)."""
+    if not text.startswith(VERSION_FIELD):
+        return None
+    return int(text[len(VERSION_FIELD):text.index(",", len(VERSION_FIELD))])
 
 
 class VersionSource:
@@ -118,10 +136,9 @@ class VersionSource:
         with self._connect() as conn, conn.cursor() as cur:
             cur.execute(READ_VERSION)
             row = cur.fetchone()
+            names = [c.name for c in cur.description]
         self.reads += 1
-        if row is None:
-            return Version(0, None, Snapshot())
-        return Version(int(row[0]), row[1], Snapshot(int(row[2]), int(row[3]), bool(row[4])))
+        return version_of_row(dict(zip(names, row)) if row is not None else None)
 
 
 # --- the key ------------------------------------------------------------------------------------

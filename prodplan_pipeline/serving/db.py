@@ -3,9 +3,9 @@ type for "the database cannot be reached", which the API turns into 503 rather t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import sqlalchemy as sa
@@ -17,13 +17,55 @@ from prodplan_pipeline.warehouse.connection import normalise_url
 POOL_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3  # seconds; a stopped server answers at once, an unreachable host does not
 STATEMENT_TIMEOUT_MS = 10_000
+# One snapshot for every statement until ROLLBACK (read-only: it never fails to serialise).
+BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+END_SNAPSHOT = "ROLLBACK"
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(RuntimeError):
     """The warehouse could not be reached (or did not answer in time)."""
 
 
-class ReadPool:
+class _Reads:
+    """``row`` and ``execute_prepared`` over a ``rows`` of the subclass's own."""
+
+    prepared: dict[str, str]
+
+    def rows(self, statement: str, params: dict | tuple | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError  # pragma: no cover - per subclass
+
+    def row(self, statement: str, params: dict | tuple | None = None) -> dict[str, Any] | None:
+        found = self.rows(statement, params)
+        return found[0] if found else None
+
+    def execute_prepared(self, name: str, *args: Any) -> list[dict[str, Any]]:
+        if name not in self.prepared:
+            raise KeyError(f"{name} is not a prepared statement of this pool")
+        placeholders = ", ".join(["%s"] * len(args))
+        return self.rows(f"EXECUTE {name}({placeholders})", args)
+
+
+def _fetch(conn, statement: str, params) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+class SnapshotReader(_Reads):
+    """The pool's reads on one connection inside one REPEATABLE READ transaction: every
+    statement sees the snapshot the first one took (see :meth:`ReadPool.in_snapshot`)."""
+
+    def __init__(self, conn, prepared: dict[str, str]):
+        self._conn = conn
+        self.prepared = prepared
+
+    def rows(self, statement: str, params: dict | tuple | None = None) -> list[dict[str, Any]]:
+        return _fetch(self._conn, statement, params)
+
+
+class ReadPool(_Reads):
     """A SQLAlchemy connection pool handing out psycopg2 connections in read-only sessions.
 
     ``prepared`` maps names to SQL (``$1`` placeholders) that every new connection PREPAREs:
@@ -40,7 +82,8 @@ class ReadPool:
             self.url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=POOL_TIMEOUT,
             pool_pre_ping=pre_ping, pool_recycle=1800,
             # Reads only: autocommit spares the BEGIN and the ROLLBACK on return to the pool, a
-            # round trip per request (each statement still sees one consistent snapshot).
+            # round trip per request (each statement still sees one consistent snapshot;
+            # in_snapshot holds one across several statements).
             isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
             connect_args={"connect_timeout": CONNECT_TIMEOUT,
                           # work_mem: the KPI group-bys over a year of daily rows sort in memory
@@ -80,20 +123,30 @@ class ReadPool:
             return self._rows(statement, params)  # once more, on a new connection
 
     def _rows(self, statement: str, params) -> list[dict[str, Any]]:
-        with self.connect() as conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            names = [c.name for c in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+        with self.connect() as conn:
+            return _fetch(conn, statement, params)
 
-    def row(self, statement: str, params: dict | tuple | None = None) -> dict[str, Any] | None:
-        found = self.rows(statement, params)
-        return found[0] if found else None
+    def in_snapshot(self, work: Callable[[SnapshotReader], T]) -> T:
+        """``work(reader)`` with every read in one snapshot of the database: a commit landing
+        meanwhile is in all of them or in none (each autocommit statement takes a snapshot of
+        its own). Retried once, whole, on a fresh connection when the server went away."""
+        try:
+            return self._in_snapshot(work)
+        except DatabaseUnavailable:
+            return self._in_snapshot(work)
 
-    def execute_prepared(self, name: str, *args: Any) -> list[dict[str, Any]]:
-        if name not in self.prepared:
-            raise KeyError(f"{name} is not a prepared statement of this pool")
-        placeholders = ", ".join(["%s"] * len(args))
-        return self.rows(f"EXECUTE {name}({placeholders})", args)
+    def _in_snapshot(self, work: Callable[[SnapshotReader], T]) -> T:
+        with self.connect() as conn:
+            with conn.cursor() as cur:
+                cur.execute(BEGIN_SNAPSHOT)
+            try:
+                return work(SnapshotReader(conn, self.prepared))
+            finally:
+                # The pool does not reset connections on return: the transaction ends here. A
+                # connection the server dropped has nothing left to end.
+                if not conn.closed:
+                    with conn.cursor() as cur:
+                        cur.execute(END_SNAPSHOT)
 
     def dispose(self) -> None:
         self.engine.dispose()
