@@ -515,6 +515,18 @@ REJECTED_CELLS = {
     # read as text (nullable), an error cell has no text: it must not become a silent NULL
     "error_cell_in_nullable_date": Cell("OrdensFabrico", "Of_DataAcabamento", '<c t="e"><v>#N/A</v></c>',
                                         "#N/A", "bad_type"),
+    # a serial date beyond year 9999 (no datetime can hold it): one bad cell, not an aborted run
+    "huge_serial_in_date": Cell("OrdensFabrico", "Of_DataCriacao", f'<c s="{DATE_STYLE}"><v>10000000</v></c>',
+                                "10000000", "bad_type"),
+    "huge_serial_in_nullable_date": Cell("OrdensFabrico", "Of_DataAcabamento",
+                                         f'<c s="{DATE_STYLE}"><v>10000000</v></c>', "10000000", "bad_type"),
+    # a boolean is not a number, in a 0/1 flag column as in any other number column
+    "true_in_flag": Cell("FasesOrdemFabrico", "FaseOf_Retorno", '<c t="b"><v>1</v></c>', "TRUE", "bad_type"),
+    "true_in_nullable_int": Cell("FasesOrdemFabrico", "FaseOf_Turno", '<c t="b"><v>1</v></c>', "TRUE",
+                                 "bad_type"),
+    # too large for any number type: the raw value is the digits as typed, not "inf"
+    "huge_number": Cell("FasesOrdemFabrico", "FaseOf_Coeficiente", f"<c><v>{'9' * 400}</v></c>", "9" * 400,
+                        "bad_type"),
 }
 ACCEPTED_CELLS = {
     "iso_text_datetime": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("2024-01-15 08:30"), None, None,
@@ -780,6 +792,13 @@ def test_a_fraction_in_an_integer_column_is_rejected_not_truncated(row_level, ca
 @pytest.mark.parametrize("case", ["quotes_and_tab_in_int", "date_cell_in_int", "error_cell_in_int",
                                   "error_cell_in_nullable_date"])
 def test_a_cell_of_the_wrong_kind_is_rejected_with_its_text_as_excel_shows_it(row_level, case):
+    assert_rejected(row_level, case)
+    assert_core_row_kept(row_level, case)
+
+
+@pytest.mark.parametrize("case", ["huge_serial_in_date", "huge_serial_in_nullable_date", "true_in_flag",
+                                  "true_in_nullable_int", "huge_number"])
+def test_a_value_no_column_type_can_hold_is_one_bad_cell_with_its_raw_text(row_level, case):
     assert_rejected(row_level, case)
     assert_core_row_kept(row_level, case)
 

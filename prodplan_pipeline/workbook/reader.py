@@ -20,7 +20,7 @@ import math
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prodplan_pipeline.contract import NULL_TEXT, Column, ColumnType, Sheet
+from prodplan_pipeline.workbook.cells import boolean_cells, stored_texts
 from prodplan_pipeline.workbook.inspect import WorkbookError, WorkbookInfo, first_row_number
 
 REQUIRED_NULL, BAD_TYPE, BLANK_ROW = "required_null", "bad_type", "blank_row"
@@ -47,6 +48,10 @@ _ERROR_VALUE = re.compile(r"got '(\w+)\((.*)\)'\s*$", re.S)
 _DEBUG_ESCAPE = re.compile(r"\\(u\{([0-9a-fA-F]+)\}|.)", re.S)
 _DEBUG_CHARS = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
 _DATE_SERIAL = re.compile(r"value: (-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+NUMBER_TYPES = (ColumnType.INTEGER, ColumnType.SMALLINT, ColumnType.DECIMAL)
+# What Python's datetime (and so every step after the reader) can hold: years 1 to 9999.
+STORABLE_MS = (int((datetime(1, 1, 1) - datetime(1970, 1, 1)).total_seconds() * 1000),
+               int((datetime(9999, 12, 31, 23, 59, 59) - datetime(1970, 1, 1)).total_seconds() * 1000))
 EXCEL_ERRORS = {"Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!",
                 "Ref": "#REF!", "Value": "#VALUE!"}
 
@@ -57,6 +62,9 @@ class CellProblem:
     column: str  # header
     reason: str
     raw_value: str | None
+    # the reader converted the cell before it failed: its stored text (the number in the XML)
+    # is what the user typed, when the cell has one
+    from_sheet: bool = False
 
 
 @dataclass
@@ -102,9 +110,40 @@ def _read_sheet(info: WorkbookInfo, sheet: Sheet) -> SheetRead:
                                   errors_by_column.get(column.header, []), excel_rows, problems)
         for column in sheet.columns
     }
+    part = info.sheet_parts[sheet.name]
+    columns = _booleans_in_numbers(info.path, part, sheet, columns, header_row, problems)
+    problems = _with_stored_texts(info.path, part, sheet, problems)
     table = pa.table({"excel_row": excel_rows, **columns})
     blank = _blank_rows(batch, excel_rows)
     return SheetRead(sheet, table, problems, blank, time.perf_counter() - started)
+
+
+def _booleans_in_numbers(path: Path, part: str, sheet: Sheet, columns: dict, header_row: int,
+                         problems: list[CellProblem]) -> dict:
+    """A boolean cell is not a number: the reader's 1.0 for TRUE would pass silently."""
+    found = {(row, sheet.columns[col]): text for (row, col), text in boolean_cells(path, part).items()
+             if row > header_row and col < len(sheet.columns) and sheet.columns[col].type in NUMBER_TYPES}
+    if not found:
+        return columns
+    cells = {(row, column.header) for row, column in found}
+    problems[:] = [p for p in problems if (p.excel_row, p.column) not in cells]
+    problems += [CellProblem(row, column.header, BAD_TYPE, text) for (row, column), text in found.items()]
+    for column in {column for _, column in found}:
+        positions = [row - header_row - 1 for row, c in found if c == column]
+        mask = pc.is_in(pa.array(range(len(columns[column.name]))), pa.array(positions))
+        columns[column.name] = pc.if_else(mask, pa.scalar(None, columns[column.name].type), columns[column.name])
+    return columns
+
+
+def _with_stored_texts(path: Path, part: str, sheet: Sheet, problems: list[CellProblem]) -> list[CellProblem]:
+    """Problems found on a value the reader had already converted get the cell's stored text."""
+    index = {c.header: i for i, c in enumerate(sheet.columns)}
+    wanted = {(p.excel_row, index[p.column]) for p in problems if p.from_sheet}
+    if not wanted:
+        return problems
+    texts = stored_texts(path, part, wanted)
+    return [replace(p, raw_value=texts.get((p.excel_row, index[p.column]), p.raw_value))
+            if p.from_sheet else p for p in problems]
 
 
 def _load(path: Path, sheet: Sheet):
@@ -163,6 +202,7 @@ def _type_column(array, column: Column, errors: list, excel_rows: pa.Array,
     if array.type == pa.null():  # an all-empty column comes back untyped
         array = pa.nulls(len(array), pa.string())
     if column.required:
+        array = _unrepresentable(array, column, excel_rows, problems)
         array = _resolve_cell_errors(array, column, errors, excel_rows, problems)
         _missing_required(array, column, excel_rows, problems)
     else:
@@ -170,10 +210,31 @@ def _type_column(array, column: Column, errors: list, excel_rows: pa.Array,
         for error in errors:
             problems.append(CellProblem(excel_rows[error.offset_position[0]].as_py(), column.header,
                                         BAD_TYPE, _raw_text(error)))
-        array = _parse_text(array, column, excel_rows, problems)
+        text = array
+        array = _unrepresentable(_parse_text(array, column, excel_rows, problems), column, excel_rows,
+                                 problems, text)
     if column.type in INT_RANGE:
         array = _whole_numbers(array, column, excel_rows, problems)
     return array.cast(ARROW_TYPE[column.type])
+
+
+def _unrepresentable(array, column: Column, excel_rows, problems, raw=None) -> pa.Array:
+    """Values no column can hold (a 400-digit number read as inf, a serial date past year 9999):
+    bad_type, with the cell's text (``raw``, else read from the sheet later), never an abort."""
+    if column.type is ColumnType.TIMESTAMP and pa.types.is_timestamp(array.type):
+        ms = pc.cast(array.cast(pa.timestamp("ms")), pa.int64())
+        bad = pc.or_(pc.less(ms, STORABLE_MS[0]), pc.greater(ms, STORABLE_MS[1]))
+    elif column.type in NUMBER_TYPES and pa.types.is_floating(array.type):
+        bad = pc.invert(pc.is_finite(array))
+    else:
+        return array
+    bad = pc.fill_null(bad, False)
+    if not pc.any(bad).as_py():
+        return array
+    texts = raw.filter(bad).to_pylist() if raw is not None else [None] * pc.sum(bad).as_py()
+    for row, text in zip(excel_rows.filter(bad).to_pylist(), texts):
+        problems.append(CellProblem(row, column.header, BAD_TYPE, text, from_sheet=True))
+    return pc.if_else(bad, pa.scalar(None, array.type), array)
 
 
 def _raw_text(error) -> str:
@@ -255,7 +316,8 @@ def _parse_text(array, column: Column, excel_rows, problems) -> pa.Array:
         values = pc.if_else(number, serial.cast(pa.timestamp("ms")), _iso_timestamps(text))
     bad = pc.and_(pc.is_valid(text), pc.is_null(values))
     for row, raw in zip(excel_rows.filter(bad).to_pylist(), text.filter(bad).to_pylist()):
-        problems.append(CellProblem(row, column.header, BAD_TYPE, raw))
+        # a date cell arrives as the reader's text of the date: its stored serial is what was typed
+        problems.append(CellProblem(row, column.header, BAD_TYPE, raw, from_sheet=True))
     return values
 
 
