@@ -840,3 +840,83 @@ def test_a_key_seen_only_in_a_rejected_row_keeps_its_previous_core_row(row_level
     assert len(kept) >= 10
     for c in kept:
         assert row_level.after[c] == row_level.before[c], c
+
+
+# --- sheet layout: what precedes the header, what trails the data ----------------------------------
+
+LEADING_SHEET, TAIL_SHEET = "Modelos", "FasesStandardModelos"
+
+
+def _styled_rows_above_the_header(data: Rows) -> Rows:
+    """Two formatted empty rows above the header; a bad cell in the (shifted) data row 12."""
+    shifted = {r + 2: cells for r, cells in data.items()}
+    shifted[1], shifted[2] = [FORMATTED_EMPTY] * 3, [FORMATTED_EMPTY]
+    shifted[12][column_index(LEADING_SHEET, "Produto_PesoDesmolde")] = text_cell("abc")
+    return shifted
+
+
+def _styled_and_empty_text_rows_after_the_data(data: Rows) -> Rows:
+    last = max(data)
+    for n in range(1, 1001):
+        data[last + n] = [FORMATTED_EMPTY] * 3
+    for n in range(1001, 1006):
+        data[last + n] = [text_cell("")] * 5
+    return data
+
+
+@pytest.fixture(scope="module")
+def layout(databases, tmp_path_factory, sample):
+    book, counts = sample
+    env = new_env(databases, tmp_path_factory.mktemp("home_layout"), "badinput_layout")
+    assert ingest(env, book).code == 0
+    edited = rewrite(book, tmp_path_factory.mktemp("layout") / "layout.xlsx", {
+        LEADING_SHEET: _styled_rows_above_the_header, TAIL_SHEET: _styled_and_empty_text_rows_after_the_data})
+    outcome = ingest(env, edited)
+    assert outcome.code == 0, outcome.result.stderr
+    return env, counts, outcome.summary["ingestion_run_id"]
+
+
+def test_excel_row_numbers_are_right_whatever_precedes_the_header(layout):
+    env, counts, run_id = layout
+    rejects = query(env, "SELECT excel_row, column_name, raw_value FROM quarantine.rejects "
+                         "WHERE run_id = %s AND sheet = %s", (run_id, LEADING_SHEET))
+    assert rejects == [(12, "Produto_PesoDesmolde", "abc")]
+    (rows_excel,), = query(env, "SELECT rows_excel FROM ops.ingestion_sheet_runs WHERE run_id = %s "
+                                "AND sheet = %s", (run_id, LEADING_SHEET))
+    assert rows_excel == counts[LEADING_SHEET]
+
+
+def test_trailing_styled_and_empty_text_rows_are_not_data_rows(layout):
+    env, counts, run_id = layout
+    (rows_excel, rejected, reconciled), = query(env, """SELECT rows_excel, rows_rejected, reconciled
+        FROM ops.ingestion_sheet_runs WHERE run_id = %s AND sheet = %s""", (run_id, TAIL_SHEET))
+    assert (rows_excel, rejected, reconciled) == (counts[TAIL_SHEET], 0, True)
+
+
+def test_a_title_row_above_the_header_is_named_with_where_the_header_is(unchanged, sample, tmp_path):
+    def title_row(data: Rows) -> Rows:
+        shifted = {r + 1: cells for r, cells in data.items()}
+        shifted[1] = [text_cell("Exportacao ERP")]
+        return shifted
+
+    book = rewrite(sample[0], tmp_path / "titled.xlsx", {"Fases": title_row})
+    outcome = ingest(unchanged, book)
+    assert_one_paragraph(outcome, book, "sheet 'Fases'", "the header was not found on row 1",
+                         "row 2 holds the contract's header")
+
+
+def test_a_workbook_that_inflates_past_the_limit_is_refused_before_reading(unchanged, sample, tmp_path):
+    # 1.1 GiB of XML in a sheet part, a few MB on disk: refused from the zip directory alone
+    book = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(sample[0]) as zin, zipfile.ZipFile(book, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info.filename))
+        with zout.open("xl/media/padding.xml", "w", force_zip64=True) as padding:
+            block = b" " * (1 << 24)
+            for _ in range(70):
+                padding.write(block)
+    assert book.stat().st_size < 20 * 2**20
+    outcome = ingest(unchanged, book)
+    assert_one_paragraph(outcome, book, "inflates to 1,1", "MiB allowed", "PRODPLAN_MAX_UNCOMPRESSED_MB")
+    smaller = ingest({**unchanged, "PRODPLAN_MAX_UNCOMPRESSED_MB": "1"}, sample[0])  # the limit is a setting
+    assert_one_paragraph(smaller, sample[0], "more than the 1 MiB allowed")

@@ -30,9 +30,10 @@ def column_index(letters: bytes | str) -> int:
     return index - 1
 
 
-def boolean_cells(path: Path, part: str) -> dict[tuple[int, int], str]:
-    """(Excel row, 0-based column) -> "TRUE" / "FALSE" for every boolean cell of the sheet."""
-    if not _contains(path, part, BOOLEAN_MARK):
+def boolean_cells(path: Path, part: str, has_booleans: bool | None = None) -> dict[tuple[int, int], str]:
+    """(Excel row, 0-based column) -> "TRUE" / "FALSE" for every boolean cell of the sheet
+    (``has_booleans``: what :func:`verified_scan` found, when it ran)."""
+    if not (_contains(path, part, BOOLEAN_MARK) if has_booleans is None else has_booleans):
         return {}
     return {(row, col): "TRUE" if value == b"1" else "FALSE"
             for row, col, kind, value in _cells(_read(path, part), BOOLEAN_MARK) if kind == b"b"}
@@ -69,14 +70,22 @@ def _cells(xml: bytes, row_mark: bytes | None, rows: set[int] | None = None):
             yield row_number, column, kind.group(1) if kind else b"n", value.group(1) if value else None
 
 
-def _contains(path: Path, part: str, needle: bytes) -> bool:
-    tail = b""
+def verified_scan(path: Path, part: str) -> bool:
+    """Inflate the whole sheet once, bounded by the size its zip entry declares and checked
+    against its CRC (so a sheet cannot inflate past what was declared and checked before
+    reading); True when it holds a boolean cell."""
+    return _contains(path, part, BOOLEAN_MARK, to_the_end=True)
+
+
+def _contains(path: Path, part: str, needle: bytes, to_the_end: bool = False) -> bool:
+    tail, found = b"", False
     with zipfile.ZipFile(path) as archive, archive.open(part) as stream:
         while block := stream.read(BLOCK):
-            if needle in tail + block[: len(needle)] or needle in block:
+            found = found or needle in tail + block[: len(needle)] or needle in block
+            if found and not to_the_end:
                 return True
             tail = block[-len(needle):]
-    return False
+    return found
 
 
 def _read(path: Path, part: str) -> bytes:

@@ -60,12 +60,14 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def inspect_workbook(path: str | Path) -> WorkbookInfo:
-    """Check that ``path`` is a readable .xlsx workbook; hash it and each of its sheets."""
+def inspect_workbook(path: str | Path, max_uncompressed: int | None = None) -> WorkbookInfo:
+    """Check that ``path`` is a readable .xlsx workbook of a sane size; hash it and each of its
+    sheets. ``max_uncompressed``: bytes (default: ``PRODPLAN_MAX_UNCOMPRESSED_MB``)."""
     path = Path(path).expanduser()
     _check_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
+            _check_inflated_size(path, archive, max_uncompressed)
             parts = _sheet_parts(path, archive)
             hashes = {name: _part_hash(path, archive, part) for name, part in parts.items()}
             sizes = {name: archive.getinfo(part).file_size for name, part in parts.items()}
@@ -76,6 +78,24 @@ def inspect_workbook(path: str | Path) -> WorkbookInfo:
         ) from None
     return WorkbookInfo(path=path.resolve(), size=path.stat().st_size, sha256=file_sha256(path),
                         sheet_parts=parts, sheet_sha256=hashes, sheet_sizes=sizes)
+
+
+def _check_inflated_size(path: Path, archive: zipfile.ZipFile, limit: int | None) -> None:
+    """Refuse, before reading a cell, a workbook that declares more uncompressed bytes than the
+    limit: a few megabytes can inflate to gigabytes, and parsing them takes that much memory.
+    (A part that inflates past what it declares fails its CRC check when it is read.)"""
+    if limit is None:
+        from prodplan_pipeline.settings import Settings
+
+        limit = Settings.from_env().max_uncompressed_mb * 2**20
+    declared = sum(info.file_size for info in archive.infolist())
+    if declared > limit:
+        biggest = max(archive.infolist(), key=lambda info: info.file_size)
+        raise WorkbookError(
+            f"{path} inflates to {declared / 2**20:,.0f} MiB of XML ({biggest.filename}: "
+            f"{biggest.file_size / 2**20:,.0f} MiB), more than the {limit / 2**20:,.0f} MiB allowed "
+            "(the full ERP export is about 300 MiB); nothing was read. If the export really is that "
+            "large, raise PRODPLAN_MAX_UNCOMPRESSED_MB (reading takes about as much memory).")
 
 
 def _check_file(path: Path) -> None:
@@ -154,12 +174,25 @@ def _part_hash(path: Path, archive: zipfile.ZipFile, part: str) -> str:
     return digest.hexdigest()
 
 
-_FIRST_ROW = re.compile(rb"<(?:\w+:)?row\b[^>]*?\br=\"(\d+)\"")
+_ROW = re.compile(rb"<(?:\w+:)?row\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?row>)", re.S)
+_ROW_NUMBER = re.compile(rb'\br="(\d+)"')
+_HAS_VALUE = re.compile(rb"<(?:\w+:)?(?:v|is)\b")  # a stored value, or an inline string
+HEADER_SEARCH_BYTES = 1 << 24  # styled empty rows above a header are few
 
 
 def first_row_number(path: Path, part: str) -> int:
-    """The Excel row number of a sheet's first row element (the header), 1 when unknown."""
+    """The Excel row number of a sheet's first row holding a value (the header, as the reader
+    takes it): styled empty rows above it do not count. 1 when unknown."""
+    buffer, number, read = b"", 0, 0
     with zipfile.ZipFile(path) as archive, archive.open(part) as stream:
-        head = stream.read(1 << 16)
-    match = _FIRST_ROW.search(head)
-    return int(match.group(1)) if match else 1
+        while read < HEADER_SEARCH_BYTES and (chunk := stream.read(1 << 16)):
+            buffer, read = buffer + chunk, read + len(chunk)
+            end = 0
+            for row in _ROW.finditer(buffer):
+                ref = _ROW_NUMBER.search(row.group(1))
+                number = int(ref.group(1)) if ref else number + 1
+                if row.group(2) and _HAS_VALUE.search(row.group(2)):
+                    return number
+                end = row.end()
+            buffer = buffer[end:]
+    return 1

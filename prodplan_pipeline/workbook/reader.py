@@ -20,6 +20,8 @@ import math
 import re
 import time
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prodplan_pipeline.contract import NULL_TEXT, Column, ColumnType, Sheet
-from prodplan_pipeline.workbook.cells import boolean_cells, stored_texts
+from prodplan_pipeline.workbook.cells import boolean_cells, stored_texts, verified_scan
 from prodplan_pipeline.workbook.inspect import WorkbookError, WorkbookInfo, first_row_number
 
 REQUIRED_NULL, BAD_TYPE, BLANK_ROW = "required_null", "bad_type", "blank_row"
@@ -95,33 +97,66 @@ def _read_sheet(info: WorkbookInfo, sheet: Sheet) -> SheetRead:
             f"{info.path}: the sheet '{sheet.name}' is missing (the workbook has: "
             f"{', '.join(info.sheet_names)}); nothing of this sheet was loaded."
         )
+    part = info.sheet_parts[sheet.name]
+    has_booleans = _verified(info.path, part, sheet)
     loaded = _load(info.path, sheet)
     batch, errors = loaded.to_arrow_with_errors()
     names = [c.name for c in loaded.available_columns()]
-    _check_header(info.path, sheet, names, batch)
-    header_row = first_row_number(info.path, info.sheet_parts[sheet.name])
+    header_row = first_row_number(info.path, part)
+    _check_header(info.path, sheet, names, batch, header_row)
+    batch = batch.slice(0, _data_rows(batch))  # trailing empty (styled, "") rows are not data
     excel_rows = pa.array(range(header_row + 1, header_row + 1 + batch.num_rows), pa.int32())
     errors_by_column: dict[str, list] = {}
     for error in errors.errors if errors else []:
-        errors_by_column.setdefault(names[error.offset_position[1]], []).append(error)
+        if error.offset_position[0] < batch.num_rows:
+            errors_by_column.setdefault(names[error.offset_position[1]], []).append(error)
     problems: list[CellProblem] = []
     columns = {
         column.name: _type_column(batch.column(column.header), column,
                                   errors_by_column.get(column.header, []), excel_rows, problems)
         for column in sheet.columns
     }
-    part = info.sheet_parts[sheet.name]
-    columns = _booleans_in_numbers(info.path, part, sheet, columns, header_row, problems)
+    columns = _booleans_in_numbers(info.path, part, sheet, columns, header_row, problems, has_booleans)
     problems = _with_stored_texts(info.path, part, sheet, problems)
     table = pa.table({"excel_row": excel_rows, **columns})
     blank = _blank_rows(batch, excel_rows)
     return SheetRead(sheet, table, problems, blank, time.perf_counter() - started)
 
 
+def _verified(path: Path, part: str, sheet: Sheet) -> bool:
+    try:
+        return verified_scan(path, part)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise WorkbookError(f"{path}: the sheet '{sheet.name}' cannot be read: its compressed data is "
+                            f"damaged or does not match what the zip declares ({exc}); nothing of this "
+                            "sheet was loaded. The file may be damaged: re-export it from the ERP or "
+                            "re-save it in Excel.") from None
+
+
+def _empty(array) -> pa.Array:
+    """Cells without a value: null, or text that is only spaces (as "" cells are)."""
+    empty = pc.is_null(array)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        empty = pc.or_(empty, pc.equal(pc.utf8_trim_whitespace(array), ""))
+    return pc.fill_null(empty, True)
+
+
+def _data_rows(batch) -> int:
+    """Rows up to the last one holding a value."""
+    if batch.num_rows == 0 or batch.num_columns == 0:
+        return batch.num_rows
+    mask = None
+    for array in batch.columns:
+        mask = _empty(array) if mask is None else pc.and_(mask, _empty(array))
+    filled = pc.indices_nonzero(pc.invert(mask))
+    return filled[-1].as_py() + 1 if len(filled) else 0
+
+
 def _booleans_in_numbers(path: Path, part: str, sheet: Sheet, columns: dict, header_row: int,
-                         problems: list[CellProblem]) -> dict:
+                         problems: list[CellProblem], has_booleans: bool) -> dict:
     """A boolean cell is not a number: the reader's 1.0 for TRUE would pass silently."""
-    found = {(row, sheet.columns[col]): text for (row, col), text in boolean_cells(path, part).items()
+    found = {(row, sheet.columns[col]): text
+             for (row, col), text in boolean_cells(path, part, has_booleans).items()
              if row > header_row and col < len(sheet.columns) and sheet.columns[col].type in NUMBER_TYPES}
     if not found:
         return columns
@@ -160,7 +195,36 @@ def _load(path: Path, sheet: Sheet):
                             "may be damaged: re-export it from the ERP or re-save it in Excel.") from None
 
 
-def _check_header(path: Path, sheet: Sheet, found: list[str], batch) -> None:
+def _check_header(path: Path, sheet: Sheet, found: list[str], batch, header_row: int) -> None:
+    try:
+        _compare_header(path, sheet, found, batch)
+    except WorkbookError as error:
+        elsewhere = _header_elsewhere(path, sheet, header_row)
+        if elsewhere is None:
+            raise
+        raise WorkbookError(
+            f"{path}: sheet '{sheet.name}': the header was not found on row {header_row}, its first "
+            f"row with values; row {elsewhere} holds the contract's header. Delete the rows above "
+            "it (a title, notes) and export again. Nothing of this sheet was loaded.") from error
+
+
+def _header_elsewhere(path: Path, sheet: Sheet, header_row: int, rows: int = 30) -> int | None:
+    """The Excel row, among the first ``rows``, whose cells are exactly the contract's header."""
+    import fastexcel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        head = fastexcel.read_excel(str(path)).load_sheet(sheet.name, header_row=None, n_rows=rows,
+                                                          dtypes="string").to_arrow()
+    expected = list(sheet.headers)
+    for offset, values in enumerate(zip(*(c.to_pylist() for c in head.columns))):
+        cells = [v.strip() for v in values if v is not None and v.strip()]
+        if offset and cells == expected:
+            return header_row + offset
+    return None
+
+
+def _compare_header(path: Path, sheet: Sheet, found: list[str], batch) -> None:
     expected = list(sheet.headers)
     for position, name in enumerate(found, start=1):
         # Trailing empty columns are harmless; a column of values without a header is not.
