@@ -13,6 +13,22 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
+
+# The plausible-time window. A timestamp outside it is a typing slip, not an event (serial 0 is
+# 1899-12-30; 1850-06-01 or 9999-12-31 23:59:59 in a cell): it is kept in core as typed, flagged
+# in ops.data_quality_issues (implausible_timestamp:<Sheet>.<Header>) and left out of durations,
+# lead times, on-time flags, defect times, WIP ages and so of every aggregate. 1990 is well
+# before anything in the real export (its oldest timestamp, an employee's skill, is from 1997;
+# its orders start in 2020); 2100 is far past any planned date. Fixed, so that deriving the same
+# rows again, on any day, gives the same values.
+PLAUSIBLE_FROM, PLAUSIBLE_TO = datetime(1990, 1, 1), datetime(2100, 1, 1)
+
+
+def plausible(column: str) -> str:
+    """SQL: ``column`` is within the plausible-time window (false for NULL)."""
+    return (f"({column} >= timestamp '{PLAUSIBLE_FROM:%Y-%m-%d}' "
+            f"AND {column} < timestamp '{PLAUSIBLE_TO:%Y-%m-%d}')")
 
 
 class ColumnType(enum.Enum):

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from prodplan_pipeline.contract import SHEETS
+from prodplan_pipeline.contract import SHEETS, ColumnType
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import reconcile_orphans
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
@@ -115,6 +115,10 @@ def test_issue_counts_equal_counts_computed_independently(derived, workbook_fram
                 values = frames[s.name][column.header]
                 known = set(frames[parent][header])
                 expected[f"orphan:{s.name}.{column.header}"] = int((values.notna() & ~values.isin(known)).sum())
+            if column.type is ColumnType.TIMESTAMP:  # outside 1990..2100, counted by pandas
+                times = pd.to_datetime(frames[s.name][column.header].replace("NULL", None), errors="coerce")
+                outside = times.notna() & ((times < pd.Timestamp(1990, 1, 1)) | (times >= pd.Timestamp(2100, 1, 1)))
+                expected[f"implausible_timestamp:{s.name}.{column.header}"] = int(outside.sum())
     orders, phases = frames["OrdensFabrico"], frames["FasesOrdemFabrico"]
     expected["order_finished_before_created"] = int((orders.Of_DataAcabamento < orders.Of_DataCriacao).sum())
     expected["phase_ends_before_start"] = int((phases.FaseOf_Fim < phases.FaseOf_Inicio).sum())

@@ -920,3 +920,63 @@ def test_a_workbook_that_inflates_past_the_limit_is_refused_before_reading(uncha
     assert_one_paragraph(outcome, book, "inflates to 1,1", "MiB allowed", "PRODPLAN_MAX_UNCOMPRESSED_MB")
     smaller = ingest({**unchanged, "PRODPLAN_MAX_UNCOMPRESSED_MB": "1"}, sample[0])  # the limit is a setting
     assert_one_paragraph(smaller, sample[0], "more than the 1 MiB allowed")
+
+
+# --- implausible timestamps: kept, flagged, and used for nothing ------------------------------------
+
+IMPLAUSIBLE = {  # (sheet, header, Excel row): the cell written
+    ("OrdensFabrico", "Of_DataCriacao", 5): f'<c s="{DATE_STYLE}"><v>0</v></c>',  # 1899-12-30
+    ("OrdensFabrico", "Of_DataAcabamento", 6): f'<c s="{DATE_STYLE}"><v>-1</v></c>',
+    ("OrdensFabrico", "Of_DataTransporte", 7): f'<c s="{DATE_STYLE}"><v>2958465</v></c>',  # 9999-12-31
+    ("FasesOrdemFabrico", "FaseOf_Inicio", 5): text_cell("1850-06-01"),
+    ("FasesOrdemFabrico", "FaseOf_Fim", 6): text_cell("9999-12-31 23:59:59"),
+}
+
+
+@pytest.fixture(scope="module")
+def implausible(databases, tmp_path_factory, sample):
+    book, _ = sample
+    env = new_env(databases, tmp_path_factory.mktemp("home_implausible"), "badinput_implausible")
+
+    def editor(name):
+        def edit(data: Rows) -> Rows:
+            for (sheet_name, header, row), cell in IMPLAUSIBLE.items():
+                if sheet_name == name:
+                    data[row][column_index(name, header)] = cell
+            return data
+        return edit
+
+    edited = rewrite(book, tmp_path_factory.mktemp("implausible") / "implausible.xlsx",
+                     {name: editor(name) for name in ("OrdensFabrico", "FasesOrdemFabrico")})
+    keys = {(s, h, r): number_of(sheet_rows(edited, s)[r][0]) for (s, h, r) in IMPLAUSIBLE}
+    outcome = ingest(env, edited)
+    assert outcome.code == 0, outcome.result.stderr
+    return env, {cell: int(key) for cell, key in keys.items()}
+
+
+def test_implausible_timestamps_are_kept_and_flagged_by_cell(implausible):
+    env, keys = implausible
+    flagged = set(query(env, "SELECT issue_code, record_key FROM ops.data_quality_issues "
+                             "WHERE issue_code LIKE 'implausible_timestamp:%%'"))
+    assert flagged == {(f"implausible_timestamp:{s}.{h}", str(keys[(s, h, r)])) for (s, h, r) in IMPLAUSIBLE}
+    assert query(env, "SELECT count(*) FROM quarantine.rejects r JOIN ops.ingestion_runs i USING (run_id)")[0][0] == 0
+    (kept,), = query(env, "SELECT fase_of_fim FROM core.fases_ordem_fabrico WHERE fase_of_id = %s",
+                     (keys[("FasesOrdemFabrico", "FaseOf_Fim", 6)],))
+    assert kept == datetime(9999, 12, 31, 23, 59, 59), "kept as typed"
+
+
+def test_implausible_timestamps_feed_no_duration_lead_time_or_on_time_flag(implausible):
+    env, keys = implausible
+    for header, row in (("FaseOf_Inicio", 5), ("FaseOf_Fim", 6)):
+        assert query(env, "SELECT duration_seconds FROM core.fases_ordem_fabrico WHERE fase_of_id = %s",
+                     (keys[("FasesOrdemFabrico", header, row)],)) == [(None,)]
+    for header, row, column in (("Of_DataCriacao", 5, "lead_time_seconds"),
+                                ("Of_DataAcabamento", 6, "lead_time_seconds"),
+                                ("Of_DataTransporte", 7, "is_on_time")):
+        assert query(env, f"SELECT {column} FROM core.ordens_fabrico WHERE of_id = %s",
+                     (keys[("OrdensFabrico", header, row)],)) == [(None,)], header
+    # and no aggregate holds a 7,985-year duration or a 121-year lead time
+    (longest,), = query(env, "SELECT max(max_duration_seconds) FROM analytics.agg_phase_stats_daily")
+    assert longest < 10 * 365 * 86400
+    (slowest,), = query(env, "SELECT max(p90_lead_time_seconds) FROM analytics.agg_order_stats_daily")
+    assert slowest < 10 * 365 * 86400

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-REFRESH_WIP = """
+from prodplan_pipeline.contract import plausible
+
+REFRESH_WIP = f"""
     DELETE FROM analytics.agg_wip_current;
     INSERT INTO analytics.agg_wip_current
     SELECT f.fase_of_fase_id, o.of_produto_id, count(*), count(DISTINCT f.fase_of_of_id),
@@ -13,7 +15,7 @@ REFRESH_WIP = """
            max(extract(epoch FROM %(as_of)s::timestamp - f.fase_of_inicio)),
            now()
     FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
-    WHERE f.fase_of_fim IS NULL
+    WHERE f.fase_of_fim IS NULL AND {plausible('f.fase_of_inicio')}  -- no age from a typing slip
     GROUP BY 1, 2"""
 OPEN_WITHOUT_ORDER = """
     SELECT count(*) FROM core.fases_ordem_fabrico f WHERE f.fase_of_fim IS NULL

@@ -14,20 +14,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from prodplan_pipeline.contract import plausible
+
 # Values computed from the row itself: the merge writes them with every row it writes (so a
 # committed row is never waiting for them), and the backfill below checks or recomputes them.
 PHASE_DERIVED = {
-    "event_time": "coalesce(fase_of_fim, fase_of_inicio)",
-    "duration_seconds": "CASE WHEN fase_of_fim >= fase_of_inicio "
+    "event_time": "coalesce(fase_of_fim, fase_of_inicio)",  # the partition key: always set
+    "duration_seconds": f"CASE WHEN fase_of_fim >= fase_of_inicio AND {plausible('fase_of_inicio')} "
+                        f"AND {plausible('fase_of_fim')} "
                         "THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END",
     "is_open": "fase_of_fim IS NULL",
     "is_done": "fase_of_fim IS NOT NULL",
 }
 ORDER_DERIVED = {
-    "lead_time_seconds": "CASE WHEN of_data_acabamento >= of_data_criacao THEN extract(epoch FROM "
+    "lead_time_seconds": f"CASE WHEN of_data_acabamento >= of_data_criacao AND {plausible('of_data_criacao')} "
+                         f"AND {plausible('of_data_acabamento')} THEN extract(epoch FROM "
                          "of_data_acabamento - of_data_criacao)::double precision END",
     # on time: finished by the end of the shipping (due) day
-    "is_on_time": "CASE WHEN of_data_acabamento IS NOT NULL AND of_data_transporte IS NOT NULL "
+    "is_on_time": f"CASE WHEN {plausible('of_data_acabamento')} AND {plausible('of_data_transporte')} "
                   "THEN of_data_acabamento < date_trunc('day', of_data_transporte) + interval '1 day' END",
 }
 
@@ -57,10 +61,12 @@ ORDER_NULLS = """
 # A defect happened when its inspection phase row happened; without that row, when its order
 # finished, else when the order was created; NULL only when the order itself is unknown.
 # (fase_of_id is unique in core: the merge keeps it so across partitions.)
-BACKFILL_DEFECTS = """
+BACKFILL_DEFECTS = f"""
     WITH computed AS (
         SELECT e.row_fingerprint, e.occurrence, e.ofch_event_time AS old_time,
-               coalesce(i.event_time, o.of_data_acabamento, o.of_data_criacao) AS new_time
+               coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END,
+                        CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END,
+                        CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END) AS new_time
         FROM core.erros_ordem_fabrico e
         LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = e.erro_fase_of_avaliacao
         LEFT JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id),

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prodplan_pipeline.contract import SHEETS, Column, Sheet
+from prodplan_pipeline.contract import (
+    PLAUSIBLE_FROM,
+    PLAUSIBLE_TO,
+    SHEETS,
+    Column,
+    ColumnType,
+    Sheet,
+    plausible,
+)
 from prodplan_pipeline.contract import sheet as contract_sheet
 
 
@@ -40,8 +48,22 @@ def _orphan_issue(child: Sheet, column: Column) -> Issue:
                   (SELECT 1 FROM {parent.core_table} p WHERE p.{parent_column} = x.{column.name})""")
 
 
-# Generated from the contract's references, plus the two impossible date orders it names.
-ISSUES = tuple(_orphan_issue(s, c) for s in SHEETS for c in s.columns if c.references) + (
+def _implausible_issue(sheet: Sheet, column: Column) -> Issue:
+    """Rows with a timestamp outside the contract's plausible-time window (kept, not used)."""
+    return Issue(
+        f"implausible_timestamp:{sheet.name}.{column.header}", sheet.core_table,
+        f"{sheet.name} rows whose {column.header} is outside {PLAUSIBLE_FROM:%Y-%m-%d}..{PLAUSIBLE_TO:%Y-%m-%d} "
+        "(kept; left out of durations, lead times, on-time flags, defect times and WIP)",
+        f"""SELECT {_record_key(sheet, 'x')}, '{column.header} ' || x.{column.name} || ' is outside the '
+                   || 'plausible window {PLAUSIBLE_FROM:%Y-%m-%d}..{PLAUSIBLE_TO:%Y-%m-%d}'
+            FROM {sheet.core_table} x
+            WHERE x.{column.name} IS NOT NULL AND NOT {plausible(f'x.{column.name}')}""")
+
+
+# Generated from the contract: its references and its timestamp columns; plus the two
+# impossible date orders it names.
+ISSUES = tuple(_orphan_issue(s, c) for s in SHEETS for c in s.columns if c.references) + tuple(
+    _implausible_issue(s, c) for s in SHEETS for c in s.columns if c.type is ColumnType.TIMESTAMP) + (
     Issue("order_finished_before_created", "core.ordens_fabrico",
           "orders finishing before they were created (excluded from lead times)",
           """SELECT of_id::text, 'finished ' || of_data_acabamento || ', created ' || of_data_criacao
