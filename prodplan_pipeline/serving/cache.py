@@ -41,7 +41,7 @@ class ComputeFailed(RuntimeError):
 READ_VERSION = """
     SELECT v.version, v.updated_at, l.facts_run_id, l.aggregates_run_id, l.aggregates_catching_up
     FROM ops.cache_version v CROSS JOIN ops.snapshot_labels l"""
-# A body's envelope starts with its version (see api.Api._envelope), so a cached text tells
+# A body's envelope starts with its version (see api.Api._body), so a cached text tells
 # which version it was computed at without being parsed.
 VERSION_FIELD = '{"cache_version":'
 

@@ -55,13 +55,18 @@ def _fetch(conn, statement: str, params) -> list[dict[str, Any]]:
 
 class SnapshotReader(_Reads):
     """The pool's reads on one connection inside one REPEATABLE READ transaction: every
-    statement sees the snapshot the first one took (see :meth:`ReadPool.in_snapshot`)."""
+    statement sees the snapshot the first one took (see :meth:`ReadPool.in_snapshot`). The
+    BEGIN travels with the first statement, sparing it a round trip of its own."""
 
     def __init__(self, conn, prepared: dict[str, str]):
         self._conn = conn
         self.prepared = prepared
+        self.began = False
 
     def rows(self, statement: str, params: dict | tuple | None = None) -> list[dict[str, Any]]:
+        if not self.began:
+            self.began = True  # before sending: a failed first statement still began
+            statement = f"{BEGIN_SNAPSHOT}; {statement}"
         return _fetch(self._conn, statement, params)
 
 
@@ -137,14 +142,13 @@ class ReadPool(_Reads):
 
     def _in_snapshot(self, work: Callable[[SnapshotReader], T]) -> T:
         with self.connect() as conn:
-            with conn.cursor() as cur:
-                cur.execute(BEGIN_SNAPSHOT)
+            reader = SnapshotReader(conn, self.prepared)
             try:
-                return work(SnapshotReader(conn, self.prepared))
+                return work(reader)
             finally:
                 # The pool does not reset connections on return: the transaction ends here. A
                 # connection the server dropped has nothing left to end.
-                if not conn.closed:
+                if reader.began and not conn.closed:
                     with conn.cursor() as cur:
                         cur.execute(END_SNAPSHOT)
 
