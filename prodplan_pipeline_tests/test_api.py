@@ -8,6 +8,7 @@ the API key and a stopped database are exercised through the same HTTP interface
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -21,7 +22,9 @@ from prodplan_pipeline.analytics.aggregates import ORDER_STATS, bump_cache_versi
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream
 from prodplan_pipeline.analytics.wip import refresh_views
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
-from prodplan_pipeline.serving.cache import cache_key
+from prodplan_pipeline.serving import cursors, queries
+from prodplan_pipeline.serving.cache import InProcessCache, cache_key, entry_bytes
+from prodplan_pipeline.serving.front import MAX_QUERY, FrontCache
 from prodplan_pipeline.warehouse.embedded import embedded_server_uri, stop_embedded_server
 from prodplan_pipeline.workbook.sample import write_sample
 
@@ -315,6 +318,106 @@ def test_bad_parameters_are_422_with_a_message(real):
         assert response.json()["error"], case
     assert "limt" in server.get("/api/prodplan/orders", params={"limt": 5}).json()["error"]
     assert server.get("/api/kpis/overview", params={"from": "yesterday"}).status_code == 422
+
+
+DATED = ("/api/kpis/overview", "/api/kpis/by-phase", "/api/kpis/by-product", "/api/quality/overview",
+         "/api/quality/by-phase", "/api/quality/by-product")
+INT4_OUT = (2**31, -2**31 - 1)
+
+
+def out_of_range_cases() -> list[tuple[str, dict, str]]:
+    """(path, params, the parameter the 422 must name) for every parameter of every endpoint."""
+    no_filters = queries.OrderFilters().as_dict()
+    cases = [(path, {name: day}, name) for path in DATED for name, day in (
+        ("from", "1989-12-31"), ("to", "2100-01-01"), ("to", "9999-12-31"), ("from", "0001-01-01"))]
+    cases += [(path, {"from": "2023-03-02", "to": "2023-03-01"}, "from") for path in DATED]
+    cases += [("/api/prodplan/orders", {name: value}, name) for name in ("product", "phase") for value in INT4_OUT]
+    cases += [("/api/prodplan/orders", {name: day}, name) for name in ("created_from", "created_to")
+              for day in ("1989-12-31", "2100-01-01", "9999-12-31")]
+    cases += [("/api/prodplan/orders", {"created_from": "2023-03-02", "created_to": "2023-03-01"}, "created_from"),
+              ("/api/prodplan/orders", {"limit": 2**64}, "limit"), ("/api/prodplan/orders", {"status": "x"}, "status"),
+              ("/api/prodplan/orders", {"cursor": cursors.encode(2**31, no_filters)}, "cursor"),
+              ("/api/prodplan/orders", {"cursor": "%%%"}, "cursor"),
+              ("/api/ingestion/runs", {"limit": 101}, "limit"), ("/api/ingestion/runs", {"limit": 0}, "limit"),
+              ("/api/ingestion/runs", {"cursor": cursors.encode(2**63, queries.RUNS_CURSOR_SCOPE)}, "cursor"),
+              ("/api/ingestion/runs", {"cursor": "e30"}, "cursor")]
+    cases += [(f"/api/prodplan/orders/{of_id}{tail}", {}, "of_id") for of_id in INT4_OUT for tail in ("", "/phases")]
+    return cases
+
+
+def test_out_of_range_parameters_are_422_naming_the_parameter(real):
+    _, server = real
+    for path, params, name in out_of_range_cases():
+        response = server.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+        assert response.json()["error"].startswith(f"{name}:"), (path, params, response.text)
+
+
+def test_the_edges_of_every_range_are_accepted(real):
+    _, server = real
+    for path in DATED:
+        ok(server.get(path, params={"from": "1990-01-01", "to": "2099-12-31"}))
+    edges = {"product": 2**31 - 1, "phase": -2**31, "created_from": "1990-01-01", "created_to": "2099-12-31"}
+    assert ok(server.get("/api/prodplan/orders", params=edges))["items"] == []
+    assert ok(server.get("/api/prodplan/orders", params={"created_from": "2023-03-01", "created_to": "2023-03-01"}))
+    for path in (f"/api/prodplan/orders/{2**31 - 1}", f"/api/prodplan/orders/{-2**31}/phases"):
+        assert server.get(path).status_code == 404
+
+
+def test_an_overlong_url_is_414_before_routing_and_never_cached(real):
+    _, server = real
+    before = ok(server.get("/api/cache/stats"))
+    overlong = f"/api/kpis/overview?from=2022-01-01&pad={'x' * MAX_QUERY}"
+    for _ in range(2):
+        response = server.get(overlong)
+        assert response.status_code == 414 and "X-Cache" not in response.headers
+        assert response.json() == {"error": f"query string is {MAX_QUERY + 20} characters; "
+                                            f"at most {MAX_QUERY} are accepted"}
+    assert server.get(f"/api/prodplan/orders/{'1' * 2000}").json()["error"].startswith("path is")
+    after = ok(server.get("/api/cache/stats"))
+    assert {k: after[k] for k in ("hits", "misses", "computations")} == \
+        {k: before[k] for k in ("hits", "misses", "computations")}
+
+
+def held_bytes(store: InProcessCache) -> int:
+    """The bytes of what the store holds, measured afresh (not its own running total)."""
+    return sum(entry_bytes(key, entry[1]) for key, entry in store._entries.items())
+
+
+def test_the_in_process_cache_is_bounded_in_bytes_keys_included():
+    bound = 2**20
+    store = InProcessCache(max_entries=10**6, max_bytes=bound)
+    for n in range(400):  # ~18 MiB offered: keys of 3 KiB (two-byte characters) and 40 KiB bodies
+        store.put(f"{n}:" + "é" * 1500, "x" * 40_000)
+        assert store.bytes_held == held_bytes(store) <= bound
+    assert 0 < len(store) < 400 and store.bytes_held > bound - 50_000
+    store.put("huge", "x" * (bound + 1))  # alone above the bound: not kept, nothing evicted for it
+    assert store._peek("huge") is None and store.bytes_held == held_bytes(store) > 0
+
+
+def test_the_front_cache_bound_covers_its_keys_and_bodies():
+    """Distinct long URLs with large 200 answers through the ASGI layer: keys are counted too."""
+    body = b"{" + b" " * 30_000 + b"}"
+
+    async def endpoint(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-cache-version", b"7")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def discard(message):
+        pass
+
+    version = type("V", (), {"number": 7})()
+    api = type("A", (), {"versions": type("S", (), {"peek": staticmethod(lambda: version)})()})()
+    front = FrontCache(endpoint, api, max_bytes=2**20)
+
+    async def ask_many():
+        for n in range(300):
+            query = f"n={n}&pad={'q' * (MAX_QUERY - 20)}".encode()
+            await front({"type": "http", "method": "GET", "path": "/api/kpis/overview",
+                         "query_string": query}, None, discard)
+            assert front.store.bytes_held == held_bytes(front.store) <= 2**20
+    asyncio.run(ask_many())
+    assert 0 < len(front.store) < 300
 
 
 def test_openapi_documents_every_endpoint(real):

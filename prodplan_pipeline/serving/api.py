@@ -17,21 +17,24 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
-from datetime import date, datetime, timezone
-from typing import Any, Literal
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from prodplan_pipeline.contract import PLAUSIBLE_FROM, PLAUSIBLE_TO
 
 from prodplan_pipeline.serving import cursors, queries
 from prodplan_pipeline.serving.cache import (READ_VERSION, NullCache, RedisCache, Version, VersionSource,
                                              build_cache, cache_key, to_json, version_of_row,
                                              version_of_text)
 from prodplan_pipeline.serving.db import DatabaseUnavailable, ReadPool, SnapshotReader
-from prodplan_pipeline.serving.front import FrontCache
+from prodplan_pipeline.serving.front import FrontCache, RequestLimits
 from prodplan_pipeline.serving.notify import VersionListener
 from prodplan_pipeline.serving.launcher import IngestionLauncher, LaunchRefused, check_api_key
 from prodplan_pipeline.settings import Settings
@@ -55,8 +58,24 @@ HEALTH_TTL = 1.0  # seconds a health check is reused
 # What an endpoint computes: its body (None: not found) from reads in one database snapshot.
 Compute = Callable[[SnapshotReader], Any]
 
-FromDate = Query(None, alias="from", description="first day, inclusive (YYYY-MM-DD)")
-ToDate = Query(None, alias="to", description="last day, inclusive (YYYY-MM-DD)")
+# Every parameter is range-checked here (422 naming it): a value PostgreSQL or date arithmetic
+# cannot take (int4 ids, created_to + 1 day) would otherwise surface as a 500.
+INT4_MIN, INT4_MAX = -2**31, 2**31 - 1
+FIRST_DAY, LAST_DAY = PLAUSIBLE_FROM.date(), PLAUSIBLE_TO.date() - timedelta(days=1)
+
+
+def _plausible_day(day: date) -> date:
+    """A day within the contract's plausible window (no fact lies outside it)."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"must be within {FIRST_DAY}..{LAST_DAY}")
+    return day
+
+
+Day = Annotated[date, AfterValidator(_plausible_day)]
+WINDOW = f"; within {FIRST_DAY}..{LAST_DAY}"
+OrderId = Path(..., ge=INT4_MIN, le=INT4_MAX, description="Of_Id")
+FromDate = Query(None, alias="from", description="first day, inclusive (YYYY-MM-DD)" + WINDOW)
+ToDate = Query(None, alias="to", description="last day, inclusive (YYYY-MM-DD)" + WINDOW)
 
 
 class IngestionRequest(BaseModel):
@@ -91,6 +110,20 @@ DATA = {200: {"model": Envelope, "description": "the endpoint's fields, in the s
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _in_order(first: date | None, last: date | None, names: tuple[str, str]) -> None:
+    """422 (in the validation errors' format) for a window that ends before it starts: it can
+    select nothing, so it is a client's mistake rather than a question with an empty answer."""
+    if first is not None and last is not None and first > last:
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", names[0]),
+                                       "msg": f"{first} is after {names[1]} {last}",
+                                       "input": str(first)}])
+
+
+def _period(start: date | None, end: date | None) -> queries.Period:
+    _in_order(start, end, ("from", "to"))
+    return queries.Period(start, end)
 
 
 def _unknown_parameters(request: Request, accepted) -> JSONResponse | None:
@@ -209,6 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api = api
     if not isinstance(api.cache, NullCache):  # the benchmark's uncached baseline must stay uncached
         app.add_middleware(FrontCache, api=api)
+    app.add_middleware(RequestLimits)  # added last, so outermost: before the front cache
     _install_error_handlers(app)
     _add_kpi_routes(app, api)
     _add_quality_routes(app, api)
@@ -222,7 +256,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def bad_parameters(request: Request, exc: RequestValidationError):
         problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
                     for e in exc.errors()]
-        return _error(422, "; ".join(problems), detail=exc.errors())
+        # A validator's own ValueError sits in the errors' ctx: as its message, JSON can carry it.
+        return _error(422, "; ".join(problems),
+                      detail=jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
 
     @app.exception_handler(cursors.BadCursor)
     async def bad_cursor(request: Request, exc: cursors.BadCursor):
@@ -235,25 +271,25 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _add_kpi_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/kpis/overview", tags=["kpis"], responses=DATA)
-    async def kpis_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def kpis_overview(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
         """Orders finished (lead time, on-time rate), phases finished (duration, rework), defects and
         current WIP, over all days or the period ``from``..``to``."""
-        period = queries.Period(start, end)
+        period = _period(start, end)
         return await api.cached(request, "kpis/overview", {"from": start, "to": end},
                                 lambda db: queries.overview(db, period))
 
     @app.get("/api/kpis/by-phase", tags=["kpis"], responses=DATA)
-    async def kpis_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def kpis_by_phase(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
         """Per phase: finished phases, mean/min/max duration, rework share, open phases now."""
-        period = queries.Period(start, end)
+        period = _period(start, end)
         return await api.cached(request, "kpis/by-phase", {"from": start, "to": end}, api.gated(
             "/api/kpis/by-phase", lambda db: queries.by_phase(db, period)))
 
     @app.get("/api/kpis/by-product", tags=["kpis"], responses=DATA)
-    async def kpis_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def kpis_by_product(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
         """Per product: orders finished, lead time, on-time rate, phase durations; with the product's
         attributes (kg) when the kpis_by_product_attributes gate is on."""
-        period = queries.Period(start, end)
+        period = _period(start, end)
 
         def compute(db: SnapshotReader):
             refusal = queries.gate_refusal(db, ATTRIBUTES_GATE)
@@ -271,23 +307,23 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
 
 def _add_quality_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/quality/overview", tags=["quality"], responses=DATA)
-    async def quality_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def quality_overview(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
         """Defects in total and by severity, and defects per finished order."""
-        period = queries.Period(start, end)
+        period = _period(start, end)
         return await api.cached(request, "quality/overview", {"from": start, "to": end},
                                 lambda db: queries.quality_overview(db, period))
 
     @app.get("/api/quality/by-phase", tags=["quality"], responses=DATA)
-    async def quality_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def quality_by_phase(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
         """Defects per inspection phase, by severity."""
-        period = queries.Period(start, end)
+        period = _period(start, end)
         return await api.cached(request, "quality/by-phase", {"from": start, "to": end}, api.gated(
             "/api/quality/by-phase", lambda db: queries.quality_by_phase(db, period)))
 
     @app.get("/api/quality/by-product", tags=["quality"], responses=DATA)
-    async def quality_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def quality_by_product(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
         """Defects per product, by severity, and per finished order."""
-        period = queries.Period(start, end)
+        period = _period(start, end)
         return await api.cached(request, "quality/by-product", {"from": start, "to": end}, api.gated(
             "/api/quality/by-product", lambda db: queries.quality_by_product(db, period)))
 
@@ -295,30 +331,32 @@ def _add_quality_routes(app: FastAPI, api: Api) -> None:
 def _add_order_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/prodplan/orders", tags=["orders"], responses=DATA)
     async def orders(request: Request,
-                     product: int | None = Query(None, description="Of_ProdutoId"),
-                     phase: int | None = Query(None, description="the order's current phase (Of_FaseId)"),
+                     product: int | None = Query(None, ge=INT4_MIN, le=INT4_MAX, description="Of_ProdutoId"),
+                     phase: int | None = Query(None, ge=INT4_MIN, le=INT4_MAX,
+                                               description="the order's current phase (Of_FaseId)"),
                      status: Literal["open", "finished", "on_time", "late"] | None = Query(None),
-                     created_from: date | None = Query(None, description="created on or after this day"),
-                     created_to: date | None = Query(None, description="created on or before this day"),
+                     created_from: Day | None = Query(None, description="created on or after this day" + WINDOW),
+                     created_to: Day | None = Query(None, description="created on or before this day" + WINDOW),
                      cursor: str | None = Query(None, description="next_cursor of the previous page"),
                      limit: int = Query(100, ge=1, le=MAX_PAGE)):
         """Orders in of_id order, a page at a time (keyset pagination: pass ``next_cursor`` back as
         ``cursor`` with the same filters)."""
+        _in_order(created_from, created_to, ("created_from", "created_to"))
         filters = queries.OrderFilters(product, phase, status, created_from, created_to)
         # A bad cursor is a 422, before any caching.
-        after = cursors.decode(cursor, filters.as_dict()) if cursor else None
+        after = cursors.decode(cursor, filters.as_dict(), (INT4_MIN, INT4_MAX)) if cursor else None
         params = {**filters.as_dict(), "cursor": cursor, "limit": limit}
         return await api.cached(request, "prodplan/orders", params,
                                 lambda db: queries.orders_page(db, filters, after, limit))
 
     @app.get("/api/prodplan/orders/{of_id}", tags=["orders"], responses=DATA)
-    async def order(request: Request, of_id: int = Path(..., description="Of_Id")):
+    async def order(request: Request, of_id: int = OrderId):
         """One order with its product, phase and defect counts; 404 when the id is unknown."""
         return await api.cached(request, "prodplan/order", {"of_id": of_id},
                                 lambda db: queries.order(db, of_id), not_found=f"order {of_id} not found")
 
     @app.get("/api/prodplan/orders/{of_id}/phases", tags=["orders"], responses=DATA)
-    async def order_phases(request: Request, of_id: int = Path(..., description="Of_Id")):
+    async def order_phases(request: Request, of_id: int = OrderId):
         """The order's phase rows in sequence; 404 when the order is unknown."""
         return await api.cached(request, "prodplan/order-phases", {"of_id": of_id},
                                 lambda db: queries.order_phases(db, of_id),

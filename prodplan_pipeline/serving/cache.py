@@ -286,20 +286,28 @@ class _Flights:
             del self._inflight[key]
 
 
-class InProcessCache(_Counted):
-    """An LRU of JSON texts bounded by entries and by characters held, with per-entry expiry and
-    singleflight. The default holds every order of a full-size warehouse (27k orders x 2
-    endpoints) without evicting: an LRU smaller than the working set recomputes the same keys."""
+def entry_bytes(key: str, value: str | bytes) -> int:
+    """What an entry costs the bound: its key and its body, in UTF-8 bytes (a str body as sent).
+    Keys count too: a front-cache key holds the whole query string, which a client chooses."""
+    return len(key.encode()) + (len(value) if isinstance(value, bytes) else len(value.encode()))
 
-    def __init__(self, max_entries: int = 100_000, max_chars: int = 256 * 2**20,
+
+class InProcessCache(_Counted):
+    """An LRU of JSON texts bounded by entries and by bytes held (keys and bodies), with
+    per-entry expiry and singleflight. The default holds every order of a full-size warehouse
+    (27k orders x 2 endpoints) without evicting: an LRU smaller than the working set recomputes
+    the same keys."""
+
+    def __init__(self, max_entries: int = 100_000, max_bytes: int = 256 * 2**20,
                  clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.max_entries = max_entries
-        self.max_chars = max_chars
-        self._chars = 0
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._flights = _Flights()
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        # key -> (expiry, text, entry_bytes): the size is kept so evicting never re-measures.
+        self._entries: OrderedDict[str, tuple[float, Any, int]] = OrderedDict()
 
     def get_or_compute_json(self, key: str, compute: Callable[[], Any],
                             ttl: float = DEFAULT_TTL) -> str:
@@ -316,7 +324,7 @@ class InProcessCache(_Counted):
             return None
         if entry[0] <= self._clock():
             del self._entries[key]
-            self._chars -= len(entry[1])
+            self._bytes -= entry[2]
             return None
         self._entries.move_to_end(key)
         return entry[1]
@@ -332,15 +340,24 @@ class InProcessCache(_Counted):
         self.put(key, text, ttl)
         return text
 
-    def put(self, key: str, text: str, ttl: float = DEFAULT_TTL) -> None:
-        """Store a JSON text (e.g. one fetched from a shared cache) under ``key``."""
+    def put(self, key: str, text: str | bytes, ttl: float = DEFAULT_TTL) -> None:
+        """Store a JSON text (e.g. one fetched from a shared cache) under ``key``. An entry
+        larger than the whole bound is not stored: it would evict everything and still exceed it."""
+        size = entry_bytes(key, text)
         with self._flights.lock:
             old = self._entries.pop(key, None)
-            self._chars += len(text) - (len(old[1]) if old else 0)
-            self._entries[key] = (self._clock() + ttl, text)
-            while len(self._entries) > 1 and (len(self._entries) > self.max_entries
-                                              or self._chars > self.max_chars):
-                self._chars -= len(self._entries.popitem(last=False)[1][1])
+            self._bytes -= old[2] if old else 0
+            if size > self.max_bytes:
+                return
+            self._bytes += size
+            self._entries[key] = (self._clock() + ttl, text, size)
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1][2]
+
+    @property
+    def bytes_held(self) -> int:
+        """Bytes of the entries held now (keys and bodies), as the bound counts them."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -348,7 +365,7 @@ class InProcessCache(_Counted):
     def clear(self) -> None:
         with self._flights.lock:
             self._entries.clear()
-            self._chars = 0
+            self._bytes = 0
 
 
 # Delete the lock only if we still own it (it may have expired and been taken by another);

@@ -35,15 +35,19 @@ def page(rows: list[dict[str, Any]], limit: int, key: str, filters: dict[str, An
     return {"items": items, "next_cursor": encode(items[-1][key], filters) if more else None}
 
 
-def decode(cursor: str, filters: dict[str, Any]) -> int:
-    """The key to continue after; BadCursor when the cursor is not one of ours for these filters."""
+INT8 = (-2**63, 2**63 - 1)
+
+
+def decode(cursor: str, filters: dict[str, Any], bounds: tuple[int, int] = INT8) -> int:
+    """The key to continue after; BadCursor when the cursor is not one of ours for these filters.
+    ``bounds`` is the key column's range: a forged key outside it would fail in PostgreSQL."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         after, digest = payload["after"], payload["filters"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise BadCursor("cursor is not a cursor this API issued; start again without one") from error
-    if not isinstance(after, int) or isinstance(after, bool):
+    if not isinstance(after, int) or isinstance(after, bool) or not bounds[0] <= after <= bounds[1]:
         raise BadCursor("cursor is not a cursor this API issued; start again without one")
     if digest != filters_digest(filters):
         raise BadCursor("cursor was issued for other filters; repeat the filters of the first page "

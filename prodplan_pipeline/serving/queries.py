@@ -229,8 +229,9 @@ ORDER_COLUMNS = """o.of_id, o.of_produto_id AS produto_id, o.of_fase_id AS fase_
 ORDERS_PAGE = f"""
     SELECT {ORDER_COLUMNS} FROM core.ordens_fabrico o
     WHERE o.of_id > %(after)s
-      AND (%(product)s::integer IS NULL OR o.of_produto_id = %(product)s)
-      AND (%(phase)s::integer IS NULL OR o.of_fase_id = %(phase)s)
+      -- Parenthesised: :: binds before unary minus, so -2147483648::integer would overflow.
+      AND ((%(product)s)::integer IS NULL OR o.of_produto_id = %(product)s)
+      AND ((%(phase)s)::integer IS NULL OR o.of_fase_id = %(phase)s)
       AND (%(status)s::text IS NULL
            OR (%(status)s = 'open' AND o.of_data_acabamento IS NULL)
            OR (%(status)s = 'finished' AND o.of_data_acabamento IS NOT NULL)
