@@ -1,23 +1,36 @@
 """``prodplan``: the command line.
 
-Input problems (a bad URL, an unreachable server, a bad option value) and a database lost in the
-middle of a command end with a one-paragraph message on stderr and exit status 1, never a traceback.
+Every error ends with one paragraph on stderr and exit status 1, never a traceback. Input problems
+(a bad URL, an unreachable server, a bad option or PRODPLAN_* value, a path that cannot be used)
+and a database lost in the middle of a command say what to fix. Anything else is unexpected (a bug
+or an environment problem): the paragraph says so and names the log file, under
+$PRODPLAN_HOME/logs, that holds its full traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
-from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.settings import DEFAULT_HOME, Settings, SettingError
 from prodplan_pipeline.textui import Progress, format_table
 
 EXIT_OK, EXIT_ERROR = 0, 1
+# An OSError with one of these says something about the machine, not the code, whatever the path:
+# the fix (permissions, a read-only or full disk, a quota) is outside ProdPlan.
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+# These say that a path is wrong: the user's to fix when it is a path the user chose.
+PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
+MAX_DETAIL = 400  # characters of an unexpected error's message on the terminal; the log has all
 
 
 class UserError(Exception):
@@ -25,17 +38,20 @@ class UserError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         print("prodplan: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - classified below: user errors get a message
-        message = _lost_database(exc) or (str(exc) if _is_user_error(exc) else None)
-        if message is None:
-            raise
-        print(f"prodplan {args.command}: {message}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - every error ends in one paragraph; bugs get a log
+        try:
+            message = _lost_database(exc) or _user_message(exc, args)
+        except Exception:  # noqa: BLE001 - classifying must never hide the error it classifies
+            message = None
+        print(f"prodplan {args.command}: {message or _unexpected(exc, args.command, argv)}",
+              file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -45,18 +61,115 @@ def _lost_database(exc: Exception) -> str | None:
 
     try:
         settings = Settings.from_env()
-    except ValueError:  # a bad PRODPLAN_* value: name no server rather than fail again here
+    except SettingError:  # a bad PRODPLAN_* value: name no server rather than fail again here
         settings = None
     return database_lost_message(exc, settings)
 
 
-def _is_user_error(exc: Exception) -> bool:
+def _user_message(exc: Exception, args: argparse.Namespace) -> str | None:
+    """The message of an error the user (or the machine's owner) can fix, else None. A bare
+    ValueError, KeyError ... is not one: the code raises its own classes for bad input."""
     from prodplan_pipeline.warehouse.connection import DatabaseConfigError
     from prodplan_pipeline.warehouse.migrations import MigrationError
     from prodplan_pipeline.workbook.inspect import WorkbookError
 
-    return isinstance(exc, (UserError, DatabaseConfigError, MigrationError, WorkbookError,
-                            ValueError, OSError))
+    if isinstance(exc, (UserError, SettingError, DatabaseConfigError, MigrationError, WorkbookError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return _environment_message(exc, args)
+    return None
+
+
+def _environment_message(exc: OSError, args: argparse.Namespace) -> str | None:
+    """One paragraph naming the path for an OSError about the machine (permissions, disk) or
+    about a path the user chose; None for one that looks like a bug."""
+    from prodplan_pipeline.workbook.inspect import describe_path_error
+
+    if exc.errno is None:  # not from the OS: our own sentence (paths.project_root) or a library's
+        return str(exc) if _raised_in_prodplan(exc) else None
+    if exc.filename is None or isinstance(exc.filename, int):
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    owner = next((name for root, name in _user_locations(args) if _within(path, root)), None)
+    if exc.errno not in ENVIRONMENT_ERRNOS and not (exc.errno in PATH_ERRNOS and owner):
+        return None
+    problem = describe_path_error(path, exc, "used")
+    if exc.errno == errno.ENOSPC:
+        return f"{problem}; free some space on that disk, then re-run the command."
+    if owner:
+        return f"{problem}. It is under {owner}; fix that path or its permissions, or choose another."
+    return f"{problem}; fix its permissions (or the disk), then re-run the command."
+
+
+def _user_locations(args: argparse.Namespace) -> list[tuple[Path, str]]:
+    """The paths the user chose (options, PRODPLAN_* variables), most specific first."""
+    chosen = []
+    if getattr(args, "workbook", None):
+        chosen.append((args.workbook, f"--workbook {args.workbook}"))
+    if getattr(args, "out", None):  # write_sample writes a temporary file beside it
+        chosen.append((args.out.parent, f"the folder of --out {args.out}"))
+    try:
+        settings = Settings.from_env()
+    except SettingError:
+        return chosen
+    if settings.workbook:
+        chosen.append((settings.workbook, f"PRODPLAN_WORKBOOK ({settings.workbook})"))
+    if settings.reports_dir:
+        chosen.append((settings.reports_dir, f"PRODPLAN_REPORTS_DIR ({settings.reports_dir})"))
+    return [*chosen, (settings.home, f"PRODPLAN_HOME ({settings.home}), which must be a folder "
+                                     "this user can create and write in")]
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or inside it, spelled with or without its links resolved."""
+    for inner in {os.path.abspath(path), os.path.realpath(path)}:
+        for outer in {os.path.abspath(root), os.path.realpath(root)}:
+            if inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep):
+                return True
+    return False
+
+
+def _raised_in_prodplan(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    package = os.path.dirname(os.path.abspath(__file__))
+    return frame is not None and os.path.abspath(frame.tb_frame.f_code.co_filename).startswith(
+        package + os.sep)
+
+
+def _unexpected(exc: Exception, command: str, argv: list[str]) -> str:
+    """The paragraph for a bug or an environment problem; its traceback goes to a log file."""
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(detail) > MAX_DETAIL:
+        detail = detail[:MAX_DETAIL] + " ..."
+    log = _write_log(exc, command, argv)
+    where = (f"Its full traceback is in {log}; please attach that file when reporting it."
+             if log else "No log file could be written (see the traceback below).")
+    message = (f"unexpected error, {detail}. This is a bug in ProdPlan or a problem with its "
+               f"environment, not with your input. {where}")
+    if log is None:  # the traceback is the only record left: better on the terminal than lost
+        message += "\n" + "".join(traceback.format_exception(exc))
+    return message
+
+
+def _write_log(exc: Exception, command: str, argv: list[str]) -> Path | None:
+    """Write the traceback under $PRODPLAN_HOME/logs (else the temp folder); the file's path."""
+    # PRODPLAN_HOME read here by hand: the error being logged may come from Settings itself.
+    home = Path(os.path.abspath(os.path.expanduser(os.environ.get("PRODPLAN_HOME", "").strip()
+                                                   or DEFAULT_HOME)))
+    name = f"prodplan-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = (f"prodplan {shlex.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}, "
+            f"Python {sys.version.split()[0]}, pid {os.getpid()}\n\n"
+            + "".join(traceback.format_exception(exc)))
+    for folder in (home / "logs", Path(tempfile.gettempdir()) / "prodplan-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        return folder / name
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,10 +236,13 @@ def _max_shrink(args: argparse.Namespace, settings: Settings) -> float:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from prodplan_pipeline.workbook.inspect import check_output_path
     from prodplan_pipeline.workbook.sample import write_sample
 
     if args.out.suffix.lower() != ".xlsx":
         raise UserError(f"--out must name an .xlsx file, got {args.out}")
+    _check_sample_options(args)
+    check_output_path(args.out.expanduser().absolute())  # before minutes of generating rows
     progress = Progress()
     counts = write_sample(args.out, scale=args.scale, seed=args.seed, progress=progress,
                           link_match_rate=args.employee_link_match)
@@ -137,15 +253,32 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_sample_options(args: argparse.Namespace) -> None:
+    """The options write_sample refuses, as the user typed them (its own ValueError names its
+    parameters, and would be a bug by the time it is raised)."""
+    from prodplan_pipeline.workbook.sample import MAX_SCALE
+
+    if not 0 < args.scale <= MAX_SCALE:  # also refuses nan
+        raise UserError(f"--scale must be greater than 0 and at most {MAX_SCALE:g} "
+                        f"(1 = the real export's size), got {args.scale:g}")
+    if getattr(args, "seed", 0) < 0:
+        raise UserError(f"--seed must be zero or more, got {args.seed}")
+    rate = getattr(args, "employee_link_match", None)
+    if rate is not None and not 0 < rate <= 1:
+        raise UserError(f"--employee-link-match must be greater than 0 and at most 1, got {rate:g}")
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    workbook = (args.workbook or settings.workbook_path).expanduser().resolve()
+    # Not resolved yet: a link loop or dangling link is named as the user gave it, by the check.
+    workbook = (args.workbook or settings.workbook_path).expanduser().absolute()
     return _ingest(settings, workbook, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from prodplan_pipeline.workbook.sample import write_sample
 
+    _check_sample_options(args)
     settings = Settings.from_env()
     workbook = settings.workbook_path
     if not workbook.exists():
@@ -161,7 +294,7 @@ def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int
     from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
 
     try:
-        inspect_workbook(workbook)  # a file that is not a workbook fails here, in a second
+        workbook = inspect_workbook(workbook).path  # not a workbook: fails here, in a second
     except WorkbookError as error:
         if args.json:  # the promised last line of stdout, even for a bad file
             print(json.dumps({"exit_code": 1, "error": str(error), "sheets": []}))

@@ -10,6 +10,10 @@ DEFAULT_HOME = ".prodplan"
 SAMPLE_WORKBOOK_NAME = "Folha_IA.sample.xlsx"
 
 
+class SettingError(ValueError):
+    """A ``PRODPLAN_*`` variable or option value that cannot be used; the message names it."""
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -35,14 +39,14 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
-        home = Path(get("PRODPLAN_HOME") or DEFAULT_HOME).expanduser().resolve()
+        home = _absolute(get("PRODPLAN_HOME") or DEFAULT_HOME)
         workbook = get("PRODPLAN_WORKBOOK")
         reports = get("PRODPLAN_REPORTS_DIR")
         return cls(
             home=home,
             database_url=get("PRODPLAN_DATABASE_URL"),
-            workbook=Path(workbook).expanduser().resolve() if workbook else None,
-            reports_dir=Path(reports).expanduser().resolve() if reports else None,
+            workbook=_absolute(workbook) if workbook else None,
+            reports_dir=_absolute(reports) if reports else None,
             redis_url=get("PRODPLAN_REDIS_URL"),
             alert_webhook_url=get("PRODPLAN_ALERT_WEBHOOK_URL"),
             api_key=get("PRODPLAN_API_KEY"),
@@ -77,15 +81,22 @@ class Settings:
         return self.workbook or self.home / "workbooks" / SAMPLE_WORKBOOK_NAME
 
 
+def _absolute(text: str) -> Path:
+    """``text`` as an absolute path with its links resolved, like ``Path.resolve()``, except that
+    a symlink loop is left as it is (``resolve`` raises RuntimeError on one): the command that
+    uses the path then names the loop in its message."""
+    return Path(os.path.realpath(Path(text).expanduser()))
+
+
 def _seconds(name: str, text: str | None, default: float) -> float:
     if text is None:
         return default
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {text!r}") from None
+        raise SettingError(f"{name} must be a number of seconds, got {text!r}") from None
     if not value >= 0:
-        raise ValueError(f"{name} must be zero or more seconds, got {text!r}")
+        raise SettingError(f"{name} must be zero or more seconds, got {text!r}")
     return value
 
 
@@ -96,9 +107,9 @@ def fraction(name: str, text: str | None, default: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{name} must be a fraction between 0 and 1 (e.g. 0.35), got {text!r}") from None
+        raise SettingError(f"{name} must be a fraction between 0 and 1 (e.g. 0.35), got {text!r}") from None
     if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a fraction between 0 and 1 (e.g. 0.35), got {text!r}")
+        raise SettingError(f"{name} must be a fraction between 0 and 1 (e.g. 0.35), got {text!r}")
     return value
 
 
@@ -106,5 +117,5 @@ def _count(name: str, text: str | None, default: int) -> int:
     if text is None:
         return default
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {text!r}")
+        raise SettingError(f"{name} must be a whole number of at least 1, got {text!r}")
     return int(text)

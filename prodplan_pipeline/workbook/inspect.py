@@ -7,9 +7,12 @@ be recognised without parsing a single cell.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import posixpath
 import re
+import stat
 import struct
 import zipfile
 import zlib
@@ -98,12 +101,25 @@ def _check_inflated_size(path: Path, archive: zipfile.ZipFile, limit: int | None
             "large, raise PRODPLAN_MAX_UNCOMPRESSED_MB (reading takes about as much memory).")
 
 
+WORKBOOK_ADVICE = "give the path of the Folha_IA .xlsx export"
+NAME_MAX, PATH_MAX = 255, 4096  # bytes: Linux's limits per name and per path (ENAMETOOLONG)
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise WorkbookError(f"{path} does not exist; give the path of the Folha_IA .xlsx export.")
-    if not path.is_file():
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:  # missing, a link loop or dangling link, through a file, too long ...
+        raise WorkbookError(f"{describe_path_error(path, error)}; {WORKBOOK_ADVICE}.") from None
+    if stat.S_ISDIR(mode):
         raise WorkbookError(f"{path} is a folder, not a workbook; give the path of the .xlsx file.")
-    with open(path, "rb") as handle:
+    if not stat.S_ISREG(mode):  # reading a pipe would wait forever for a writer
+        raise WorkbookError(f"{path} is not a regular file (a pipe, socket or device); "
+                            f"{WORKBOOK_ADVICE}.")
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise WorkbookError(f"{describe_path_error(path, error)}; {WORKBOOK_ADVICE}.") from None
+    with handle:
         head = handle.read(8)
         if head.startswith(OLE2_MAGIC):
             encrypted = _contains(handle, ENCRYPTED_STREAM)
@@ -121,6 +137,92 @@ def _check_file(path: Path) -> None:
             f"{path} is not an Excel .xlsx workbook (an .xlsx file is a zip archive, and this one "
             "is not); export the ERP data as .xlsx."
         )
+
+
+def describe_path_error(path: Path, error: OSError, action: str = "read") -> str:
+    """``path`` and what is wrong with it, in words, from the OSError that using it raised: the
+    first half of a one-line message (the caller says what to do). The OS names one errno for
+    the whole path, so the path is walked to name the part that breaks it."""
+    return _broken_part(path, action) or _errno_problem(path, error, action)
+
+
+def check_output_path(path: Path, option: str = "--out") -> None:
+    """Raise a WorkbookError unless a workbook can be written at ``path``: checked before a
+    sample spends minutes generating rows that could not be saved."""
+    problem = _broken_part(path, "written", new_file=True)
+    if problem is None and os.path.isdir(path):  # unlike Path.is_dir, never raises
+        problem = f"{path} is a folder, not a file"
+    if problem is None:
+        problem = _probe_folder(path)
+    if problem is not None:
+        raise WorkbookError(f"cannot write the workbook: {problem}; choose another {option}.")
+
+
+def _probe_folder(path: Path) -> str | None:
+    """Create (and remove) the temporary file write_sample writes first, named as it names it:
+    only the OS knows whether the folder is writable, read-only, or the name too long."""
+    probe = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        probe.open("wb").close()
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG and len(os.fsencode(path.name)) <= NAME_MAX:
+            return (f"{path} has too long a name: the sample is first written as {probe.name} "
+                    f"({len(os.fsencode(probe.name))} bytes; at most {NAME_MAX} are allowed)")
+        return _errno_problem(path, error, "written")
+    probe.unlink()
+    return None
+
+
+def _broken_part(path: Path, action: str, new_file: bool = False) -> str | None:
+    """The part of ``path`` that breaks it (a link loop, a dangling link, a file used as a folder,
+    a missing folder, a folder that refuses this user), or None. ``new_file``: the last part
+    may be missing (it is about to be written), but not be a broken link."""
+    parts = path.parts
+    for depth in range(1, len(parts) + 1):
+        prefix = Path(*parts[:depth])
+        try:
+            mode = prefix.stat().st_mode
+        except OSError as error:
+            if new_file and prefix == path and error.errno == errno.ENOENT and not path.is_symlink():
+                return None
+            return _part_problem(path, prefix, error, action)
+        if prefix != path and not stat.S_ISDIR(mode):
+            return f"{path} cannot exist: {prefix} is a file, not a folder"
+    return None
+
+
+def _part_problem(path: Path, prefix: Path, error: OSError, action: str) -> str | None:
+    """What ``prefix``, the first part of ``path`` that cannot be looked at, does to it; None
+    when the path itself is what fails in an ordinary way (the caller's errno says it best)."""
+    which = "is" if prefix == path else f"goes through {prefix}, which is"
+    if error.errno == errno.ENAMETOOLONG:  # before is_symlink, which would raise it again
+        return _errno_problem(path, error, action)
+    if error.errno == errno.ELOOP:
+        return (f"{path} {which} a symbolic link loop (it points back to itself, directly or "
+                "through other links)")
+    if error.errno == errno.ENOENT and prefix.is_symlink():
+        return (f"{path} {which} a symbolic link to {os.path.realpath(prefix)}, which does not "
+                "exist")
+    if error.errno in (errno.EACCES, errno.EPERM):  # stat needs only its folders' permission
+        return (f"{path} cannot be {action}: permission denied on the folder {prefix.parent} "
+                "(this user may not look inside it)")
+    if error.errno == errno.ENOENT and prefix != path:
+        return f"{path} does not exist: there is no folder {prefix}"
+    return None
+
+
+def _errno_problem(path: Path, error: OSError, action: str) -> str:
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return (f"{path} cannot be {action}: permission denied (the file or its folder does not "
+                "let this user in)")
+    if error.errno == errno.ENAMETOOLONG:
+        longest = max(len(os.fsencode(part)) for part in path.parts)
+        limit = (f"its longest name {longest}; file systems allow at most {NAME_MAX} bytes per name"
+                 if longest > NAME_MAX else f"at most {PATH_MAX} are allowed")
+        return f"{path} is too long a path ({len(os.fsencode(str(path)))} bytes, {limit})"
+    if error.errno == errno.ENOENT:
+        return f"{path} does not exist"
+    return f"{path} cannot be {action}: {error.strerror or error}"
 
 
 def _contains(handle, needle: bytes, chunk: int = 1 << 20) -> bool:
