@@ -29,7 +29,7 @@ class Settings:
     db_retry_seconds: float = 5.0  # how long Dagster's storage retries a server that stopped answering
     max_shrink: float = 0.20  # the largest share of a sheet's rows one snapshot may delete
     exports_keep: int = 5  # private copies of ingested exports kept under $PRODPLAN_HOME/exports
-    max_uncompressed_mb: int = 1024  # a workbook's XML, uncompressed: ~3x the real export
+    max_uncompressed_mb: int = 384  # a workbook's XML, uncompressed: ~2x the real export (182 MiB)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -56,7 +56,7 @@ class Settings:
             db_retry_seconds=_seconds("PRODPLAN_DB_RETRY_SECONDS", get("PRODPLAN_DB_RETRY_SECONDS"), 5.0),
             max_shrink=fraction("PRODPLAN_MAX_SHRINK", get("PRODPLAN_MAX_SHRINK"), 0.20),
             exports_keep=_count("PRODPLAN_EXPORTS_KEEP", get("PRODPLAN_EXPORTS_KEEP"), 5),
-            max_uncompressed_mb=_count("PRODPLAN_MAX_UNCOMPRESSED_MB", get("PRODPLAN_MAX_UNCOMPRESSED_MB"), 1024),
+            max_uncompressed_mb=_count("PRODPLAN_MAX_UNCOMPRESSED_MB", get("PRODPLAN_MAX_UNCOMPRESSED_MB"), 384),
         )
 
     @property

@@ -97,8 +97,8 @@ def _check_inflated_size(path: Path, archive: zipfile.ZipFile, limit: int | None
         raise WorkbookError(
             f"{path} inflates to {declared / 2**20:,.0f} MiB of XML ({biggest.filename}: "
             f"{biggest.file_size / 2**20:,.0f} MiB), more than the {limit / 2**20:,.0f} MiB allowed "
-            "(the full ERP export is about 300 MiB); nothing was read. If the export really is that "
-            "large, raise PRODPLAN_MAX_UNCOMPRESSED_MB (reading takes about as much memory).")
+            "(the full ERP export is about 180 MiB); nothing was read. If the export really is that "
+            "large, raise PRODPLAN_MAX_UNCOMPRESSED_MB (reading takes about four times as much memory).")
 
 
 WORKBOOK_ADVICE = "give the path of the Folha_IA .xlsx export"
