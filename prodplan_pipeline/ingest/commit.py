@@ -115,7 +115,6 @@ def _check_all(conn, run_id: int, sheets: list[Sheet], outcome: SnapshotOutcome)
                             f"rows, {failed[0].found:,} accounted for)", failed[0].sheet)
     for sheet in sheets:
         record(conn, run_id, outcome.reconciled[sheet.name])
-        runs.record_core_rows(conn, run_id, sheet)
 
 
 def _record_refusal(conn, run_id: int, sheets: list[Sheet], outcome: SnapshotOutcome,

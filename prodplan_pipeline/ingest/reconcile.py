@@ -21,7 +21,7 @@ from prodplan_pipeline.warehouse import Warehouse
 
 REPORT_NAME = "CRITICAL_MISMATCHES.md"
 COUNT_REJECTS = "SELECT count(*) FROM quarantine.rejects WHERE run_id = %s AND sheet = %s"
-RECORD = """UPDATE ops.ingestion_sheet_runs SET rows_in_core = %s, reconciled = %s
+RECORD = """UPDATE ops.ingestion_sheet_runs SET rows_in_core = %s, reconciled = %s, core_rows = %s
             WHERE run_id = %s AND sheet = %s"""
 FINISH_RUN = """
     UPDATE ops.ingestion_runs r SET finished_at = now(),
@@ -47,6 +47,7 @@ class Reconciliation:
     rows_duplicate: int
     rows_rejected: int
     message: str | None = None
+    core_rows: int | None = None  # the core table's size when counted (durable, for later skips)
 
     @property
     def found(self) -> int:
@@ -82,18 +83,20 @@ def count_sheet(conn, run_id: int, sheet: Sheet) -> Reconciliation:
     if run is None:
         raise LookupError(f"sheet '{sheet.name}' has no record in ingestion run {run_id}")
     with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {sheet.core_table}")
+        core_rows = cur.fetchone()[0]
         if run["status"] == "skipped_unchanged":
-            in_core, message = _skipped_in_core(cur, run_id, sheet)
+            in_core, message = _skipped_in_core(cur, run_id, sheet, core_rows)
         else:
             cur.execute(q.rows_in_core(sheet))
             in_core, message = cur.fetchone()[0], run["message"]
         cur.execute(COUNT_REJECTS, (run["staged_run_id"], sheet.name))
         rejected = cur.fetchone()[0]
     return Reconciliation(sheet.name, run["status"], run["rows_excel"], in_core,
-                          run["rows_duplicate"] or 0, rejected, message)
+                          run["rows_duplicate"] or 0, rejected, message, core_rows)
 
 
-def _skipped_in_core(cur, run_id: int, sheet: Sheet) -> tuple[int, str | None]:
+def _skipped_in_core(cur, run_id: int, sheet: Sheet, now: int) -> tuple[int, str | None]:
     """An unchanged sheet's rows in core are those of the last reconciled run that holds the same
     content, provided the table still holds exactly as many rows as right after that run."""
     cur.execute(LAST_RECONCILED, (sheet.name, run_id))
@@ -101,8 +104,6 @@ def _skipped_in_core(cur, run_id: int, sheet: Sheet) -> tuple[int, str | None]:
     if row is None:
         return 0, "no earlier reconciled run of this sheet to compare with"
     previous_run, in_core, core_rows = row
-    cur.execute(f"SELECT count(*) FROM {sheet.core_table}")
-    now = cur.fetchone()[0]
     if core_rows is not None and now != core_rows:
         return now - core_rows + in_core, (
             f"{sheet.core_table} holds {now:,} rows, {core_rows:,} after run {previous_run}: "
@@ -112,7 +113,7 @@ def _skipped_in_core(cur, run_id: int, sheet: Sheet) -> tuple[int, str | None]:
 
 def record(conn, run_id: int, result: Reconciliation) -> None:
     with conn.cursor() as cur:
-        cur.execute(RECORD, (result.rows_in_core, result.passed, run_id, result.sheet))
+        cur.execute(RECORD, (result.rows_in_core, result.passed, result.core_rows, run_id, result.sheet))
         cur.execute(FINISH_RUN, {"run_id": run_id, "sheets": len(SHEETS)})
 
 

@@ -26,7 +26,6 @@ LAST_SHEET_RUN = """
     FROM ops.ingestion_sheet_runs
     WHERE sheet = %s AND run_id < %s AND reconciled AND status IN ('merged', 'skipped_unchanged')
     ORDER BY run_id DESC LIMIT 1"""
-RECORD_CORE_ROWS = "UPDATE ops.ingestion_sheet_runs SET core_rows = %s WHERE run_id = %s AND sheet = %s"
 MARK_ROLLED_BACK = """
     UPDATE ops.ingestion_sheet_runs SET status = 'rolled_back', message = %(message)s,
         rows_in_core = NULL, reconciled = false
@@ -115,12 +114,6 @@ def record_merge(conn, run_id: int, sheet: str, status: str, message: str | None
     with conn.cursor() as cur:
         cur.execute(RECORD_MERGE, {"run_id": run_id, "sheet": sheet, "status": status,
                                    "message": message, **asdict(counts)})
-
-
-def record_core_rows(conn, run_id: int, sheet) -> None:
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {sheet.core_table}")
-        cur.execute(RECORD_CORE_ROWS, (cur.fetchone()[0], run_id, sheet.name))
 
 
 def mark_rolled_back(conn, run_id: int, sheets: list[str], message: str) -> None:

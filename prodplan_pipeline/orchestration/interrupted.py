@@ -50,8 +50,8 @@ def _dead_cli_runs(instance) -> list:
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0 or pid == os.getpid():
-        return pid == os.getpid()
+    if pid <= 0:  # no pid recorded: nothing can be running it
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
