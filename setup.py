@@ -39,6 +39,9 @@ setup(
         # The read API: FastAPI on uvicorn (uvloop + httptools: the cached path is mostly I/O).
         "fastapi>=0.163",
         "uvicorn[standard]>=0.54",
+        # Swagger UI 5's files, so /docs works offline (FastAPI loads them from a CDN by default;
+        # swagger-ui-bundle, same import name, ships 4.15, which cannot render OpenAPI 3.1).
+        "swagger-ui-bundle-v2>=5.31",
     ],
     extras_require={
         "dev": ["pytest>=9.0", "pytest-xdist>=3.8", "httpx>=0.28"],

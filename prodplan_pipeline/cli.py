@@ -1,4 +1,4 @@
-"""``prodplan``: the command line.
+"""prodplan: the command line of ProdPlan (the Folha_IA workbook -> PostgreSQL, by Dagster).
 
 Every error ends with one paragraph on stderr and exit status 1, never a traceback. Input problems
 (a bad URL, an unreachable server, a bad option or PRODPLAN_* value, a path that cannot be used)
@@ -14,6 +14,8 @@ import errno
 import json
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,12 @@ ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EN
 # These say that a path is wrong: the user's to fix when it is a path the user chose.
 PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
 MAX_DETAIL = 400  # characters of an unexpected error's message on the terminal; the log has all
+UI_HOST = "127.0.0.1"
+# dagster dev stops its webserver and daemon in a few seconds (it allows each 60 s itself); a group
+# still running this long after the first SIGINT/SIGTERM is killed.
+UI_STOP_GRACE = 30.0
+# SIGHUP too: a closed terminal no longer reaches dagster dev, which runs in a session of its own.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class UserError(Exception):
@@ -184,7 +192,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="share of employee-link phase ids that exist (default: the real 0.323)")
     sample.set_defaults(handler=cmd_sample)
 
-    ingest = commands.add_parser("ingest", help="ingest a workbook: staging, validation, merge, checks")
+    ingest = commands.add_parser(
+        "ingest", help="ingest a workbook: staging, validation, merge, checks",
+        description="Ingest a workbook: staging, validation, merge, checks. Exit status 0: every "
+                    "blocking check passed and every analytics layer reflects the snapshot; 2: a "
+                    "count check failed or a sheet was refused (CRITICAL_MISMATCHES.md written, "
+                    "no core table changed); 1: any other error.")
     ingest.add_argument("--workbook", type=Path, help="default: PRODPLAN_WORKBOOK or the sample")
     ingest.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
     ingest.add_argument("--force", action="store_true",
@@ -192,7 +205,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_max_shrink(ingest)
     ingest.set_defaults(handler=cmd_ingest)
 
-    demo = commands.add_parser("demo", help="sample workbook + embedded database + full ingestion")
+    demo = commands.add_parser(
+        "demo", help="sample workbook + embedded database + full ingestion",
+        description="Writes a sample workbook once (under PRODPLAN_HOME/workbooks), ingests it "
+                    "through the Dagster graph, prints what happened to every row, then the "
+                    "commands to try next.")
     demo.add_argument("--scale", type=float, default=0.1,
                       help="size of the generated sample (1 = the real 1.1 M rows)")
     demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
@@ -203,12 +220,21 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.set_defaults(handler=cmd_status)
 
-    ui = commands.add_parser("ui", help="start the Dagster UI and daemon (dagster dev)")
-    ui.add_argument("--port", type=int, default=3000)
+    ui = commands.add_parser(
+        "ui", help="start the Dagster UI and daemon (dagster dev)",
+        description="The Dagster UI and daemon (dagster dev) on 127.0.0.1, on ProdPlan's database "
+                    "and Dagster storage, so the runs of other prodplan commands show up there. A "
+                    "busy port is refused before anything starts. Ctrl-C (or SIGTERM, SIGHUP) "
+                    f"stops every Dagster process; any still running {UI_STOP_GRACE:g} s later "
+                    "is killed.")
+    ui.add_argument("--port", type=int, default=3000, help="port of the UI (default 3000)")
     ui.set_defaults(handler=cmd_ui)
 
-    serve = commands.add_parser("serve", help="the read API (KPIs, quality, orders) on 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = commands.add_parser(
+        "serve", help="the read API (KPIs, quality, orders) on 127.0.0.1",
+        description="The read API (KPIs, quality, orders): FastAPI on uvicorn, with interactive "
+                    "docs at /docs that work without internet access.")
+    serve.add_argument("--port", type=int, default=8000, help="port of the API (default 8000)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="interface to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--workers", type=int, default=1,
@@ -216,7 +242,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(handler=cmd_serve)
 
-    env = commands.add_parser("env", help="print the shell exports that point dagster at ProdPlan")
+    env = commands.add_parser("env", help="print the shell exports that point dagster at ProdPlan",
+                              description='Prints the shell exports that point plain dagster '
+                                          'commands at ProdPlan\'s storage: eval "$(prodplan env)"')
     env.set_defaults(handler=cmd_env)
     return parser
 
@@ -286,7 +314,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress(f"writing a sample workbook (scale {args.scale:g}) to {workbook}")
         workbook.parent.mkdir(parents=True, exist_ok=True)
         write_sample(workbook, scale=args.scale, progress=progress)
-    return _ingest(settings, workbook, args)
+    exit_code = _ingest(settings, workbook, args)
+    # With --json, stdout must end with the JSON summary: the hints go to stderr then.
+    print(_next_steps(), file=sys.stderr if args.json else sys.stdout)
+    return exit_code
+
+
+def _next_steps() -> str:
+    program = _program()
+    steps = [("ui", "the Dagster UI on http://127.0.0.1:3000: this run, its assets and their checks"),
+             ("serve", "the read API on http://127.0.0.1:8000 (interactive docs at /docs)"),
+             ("status", "schema version, recent ingestion runs, feature gates, cache version")]
+    return "next:\n" + "\n".join(f"  {program} {name:<6}  {what}" for name, what in steps)
+
+
+def _program() -> str:
+    """How to run prodplan again from here: plain "prodplan" when that is this installation's
+    script on PATH, else the script's path (a virtualenv used without activating it)."""
+    script = Path(sys.executable).parent / "prodplan"
+    on_path = shutil.which("prodplan")
+    if not script.exists() or (on_path and os.path.samefile(on_path, script)):
+        return "prodplan"
+    relative = os.path.relpath(script)
+    return str(script) if relative.startswith("..") else relative
 
 
 def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int:
@@ -390,12 +440,103 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from prodplan_pipeline.paths import project_root
 
+    # Before anything starts: dagster dev would announce the UI, fail to bind, and leave its
+    # daemon running beside the one already on that port.
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    _check_port_free(UI_HOST, args.port)
     env = {**os.environ, **_dagster_env()}
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(project_root() / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(args.port)]
-    print(f"Dagster UI on http://127.0.0.1:{args.port} (storage: database "
-          f"'dagster', home {env['DAGSTER_HOME']}); Ctrl-C stops it.", file=sys.stderr)
-    return subprocess.call(command, env=env)
+               "-h", UI_HOST, "-p", str(args.port)]
+    settings = Settings.from_env()
+    print(f"Dagster UI on http://{UI_HOST}:{args.port} (storage: database "
+          f"'{settings.dagster_database}', Dagster's files under {settings.dagster_home}); "
+          "Ctrl-C stops it.", file=sys.stderr, flush=True)
+    # In the folder of dagster.yaml (DAGSTER_HOME): dagster dev finds no second configuration.
+    return _run_process_group(command, env, cwd=project_root())
+
+
+def _run_process_group(command: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
+    """Run ``command`` in a session of its own and wait for it: its exit status, or 128 + the
+    signal that stopped it. A STOP_SIGNALS signal stops it and its whole process group
+    (webserver, daemon, code servers, runs); nothing of the group is left running on return."""
+    received: list[int] = []
+    handlers = {sig: signal.signal(sig, lambda signum, _: received.append(signum))
+                for sig in STOP_SIGNALS}
+    try:
+        # Its own session: a terminal's Ctrl-C reaches it once, through us, not twice.
+        child = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+        try:
+            code = _supervise(child, received)
+        finally:
+            _stop_group(child.pid)  # what outlived dagster dev; everything, if we failed above
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if received:
+        return 128 + received[0]
+    return code if code >= 0 else 128 - code
+
+
+def _supervise(child: subprocess.Popen, received: list[int]) -> int:
+    """Wait for ``child``, acting on the signals the handler appends to ``received``: the first
+    asks dagster dev to stop (its services in order: the daemon before the code server it
+    talks to; signalled together, the daemon logs a traceback per sensor); a second one, or a
+    group still running UI_STOP_GRACE seconds later, kills the whole group. Done here rather
+    than in the handler, so that a signal arriving while the child starts is acted on too."""
+    acted_on, deadline = 0, None
+    while child.poll() is None:
+        if len(received) > acted_on:
+            if acted_on == 0:
+                print(f"prodplan ui: stopping Dagster ({signal.Signals(received[0]).name}); "
+                      "again to kill it now", file=sys.stderr, flush=True)
+                # dagster dev handles SIGINT and SIGTERM alike, SIGHUP not at all.
+                child.send_signal(signal.SIGINT if received[0] == signal.SIGINT else signal.SIGTERM)
+                deadline = time.monotonic() + UI_STOP_GRACE
+            else:
+                _signal_group(child.pid, signal.SIGKILL)
+            acted_on = len(received)
+        elif deadline is not None and time.monotonic() > deadline:
+            _signal_group(child.pid, signal.SIGKILL)
+            deadline = None
+        time.sleep(0.1)  # resumed after a signal's handler (PEP 475), so at most 0.1 s late
+    return child.returncode
+
+
+def _stop_group(group: int, grace: float = 10.0) -> None:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, to whatever of ``group`` still runs."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not _group_running(group):
+            return
+        _signal_group(group, sig)
+        deadline = time.monotonic() + wait
+        while _group_running(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:  # the whole group has exited already
+        pass
+
+
+def _group_running(group: int) -> bool:
+    """Whether a process of ``group`` still runs. Zombies do not count: an orphan's zombie stays
+    until init reaps it, which a container's init may never do."""
+    import psutil
+
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):  # exited meanwhile
+            continue
+    return False
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -24,12 +24,14 @@ class Settings:
     alert_webhook_url: str | None = None
     api_key: str | None = None
     dagster_database: str = "dagster"  # Dagster's own storage, on the warehouse's server
+    dagster_storage_url: str | None = None  # or Dagster's storage anywhere else
     cache_version_ttl: float = 1.0  # seconds an API process trusts its copy of the cache version
     api_cache: bool = True  # False only for the API benchmark's uncached baseline
     db_retry_seconds: float = 5.0  # how long Dagster's storage retries a server that stopped answering
     max_shrink: float = 0.20  # the largest share of a sheet's rows one snapshot may delete
     exports_keep: int = 5  # private copies of ingested exports kept under $PRODPLAN_HOME/exports
     max_uncompressed_mb: int = 384  # a workbook's XML, uncompressed: ~2x the real export (182 MiB)
+    freshness_hours: float = 26.0  # a daily export, plus slack: older than this and the checks fail
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -51,12 +53,14 @@ class Settings:
             alert_webhook_url=get("PRODPLAN_ALERT_WEBHOOK_URL"),
             api_key=get("PRODPLAN_API_KEY"),
             dagster_database=get("PRODPLAN_DAGSTER_DATABASE") or "dagster",
+            dagster_storage_url=get("PRODPLAN_DAGSTER_STORAGE_URL"),
             cache_version_ttl=_seconds("PRODPLAN_CACHE_VERSION_TTL", get("PRODPLAN_CACHE_VERSION_TTL"), 1.0),
             api_cache=(get("PRODPLAN_API_CACHE") or "on").lower() != "off",
             db_retry_seconds=_seconds("PRODPLAN_DB_RETRY_SECONDS", get("PRODPLAN_DB_RETRY_SECONDS"), 5.0),
             max_shrink=fraction("PRODPLAN_MAX_SHRINK", get("PRODPLAN_MAX_SHRINK"), 0.20),
             exports_keep=_count("PRODPLAN_EXPORTS_KEEP", get("PRODPLAN_EXPORTS_KEEP"), 5),
             max_uncompressed_mb=_count("PRODPLAN_MAX_UNCOMPRESSED_MB", get("PRODPLAN_MAX_UNCOMPRESSED_MB"), 384),
+            freshness_hours=_hours("PRODPLAN_FRESHNESS_HOURS", get("PRODPLAN_FRESHNESS_HOURS"), 26.0),
         )
 
     @property
@@ -97,6 +101,13 @@ def _seconds(name: str, text: str | None, default: float) -> float:
         raise SettingError(f"{name} must be a number of seconds, got {text!r}") from None
     if not value >= 0:
         raise SettingError(f"{name} must be zero or more seconds, got {text!r}")
+    return value
+
+
+def _hours(name: str, text: str | None, default: float) -> float:
+    value = _seconds(name, text, default)  # the same parsing; the unit only changes the words
+    if value <= 0:
+        raise SettingError(f"{name} must be a positive number of hours, got {text!r}")
     return value
 
 

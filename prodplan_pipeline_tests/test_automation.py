@@ -39,7 +39,7 @@ from prodplan_pipeline.orchestration.partitions import (
     MAX_REFRESH_RUNS,
     contiguous_ranges,
     partition_days,
-    refresh_ranges,
+    partition_bounds,
 )
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.warehouse import Warehouse
@@ -118,43 +118,73 @@ def set_mtime(path, seconds_ago: float) -> None:
     os.utime(path, (stamp, stamp))
 
 
-def test_workbook_sensor_requests_one_run_per_distinct_content(clean_env, monkeypatch, tmp_path):
+def test_workbook_sensor_requests_one_run_per_distinct_content(clean_env, monkeypatch, tmp_path,
+                                                               warehouse_resource):
     path = tmp_path / "Folha_IA.xlsx"
     monkeypatch.setenv("PRODPLAN_WORKBOOK", str(path))
+    resources = {"resources": {"warehouse": warehouse_resource}}
 
-    requests, cursor, skip = tick(automation.workbook_sensor)
+    requests, cursor, skip = tick(automation.workbook_sensor, **resources)
     assert not requests and "does not exist" in skip and cursor is None
 
     write_sample(path, scale=0.005, seed=1)
-    requests, cursor, skip = tick(automation.workbook_sensor, cursor)
+    requests, cursor, skip = tick(automation.workbook_sensor, cursor, **resources)
     assert not requests and "waiting for the write to finish" in skip  # just written
 
     set_mtime(path, 60)
-    requests, cursor, _ = tick(automation.workbook_sensor, cursor)
+    requests, cursor, _ = tick(automation.workbook_sensor, cursor, **resources)
     sha = file_sha256(path)
-    assert [r.run_key for r in requests] == [sha]
+    assert [r.run_key for r in requests] == [f"{sha}-after-run-0"]  # the warehouse holds nothing
     assert requests[0].run_config == {
         "resources": {"workbook_file": {"config": {"path": str(path)}}}}
     assert cursor == {"mtime_ns": path.stat().st_mtime_ns, "size": path.stat().st_size,
                       "sha256": sha}
 
-    requests, cursor, skip = tick(automation.workbook_sensor, cursor)
+    requests, cursor, skip = tick(automation.workbook_sensor, cursor, **resources)
     assert not requests and "unchanged" in skip
 
     set_mtime(path, 30)  # touched: new mtime, same bytes
-    requests, cursor, skip = tick(automation.workbook_sensor, cursor)
+    requests, cursor, skip = tick(automation.workbook_sensor, cursor, **resources)
     assert not requests and "content is unchanged" in skip
     assert cursor["mtime_ns"] == path.stat().st_mtime_ns
 
     write_sample(path, scale=0.005, seed=2)
     set_mtime(path, 20)
-    requests, cursor, _ = tick(automation.workbook_sensor, cursor)
-    assert [r.run_key for r in requests] == [file_sha256(path)] != [sha]
+    requests, cursor, _ = tick(automation.workbook_sensor, cursor, **resources)
+    assert [r.run_key for r in requests] == [f"{file_sha256(path)}-after-run-0"] != [f"{sha}-after-run-0"]
     assert cursor["sha256"] == file_sha256(path)
 
     path.unlink()
-    requests, after, skip = tick(automation.workbook_sensor, cursor)
+    requests, after, skip = tick(automation.workbook_sensor, cursor, **resources)
     assert not requests and "does not exist" in skip and after == cursor
+
+
+def test_workbook_sensor_knows_what_any_launcher_ingested(clean_env, monkeypatch, tmp_path,
+                                                          warehouse_resource):
+    """A workbook that `prodplan ingest` (or any run) ingested already launches nothing; one
+    changed back to an older export while the warehouse holds a newer one is ingested again."""
+    path = tmp_path / "Folha_IA.xlsx"
+    monkeypatch.setenv("PRODPLAN_WORKBOOK", str(path))
+    resources = {"resources": {"warehouse": warehouse_resource}}
+    write_sample(path, scale=0.005, seed=1)
+    set_mtime(path, 60)
+    sha = file_sha256(path)
+    with warehouse_resource.get_warehouse().connect() as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
+                    "status, finished_at) VALUES ('cli', %s, %s, 'succeeded', now()) RETURNING run_id",
+                    (str(path), sha))
+        first_run = cur.fetchone()[0]
+    requests, cursor, skip = tick(automation.workbook_sensor, **resources)
+    assert not requests and f"ingestion run {first_run}" in skip and cursor["sha256"] == sha
+
+    with warehouse_resource.get_warehouse().connect() as conn, conn.cursor() as cur:  # a newer export
+        cur.execute("INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
+                    "status, finished_at) VALUES ('cli2', %s, 'other', 'succeeded', now()) RETURNING run_id",
+                    (str(path),))
+        newer_run = cur.fetchone()[0]
+    set_mtime(path, 30)  # the old export copied back over it
+    requests, _, _ = tick(automation.workbook_sensor, {**cursor, "sha256": "other"}, **resources)
+    assert [r.run_key for r in requests] == [f"{sha}-after-run-{newer_run}"]
 
 
 # ----------------------------------------------------------------------- changed-days sensor
@@ -219,6 +249,7 @@ def test_changed_days_sensor_converges_to_the_latest_snapshot(warehouse_resource
     """Requests follow the durable records, not one run's delta: days stay requested until a
     refresh records that they reflect the snapshot, whatever happened to earlier requests."""
     resources = {"warehouse": warehouse_resource}
+    refresh(warehouse_resource, "2020-01-01", "2020-01-01")  # not a first load
     run_id = add_snapshot(warehouse_resource, {
         "phase_event": ["2024-03-01", "2024-03-05", "2006-05-01"],
         "order_finish": ["2024-03-02"], "defect": ["2024-03-01"]})
@@ -266,7 +297,8 @@ def test_changed_days_sensor_waits_for_a_running_ingestion(warehouse_resource):
         requests, _, skip = tick(automation.changed_days_sensor, resources={"warehouse": warehouse_resource})
     assert not requests and "an ingestion is running" in skip
     requests, _, _ = tick(automation.changed_days_sensor, resources={"warehouse": warehouse_resource})
-    assert [requested_range(r) for r in requests] == [("2024-05-10", "2024-05-10")]
+    # nothing was ever refreshed: a first load, from the partitions' start
+    assert [requested_range(r) for r in requests] == [(partition_bounds()[0].isoformat(), "2024-05-10")]
 
 
 def test_changed_days_sensor_waits_for_refresh_runs_in_flight(warehouse_resource, instance):
@@ -283,7 +315,8 @@ def test_changed_days_sensor_waits_for_refresh_runs_in_flight(warehouse_resource
     assert not requests and "1 refresh run(s) in flight" in skip
     instance.report_run_failed(run)
     requests, _, _ = tick(automation.changed_days_sensor, resources=resources, instance=instance)
-    assert [requested_range(r) for r in requests] == [("2024-05-10", "2024-05-10")]
+    # nothing was ever refreshed: a first load, from the partitions' start
+    assert [requested_range(r) for r in requests] == [(partition_bounds()[0].isoformat(), "2024-05-10")]
 
 
 def requested_days(requests) -> set[date]:
@@ -310,8 +343,8 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT DISTINCT day FROM ops.changed_days WHERE run_id = %s", (first,))
         changed, _outside = partition_days([day for (day,) in cur.fetchall()])
-    assert changed and set(changed) <= requested_days(requests)
-    assert len(requests) == len(refresh_ranges(changed)) == MAX_REFRESH_RUNS
+    # a first load: one single-run backfill from the partitions' start to the last changed day
+    assert [requested_range(r) for r in requests] == [(partition_bounds()[0].isoformat(), max(changed).isoformat())]
     assert len(contiguous_ranges(changed)) > MAX_REFRESH_RUNS
 
     rebuild_downstream(warehouse)

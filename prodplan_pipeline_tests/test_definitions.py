@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 from prodplan_pipeline.orchestration.definitions import defs
 from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.warehouse.embedded import stop_embedded_server
 from prodplan_pipeline.warehouse.partitions import partition_summary
 from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT
 
@@ -24,6 +26,35 @@ def test_dagster_definitions_validate_against_postgres_storage(databases):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def _fresh_checkout(target) -> None:
+    """The repository's files as a clone has them (tracked and new, not ignored)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / name)
+
+
+def test_plain_dagster_definitions_validate_in_a_fresh_clone_with_no_environment(tmp_path):
+    """No PRODPLAN_* or DAGSTER_* variable at all: dagster.yaml's storage starts the embedded
+    server under ./.prodplan of the clone, as `prodplan` would, and validation passes."""
+    clone = tmp_path / "clone"
+    _fresh_checkout(clone)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODPLAN_", "DAGSTER_"))}
+    try:
+        result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate"],
+                                cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        stop_embedded_server(clone / ".prodplan" / "pgdata")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "All code locations passed validation" in output
+    assert "Traceback" not in output and "Found a dagster instance configuration" not in output
+    assert (clone / ".prodplan" / "pgdata").is_dir()  # the project's storage, not a stand-in
 
 
 def test_warehouse_maintenance_job_migrates_and_creates_partitions(databases):
@@ -66,6 +97,7 @@ def test_asset_graph_snapshot():
     core = GRAPH_SNAPSHOT["core"]
     assert checks == sorted([f"{k}:count_reconciliation" for k in core]
                             + [f"{k}:data_expectations" for k in core]
+                            + [f"{k}:freshness_check" for k in [*core, "workbook"]]
                             + [f"quality/feature_gates:gate_{f}" for f in (
                                 "kpis_by_employee", "kpis_by_product_attributes", "phases_by_order",
                                 "quality_by_order", "quality_by_phase_timing")])

@@ -62,6 +62,26 @@ def pending_days(conn, first: date, end: date, snapshot: int | None = None,
         return [day for (day,) in cur.fetchall()]
 
 
+def ever_refreshed(conn) -> bool:
+    """Whether any aggregate day was ever refreshed (false before the first load)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM ops.aggregate_days)")
+        return cur.fetchone()[0]
+
+
+def refresh_plan(conn, first: date, last_end: date, snapshot: int | None = None) -> list[tuple[date, date]]:
+    """The day ranges (inclusive) to refresh, one Dagster run each: the contiguous ranges of
+    pending days, at most MAX_REFRESH_RUNS (the closest merged: recomputing an unchanged day
+    replaces its rows by the same rows). A first load is one single-run backfill from the
+    partitions' start, so every day up to the last with data is recorded as materialized."""
+    from prodplan_pipeline.orchestration.partitions import refresh_ranges
+
+    days = pending_days(conn, first, last_end, snapshot)
+    if days and not ever_refreshed(conn):
+        return [(first, max(days))]
+    return refresh_ranges(days)
+
+
 def lagging_layers(conn, snapshot: int | None = None) -> list[str]:
     """The layers whose watermark is behind the latest snapshot."""
     snapshot = latest_snapshot(conn) if snapshot is None else snapshot

@@ -91,6 +91,18 @@ def run_id_for(conn, dagster_run_id: str) -> int:
     return row[0]
 
 
+LAST_INGESTED = """
+    SELECT run_id, workbook_sha256 FROM ops.ingestion_runs
+    WHERE status = 'succeeded' ORDER BY run_id DESC LIMIT 1"""
+
+
+def last_ingested(conn) -> tuple[int, str] | None:
+    """(run_id, workbook SHA-256) of the last successful ingestion, whoever launched it."""
+    with conn.cursor() as cur:
+        cur.execute(LAST_INGESTED)
+        return cur.fetchone()
+
+
 def workbook_sha256(conn, dagster_run_id: str) -> str:
     with conn.cursor() as cur:
         cur.execute("SELECT workbook_sha256 FROM ops.ingestion_runs WHERE dagster_run_id = %s",

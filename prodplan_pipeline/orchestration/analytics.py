@@ -26,10 +26,12 @@ from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
 from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
 from prodplan_pipeline.orchestration.quality import DERIVED_DEFECTS, DERIVED_ORDERS, DERIVED_PHASES
 from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.orchestration.table_metadata import ROW_COUNT, count_rows, table_definition
 
 ORDERS = core_key(sheet("OrdensFabrico"))
 EMPLOYEE_LINKS = core_key(sheet("FuncionariosFaseOrdemFabrico"))
-WIP = AssetKey(["analytics", "agg_wip_current"])
+WIP_TABLE = "analytics.agg_wip_current"
+WIP = AssetKey(WIP_TABLE.split("."))
 VIEWS_KEY = AssetKey(["analytics", "materialized_views"])
 DESCRIPTIONS = {
     PHASE_STATS: "Finished phases with a duration, by day of event_time, product and phase: n, "
@@ -50,7 +52,7 @@ def aggregate_key(aggregate: Aggregate) -> AssetKey:
 def build_daily_aggregate(aggregate: Aggregate):
     @asset(key=aggregate_key(aggregate), deps=UPSTREAM[aggregate], partitions_def=DAILY,
            backfill_policy=BackfillPolicy.single_run(), group_name="analytics",
-           kinds={"postgres"}, owners=OWNERS,
+           kinds={"postgres"}, owners=OWNERS, metadata=table_definition(aggregate.table),
            description=f"{aggregate.table}: {DESCRIPTIONS[aggregate]} Facts whose order is "
                        "missing from core.ordens_fabrico are left out and counted.")
     def daily_aggregate(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
@@ -60,11 +62,14 @@ def build_daily_aggregate(aggregate: Aggregate):
         with warehouse.get_warehouse().connect() as conn:
             report = refresh_days(conn, aggregate.table, start, end, first, last_end)
             outside = outside_range(conn, aggregate, first, last_end)
+            rows = count_rows(conn, aggregate.table)
             version = bump_cache_version(conn)
         say(context, f"{aggregate.table} {start}..{end}: {report.rows_written:,} rows "
                      f"({report.seconds:.2f} s)")
+        # Numbers only: a ranged run copies this metadata to every partition's event (thousands
+        # on a first load). The row count is the whole table's, not the partition's.
         return MaterializeResult(metadata={
-            "days": (end - start).days, "rows_written": report.rows_written,
+            ROW_COUNT: rows, "days": (end - start).days, "rows_written": report.rows_written,
             "rows_replaced": report.rows_deleted, "facts_left_out_missing_order": report.facts_missing_order,
             "facts_outside_partition_range": outside, "seconds": round(report.seconds, 3),
             "cache_version": version})
@@ -73,16 +78,18 @@ def build_daily_aggregate(aggregate: Aggregate):
     return daily_aggregate
 
 
-@asset(key=WIP, deps=[DERIVED_PHASES, ORDERS], group_name="analytics", kinds={"postgres"}, owners=OWNERS)
+@asset(key=WIP, deps=[DERIVED_PHASES, ORDERS], group_name="analytics", kinds={"postgres"}, owners=OWNERS,
+       metadata=table_definition(WIP_TABLE))
 def agg_wip_current(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """analytics.agg_wip_current: open phases now, by phase and product: n_open_phases, n_orders,
     mean/p90/max age in seconds since the phase started, and as_of. Open phases of orders missing
     from core.ordens_fabrico are counted in the metadata."""
     as_of = datetime.now()  # the factory's timestamps are local and naive, like this clock
     with warehouse.get_warehouse().connect() as conn:
-        counts = refresh_wip_layer(conn, as_of)
+        counts = refresh_wip_layer(conn, as_of)  # "groups": the table's count(*) after the refresh
         version = bump_cache_version(conn)
-    return MaterializeResult(metadata={**counts, "as_of": as_of.isoformat(timespec="seconds"),
+    return MaterializeResult(metadata={ROW_COUNT: counts["groups"], **counts,
+                                       "as_of": as_of.isoformat(timespec="seconds"),
                                        "cache_version": version})
 
 

@@ -1,6 +1,7 @@
 """Sensors and schedules that keep the warehouse fresh and raise alerts.
 
-- ``workbook_sensor``: one ingestion run per distinct workbook content (``run_key`` = SHA-256).
+- ``workbook_sensor``: one ingestion run per workbook content the warehouse does not hold yet
+  (it reads the last ingested SHA-256 from ops.ingestion_runs, so a CLI ingest counts).
 - ``changed_days_sensor``: aggregate runs for exactly the daily partitions that a snapshot
   changed since they last reflected one (``ops.changed_days`` vs ``ops.aggregate_days``), one run
   per contiguous range; then WIP and the views. It converges from these durable records, so a
@@ -45,14 +46,14 @@ from dagster import (
     sensor,
 )
 from prodplan_pipeline import alerts
+from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
-from prodplan_pipeline.analytics.convergence import lagging_layers, latest_snapshot, pending_days
+from prodplan_pipeline.analytics.convergence import lagging_layers, latest_snapshot, refresh_plan
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     INGEST_JOB,
     partition_bounds,
     range_tags,
-    refresh_ranges,
 )
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.orchestration.resources import WarehouseResource
@@ -81,7 +82,8 @@ def _load_cursor(cursor: str | None) -> dict:
 # ---------------------------------------------------------------------------- workbook sensor
 
 
-def _workbook_tick(path: Path, cursor: dict, now: float) -> SensorResult | SkipReason:
+def _workbook_tick(path: Path, cursor: dict, now: float, last_ingested) -> SensorResult | SkipReason:
+    """``last_ingested()``: (run_id, sha256) of the warehouse's last successful ingestion."""
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -98,11 +100,15 @@ def _workbook_tick(path: Path, cursor: dict, now: float) -> SensorResult | SkipR
     if sha256 == cursor.get("sha256"):
         return SensorResult(skip_reason=f"workbook {path} touched but its content is unchanged "
                             f"(sha256 {sha256[:12]})", cursor=new_cursor)
-    # run_key = content hash: Dagster launches at most one run per key, ever. So a workbook
-    # changed back to content ingested before launches nothing (that content is in core already
-    # unless a later ingestion replaced it: use `prodplan ingest` or the launchpad to re-ingest).
+    last_run, last_sha = last_ingested() or (0, None)
+    if sha256 == last_sha:  # e.g. `prodplan ingest` or `prodplan demo` ingested it already
+        return SensorResult(skip_reason=f"workbook {path} (sha256 {sha256[:12]}) is what the "
+                            f"warehouse holds already (ingestion run {last_run})", cursor=new_cursor)
+    # run_key: Dagster launches at most one run per key, ever. Content + the warehouse's last
+    # run: the same export twice launches once, but content changed back to an older export
+    # (while the warehouse holds a newer one) is ingested again.
     request = RunRequest(
-        run_key=sha256,
+        run_key=f"{sha256}-after-run-{last_run}",
         run_config={"resources": {"workbook_file": {"config": {"path": str(path)}}}},
         tags={"prodplan/workbook_sha256": sha256},
     )
@@ -112,10 +118,15 @@ def _workbook_tick(path: Path, cursor: dict, now: float) -> SensorResult | SkipR
 @sensor(job_name=INGEST_JOB, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description="Watches PRODPLAN_WORKBOOK: stat every tick, SHA-256 when mtime/size "
-        "changed, one ingestion run per distinct content (run_key = the hash).")
-def workbook_sensor(context: SensorEvaluationContext):
+        "changed, one ingestion run per content the warehouse does not hold yet (whichever "
+        "launcher ingested the last one: this sensor, `prodplan ingest`, the launchpad).")
+def workbook_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
+    def last_ingested():
+        with warehouse.get_warehouse().connect() as conn:
+            return runs.last_ingested(conn)
+
     path = Settings.from_env().workbook_path
-    return _workbook_tick(path, _load_cursor(context.cursor), time.time())
+    return _workbook_tick(path, _load_cursor(context.cursor), time.time(), last_ingested)
 
 
 # ------------------------------------------------------------------------ changed-days sensor
@@ -146,7 +157,7 @@ def _pending_work(conn, notes: list[str]) -> tuple[int, list[tuple[date, date]],
     if outside:
         notes.append(f"{len(outside)} changed day(s) outside the daily partitions "
                      f"({outside[0]} .. {outside[-1]}) are not aggregated")
-    ranges = refresh_ranges(pending_days(conn, first, last_end, snapshot))
+    ranges = refresh_plan(conn, first, last_end, snapshot)
     return snapshot, ranges, lagging_layers(conn, snapshot)
 
 

@@ -5,6 +5,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from prodplan_pipeline.orchestration import automation
 from prodplan_pipeline.orchestration.analytics import analytics_assets
 from prodplan_pipeline.orchestration.ingestion import ingestion_assets
+from prodplan_pipeline.orchestration.freshness import freshness_definitions
 from prodplan_pipeline.orchestration.instance import bound_storage_retries
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.orchestration.quality import quality_assets, quality_checks
@@ -15,7 +16,9 @@ from prodplan_pipeline.settings import Settings
 # Every process that loads the code location (`prodplan ingest`'s in-process runs, the UI's code
 # server and run workers) gives up on a lost database after PRODPLAN_DB_RETRY_SECONDS, once,
 # instead of dagster-postgres' ~12 s per connection; it happens before any instance is created.
-bound_storage_retries(Settings.from_env().db_retry_seconds)
+SETTINGS = Settings.from_env()
+bound_storage_retries(SETTINGS.db_retry_seconds)
+freshness_checks, freshness_sensor = freshness_definitions(SETTINGS.freshness_hours)
 
 # In-process: one process holds the ingestion lock for the whole run, and the steps do not pay a
 # subprocess start each.
@@ -37,9 +40,9 @@ refresh_job = define_asset_job(
 
 defs = Definitions(
     assets=[*ingestion_assets, *quality_assets, *analytics_assets],
-    asset_checks=quality_checks,
+    asset_checks=[*quality_checks, *freshness_checks],
     jobs=[ingest_job, refresh_job, warehouse_maintenance_job],
-    sensors=automation.sensors,
+    sensors=[*automation.sensors, freshness_sensor],
     schedules=automation.schedules,
     resources=build_resources(),
 )

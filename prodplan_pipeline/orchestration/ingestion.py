@@ -33,6 +33,14 @@ from prodplan_pipeline.orchestration.resources import (
     WarehouseResource,
     WorkbookResource,
 )
+from prodplan_pipeline.orchestration.table_metadata import (
+    ROW_COUNT,
+    core_schema,
+    count_rows,
+    share,
+    staging_schema,
+    table_definition,
+)
 from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
 
 COUNT_RECONCILIATION = "count_reconciliation"
@@ -102,7 +110,8 @@ def workbook(context: AssetExecutionContext, warehouse: WarehouseResource,
 
 @multi_asset(
     specs=[AssetSpec(raw_key(s), deps=[WORKBOOK_ASSET], group_name="raw", kinds={"excel", "postgres"},
-                     owners=OWNERS, description=_raw_description(s), skippable=True) for s in SHEETS],
+                     owners=OWNERS, description=_raw_description(s), skippable=True,
+                     metadata=table_definition(s.staging_table, staging_schema(s))) for s in SHEETS],
     can_subset=True, name="raw_sheets",
 )
 def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
@@ -123,15 +132,26 @@ def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
             continue
         say(context, f"{sheet.name}: {outcome.status.replace('_', ' ')}, {outcome.rows_excel:,} rows, "
                      f"{outcome.rows_rejected:,} rejected ({outcome.seconds:.2f} s)")
-        yield MaterializeResult(asset_key=raw_key(sheet), metadata=_stage_metadata(outcome, info, sheet))
+        yield MaterializeResult(asset_key=raw_key(sheet),
+                                metadata=_stage_metadata(outcome, info, sheet, _staged_rows(wh, outcome, sheet)))
     if problems:
         raise Failure(description=" ".join(problems), allow_retries=False)
 
 
-def _stage_metadata(outcome, info, sheet: Sheet) -> dict:
-    metadata = {"status": outcome.status, "rows_excel": outcome.rows_excel,
-                "rows_rejected": outcome.rows_rejected, "seconds": round(outcome.seconds, 3),
-                "sheet_sha256": info.sheet_sha256.get(sheet.name, "")}
+def _staged_rows(wh, outcome, sheet: Sheet) -> int:
+    """Staging's size: a staged sheet's COPY wrote exactly its Excel rows; a skipped one holds
+    whatever the last read left (nothing, after a crash recovery), so it is counted."""
+    if outcome.status == "staged":
+        return outcome.rows_excel
+    with wh.connect() as conn:
+        return count_rows(conn, sheet.staging_table)
+
+
+def _stage_metadata(outcome, info, sheet: Sheet, staged_rows: int) -> dict:
+    metadata = {ROW_COUNT: staged_rows, "status": outcome.status, "rows_excel": outcome.rows_excel,
+                "rows_rejected": outcome.rows_rejected,
+                "reject_rate": share(outcome.rows_rejected, outcome.rows_excel),
+                "seconds": round(outcome.seconds, 3), "sheet_sha256": info.sheet_sha256.get(sheet.name, "")}
     if outcome.reason:
         metadata["skipped_reason"] = outcome.reason
     if outcome.preview:
@@ -141,7 +161,8 @@ def _stage_metadata(outcome, info, sheet: Sheet) -> dict:
 
 @multi_asset(
     specs=[AssetSpec(core_key(s), deps=[raw_key(s)], group_name="core", kinds={"postgres"},
-                     owners=OWNERS, description=_core_description(s), skippable=True) for s in SHEETS],
+                     owners=OWNERS, description=_core_description(s), skippable=True,
+                     metadata=table_definition(s.core_table, core_schema(s))) for s in SHEETS],
     check_specs=[AssetCheckSpec(COUNT_RECONCILIATION, asset=core_key(s), blocking=True,
                                 description=f"Every data row of sheet {s.name} is accounted for: "
                                 "Excel rows = rows in core from this snapshot + duplicates "
@@ -159,9 +180,10 @@ def core_tables(context: AssetExecutionContext, warehouse: WarehouseResource,
     if not snapshot.committed:
         say(context, f"snapshot not committed: {snapshot.message}")
     for sheet in _selected(context, core_key):
-        outcome = snapshot.merged[sheet.name]
-        yield MaterializeResult(asset_key=core_key(sheet), metadata=_merge_metadata(context, outcome, sheet))
-        yield _reconciliation_result(context, snapshot.reconciled[sheet.name], sheet)
+        outcome, checked = snapshot.merged[sheet.name], snapshot.reconciled[sheet.name]
+        yield MaterializeResult(asset_key=core_key(sheet),
+                                metadata=_merge_metadata(context, outcome, checked, sheet))
+        yield _reconciliation_result(context, checked, sheet)
     report = write_mismatch_report(wh, run_id, workbook_file.reports_dir())
     if report:
         say(context, f"blocking count checks failed: see {report}")
@@ -172,8 +194,16 @@ def _selected(context, key_of) -> list[Sheet]:
     return [s for s in SHEETS if key_of(s) in selected]
 
 
-def _merge_metadata(context, outcome, sheet: Sheet) -> dict:
-    metadata = {"status": outcome.status, "table": sheet.core_table}
+def _merge_metadata(context, outcome, checked, sheet: Sheet) -> dict:
+    """Numbers on every status, so plots have no gaps: a skipped, refused or rolled-back sheet
+    wrote no row (0), and the count check's figures describe the snapshot core holds. The row
+    count is the one the check took inside the commit (or after the rollback): the table's size
+    when the run ends, without a second scan."""
+    metadata = {ROW_COUNT: checked.core_rows, "status": outcome.status, "table": sheet.core_table,
+                "rows_inserted": 0, "rows_updated": 0, "rows_deleted": 0,
+                "rows_excel": checked.rows_excel, "rows_in_core": checked.rows_in_core,
+                "rows_duplicate": checked.rows_duplicate, "rows_rejected": checked.rows_rejected,
+                "reject_rate": share(checked.rows_rejected, checked.rows_excel)}
     if outcome.counts:
         c = outcome.counts
         metadata.update(rows_inserted=c.inserted, rows_updated=c.updated, rows_unchanged=c.unchanged,

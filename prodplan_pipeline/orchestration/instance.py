@@ -1,8 +1,10 @@
 """Wire Dagster's instance to ProdPlan's PostgreSQL, so a user never edits YAML.
 
-``dagster.yaml`` (at the repository root) reads its storage URL from
-``PRODPLAN_DAGSTER_STORAGE_URL``; this module resolves that URL (the configured server or the
-embedded one, database ``dagster``, created on demand), and prepares ``DAGSTER_HOME``.
+The instance is the repository's ``dagster.yaml``, whose storage classes
+(``orchestration/storage.py``) find the database the way every ``prodplan`` command does.
+``DAGSTER_HOME`` is the folder of that file, so ``dagster dev`` run there (by ``prodplan ui`` or
+by hand) finds no second configuration to warn about; Dagster's files go under
+``$PRODPLAN_HOME/dagster``.
 
 It also bounds dagster-postgres' connection retries (``bound_storage_retries``): the library
 retries every storage connection 5 times with exponential backoff (~12 s each), its storage
@@ -13,33 +15,36 @@ the way out (the step's failure, the run's failure ...): 40 s before the error s
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 
 from prodplan_pipeline.paths import project_root
 from prodplan_pipeline.settings import Settings
-from prodplan_pipeline.warehouse.connection import ensure_database, server_url
 
 STORAGE_URL_VARIABLE = "PRODPLAN_DAGSTER_STORAGE_URL"
 log = logging.getLogger(__name__)
 
 
 def dagster_environment(settings: Settings) -> dict[str, str]:
-    """Environment variables under which Dagster uses ProdPlan's storage and home."""
-    url = server_url(settings, settings.dagster_database)
-    ensure_database(url)
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    source = project_root() / "dagster.yaml"
-    target = home / "dagster.yaml"
-    if not target.exists() or target.read_bytes() != source.read_bytes():
-        shutil.copyfile(source, target)
+    """Environment variables under which Dagster, from any folder, uses ProdPlan's storage and
+    home (resolved now: absolute paths, the storage URL of these settings)."""
+    from prodplan_pipeline.orchestration.storage import resolved_storage_url
+
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
     return {
-        "DAGSTER_HOME": str(home),
-        STORAGE_URL_VARIABLE: url.render_as_string(hide_password=False),
+        "DAGSTER_HOME": str(project_root()),
+        STORAGE_URL_VARIABLE: resolved_storage_url(settings),
         "PRODPLAN_HOME": str(settings.home),
         "PRODPLAN_WORKBOOK": str(settings.workbook_path),
     }
+
+
+def open_instance():
+    """The Dagster instance of ``dagster.yaml`` (call after ``dagster_environment`` is applied)."""
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    root = str(project_root())
+    return DagsterInstance.from_ref(InstanceRef.from_dir(root, config_dir=root))
 
 
 def bound_storage_retries(seconds: float) -> None:

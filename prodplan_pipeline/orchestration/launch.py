@@ -1,6 +1,7 @@
-"""Run the ingestion graph in this process, on Dagster's PostgreSQL instance (so the run shows up
-in the UI), bring the analytics layers up to the snapshot, and turn the outcome into what
-`prodplan ingest` prints and returns."""
+"""Run the ingestion graph in this process as a run of the code location (so the UI shows it,
+can re-execute it, and the run-failure alert sees it), bring the analytics layers up to the
+snapshot through Dagster runs, and turn the outcome into what `prodplan ingest` prints and
+returns."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
-    contiguous_ranges,
     partition_bounds,
     range_tags,
 )
@@ -71,12 +71,6 @@ def show_progress(stream=None) -> None:
     logger.propagate = False
 
 
-# Dagster records ~2 events per partition and asset (~20 ms each with PostgreSQL storage): a run
-# over every day of six years spends minutes on bookkeeping for seconds of SQL, and each run
-# costs ~2 s to start. Beyond these sizes (a first load, a large re-import) the same set-based
-# refresh of exactly the pending days runs directly instead.
-BULK_DAYS = 60
-INLINE_RUNS = 8
 QUIET_CONSOLE = {"console": {"config": {"log_level": "CRITICAL"}}}  # Dagster's log stays in its storage
 CURRENT_LAYERS = [AssetKey(["analytics", "agg_wip_current"]), AssetKey(["analytics", "materialized_views"])]
 ANALYTICS_TABLES = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stats_daily",
@@ -88,10 +82,8 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
     """The whole command under the ingestion lock: close what a killed run left, ingest the
     workbook through the Dagster graph, then bring every analytics layer up to the latest
     snapshot. Exit 0 only when every layer reflects it."""
-    from dagster import DagsterInstance
-
-    from prodplan_pipeline.orchestration.definitions import defs
-    from prodplan_pipeline.orchestration.instance import dagster_environment
+    from prodplan_pipeline.orchestration.instance import dagster_environment, open_instance
+    from prodplan_pipeline.orchestration.location_runs import run_job
 
     os.environ.update(dagster_environment(settings))
     started = time.perf_counter()
@@ -101,11 +93,10 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
         "loggers": QUIET_CONSOLE,
     }
     warehouse = Warehouse.from_settings(settings)  # resolved once: each resolution connects
-    with DagsterInstance.get() as instance, warehouse.connect() as lock_conn, \
+    with open_instance() as instance, warehouse.connect() as lock_conn, \
             advisory_lock(lock_conn, INGESTION_LOCK, on_wait=_say):
         close_interrupted(instance, warehouse)
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False, tags=cli_run_tags())
+        result = run_job(instance, job_name, run_config=run_config, tags=cli_run_tags())
         outcome = _outcome(result, settings)
         _add_sheet_summary(outcome, warehouse, settings.reports)
         if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
@@ -130,19 +121,17 @@ def _analytics_rows(warehouse: Warehouse) -> dict[str, int]:
 
 def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: Settings) -> None:
     """Refresh every aggregate day that a snapshot changed since the day last reflected one
-    (whichever run changed it, and whatever refresh was killed since), then WIP and the views."""
-    from prodplan_pipeline.analytics.convergence import lagging_layers, pending_days
+    (whichever run changed it, and whatever refresh was killed since), then WIP and the views:
+    all of it through Dagster runs, so the UI shows every day the warehouse holds."""
+    from prodplan_pipeline.analytics.convergence import lagging_layers, refresh_plan
 
-    first, last_end = partition_bounds()
     with warehouse.connect() as conn:
-        ranges = contiguous_ranges(pending_days(conn, first, last_end))
-    if len(ranges) > INLINE_RUNS or sum((b - a).days + 1 for a, b in ranges) > BULK_DAYS:
-        _bulk_refresh(warehouse, outcome, ranges, first, last_end)
-    else:
-        for day_from, day_to in ranges:
-            if not _dagster_refresh(instance, outcome, settings, range_tags(day_from, day_to),
-                                    f"{day_from}..{day_to}"):
-                return
+        plan = refresh_plan(conn, *partition_bounds())
+    for day_from, day_to in plan:
+        # a range run refreshes WIP and the views after its days (the whole refresh job)
+        if not _dagster_refresh(instance, outcome, settings, range_tags(day_from, day_to),
+                                f"{day_from}..{day_to} ({(day_to - day_from).days + 1:,} days)"):
+            return
     with warehouse.connect() as conn:
         lagging = lagging_layers(conn)
     if lagging:  # nothing (more) to re-aggregate, but WIP, the views or a watermark lag
@@ -157,36 +146,19 @@ def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: S
 
 def _dagster_refresh(instance, outcome: IngestOutcome, settings: Settings, tags: dict, label: str,
                      asset_selection=None) -> bool:
-    from prodplan_pipeline.orchestration.definitions import defs
+    from prodplan_pipeline.orchestration.location_runs import run_job
 
     _say(f"analytics: {label}")
-    result = defs.resolve_job_def(DAILY_REFRESH_JOB).execute_in_process(
-        instance=instance, tags={**tags, **cli_run_tags()}, run_config={"loggers": QUIET_CONSOLE},
-        raise_on_error=False, asset_selection=asset_selection)
-    outcome.analytics.append({"refreshed": label, "dagster_run_id": result.run_id, "success": result.success})
+    started = time.perf_counter()
+    result = run_job(instance, DAILY_REFRESH_JOB, tags={**tags, **cli_run_tags()},
+                     run_config={"loggers": QUIET_CONSOLE}, asset_selection=asset_selection)
+    outcome.analytics.append({"refreshed": label, "dagster_run_id": result.run_id, "success": result.success,
+                              "seconds": round(time.perf_counter() - started, 2)})
     if not result.success:
         outcome.exit_code = EXIT_ERROR
         outcome.error = (f"the analytics refresh of {label} failed (Dagster run {result.run_id}): "
                          f"{_outcome(result, settings).error}; the next run catches it up")
     return result.success
-
-
-def _bulk_refresh(warehouse: Warehouse, outcome: IngestOutcome, ranges, first, last_end) -> None:
-    from datetime import datetime
-
-    from prodplan_pipeline.analytics.convergence import refresh_everything
-
-    _say(f"analytics: {sum((b - a).days + 1 for a, b in ranges):,} pending days, set-based")
-    started = time.perf_counter()
-    with warehouse.connect() as conn:
-        reports = refresh_everything(conn, ranges, first, last_end, datetime.now())
-    seconds = time.perf_counter() - started
-    days = sum((last - first_day).days + 1 for first_day, last in ranges)
-    _say(f"daily aggregates of {days:,} pending days ({ranges[0][0]}..{ranges[-1][1]}): set-based, "
-         f"{sum(r.rows_written for r in reports):,} rows in {seconds:.1f} s (outside Dagster's "
-         "per-partition bookkeeping)")
-    outcome.analytics.append({"first_day": ranges[0][0].isoformat(), "last_day": ranges[-1][1].isoformat(),
-                              "days": days, "mode": "set-based bulk refresh", "seconds": round(seconds, 2)})
 
 
 def _outcome(result, settings: Settings) -> IngestOutcome:

@@ -16,11 +16,10 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-# The changed-days sensor requests at most this many runs per ingestion (Dagster costs ~2 s per
-# run): a month of scattered days is refreshed exactly; beyond it (a first load), the ranges
-# separated by the smallest gaps are merged, recomputing some unchanged days (harmless: a day's
-# rows are replaced by the same rows) rather than starting hundreds of runs.
-MAX_REFRESH_RUNS = 31
+# A convergence makes at most this many refresh runs (each costs a few seconds to start, more
+# under the daemon): beyond it, the ranges separated by the smallest gaps are merged, recomputing
+# some unchanged days (harmless: a day's rows are replaced by the same rows).
+MAX_REFRESH_RUNS = 8
 
 
 def partition_bounds() -> tuple[date, date]:

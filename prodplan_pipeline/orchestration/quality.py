@@ -2,6 +2,8 @@
 dictionary: the assets and checks that run after the core tables are merged and reconciled."""
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
+import re
+
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckKey,
@@ -25,6 +27,13 @@ from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders
 from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, progress, say
 from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.orchestration.table_metadata import (
+    ROW_COUNT,
+    count_rows,
+    derived_schema,
+    share,
+    table_definition,
+)
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_NAME
 from prodplan_pipeline.quality.dictionary import write_dictionary
@@ -53,6 +62,11 @@ def gate_check_name(feature: str) -> str:
     return f"gate_{feature}"
 
 
+def _derived_definition(s) -> dict:
+    # The derived assets live in the core tables: same table name, only the computed columns.
+    return table_definition(s.core_table, derived_schema(s))
+
+
 class BackfillConfig(Config):
     full: bool = False  # recompute every row, not only the rows the last merges wrote
 
@@ -60,16 +74,17 @@ class BackfillConfig(Config):
 @multi_asset(
     specs=[
         AssetSpec(DERIVED_PHASES, deps=[core_key(PHASES)], group_name="derived", kinds={"postgres"},
-                  owners=OWNERS, skippable=True, description=(
+                  owners=OWNERS, skippable=True, metadata=_derived_definition(PHASES), description=(
                       "core.fases_ordem_fabrico's derived columns: duration_seconds (fim - inicio when "
                       "fim >= inicio, else NULL), is_open, is_done; event_time checked (the merge sets "
                       "it). Incremental: only rows the merge wrote, unless run with full=true.")),
         AssetSpec(DERIVED_ORDERS, deps=[core_key(ORDERS)], group_name="derived", kinds={"postgres"},
-                  owners=OWNERS, skippable=True, description=(
+                  owners=OWNERS, skippable=True, metadata=_derived_definition(ORDERS), description=(
                       "core.ordens_fabrico's lead_time_seconds (finish - creation when ordered) and "
                       "is_on_time (finished by the end of the shipping day).")),
         AssetSpec(DERIVED_DEFECTS, deps=[core_key(DEFECTS), DERIVED_PHASES, core_key(ORDERS)],
                   group_name="derived", kinds={"postgres"}, owners=OWNERS, skippable=True,
+                  metadata=_derived_definition(DEFECTS),
                   description=("core.erros_ordem_fabrico's ofch_event_time: the inspection phase row's "
                                "event time, else the order's finish, else its creation; NULL only for "
                                "defects of orders missing from OrdensFabrico.")),
@@ -88,13 +103,15 @@ def derived_columns(context: AssetExecutionContext, config: BackfillConfig,
             report = job(conn)
             if report.rows_written:  # derived values changed: cached answers are stale
                 bump_cache_version(conn)
+            rows = count_rows(conn, report.table)
         say(context, f"{report.table}: {report.rows_written:,} rows written ({report.seconds:.2f} s)")
         yield MaterializeResult(asset_key=key, metadata={
-            "rows_written": report.rows_written, "seconds": round(report.seconds, 3), **report.counts})
+            ROW_COUNT: rows, "rows_written": report.rows_written, "seconds": round(report.seconds, 3),
+            **report.counts})
 
 
 @asset(key=DATA_QUALITY_ISSUES, deps=ALL_CORE + [DERIVED_PHASES], group_name="derived",
-       kinds={"postgres"}, owners=OWNERS)
+       kinds={"postgres"}, owners=OWNERS, metadata=table_definition("ops.data_quality_issues"))
 def data_quality_issues(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """ops.data_quality_issues, replaced as a whole: rows kept but flagged (orders of unknown
     products, phases and defects of unknown orders, references to unknown phase rows or
@@ -102,17 +119,28 @@ def data_quality_issues(context: AssetExecutionContext, warehouse: WarehouseReso
     with warehouse.get_warehouse().connect() as conn:
         done, change = watermarks.caught_up(conn, "data_quality_issues")
         if done:  # no ingestion changed core since: the issues are what they were
-            return MaterializeResult(metadata={"unchanged_since_run": change})
-        counts = reconcile_orphans(conn)
+            counts = _stored_issue_counts(conn)
+            return MaterializeResult(metadata={ROW_COUNT: sum(counts.values()), "total": sum(counts.values()),
+                                               **counts, "unchanged_since_run": change})
+        counts = reconcile_orphans(conn)  # the table is replaced whole: its size is the sum
         watermarks.advance(conn, "data_quality_issues", change)
     say(context, f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds")
     table = ["| issue | count | what |", "|---|---:|---|"] + [
         f"| {i.code} | {counts[i.code]:,} | {i.description} |" for i in ISSUES]
-    return MaterializeResult(metadata={"total": sum(counts.values()), **counts,
-                                       "summary": MetadataValue.md("\n".join(table))})
+    return MaterializeResult(metadata={ROW_COUNT: sum(counts.values()), "total": sum(counts.values()),
+                                       **counts, "summary": MetadataValue.md("\n".join(table))})
+
+
+def _stored_issue_counts(conn) -> dict[str, int]:
+    """The issues as last reconciled, by code, in one pass (the same figures a run reports)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT issue_code, count(*) FROM ops.data_quality_issues GROUP BY issue_code")
+        stored = dict(cur.fetchall())
+    return {**{i.code: 0 for i in ISSUES}, **stored}
 
 
 @asset(key=FEATURE_GATES, deps=ALL_CORE, group_name="quality", kinds={"postgres"}, owners=OWNERS,
+       metadata=table_definition("ops.feature_gates"),
        check_specs=[AssetCheckSpec(gate_check_name(g.feature), asset=FEATURE_GATES,
                                    description=f"{g.feature}: {g.relationship} matches for at least "
                                    "the threshold share of distinct values (WARN: a gate switches "
@@ -127,10 +155,9 @@ def feature_gates(context: AssetExecutionContext, warehouse: WarehouseResource):
         if not done:  # the API answers gated endpoints from these rows: its caches must see them
             bump_cache_version(conn)
         watermarks.advance(conn, "feature_gates", change)
+        rows = count_rows(conn, "ops.feature_gates")
     report = write_gates_report(results, Settings.from_env().reports)
-    yield MaterializeResult(metadata={"report": str(report), **{
-        r.gate.feature: f"{r.status} ({r.match_rate:.4f})" if r.match_rate is not None else r.status
-        for r in results}})
+    yield MaterializeResult(metadata={ROW_COUNT: rows, "report": str(report), **_gate_metadata(results)})
     for r in results:
         say(context, f"gate {r.gate.feature}: {r.status}: {r.reason}")
         yield AssetCheckResult(
@@ -139,6 +166,16 @@ def feature_gates(context: AssetExecutionContext, warehouse: WarehouseResource):
             metadata={"match_rate": r.match_rate if r.match_rate is not None else -1.0,
                       "numerator": r.numerator, "denominator": r.denominator,
                       "threshold": r.threshold, "status": r.status, "relationship": r.gate.relationship})
+
+
+def _gate_metadata(results) -> dict:
+    """Each gate's verdict as text and its match rate as a plottable number (none while there is
+    nothing to measure: a made-up rate would be plotted as if measured)."""
+    metadata = {r.gate.feature: f"{r.status} ({r.match_rate:.4f})" if r.match_rate is not None else r.status
+                for r in results}
+    metadata.update({f"match_rate_{r.gate.feature}": r.match_rate for r in results if r.match_rate is not None})
+    metadata["gates_supported"] = sum(r.status == SUPPORTED for r in results)
+    return metadata
 
 
 @asset(key=DATA_DICTIONARY, deps=ALL_CORE + [DERIVED_PHASES, DERIVED_ORDERS, DERIVED_DEFECTS],
@@ -211,7 +248,7 @@ def _validated(wh, s) -> AssetCheckResult:
     return AssetCheckResult(asset_key=core_key(s), check_name=EXPECTATIONS, passed=report.success,
                             severity=AssetCheckSeverity.WARN, description=report.summary(),
                             metadata={**metadata, "expectations": MetadataValue.md(metadata["expectations"]),
-                                      "evaluated": "now"})
+                                      **_met(len(report.results), len(report.failed)), "evaluated": "now"})
 
 
 def _carried_over(wh, s) -> AssetCheckResult:
@@ -222,8 +259,27 @@ def _carried_over(wh, s) -> AssetCheckResult:
         asset_key=core_key(s), check_name=EXPECTATIONS, passed=success, severity=AssetCheckSeverity.WARN,
         description=f"{summary} (unchanged since validated {evaluated_at:%Y-%m-%d %H:%M})",
         metadata={"failed_expectations": failed, "unexpected_total": unexpected,
-                  "expectations": MetadataValue.md(details),
+                  "expectations": MetadataValue.md(details), **_met(_evaluated_count(summary, s), failed),
                   "evaluated": f"carried over from {evaluated_at.isoformat()}"})
+
+
+# ExpectationReport.summary() begins "<table>: <met> of <evaluated> expectations met".
+SUMMARY_COUNTS = re.compile(r": (\d+) of (\d+) expectations met")
+
+
+def _evaluated_count(summary: str, s) -> int:
+    """How many expectations the stored outcome evaluated (the suite may have grown since)."""
+    found = SUMMARY_COUNTS.search(summary or "")
+    if found:
+        return int(found.group(2))
+    from prodplan_pipeline.quality.expectations import expectation_specs  # no GX import
+
+    return len(expectation_specs(s))
+
+
+def _met(evaluated: int, failed: int) -> dict:
+    return {"evaluated_expectations": evaluated, "expectations_met": evaluated - failed,
+            "expectations_met_share": share(evaluated - failed, evaluated)}
 
 
 quality_checks = [core_expectations]

@@ -34,6 +34,7 @@ from prodplan_pipeline.serving.cache import (READ_VERSION, NullCache, RedisCache
                                              build_cache, cache_key, to_json, version_of_row,
                                              version_of_text)
 from prodplan_pipeline.serving.db import DatabaseUnavailable, ReadPool, SnapshotReader
+from prodplan_pipeline.serving.docs import add_docs_routes
 from prodplan_pipeline.serving.front import FrontCache, RequestLimits
 from prodplan_pipeline.serving.notify import VersionListener
 from prodplan_pipeline.serving.launcher import IngestionLauncher, LaunchRefused, check_api_key
@@ -238,7 +239,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ProdPlan API", version="1.0",
                   description="Production KPIs of the Folha_IA warehouse. Figures come from the "
                               "analytics layer; responses carry their cache version, as-of time and "
-                              "the ingestion runs their facts and aggregates reflect (snapshot).")
+                              "the ingestion runs their facts and aggregates reflect (snapshot).",
+                  docs_url=None, redoc_url=None)  # /docs is served offline by add_docs_routes
     app.state.api = api
     if not isinstance(api.cache, NullCache):  # the benchmark's uncached baseline must stay uncached
         app.add_middleware(FrontCache, api=api)
@@ -248,6 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_quality_routes(app, api)
     _add_order_routes(app, api)
     _add_ops_routes(app, api)
+    add_docs_routes(app)
     return app
 
 
@@ -273,7 +276,7 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/kpis/overview", tags=["kpis"], responses=DATA)
     async def kpis_overview(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
         """Orders finished (lead time, on-time rate), phases finished (duration, rework), defects and
-        current WIP, over all days or the period ``from``..``to``."""
+        current WIP, over all days or the period from..to (query parameters)."""
         period = _period(start, end)
         return await api.cached(request, "kpis/overview", {"from": start, "to": end},
                                 lambda db: queries.overview(db, period))
@@ -339,8 +342,8 @@ def _add_order_routes(app: FastAPI, api: Api) -> None:
                      created_to: Day | None = Query(None, description="created on or before this day" + WINDOW),
                      cursor: str | None = Query(None, description="next_cursor of the previous page"),
                      limit: int = Query(100, ge=1, le=MAX_PAGE)):
-        """Orders in of_id order, a page at a time (keyset pagination: pass ``next_cursor`` back as
-        ``cursor`` with the same filters)."""
+        """Orders in of_id order, a page at a time (keyset pagination: pass the page's next_cursor
+        back as cursor, with the same filters)."""
         _in_order(created_from, created_to, ("created_from", "created_to"))
         filters = queries.OrderFilters(product, phase, status, created_from, created_to)
         # A bad cursor is a 422, before any caching.
@@ -381,7 +384,7 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
     async def health():
         """Database reachability, last successful ingestion, cache version, snapshot labels and
         gates; 503 when the database cannot be reached. Checked at most once a second
-        (``checked_at``), however often monitors ask; not part of the versioned cache."""
+        (checked_at), however often monitors ask; not part of the versioned cache."""
         checked_at, state, error = await api.health_check()
         if error is not None:
             return JSONResponse({"status": "unavailable", "checked_at": checked_at,
@@ -409,8 +412,8 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
     @app.post("/api/ingestion/run", status_code=202, tags=["operations"])
     async def run_ingestion(body: IngestionRequest | None = Body(None),
                             x_api_key: str | None = Header(None)):
-        """Start an ingestion of the server's workbook (needs ``X-API-Key``). Follow it with
-        GET /api/ingestion/runs."""
+        """Start an ingestion of the server's workbook (needs the X-API-Key header). Follow it
+        with GET /api/ingestion/runs."""
         try:
             check_api_key(api.settings, x_api_key)
             launch = api.launcher.launch(force=bool(body and body.force))

@@ -1,0 +1,198 @@
+"""Dagster's storage, named in ``dagster.yaml``: the project's PostgreSQL, found the way every
+``prodplan`` command finds it, so plain ``dagster dev`` or ``dagster definitions validate`` in the
+repository root needs no variable (the embedded server is started on demand).
+
+Three things differ from dagster-postgres' own ``postgres`` storage, all for bookkeeping speed
+(a first load records one materialization per day and aggregate: ~7,600 events):
+
+- pooled connections: dagster-postgres opens a new connection per call (NullPool), 38,000 of
+  them for a first load; here each storage keeps one open (plus overflow for threads);
+- a single-run backfill records one "planned" event per asset with its partition range, not
+  one per partition (Dagster's DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS behaviour; the
+  trade-off Dagster names: a failed range run leaves its days as they were rather than marking
+  each one failed; the next convergence re-runs them anyway);
+- events are written in batches of 1,000 (``DAGSTER_EVENT_BATCH_SIZE``, read by Dagster at each
+  event; set here as a default because every process that writes events builds this storage).
+
+Measured (refresh job over 2,528 days, 3 daily assets): 774 s and 38,001 connections as
+dagster-postgres ships; 30 s and 14 connections with these three changes.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import sqlalchemy.pool as db_pool
+from dagster import Field, StringSource
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+from dagster._core.storage.root import LocalArtifactStorage
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
+from dagster_postgres.utils import create_pg_engine
+
+from prodplan_pipeline.settings import Settings
+
+EVENT_BATCH_SIZE = "1000"
+POOL = {"poolclass": db_pool.QueuePool, "pool_size": 1, "max_overflow": 8, "pool_recycle": 3600,
+        "pool_pre_ping": True}  # pre-ping: a restarted server costs a reconnect, not an error
+OPTIONAL_URL = {"postgres_url": Field(StringSource, is_required=False)}
+
+
+def storage_url(configured: str | None = None) -> str:
+    """The configured URL, else PRODPLAN_DAGSTER_STORAGE_URL, else database ``dagster`` beside
+    the warehouse (the configured server or the embedded one), created on demand."""
+    return configured or resolved_storage_url(Settings.from_env())
+
+
+@cache  # per settings: resolving starts the embedded server or connects to check the database
+def resolved_storage_url(settings: Settings) -> str:
+    from prodplan_pipeline.warehouse.connection import ensure_database, server_url
+
+    if settings.dagster_storage_url:
+        return settings.dagster_storage_url
+    url = server_url(settings, settings.dagster_database)
+    ensure_database(url)
+    return url.render_as_string(hide_password=False)
+
+
+def _pooled(storage) -> None:
+    # Each dagster-postgres storage builds a NullPool engine in its constructor; swap it for a
+    # pooled one on the same URL (and options) once its tables are known to exist.
+    storage._engine = create_pg_engine(storage.postgres_url, None, isolation_level="AUTOCOMMIT", **POOL)
+
+
+class PooledEventLogStorage(PostgresEventLogStorage):
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data)
+        _pooled(self)
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        return True
+
+    @classmethod
+    def config_type(cls):
+        return OPTIONAL_URL
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
+
+
+class PooledRunStorage(PostgresRunStorage):
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data)
+        _pooled(self)
+
+    @classmethod
+    def config_type(cls):
+        return OPTIONAL_URL
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
+
+
+class PooledScheduleStorage(PostgresScheduleStorage):
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data)
+        _pooled(self)
+
+    @classmethod
+    def config_type(cls):
+        return OPTIONAL_URL
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
+
+
+class ProdPlanStorage(DagsterStorage, ConfigurableClass):
+    """Runs, events and schedules in the ``dagster`` database of ProdPlan's server."""
+
+    def __init__(self, postgres_url: str | None = None, inst_data: ConfigurableClassData | None = None):
+        self._inst_data = inst_data
+        url = storage_url(postgres_url)
+        self._run_storage = PooledRunStorage(url)
+        self._event_log_storage = PooledEventLogStorage(url)
+        self._schedule_storage = PooledScheduleStorage(url)
+        super().__init__()
+
+    @property
+    def inst_data(self):
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls):
+        return OPTIONAL_URL
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(config_value.get("postgres_url"), inst_data=inst_data)
+
+    @property
+    def event_log_storage(self):
+        return self._event_log_storage
+
+    @property
+    def run_storage(self):
+        return self._run_storage
+
+    @property
+    def schedule_storage(self):
+        return self._schedule_storage
+
+    def _part(self, name: str) -> ConfigurableClassData | None:
+        # Processes that rebuild one storage from the instance's description get the same class.
+        config = self._inst_data.config_yaml if self._inst_data else "{}"
+        return ConfigurableClassData(__name__, name, config)
+
+    @property
+    def event_storage_data(self):
+        return self._part(PooledEventLogStorage.__name__)
+
+    @property
+    def run_storage_data(self):
+        return self._part(PooledRunStorage.__name__)
+
+    @property
+    def schedule_storage_data(self):
+        return self._part(PooledScheduleStorage.__name__)
+
+
+def _artifacts_dir(configured: str | None) -> str:
+    return configured or str(Settings.from_env().dagster_home)
+
+
+class ProdPlanArtifactStorage(LocalArtifactStorage):
+    """Dagster's local files (run files, compute logs) under $PRODPLAN_HOME/dagster, whatever
+    DAGSTER_HOME is: ``dagster dev`` without one uses a temporary folder that it deletes."""
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(_artifacts_dir(config_value.get("base_dir")), inst_data=inst_data)
+
+
+class ProdPlanComputeLogs(LocalComputeLogManager):
+    """Steps' stdout/stderr under $PRODPLAN_HOME/dagster/storage (see ProdPlanArtifactStorage)."""
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        base = os.path.join(_artifacts_dir(config_value.get("base_dir")), "storage")
+        return cls(base, inst_data=inst_data)
