@@ -2,7 +2,7 @@
 ``prodplan`` command finds it, so plain ``dagster dev`` or ``dagster definitions validate`` in the
 repository root needs no variable (the embedded server is started on demand).
 
-Three things differ from dagster-postgres' own ``postgres`` storage, all for bookkeeping speed
+Four things differ from dagster-postgres' own ``postgres`` storage, all for bookkeeping speed
 (a first load records one materialization per day and aggregate: ~7,600 events):
 
 - pooled connections: dagster-postgres opens a new connection per call (NullPool), 38,000 of
@@ -12,10 +12,13 @@ Three things differ from dagster-postgres' own ``postgres`` storage, all for boo
   trade-off Dagster names: a failed range run leaves its days as they were rather than marking
   each one failed; the next convergence re-runs them anyway);
 - events are written in batches of 1,000 (``DAGSTER_EVENT_BATCH_SIZE``, read by Dagster at each
-  event; set here as a default because every process that writes events builds this storage).
+  event; set here as a default because every process that writes events builds this storage);
+- a batch of materializations is one executemany INSERT, not a multi-VALUES statement that
+  SQLAlchemy compiles afresh for every batch.
 
-Measured (refresh job over 2,528 days, 3 daily assets): 774 s and 38,001 connections as
-dagster-postgres ships; 30 s and 14 connections with these three changes.
+Measured (the refresh job over 2,528 days, 3 daily assets, one process, a small warehouse so
+that nearly all of it is Dagster): 774 s and 38,001 connections as dagster-postgres ships;
+12.8 s and 14 connections with the first three changes; 10.6 s with all four.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import os
 from functools import cache
 
 import sqlalchemy.pool as db_pool
-from dagster import Field, StringSource
+from dagster import DagsterEventType, Field, StringSource
+from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.root import LocalArtifactStorage
@@ -59,60 +63,57 @@ def resolved_storage_url(settings: Settings) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _pooled(storage) -> None:
-    # Each dagster-postgres storage builds a NullPool engine in its constructor; swap it for a
-    # pooled one on the same URL (and options) once its tables are known to exist.
-    storage._engine = create_pg_engine(storage.postgres_url, None, isolation_level="AUTOCOMMIT", **POOL)
+class _Pooled:
+    """A dagster-postgres storage whose engine keeps its connections, and whose URL defaults to
+    ProdPlan's (``storage_url``)."""
 
-
-class PooledEventLogStorage(PostgresEventLogStorage):
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None):
         super().__init__(postgres_url, should_autocreate_tables, inst_data)
-        _pooled(self)
+        # The constructor built a NullPool engine (and made the tables with it): swap it for a
+        # pooled one on the same URL.
+        self._engine = create_pg_engine(self.postgres_url, None, isolation_level="AUTOCOMMIT", **POOL)
+
+    @classmethod
+    def config_type(cls):
+        return OPTIONAL_URL
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
+
+
+class PooledRunStorage(_Pooled, PostgresRunStorage):
+    pass
+
+
+class PooledScheduleStorage(_Pooled, PostgresScheduleStorage):
+    pass
+
+
+class PooledEventLogStorage(_Pooled, PostgresEventLogStorage):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 
     @property
     def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
         return True
 
-    @classmethod
-    def config_type(cls):
-        return OPTIONAL_URL
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
-
-
-class PooledRunStorage(PostgresRunStorage):
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
-                 inst_data: ConfigurableClassData | None = None):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data)
-        _pooled(self)
-
-    @classmethod
-    def config_type(cls):
-        return OPTIONAL_URL
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
-
-
-class PooledScheduleStorage(PostgresScheduleStorage):
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
-                 inst_data: ConfigurableClassData | None = None):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data)
-        _pooled(self)
-
-    @classmethod
-    def config_type(cls):
-        return OPTIONAL_URL
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
+    def store_event_batch(self, events) -> None:
+        """dagster-postgres' batch write of materializations, as one executemany statement: its
+        multi-VALUES statement is compiled afresh per batch, 7 parameters per event (~0.5 ms
+        an event). Any other batch goes the library's way."""
+        if not events or any(e.dagster_event_type != DagsterEventType.ASSET_MATERIALIZATION for e in events):
+            return super().store_event_batch(events)
+        rows = [self._event_to_row(event) for event in events]
+        insert = SqlEventLogStorageTable.insert().returning(
+            SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)  # ids in the events' order
+        with self._connect() as conn:
+            event_ids = [row[0] for row in conn.execute(insert, rows)]
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, events, event_ids)
+            self._store_asset_event(conn, events[-1], event_ids[-1])  # the asset's latest event
 
 
 class ProdPlanStorage(DagsterStorage, ConfigurableClass):
