@@ -360,8 +360,9 @@ def test_an_empty_workbook_fails_naming_the_missing_sheets(unchanged, tmp_path):
     openpyxl.Workbook().save(path)  # one empty default sheet, "Sheet"
     outcome = ingest(unchanged, path)
     assert_one_paragraph(outcome, path, "the workbook has: Sheet")
-    for s in SHEETS:
-        assert f"the sheet '{s.name}' is missing" in outcome.message, s.name
+    positions = [outcome.message.find(f"the sheet '{s.name}' is missing") for s in SHEETS]
+    assert -1 not in positions, outcome.message
+    assert positions == sorted(positions), "in the contract's order, every time"
     assert outcome.summary and outcome.summary["exit_code"] == 1
 
 

@@ -128,14 +128,15 @@ def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
     for sheet, outcome in steps.stage_all(wh, run_id, info, _selected(context, raw_key),
                                           force=workbook_file.force):
         if isinstance(outcome, WorkbookError):
-            problems.append(str(outcome))
+            problems.append((SHEETS.index(sheet), str(outcome)))
             continue
         say(context, f"{sheet.name}: {outcome.status.replace('_', ' ')}, {outcome.rows_excel:,} rows, "
                      f"{outcome.rows_rejected:,} rejected ({outcome.seconds:.2f} s)")
         yield MaterializeResult(asset_key=raw_key(sheet),
                                 metadata=_stage_metadata(outcome, info, sheet, _staged_rows(wh, outcome, sheet)))
     if problems:
-        raise Failure(description=" ".join(problems), allow_retries=False)
+        # in the contract's order, whichever sheet's reader finished first
+        raise Failure(description=" ".join(text for _, text in sorted(problems)), allow_retries=False)
 
 
 def _staged_rows(wh, outcome, sheet: Sheet) -> int:
