@@ -46,7 +46,7 @@ setup(
     extras_require={
         "dev": ["pytest>=9.0", "pytest-xdist>=3.8", "httpx>=0.28"],
     },
-    entry_points={"console_scripts": ["prodplan=prodplan_pipeline.cli:main"]},
+    entry_points={"console_scripts": ["prodplan=prodplan_pipeline.cli:run"]},
     # sql/ and the Dagster YAML files travel with a non-editable install (see paths.py).
     data_files=[
         ("share/prodplan", ["workspace.yaml", "dagster.yaml"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 DEFAULT_HOME = ".prodplan"
@@ -32,6 +33,7 @@ class Settings:
     exports_keep: int = 5  # private copies of ingested exports kept under $PRODPLAN_HOME/exports
     max_uncompressed_mb: int = 384  # a workbook's XML, uncompressed: ~2x the real export (182 MiB)
     freshness_hours: float = 26.0  # a daily export, plus slack: older than this and the checks fail
+    partitions_start: date = date(2020, 1, 1)  # the first day of the daily partitions
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -61,6 +63,7 @@ class Settings:
             exports_keep=_count("PRODPLAN_EXPORTS_KEEP", get("PRODPLAN_EXPORTS_KEEP"), 5),
             max_uncompressed_mb=_count("PRODPLAN_MAX_UNCOMPRESSED_MB", get("PRODPLAN_MAX_UNCOMPRESSED_MB"), 384),
             freshness_hours=_hours("PRODPLAN_FRESHNESS_HOURS", get("PRODPLAN_FRESHNESS_HOURS"), 26.0),
+            partitions_start=_day("PRODPLAN_PARTITIONS_START", get("PRODPLAN_PARTITIONS_START"), date(2020, 1, 1)),
         )
 
     @property
@@ -109,6 +112,15 @@ def _hours(name: str, text: str | None, default: float) -> float:
     if value <= 0:
         raise SettingError(f"{name} must be a positive number of hours, got {text!r}")
     return value
+
+
+def _day(name: str, text: str | None, default: date) -> date:
+    if text is None:
+        return default
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise SettingError(f"{name} must be a date as YYYY-MM-DD, got {text!r}") from None
 
 
 def fraction(name: str, text: str | None, default: float) -> float:

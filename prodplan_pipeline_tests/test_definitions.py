@@ -127,3 +127,10 @@ def test_refresh_ranges_merge_the_smallest_gaps_first():
     assert refresh_ranges(days, max_runs=2) == [(day, day + timedelta(6)),
                                                 (day + timedelta(30), day + timedelta(30))]
     assert refresh_ranges(days, max_runs=3) == contiguous_ranges(days)
+    # merged ranges that cover most of the span anyway: one run over the span
+    spread = [day + timedelta(n) for n in range(0, 100) if n % 3]
+    assert len(contiguous_ranges(spread)) == 33
+    assert refresh_ranges(spread, max_runs=8) == [(spread[0], spread[-1])]
+    # far-apart clusters stay separate runs
+    clusters = [day + timedelta(n) for start in range(0, 900, 100) for n in range(start, start + 3)]
+    assert len(refresh_ranges(clusters, max_runs=8)) == 8

@@ -273,17 +273,72 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(cli_env, sm
     reports = Path(cli_env["PRODPLAN_HOME"]) / "reports"
     assert "kpis_by_employee" in (reports / "FEATURE_GATES.md").read_text()
     assert "core.fases_ordem_fabrico" in (reports / "DATA_DICTIONARY.md").read_text()
+    # The same workbook again: every layer reflects it, so nothing runs at all
     second = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
-    again = json.loads(second.stdout.strip().splitlines()[-1])
-    assert second.returncode == 0
+    unchanged = json.loads(second.stdout.strip().splitlines()[-1])
+    assert second.returncode == 0 and unchanged["unchanged"] is True, second.stderr
+    assert unchanged["dagster_run_id"] is None and unchanged["ingestion_run_id"] == summary["ingestion_run_id"]
+    assert "workbook unchanged" in second.stdout and "merged into" not in second.stderr
+    assert unchanged["analytics_rows"] == summary["analytics_rows"]
+    # A layer behind the snapshot (its report deleted) sends the same workbook the whole way
+    (reports / "DATA_DICTIONARY.md").unlink()
+    third = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
+    again = json.loads(third.stdout.strip().splitlines()[-1])
+    assert third.returncode == 0 and again["unchanged"] is False, third.stderr
     assert {s["status"] for s in again["sheets"]} == {"skipped_unchanged"}
+    assert (reports / "DATA_DICTIONARY.md").exists(), "the next run repaired the layer"
     status = run_cli(["status", "--json"], cli_env)
     runs = json.loads(status.stdout)["ingestion_runs"]
-    assert [r["status"] for r in runs[:2]] == ["succeeded", "succeeded"]
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"], "the unchanged answer recorded no run"
     # `prodplan ui` serves the same Dagster storage: the CLI's runs are there
     ui_runs = runs_seen_by_the_ui(cli_env)
     assert {summary["dagster_run_id"], again["dagster_run_id"]} <= {r["runId"] for r in ui_runs}
     assert all(r["status"] == "SUCCESS" for r in ui_runs)
+
+
+def test_an_unchanged_workbook_is_answered_only_when_every_layer_reflects_it(cli_env, small_sample):
+    from prodplan_pipeline.ingest.current import reflected_run
+    from prodplan_pipeline.settings import Settings
+    from prodplan_pipeline.workbook.inspect import file_sha256
+
+    first = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
+    assert first.returncode == 0, first.stderr
+    run_id = json.loads(first.stdout.strip().splitlines()[-1])["ingestion_run_id"]
+    settings = Settings.from_env(cli_env)
+    sha = file_sha256(small_sample)
+    conn = psycopg2.connect(libpq_dsn(Warehouse(cli_env["PRODPLAN_DATABASE_URL"]).url))
+    behind = {  # each a state that a killed or failed run leaves behind
+        "a lagging aggregate": "UPDATE ops.watermarks SET value = '0' WHERE name = 'analytics.agg_quality_daily'",
+        "a pending day": ("DELETE FROM ops.aggregate_days WHERE day = (SELECT min(a.day) FROM "
+                          "ops.aggregate_days a JOIN ops.changed_days c USING (day))"),
+        "gates not re-evaluated": "UPDATE ops.watermarks SET value = '0' WHERE name = 'feature_gates'",
+        "expectations not run": "DELETE FROM ops.expectation_results WHERE table_name = 'core.modelos'",
+        "an interrupted run": "INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
+                              "forced) VALUES ('killed', 'x', 'y', false)",
+    }
+    try:
+        assert reflected_run(conn, sha, settings.reports, settings.partitions_start) == run_id
+        assert reflected_run(conn, "0" * 64, settings.reports, settings.partitions_start) is None
+        for what, spoil in behind.items():
+            with conn.cursor() as cur:
+                cur.execute(spoil)
+            assert reflected_run(conn, sha, settings.reports, settings.partitions_start) is None, what
+            conn.rollback()  # one at a time: each alone must be enough
+        assert reflected_run(conn, sha, settings.reports, settings.partitions_start) == run_id
+        with conn.cursor() as cur:  # a killed run and a day it had changed, for real
+            cur.execute(behind["an interrupted run"])
+            cur.execute(behind["a pending day"])
+        conn.commit()
+    finally:
+        conn.close()
+    # the whole command repairs both (the interrupted run is closed, the day refreshed)
+    again = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
+    repaired = json.loads(again.stdout.strip().splitlines()[-1])
+    assert again.returncode == 0 and repaired["unchanged"] is False, again.stderr
+    assert repaired["analytics"], "the pending day was refreshed"
+    assert "interrupted" in again.stderr
+    last = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
+    assert json.loads(last.stdout.strip().splitlines()[-1])["unchanged"] is True, last.stdout
 
 
 def runs_seen_by_the_ui(env: dict[str, str]) -> list[dict]:

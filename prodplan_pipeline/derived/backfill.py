@@ -60,16 +60,24 @@ ORDER_NULLS = """
 
 # A defect happened when its inspection phase row happened; without that row, when its order
 # finished, else when the order was created; NULL only when the order itself is unknown.
-# (fase_of_id is unique in core: the merge keeps it so across partitions.)
+# (fase_of_id is unique in core: the merge keeps it so across partitions.) The merge writes it
+# with each new defect row (the phases and orders of the snapshot are merged first); the
+# backfill rewrites a defect whose phase row or order changed since.
+DEFECT_TIME = (f"coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END, "
+               f"CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END, "
+               f"CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END)")
+
+
+def defect_sources(defects: str) -> str:
+    """The joins DEFECT_TIME reads, for the defect rows aliased ``defects``."""
+    return (f"LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = {defects}.erro_fase_of_avaliacao "
+            f"LEFT JOIN core.ordens_fabrico o ON o.of_id = {defects}.erro_of_id")
+
+
 BACKFILL_DEFECTS = f"""
     WITH computed AS (
-        SELECT e.row_fingerprint, e.occurrence, e.ofch_event_time AS old_time,
-               coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END,
-                        CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END,
-                        CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END) AS new_time
-        FROM core.erros_ordem_fabrico e
-        LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = e.erro_fase_of_avaliacao
-        LEFT JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id),
+        SELECT e.row_fingerprint, e.occurrence, e.ofch_event_time AS old_time, {DEFECT_TIME} AS new_time
+        FROM core.erros_ordem_fabrico e {defect_sources('e')}),
     changed AS (SELECT * FROM computed WHERE old_time IS DISTINCT FROM new_time),
     updated AS (
         UPDATE core.erros_ordem_fabrico e SET ofch_event_time = c.new_time

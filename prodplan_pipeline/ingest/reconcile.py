@@ -24,7 +24,7 @@ COUNT_REJECTS = "SELECT count(*) FROM quarantine.rejects WHERE run_id = %s AND s
 RECORD = """UPDATE ops.ingestion_sheet_runs SET rows_in_core = %s, reconciled = %s, core_rows = %s
             WHERE run_id = %s AND sheet = %s"""
 FINISH_RUN = """
-    UPDATE ops.ingestion_runs r SET finished_at = now(),
+    UPDATE ops.ingestion_runs r SET finished_at = clock_timestamp(),  -- now() would be the commit's start
         status = CASE WHEN bool_and_ok THEN 'succeeded' ELSE 'check_failed' END
     FROM (SELECT bool_and(reconciled) AS bool_and_ok, count(reconciled) AS checked
           FROM ops.ingestion_sheet_runs WHERE run_id = %(run_id)s) s

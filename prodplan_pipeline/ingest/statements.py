@@ -14,7 +14,7 @@ import re
 from functools import cache
 
 from prodplan_pipeline.contract import SURROGATE_KEY, ColumnType, Sheet
-from prodplan_pipeline.derived.backfill import ORDER_DERIVED, PHASE_DERIVED
+from prodplan_pipeline.derived.backfill import DEFECT_TIME, ORDER_DERIVED, PHASE_DERIVED, defect_sources
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
@@ -25,13 +25,12 @@ DAY_SOURCES = {
     "ordens_fabrico": ("order_finish", "of_data_acabamento"),
     "erros_ordem_fabrico": ("defect", None),
 }
+# A defect's day is its derived time, written with the row (see MERGE_COMPUTED); a deleted
+# defect's diff row holds its old values.
 RECORD_DEFECT_DAYS = """
     INSERT INTO ops.changed_days (run_id, kind, day)
-    SELECT DISTINCT %(run_id)s, 'defect', coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao)::date
-    FROM diff r
-    LEFT JOIN core.fases_ordem_fabrico f ON f.fase_of_id = r.erro_fase_of_avaliacao
-    LEFT JOIN core.ordens_fabrico o ON o.of_id = r.erro_of_id
-    WHERE coalesce(f.event_time, o.of_data_acabamento, o.of_data_criacao) IS NOT NULL
+    SELECT DISTINCT %(run_id)s, 'defect', ofch_event_time::date FROM diff
+    WHERE ofch_event_time IS NOT NULL
     ON CONFLICT DO NOTHING"""
 # An order's product decides which aggregate rows its phases and defects count in: a new,
 # changed or deleted order changes the days of its phases and defects too (the orders merge
@@ -48,7 +47,10 @@ RECORD_ORDER_DEPENDENT_DAYS = """
     ON CONFLICT DO NOTHING"""
 # Columns the merge computes from the row itself and writes with it: a committed row never
 # waits for its derived values (and the partition key is right when the row is written).
-MERGE_COMPUTED = {"fases_ordem_fabrico": PHASE_DERIVED, "ordens_fabrico": ORDER_DERIVED}
+MERGE_COMPUTED = {"fases_ordem_fabrico": PHASE_DERIVED, "ordens_fabrico": ORDER_DERIVED,
+                  "erros_ordem_fabrico": {"ofch_event_time": DEFECT_TIME}}
+# Tables a computed column reads, joined to the staging rows (aliased s) of the snapshot.
+MERGE_SOURCES = {"erros_ordem_fabrico": defect_sources("s")}
 # The partition key of a partitioned core table: an update or delete must find the row in its
 # old partition (and a changed key moves the row).
 PARTITION_KEY = {"fases_ordem_fabrico": "event_time"}
@@ -109,16 +111,17 @@ def valid_rows(sheet: Sheet) -> str:
 @cache
 def snapshot(sheet: Sheet) -> str:
     """The snapshot with the merge-computed columns: a view over staging for keyed sheets (no
-    copy), a table for the keyless defects (fingerprints are computed once)."""
+    copy), a table for the keyless defects (fingerprints and times are computed once)."""
     extra = [f"{expr} AS {ident(name)}" for name, expr in MERGE_COMPUTED.get(sheet.table, {}).items()]
+    rows = valid_rows(sheet).replace(" WHERE ", f" {MERGE_SOURCES.get(sheet.table, '')} WHERE ", 1)
     if sheet.key is not None:
         select = ", ".join(["s.excel_row", cols(sheet.column_names, "s"), *extra])
-        return f"CREATE OR REPLACE TEMP VIEW snap AS SELECT {select} FROM {valid_rows(sheet)}"
+        return f"CREATE OR REPLACE TEMP VIEW snap AS SELECT {select} FROM {rows}"
     fp = fingerprint_sql(sheet, "s")
     extra += [f"{fp} AS {SURROGATE_KEY[0]}",
               f"row_number() OVER (PARTITION BY {fp} ORDER BY s.excel_row)::int AS {SURROGATE_KEY[1]}"]
     select = ", ".join(["s.excel_row", cols(sheet.column_names, "s"), *extra])
-    return f"CREATE TEMP TABLE snap ON COMMIT DROP AS SELECT {select} FROM {valid_rows(sheet)}"
+    return f"CREATE TEMP TABLE snap ON COMMIT DROP AS SELECT {select} FROM {rows}"
 
 
 @cache

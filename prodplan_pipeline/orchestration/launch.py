@@ -9,13 +9,19 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster import AssetKey
 
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
+from prodplan_pipeline.ingest.outcome import (
+    EXIT_CHECK_FAILED,
+    EXIT_ERROR,
+    EXIT_OK,
+    IngestOutcome,
+    analytics_rows,
+)
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
@@ -26,33 +32,11 @@ from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
 
-EXIT_OK, EXIT_ERROR, EXIT_CHECK_FAILED = 0, 1, 2
 SHEET_SUMMARY = """
     SELECT sheet, status, rows_excel, rows_inserted, rows_updated, rows_unchanged, rows_deleted,
            rows_duplicate, rows_rejected, rows_in_core, reconciled, seconds
     FROM ops.ingestion_sheet_runs WHERE run_id = %s
     ORDER BY array_position(%s::text[], sheet)"""
-
-
-@dataclass
-class IngestOutcome:
-    exit_code: int
-    dagster_run_id: str
-    run_id: int | None = None
-    sheets: list[dict] = field(default_factory=list)
-    failed_checks: list[str] = field(default_factory=list)
-    error: str | None = None
-    report: Path | None = None
-    seconds: float = 0.0
-    analytics: list[dict] = field(default_factory=list)  # one entry per refresh run
-    analytics_rows: dict[str, int] = field(default_factory=dict)  # rows now in each analytics table
-
-    def as_json(self) -> dict:
-        return {"exit_code": self.exit_code, "ingestion_run_id": self.run_id,
-                "dagster_run_id": self.dagster_run_id, "seconds": round(self.seconds, 3),
-                "error": self.error, "failed_checks": self.failed_checks,
-                "report": str(self.report) if self.report else None, "sheets": self.sheets,
-                "analytics": self.analytics, "analytics_rows": self.analytics_rows}
 
 
 def show_progress(stream=None) -> None:
@@ -73,8 +57,6 @@ def show_progress(stream=None) -> None:
 
 QUIET_CONSOLE = {"console": {"config": {"log_level": "CRITICAL"}}}  # Dagster's log stays in its storage
 CURRENT_LAYERS = [AssetKey(["analytics", "agg_wip_current"]), AssetKey(["analytics", "materialized_views"])]
-ANALYTICS_TABLES = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stats_daily",
-                    "analytics.agg_quality_daily", "analytics.agg_wip_current")
 
 
 def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
@@ -101,22 +83,13 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
         _add_sheet_summary(outcome, warehouse, settings.reports)
         if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
             converge(instance, warehouse, outcome, settings)
-            outcome.analytics_rows = _analytics_rows(warehouse)
+            outcome.analytics_rows = analytics_rows(warehouse)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
 def _say(message: str) -> None:
     logging.getLogger("prodplan.progress").info(message)
-
-
-def _analytics_rows(warehouse: Warehouse) -> dict[str, int]:
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        counts = {}
-        for table in ANALYTICS_TABLES:
-            cur.execute(f"SELECT count(*) FROM {table}")
-            counts[table] = cur.fetchone()[0]
-    return counts
 
 
 def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: Settings) -> None:

@@ -3,6 +3,7 @@ dictionary: the assets and checks that run after the core tables are merged and 
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
 import re
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -16,7 +17,6 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
-    asset,
     multi_asset,
     multi_asset_check,
 )
@@ -37,6 +37,7 @@ from prodplan_pipeline.orchestration.table_metadata import (
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_NAME
 from prodplan_pipeline.quality.dictionary import write_dictionary
+from prodplan_pipeline.quality.expectations import needs_validation
 from prodplan_pipeline.quality.gates import (
     GATES,
     SUPPORTED,
@@ -71,35 +72,77 @@ class BackfillConfig(Config):
     full: bool = False  # recompute every row, not only the rows the last merges wrote
 
 
-@multi_asset(
-    specs=[
-        AssetSpec(DERIVED_PHASES, deps=[core_key(PHASES)], group_name="derived", kinds={"postgres"},
-                  owners=OWNERS, skippable=True, metadata=_derived_definition(PHASES), description=(
-                      "core.fases_ordem_fabrico's derived columns: duration_seconds (fim - inicio when "
-                      "fim >= inicio, else NULL), is_open, is_done; event_time checked (the merge sets "
-                      "it). Incremental: only rows the merge wrote, unless run with full=true.")),
-        AssetSpec(DERIVED_ORDERS, deps=[core_key(ORDERS)], group_name="derived", kinds={"postgres"},
-                  owners=OWNERS, skippable=True, metadata=_derived_definition(ORDERS), description=(
-                      "core.ordens_fabrico's lead_time_seconds (finish - creation when ordered) and "
-                      "is_on_time (finished by the end of the shipping day).")),
-        AssetSpec(DERIVED_DEFECTS, deps=[core_key(DEFECTS), DERIVED_PHASES, core_key(ORDERS)],
-                  group_name="derived", kinds={"postgres"}, owners=OWNERS, skippable=True,
-                  metadata=_derived_definition(DEFECTS),
-                  description=("core.erros_ordem_fabrico's ofch_event_time: the inspection phase row's "
-                               "event time, else the order's finish, else its creation; NULL only for "
-                               "defects of orders missing from OrdensFabrico.")),
-    ],
-    can_subset=True, name="derived_columns",
-)
-def derived_columns(context: AssetExecutionContext, config: BackfillConfig,
-                    warehouse: WarehouseResource):
+DERIVED_SPECS = [
+    AssetSpec(DERIVED_PHASES, deps=[core_key(PHASES)], group_name="derived", kinds={"postgres"},
+              owners=OWNERS, skippable=True, metadata=_derived_definition(PHASES), description=(
+                  "core.fases_ordem_fabrico's derived columns: duration_seconds (fim - inicio when "
+                  "fim >= inicio, else NULL), is_open, is_done; event_time checked (the merge sets "
+                  "it). Incremental: only rows the merge wrote, unless run with full=true.")),
+    AssetSpec(DERIVED_ORDERS, deps=[core_key(ORDERS)], group_name="derived", kinds={"postgres"},
+              owners=OWNERS, skippable=True, metadata=_derived_definition(ORDERS), description=(
+                  "core.ordens_fabrico's lead_time_seconds (finish - creation when ordered) and "
+                  "is_on_time (finished by the end of the shipping day).")),
+    AssetSpec(DERIVED_DEFECTS, deps=[core_key(DEFECTS), DERIVED_PHASES, core_key(ORDERS)],
+              group_name="derived", kinds={"postgres"}, owners=OWNERS, skippable=True,
+              metadata=_derived_definition(DEFECTS),
+              description=("core.erros_ordem_fabrico's ofch_event_time: the inspection phase row's "
+                           "event time, else the order's finish, else its creation; NULL only for "
+                           "defects of orders missing from OrdensFabrico.")),
+]
+REPORT_SPECS = [
+    AssetSpec(DATA_QUALITY_ISSUES, deps=ALL_CORE + [DERIVED_PHASES], group_name="derived",
+              kinds={"postgres"}, owners=OWNERS, skippable=True,
+              metadata=table_definition("ops.data_quality_issues"),
+              description="ops.data_quality_issues, replaced as a whole: rows kept but flagged (orders of "
+                          "unknown products, phases and defects of unknown orders, references to unknown "
+                          "phase rows or employees, orders finishing before creation, phases ending "
+                          "before they start)."),
+    AssetSpec(FEATURE_GATES, deps=ALL_CORE, group_name="quality", kinds={"postgres"}, owners=OWNERS,
+              skippable=True, metadata=table_definition("ops.feature_gates"),
+              description="ops.feature_gates and FEATURE_GATES.md: each feature's relationship match "
+                          "rate over distinct key values, against its threshold; below it the feature "
+                          "answers NOT_SUPPORTED_BY_DATA."),
+    AssetSpec(DATA_DICTIONARY, deps=ALL_CORE + [DERIVED_PHASES, DERIVED_ORDERS, DERIVED_DEFECTS],
+              group_name="quality", kinds={"postgres"}, owners=OWNERS, skippable=True,
+              description="DATA_DICTIONARY.md: every core table and column from the contract (Excel "
+                          "header, type, meaning, references, allowed values) with live rows, NULL "
+                          "rates, distinct counts, min/max."),
+]
+GATE_CHECKS = [AssetCheckSpec(gate_check_name(g.feature), asset=FEATURE_GATES,
+                              description=f"{g.feature}: {g.relationship} matches for at least the "
+                              "threshold share of distinct values (WARN: a gate switches a feature "
+                              "off, it does not fail the run)") for g in GATES]
+
+
+@multi_asset(specs=[*DERIVED_SPECS, *REPORT_SPECS], check_specs=GATE_CHECKS, can_subset=True,
+             name="derived_and_quality")
+def derived_and_quality(context: AssetExecutionContext, config: BackfillConfig,
+                        warehouse: WarehouseResource):
+    """The derived columns, then the data-quality issues, the feature gates and the data
+    dictionary side by side: independent scans of the merged core tables, each on its own
+    connection, so PostgreSQL works on both cores (one step after another took ~2x as long)."""
+    wh = warehouse.get_warehouse()
+    selected = context.selected_asset_keys
+    yield from _derived_columns(context, config, wh)  # the issues and the dictionary read them
+    parts = [part for key, part in ((DATA_QUALITY_ISSUES, _data_quality_issues),
+                                    (FEATURE_GATES, _feature_gates),
+                                    (DATA_DICTIONARY, _data_dictionary)) if key in selected]
+    with ThreadPoolExecutor(max_workers=max(1, len(parts)), thread_name_prefix="quality") as pool:
+        for done in as_completed([pool.submit(part, wh) for part in parts]):
+            lines, results = done.result()
+            for line in lines:  # logged from the step's own thread
+                say(context, line)
+            yield from results
+
+
+def _derived_columns(context, config: BackfillConfig, wh):
     """Backfill the derived columns in PostgreSQL, writing only rows whose values change."""
     jobs = {DERIVED_PHASES: lambda c: backfill_phases(c, full=config.full),
             DERIVED_ORDERS: backfill_orders, DERIVED_DEFECTS: backfill_defects}
     for key, job in jobs.items():
         if key not in context.selected_asset_keys:
             continue
-        with warehouse.get_warehouse().connect() as conn:
+        with wh.connect() as conn:
             report = job(conn)
             if report.rows_written:  # derived values changed: cached answers are stale
                 bump_cache_version(conn)
@@ -110,25 +153,23 @@ def derived_columns(context: AssetExecutionContext, config: BackfillConfig,
             **report.counts})
 
 
-@asset(key=DATA_QUALITY_ISSUES, deps=ALL_CORE + [DERIVED_PHASES], group_name="derived",
-       kinds={"postgres"}, owners=OWNERS, metadata=table_definition("ops.data_quality_issues"))
-def data_quality_issues(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-    """ops.data_quality_issues, replaced as a whole: rows kept but flagged (orders of unknown
-    products, phases and defects of unknown orders, references to unknown phase rows or
-    employees, orders finishing before creation, phases ending before they start)."""
-    with warehouse.get_warehouse().connect() as conn:
+def _data_quality_issues(wh) -> tuple[list[str], list]:
+    """ops.data_quality_issues, replaced whole unless no ingestion changed core since."""
+    with wh.connect() as conn:
         done, change = watermarks.caught_up(conn, "data_quality_issues")
         if done:  # no ingestion changed core since: the issues are what they were
             counts = _stored_issue_counts(conn)
-            return MaterializeResult(metadata={ROW_COUNT: sum(counts.values()), "total": sum(counts.values()),
-                                               **counts, "unchanged_since_run": change})
+            return [], [MaterializeResult(asset_key=DATA_QUALITY_ISSUES, metadata={
+                ROW_COUNT: sum(counts.values()), "total": sum(counts.values()), **counts,
+                "unchanged_since_run": change})]
         counts = reconcile_orphans(conn)  # the table is replaced whole: its size is the sum
         watermarks.advance(conn, "data_quality_issues", change)
-    say(context, f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds")
     table = ["| issue | count | what |", "|---|---:|---|"] + [
         f"| {i.code} | {counts[i.code]:,} | {i.description} |" for i in ISSUES]
-    return MaterializeResult(metadata={ROW_COUNT: sum(counts.values()), "total": sum(counts.values()),
-                                       **counts, "summary": MetadataValue.md("\n".join(table))})
+    line = f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds"
+    return [line], [MaterializeResult(asset_key=DATA_QUALITY_ISSUES, metadata={
+        ROW_COUNT: sum(counts.values()), "total": sum(counts.values()), **counts,
+        "summary": MetadataValue.md("\n".join(table))})]
 
 
 def _stored_issue_counts(conn) -> dict[str, int]:
@@ -139,17 +180,9 @@ def _stored_issue_counts(conn) -> dict[str, int]:
     return {**{i.code: 0 for i in ISSUES}, **stored}
 
 
-@asset(key=FEATURE_GATES, deps=ALL_CORE, group_name="quality", kinds={"postgres"}, owners=OWNERS,
-       metadata=table_definition("ops.feature_gates"),
-       check_specs=[AssetCheckSpec(gate_check_name(g.feature), asset=FEATURE_GATES,
-                                   description=f"{g.feature}: {g.relationship} matches for at least "
-                                   "the threshold share of distinct values (WARN: a gate switches "
-                                   "a feature off, it does not fail the run)") for g in GATES])
-def feature_gates(context: AssetExecutionContext, warehouse: WarehouseResource):
-    """ops.feature_gates and FEATURE_GATES.md: each feature's relationship match rate over
-    distinct key values, against its threshold; below it the feature answers
-    NOT_SUPPORTED_BY_DATA."""
-    with warehouse.get_warehouse().connect() as conn:
+def _feature_gates(wh) -> tuple[list[str], list]:
+    """The gates and FEATURE_GATES.md; re-evaluated only when an ingestion changed core."""
+    with wh.connect() as conn:
         done, change = watermarks.caught_up(conn, "feature_gates")
         results = stored_gates(conn) if done else evaluate_gates(conn)
         if not done:  # the API answers gated endpoints from these rows: its caches must see them
@@ -157,15 +190,16 @@ def feature_gates(context: AssetExecutionContext, warehouse: WarehouseResource):
         watermarks.advance(conn, "feature_gates", change)
         rows = count_rows(conn, "ops.feature_gates")
     report = write_gates_report(results, Settings.from_env().reports)
-    yield MaterializeResult(metadata={ROW_COUNT: rows, "report": str(report), **_gate_metadata(results)})
-    for r in results:
-        say(context, f"gate {r.gate.feature}: {r.status}: {r.reason}")
-        yield AssetCheckResult(
-            check_name=gate_check_name(r.gate.feature), passed=r.status == SUPPORTED,
-            severity=AssetCheckSeverity.WARN, description=r.reason,
-            metadata={"match_rate": r.match_rate if r.match_rate is not None else -1.0,
-                      "numerator": r.numerator, "denominator": r.denominator,
-                      "threshold": r.threshold, "status": r.status, "relationship": r.gate.relationship})
+    events = [MaterializeResult(asset_key=FEATURE_GATES,
+                                metadata={ROW_COUNT: rows, "report": str(report), **_gate_metadata(results)})]
+    events += [AssetCheckResult(
+        asset_key=FEATURE_GATES, check_name=gate_check_name(r.gate.feature), passed=r.status == SUPPORTED,
+        severity=AssetCheckSeverity.WARN, description=r.reason,
+        metadata={"match_rate": r.match_rate if r.match_rate is not None else -1.0,
+                  "numerator": r.numerator, "denominator": r.denominator,
+                  "threshold": r.threshold, "status": r.status, "relationship": r.gate.relationship})
+        for r in results]
+    return [f"gate {r.gate.feature}: {r.status}: {r.reason}" for r in results], events
 
 
 def _gate_metadata(results) -> dict:
@@ -178,32 +212,22 @@ def _gate_metadata(results) -> dict:
     return metadata
 
 
-@asset(key=DATA_DICTIONARY, deps=ALL_CORE + [DERIVED_PHASES, DERIVED_ORDERS, DERIVED_DEFECTS],
-       group_name="quality", kinds={"postgres"}, owners=OWNERS)
-def data_dictionary(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-    """DATA_DICTIONARY.md: every core table and column from the contract (Excel header, type,
-    meaning, references, allowed values) with live rows, NULL rates, distinct counts, min/max."""
+def _data_dictionary(wh) -> tuple[list[str], list]:
+    """DATA_DICTIONARY.md, rewritten when an ingestion changed core (or the file is gone)."""
     reports = Settings.from_env().reports
-    with warehouse.get_warehouse().connect() as conn:
+    with wh.connect() as conn:
         done, change = watermarks.caught_up(conn, "data_dictionary")
         if done and (reports / DICTIONARY_NAME).exists():
-            return MaterializeResult(metadata={"path": str(reports / DICTIONARY_NAME),
-                                               "unchanged_since_run": change})
+            return [], [MaterializeResult(asset_key=DATA_DICTIONARY, metadata={
+                "path": str(reports / DICTIONARY_NAME), "unchanged_since_run": change})]
         path = write_dictionary(conn, reports)
         watermarks.advance(conn, "data_dictionary", change)
-    return MaterializeResult(metadata={"path": str(path)})
+    return [], [MaterializeResult(asset_key=DATA_DICTIONARY, metadata={"path": str(path)})]
 
 
-quality_assets = [derived_columns, data_quality_issues, feature_gates, data_dictionary]
+quality_assets = [derived_and_quality]
 
 
-CHANGED_SINCE_VALIDATION = """
-    SELECT coalesce(sum(r.rows_inserted + r.rows_updated + r.rows_deleted), 0) > 0
-           OR NOT EXISTS (SELECT 1 FROM ops.expectation_results WHERE table_name = %(table)s)
-    FROM ops.ingestion_sheet_runs r
-    WHERE r.sheet = %(sheet)s AND r.status = 'merged'
-      AND r.run_id > coalesce((SELECT ingestion_run_id FROM ops.expectation_results
-                               WHERE table_name = %(table)s), 0)"""
 STORED_RESULT = """SELECT success, summary, failed_expectations, unexpected_total, details_markdown,
                           evaluated_at FROM ops.expectation_results WHERE table_name = %s"""
 STORE_RESULT = """
@@ -229,9 +253,8 @@ def core_expectations(context: AssetCheckExecutionContext, warehouse: WarehouseR
     for s in SHEETS:
         if AssetCheckKey(core_key(s), EXPECTATIONS) not in context.selected_asset_check_keys:
             continue
-        with wh.connect() as conn, conn.cursor() as cur:
-            cur.execute(CHANGED_SINCE_VALIDATION, {"table": s.core_table, "sheet": s.name})
-            changed = cur.fetchone()[0]
+        with wh.connect() as conn:
+            changed = needs_validation(conn, s)
         yield _validated(wh, s) if changed else _carried_over(wh, s)
 
 

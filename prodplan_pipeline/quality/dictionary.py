@@ -23,14 +23,17 @@ def table_statistics(conn, sheet: Sheet) -> dict:
     values = {name: f"{name}::int" if sql_type == "boolean" else name
               for name, sql_type, _ in sheet.core_columns}
     parts = ["count(*)"] + [f"count({n}), min({values[n]})::text, max({values[n]})::text" for n in names]
+    schema, table = sheet.core_table.split(".")
     with conn.cursor() as cur:
-        cur.execute(f"ANALYZE {sheet.core_table}")
         cur.execute(f"SELECT {', '.join(parts)} FROM {sheet.core_table}")
         values = cur.fetchone()
         rows = values[0]
-        schema, table = sheet.core_table.split(".")
         cur.execute(DISTINCT_ESTIMATES, (rows, schema, table))
         distinct = {name: round(n) for name, n in cur.fetchall()}
+        if not distinct:  # never analyzed (the merge analyzes a table it changed much, ~1.5 s for
+            cur.execute(f"ANALYZE {sheet.core_table}")  # the phases: not twice)
+            cur.execute(DISTINCT_ESTIMATES, (rows, schema, table))
+            distinct = {name: round(n) for name, n in cur.fetchall()}
     columns = {}
     for i, name in enumerate(names):
         non_null, low, high = values[1 + 3 * i: 4 + 3 * i]

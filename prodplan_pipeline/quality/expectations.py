@@ -239,6 +239,24 @@ def _short(value: Any) -> str:
     return str(value)[:40]
 
 
+# A table is validated again only when an ingestion changed it since its stored outcome.
+CHANGED_SINCE_VALIDATION = """
+    SELECT coalesce(sum(r.rows_inserted + r.rows_updated + r.rows_deleted), 0) > 0
+           OR NOT EXISTS (SELECT 1 FROM ops.expectation_results WHERE table_name = %(table)s)
+    FROM ops.ingestion_sheet_runs r
+    WHERE r.sheet = %(sheet)s AND r.status = 'merged'
+      AND r.run_id > coalesce((SELECT ingestion_run_id FROM ops.expectation_results
+                               WHERE table_name = %(table)s), 0)"""
+
+
+def needs_validation(conn, sheet: Sheet) -> bool:
+    """Whether an ingestion changed ``sheet``'s core table since its last validation (or it
+    was never validated): otherwise its stored outcome still describes it."""
+    with conn.cursor() as cur:
+        cur.execute(CHANGED_SINCE_VALIDATION, {"table": sheet.core_table, "sheet": sheet.name})
+        return cur.fetchone()[0]
+
+
 # --- Running a suite with Great Expectations ------------------------------------------------
 
 def run_expectations(database_url: str | URL, sheet: Sheet) -> ExpectationReport:
@@ -321,6 +339,19 @@ def _new_datasource(connection_string: str):
         kwargs={"pool_pre_ping": True})
 
 
+def warm_up(database_url: str | URL) -> threading.Thread:
+    """Import Great Expectations and build the datasource in a background thread (~4-6 s of
+    Python), so that it overlaps work that waits on PostgreSQL (the snapshot's merges) instead
+    of delaying the checks. A failure here is left for the checks to meet and report."""
+    def build() -> None:
+        with contextlib.suppress(Exception), _quiet_gx():
+            _datasource(_connection_string(database_url))
+
+    thread = threading.Thread(target=build, name="gx-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def dispose_datasources() -> None:
     """Close the cached connections (for tests that drop their databases, or a long process)."""
     with _DATASOURCES_LOCK:
@@ -377,4 +408,4 @@ def _quiet_gx():
 
 
 __all__ = ["EXTRA_EXPECTATIONS", "ExpectationReport", "ExpectationResult", "ExpectationSpec",
-           "dispose_datasources", "expectation_specs", "run_expectations"]
+           "dispose_datasources", "expectation_specs", "needs_validation", "run_expectations", "warm_up"]

@@ -32,6 +32,25 @@ def lock_holder_pid(conn, name: str) -> int | None:
     return row[0] if row else None
 
 
+@contextlib.contextmanager
+def try_advisory_lock(conn, name: str) -> Iterator[bool]:
+    """Hold the session-level advisory lock ``name`` if it is free (yields True), else yield
+    False at once."""
+    key = lock_key(name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        acquired = cur.fetchone()[0]
+    conn.commit()
+    try:
+        yield acquired
+    finally:
+        if acquired and conn.closed == 0:
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            conn.commit()
+
+
 # Locks this process holds: `prodplan ingest` holds the ingestion lock around the whole command,
 # and the in-process Dagster run inside it (whose resource takes the same lock) must not wait
 # for its own launcher.
