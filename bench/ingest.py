@@ -7,12 +7,11 @@ the same run, so the figures compare across machines and across a machine's drif
 The floor is the least any ingest must do: every sheet read by fastexcel (untyped) and COPYed as
 CSV into bare UNLOGGED text tables, one thread, no checks. It is measured before and after the
 ingests and the smaller kept. Then three whole commands run as subprocesses (wall seconds and
-peak RSS from wait4) on one warehouse: a first ingest into an empty warehouse, an unchanged
+peak RSS, measured by a small launcher process) on one warehouse: a first ingest into an empty warehouse, an unchanged
 re-ingest of the same file, and a copy with 1% of the phase rows changed (see
 workbooks.change_phase_mix). The ingestion window is finished_at - started_at of the ingestion
-run in ops.ingestion_runs; beside it, the window to the end of the core_tables step in Dagster's
-event log, because finished_at is set with now() inside the commit's own transaction (the
-transaction's start, before any merge) and so leaves the merge out.
+run in ops.ingestion_runs (finished_at is the commit's clock time); beside it, as a cross-check,
+the window to the end of the core_tables step in Dagster's event log.
 
 Options: --skip-baseline skips the naive pandas + openpyxl + to_sql baseline (minutes at scale 1);
 --data-path also times ingest_workbook alone (no Dagster, no analytics); --verbose prints each
@@ -143,25 +142,35 @@ def child_environment(scratch: Scratch) -> tuple[dict[str, str], Warehouse]:
     return env, warehouse
 
 
+# A small process between the benchmark and the command: Linux counts in a child's peak RSS the
+# pages of the parent it was forked from (this process holds workbooks by then), so the command
+# is forked from this launcher, which reports the command's own peak RSS and wall time.
+LAUNCHER = """import json, resource, subprocess, sys, time
+started = time.perf_counter()
+code = subprocess.call(sys.argv[2:])
+seconds = time.perf_counter() - started
+with open(sys.argv[1], "w") as report:
+    json.dump({"seconds": seconds, "rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, report)
+sys.exit(code)"""
+
+
 def run_ingest(label: str, workbook: Path, env: dict[str, str], home: Path, verbose: bool) -> Command:
-    """`prodplan ingest --json` as a child: wall seconds, peak RSS (wait4), the JSON summary."""
-    out, err = home / f"{label}.stdout", home / f"{label}.stderr"
-    command = [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(workbook), "--json"]
-    started = time.perf_counter()
+    """`prodplan ingest --json` as a child: wall seconds, peak RSS, the JSON summary."""
+    out, err, usage = home / f"{label}.stdout", home / f"{label}.stderr", home / f"{label}.usage"
+    command = [sys.executable, "-c", LAUNCHER, str(usage),
+               sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(workbook), "--json"]
     with out.open("w") as stdout, err.open("w") as stderr:
-        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        returncode = subprocess.call(command, stdout=stdout, stderr=stderr, env=env)
+    measured = json.loads(usage.read_text())
     progress = err.read_text()
     if verbose:
         print("\n".join(f"    {line}" for line in progress.splitlines()), flush=True)
     outcome = _summary(out.read_text())
-    if child.returncode != 0 or outcome is None or outcome["exit_code"] != 0:
+    if returncode != 0 or outcome is None or outcome["exit_code"] != 0:
         tail = "\n".join(progress.splitlines()[-STDERR_TAIL:])
-        raise SystemExit(f"{label}: `prodplan ingest` exited {child.returncode} "
+        raise SystemExit(f"{label}: `prodplan ingest` exited {returncode} "
                          f"(summary: {outcome and outcome.get('error')}); its stderr ends:\n{tail}")
-    return Command(label, seconds, usage.ru_maxrss / 1024, outcome)  # ru_maxrss: KB on Linux
+    return Command(label, measured["seconds"], measured["rss_kb"] / 1024, outcome)  # KB on Linux
 
 
 def _summary(stdout: str) -> dict | None:
