@@ -442,3 +442,41 @@ def test_cache_version_moves_with_every_change_and_only_then(cli_env, small_samp
     changed = edited(small_sample, tmp_path / "renamed.xlsx", rename_a_phase)
     assert run_cli(["ingest", "--workbook", str(changed)], cli_env).returncode == 0
     assert version() > after_first
+
+
+def test_sheets_merge_as_they_are_staged_in_the_order_their_values_need(databases, small_sample):
+    """The snapshot's transaction merges a sheet once it is staged and the sheets it reads are
+    merged (orders before phases, both before defects); nothing is visible before the commit,
+    and the result is the same as staging everything first."""
+    from prodplan_pipeline.contract import sheet
+    from prodplan_pipeline.ingest import runs, steps
+    from prodplan_pipeline.ingest.commit import SnapshotCommit
+    from prodplan_pipeline.workbook.inspect import inspect_workbook
+
+    warehouse = fresh_warehouse(databases, "pipelined")
+    info = inspect_workbook(small_sample)
+    with warehouse.connect() as conn:
+        run_id = runs.start_run(conn, "pipelined", info, False)
+    orders, phases, defects, employees = (sheet(n) for n in (
+        "OrdensFabrico", "FasesOrdemFabrico", "OrdemFabricoErros", "Funcionarios"))
+    with SnapshotCommit(warehouse, run_id, list(SHEETS), 0.2) as commit:
+        for s in (defects, phases, employees):
+            steps.stage(warehouse, run_id, info, s)
+            commit.staged(s)
+        assert set(commit.outcome.merged) == {"Funcionarios"}, "defects wait for phases, phases for orders"
+        steps.stage(warehouse, run_id, info, orders)
+        commit.staged(orders)
+        assert {"OrdensFabrico", "FasesOrdemFabrico", "OrdemFabricoErros"} <= set(commit.outcome.merged)
+        # (the orders: the phases' parent is locked by the partitions this commit creates)
+        assert query(warehouse, f"SELECT count(*) FROM {orders.core_table}") == [(0,)], "not committed yet"
+        for s in SHEETS:
+            if s.name not in commit.outcome.merged:
+                steps.stage(warehouse, run_id, info, s)
+                commit.staged(s)
+        outcome = commit.finish()
+    assert outcome.committed and all(r.passed for r in outcome.reconciled.values())
+    staged_first = fresh_warehouse(databases, "staged_first")
+    assert ingest_workbook(staged_first, small_sample).passed
+    assert checksums(warehouse) == checksums(staged_first)
+    timed = query(warehouse, f"SELECT count(*) FROM {defects.core_table} WHERE ofch_event_time IS NOT NULL")
+    assert timed[0][0] > 0, "the defects' times came from the phases merged before them"

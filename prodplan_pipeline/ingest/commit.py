@@ -9,7 +9,12 @@ table keeps the previous snapshot, and nothing downstream sees a mixture of the 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 from dataclasses import dataclass, field
+
+import psycopg2
 
 from prodplan_pipeline.analytics.aggregates import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, Sheet
@@ -19,9 +24,11 @@ from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK, MergeCounts, Shri
 from prodplan_pipeline.ingest.reconcile import Reconciliation, count_sheet, record
 from prodplan_pipeline.warehouse import Warehouse
 
-# Sheets whose rows a derived value of another sheet reads come first (a defect's day and time
-# come from its inspection phase row and its order).
-MERGED_LAST = ("OrdemFabricoErros",)
+# Within the one transaction a sheet's merge may read other sheets' merged rows: the orders'
+# merge records the days of their phases and defects before those change, and a defect's time
+# comes from its inspection phase row and its order. Every other sheet merges once staged.
+MERGE_AFTER = {"FasesOrdemFabrico": ("OrdensFabrico",),
+               "OrdemFabricoErros": ("OrdensFabrico", "FasesOrdemFabrico")}
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class SnapshotOutcome:
     merged: dict[str, MergeOutcome] = field(default_factory=dict)
     reconciled: dict[str, Reconciliation] = field(default_factory=dict)
     message: str | None = None  # why the snapshot was not committed
+    statistics: threading.Thread | None = None  # the ANALYZE after the commit, if one runs
 
     @property
     def rows_changed(self) -> int:
@@ -53,43 +61,105 @@ class _NotCommitted(Exception):
 
 def commit_snapshot(warehouse: Warehouse, run_id: int, sheets: list[Sheet] | None = None,
                     max_shrink: float = DEFAULT_MAX_SHRINK) -> SnapshotOutcome:
-    """Merge, derive and reconcile every sheet of the snapshot in one transaction."""
-    sheets = _merge_order(sheets or list(SHEETS))
-    outcome = SnapshotOutcome(committed=False)
-    with warehouse.connect() as conn:
+    """Merge, derive and reconcile every (already staged) sheet of the snapshot in one transaction."""
+    with SnapshotCommit(warehouse, run_id, sheets or list(SHEETS), max_shrink) as snapshot:
+        return snapshot.finish()
+
+
+class SnapshotCommit:
+    """The snapshot's one transaction. Each sheet is merged as soon as it is staged (and the
+    sheets it reads are merged), so the merges overlap the reading of the sheets still being
+    staged; the defects' times, the count checks and the commit come in :meth:`finish`."""
+
+    def __init__(self, warehouse: Warehouse, run_id: int, sheets: list[Sheet], max_shrink: float):
+        self.warehouse, self.run_id, self.max_shrink = warehouse, run_id, max_shrink
+        self.sheets = [s for s in SHEETS if s in sheets]  # the contract's order
+        self.outcome = SnapshotOutcome(committed=False)
+        self._staged: set[str] = set()
+        self._refusal: Exception | None = None
+        self._stack = contextlib.ExitStack()
+        self._conn = self._stack.enter_context(warehouse.connect())
+
+    def __enter__(self) -> SnapshotCommit:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()  # an exception rolls the transaction back
+
+    def staged(self, sheet: Sheet) -> None:
+        """``sheet`` is in staging (or was skipped as unchanged): merge what can be merged now."""
+        self._staged.add(sheet.name)
+        while self._refusal is None and (ready := self._next_ready()) is not None:
+            try:
+                _merge_one(self._conn, self.run_id, ready, self.max_shrink, self.outcome)
+            except (ShrinkRefused, _NotCommitted) as refusal:
+                self._refusal = refusal  # staging goes on: every sheet is still read and recorded
+
+    def _next_ready(self) -> Sheet | None:
+        names = {s.name for s in self.sheets}
+        return next((s for s in self.sheets if s.name in self._staged and s.name not in self.outcome.merged
+                     and all(d in self.outcome.merged or d not in names for d in MERGE_AFTER.get(s.name, ()))),
+                    None)
+
+    def finish(self) -> SnapshotOutcome:
+        """Merge what is left, derive the defects' times, check every count, then commit; or
+        roll the whole snapshot back and record why."""
+        for sheet in self.sheets:  # a sheet that was never staged fails its merge, saying so
+            self.staged(sheet)
+        conn, outcome = self._conn, self.outcome
         try:
-            _merge_all(conn, run_id, sheets, max_shrink, outcome)
-            _check_all(conn, run_id, sheets, outcome)
+            if self._refusal is not None:
+                raise self._refusal
+            if any(o.status == "merged" for o in outcome.merged.values()):
+                backfill_defects(conn, self.run_id)  # times whose phase or order changed since
+            _check_all(conn, self.run_id, self.sheets, outcome)
         except (ShrinkRefused, _NotCommitted) as refusal:
             conn.rollback()
-            _record_refusal(conn, run_id, sheets, outcome, refusal)
+            _record_refusal(conn, self.run_id, self.sheets, outcome, refusal)
+            conn.commit()
             return outcome
         if outcome.rows_changed:
             bump_cache_version(conn)  # API caches must not serve the previous snapshot
-    outcome.committed = True
-    return outcome
+        conn.commit()
+        outcome.committed = True
+        outcome.statistics = refresh_statistics(self.warehouse, [
+            s.core_table for s in self.sheets if (o := outcome.merged[s.name]).counts and o.counts.stale_statistics])
+        return outcome
 
 
-def _merge_order(sheets: list[Sheet]) -> list[Sheet]:
-    return sorted(sheets, key=lambda s: s.name in MERGED_LAST)
+def refresh_statistics(warehouse: Warehouse, tables: list[str]) -> threading.Thread | None:
+    """ANALYZE ``tables`` whole, after the commit, in a background thread on a connection of its
+    own (~1.5 s for the phases' 73 partitions, off the ingestion's path); the merge analyzed
+    their join columns already. Autovacuum would get there too, later (or, turned off, never)."""
+    if not tables:
+        return None
+
+    def analyze() -> None:
+        try:
+            with warehouse.connect() as conn:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    for table in tables:
+                        cur.execute(f"ANALYZE {table}")
+        except psycopg2.Error as error:  # the database went away: only statistics are lost
+            logging.getLogger(__name__).warning("ANALYZE after the commit failed: %s", error)
+
+    thread = threading.Thread(target=analyze, name="analyze-after-commit", daemon=True)
+    thread.start()
+    return thread
 
 
-def _merge_all(conn, run_id: int, sheets: list[Sheet], max_shrink: float,
-               outcome: SnapshotOutcome) -> None:
-    for sheet in sheets:
-        current = runs.sheet_run(conn, run_id, sheet.name)
-        if current is None:
-            raise LookupError(f"sheet '{sheet.name}' was not staged in ingestion run {run_id}")
-        if current["status"] == "skipped_unchanged":
-            outcome.merged[sheet.name] = MergeOutcome(sheet.name, "skipped_unchanged", None,
-                                                      current["message"])
-            continue
-        _require_staged_rows(conn, sheet, current)
-        counts = merge_sheet(conn, sheet, run_id, max_shrink)
-        runs.record_merge(conn, run_id, sheet.name, "merged", None, counts)
-        outcome.merged[sheet.name] = MergeOutcome(sheet.name, "merged", counts)
-    if any(o.status == "merged" for o in outcome.merged.values()):
-        backfill_defects(conn, run_id)  # a cross-table value: joins this same commit
+def _merge_one(conn, run_id: int, sheet: Sheet, max_shrink: float, outcome: SnapshotOutcome) -> None:
+    current = runs.sheet_run(conn, run_id, sheet.name)
+    if current is None:
+        raise LookupError(f"sheet '{sheet.name}' was not staged in ingestion run {run_id}")
+    if current["status"] == "skipped_unchanged":
+        outcome.merged[sheet.name] = MergeOutcome(sheet.name, "skipped_unchanged", None, current["message"])
+        return
+    _require_staged_rows(conn, sheet, current)
+    counts = merge_sheet(conn, sheet, run_id, max_shrink)
+    runs.record_merge(conn, run_id, sheet.name, "merged", None, counts)
+    outcome.merged[sheet.name] = MergeOutcome(sheet.name, "merged", counts)
 
 
 def _require_staged_rows(conn, sheet: Sheet, current: dict) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest import runs, steps
-from prodplan_pipeline.ingest.commit import MergeOutcome, commit_snapshot
+from prodplan_pipeline.ingest.commit import MergeOutcome, SnapshotCommit
 from prodplan_pipeline.ingest.reconcile import Reconciliation
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
@@ -31,18 +31,21 @@ class IngestionResult:
 
 def ingest_workbook(warehouse: Warehouse, path: str | Path, force: bool = False,
                     max_shrink: float = 0.20, on_stage: Callable[[str], None] | None = None) -> IngestionResult:
-    """Stage every sheet, then merge and reconcile them all in one commit; under the ingestion lock."""
+    """Stage every sheet, merging each as soon as it is staged, and reconcile them all in one
+    commit; under the ingestion lock."""
     workbook = inspect_workbook(path)
     with warehouse.connect() as lock_conn, advisory_lock(lock_conn, INGESTION_LOCK):
         with warehouse.connect() as conn:
             result = IngestionResult(runs.start_run(conn, f"plain-{uuid.uuid4()}", workbook, force))
         _note(on_stage, "stage")
-        for sheet, outcome in steps.stage_all(warehouse, result.run_id, workbook, list(SHEETS), force):
-            if isinstance(outcome, WorkbookError):
-                raise outcome
-            result.staged[sheet.name] = outcome
-        _note(on_stage, "commit")
-        snapshot = commit_snapshot(warehouse, result.run_id, list(SHEETS), max_shrink)
+        with SnapshotCommit(warehouse, result.run_id, list(SHEETS), max_shrink) as commit:
+            for sheet, outcome in steps.stage_all(warehouse, result.run_id, workbook, list(SHEETS), force):
+                if isinstance(outcome, WorkbookError):
+                    raise outcome  # the snapshot's transaction is rolled back
+                result.staged[sheet.name] = outcome
+                commit.staged(sheet)  # merged while the other sheets are read
+            _note(on_stage, "commit")
+            snapshot = commit.finish()
         result.merged, result.reconciled = snapshot.merged, snapshot.reconciled
     return result
 

@@ -103,14 +103,6 @@ def last_ingested(conn) -> tuple[int, str] | None:
         return cur.fetchone()
 
 
-def staged_sheets(conn, run_id: int) -> list[str]:
-    """The sheets this run read into staging (the others were unchanged)."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT sheet FROM ops.ingestion_sheet_runs WHERE run_id = %s AND status = 'staged'",
-                    (run_id,))
-        return [sheet for (sheet,) in cur.fetchall()]
-
-
 def workbook_sha256(conn, dagster_run_id: str) -> str:
     with conn.cursor() as cur:
         cur.execute("SELECT workbook_sha256 FROM ops.ingestion_runs WHERE dagster_run_id = %s",

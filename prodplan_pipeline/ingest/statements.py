@@ -173,6 +173,14 @@ def protected_keys(sheet: Sheet) -> str:
         EXCEPT SELECT {key} FROM snap"""
 
 
+def join_columns(sheet: Sheet) -> list[str]:
+    """The columns other tables join on or a merge filters by: the key, the references, the
+    partition key."""
+    names = [*sheet.key_names, *(c.name for c in sheet.columns if c.references)]
+    partition = PARTITION_KEY.get(sheet.table)
+    return list(dict.fromkeys(names + ([partition] if partition else [])))
+
+
 def _written_columns(sheet: Sheet) -> list[str]:
     surrogate = list(SURROGATE_KEY) if sheet.key is None else []
     return surrogate + list(sheet.column_names) + list(MERGE_COMPUTED.get(sheet.table, {}))

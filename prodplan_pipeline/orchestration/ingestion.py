@@ -26,7 +26,7 @@ from dagster import (
 
 from prodplan_pipeline.contract import SHEETS, Sheet
 from prodplan_pipeline.ingest import runs, steps
-from prodplan_pipeline.ingest.commit import commit_snapshot
+from prodplan_pipeline.ingest.commit import SnapshotCommit
 from prodplan_pipeline.ingest.reconcile import write_mismatch_report
 from prodplan_pipeline.orchestration.resources import (
     IngestionLockResource,
@@ -108,22 +108,45 @@ def workbook(context: AssetExecutionContext, warehouse: WarehouseResource,
     })
 
 
-@multi_asset(
-    specs=[AssetSpec(raw_key(s), deps=[WORKBOOK_ASSET], group_name="raw", kinds={"excel", "postgres"},
-                     owners=OWNERS, description=_raw_description(s), skippable=True,
-                     metadata=table_definition(s.staging_table, staging_schema(s))) for s in SHEETS],
-    can_subset=True, name="raw_sheets",
-)
-def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
-               workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource):
-    """One step for all sheets (Dagster's per-step overhead would otherwise dominate an
-    unchanged re-ingest). A broken sheet fails the step after every sheet was tried, so the
-    message lists every problem and nothing at all is merged from a broken export."""
+RAW_SPECS = [AssetSpec(raw_key(s), deps=[WORKBOOK_ASSET], group_name="raw", kinds={"excel", "postgres"},
+                       owners=OWNERS, description=_raw_description(s), skippable=True,
+                       metadata=table_definition(s.staging_table, staging_schema(s))) for s in SHEETS]
+CORE_SPECS = [AssetSpec(core_key(s), deps=[raw_key(s)], group_name="core", kinds={"postgres"},
+                        owners=OWNERS, description=_core_description(s), skippable=True,
+                        metadata=table_definition(s.core_table, core_schema(s))) for s in SHEETS]
+COUNT_CHECKS = [AssetCheckSpec(COUNT_RECONCILIATION, asset=core_key(s), blocking=True,
+                               description=f"Every data row of sheet {s.name} is accounted for: "
+                               "Excel rows = rows in core from this snapshot + duplicates "
+                               "collapsed + rejected.") for s in SHEETS]
+
+
+@multi_asset(specs=[*RAW_SPECS, *CORE_SPECS], check_specs=COUNT_CHECKS, can_subset=True, name="snapshot")
+def snapshot(context: AssetExecutionContext, warehouse: WarehouseResource,
+             workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource):
+    """Stage every sheet, and merge each into the snapshot's single transaction as soon as it
+    is staged: the merges run in PostgreSQL while the sheets still being read are parsed (one
+    after the other took ~1.3x as long). The workbook is one snapshot, so the commit comes
+    after every sheet is staged, merged and counted; a refused sheet leaves every core table as
+    it was. A broken sheet fails the step after every sheet was tried, so the message lists
+    every problem, and nothing of a broken export is committed."""
     wh = warehouse.get_warehouse()
     with wh.connect() as conn:
         run_id, sha256 = runs.run_id_for(conn, context.run.run_id), runs.workbook_sha256(conn, context.run.run_id)
-    # The bytes the workbook step hashed, whatever the user's path holds by now.
-    info = replace(_inspect(workbook_file.copy_of(sha256)), source=workbook_file.resolved_path())
+        # The bytes the workbook step hashed, whatever the user's path holds by now.
+        info = replace(_inspect(workbook_file.copy_of(sha256)), source=workbook_file.resolved_path())
+        merging = _selected(context, core_key)
+        changing = workbook_file.force or any(not steps.unchanged_since(conn, run_id, info, s) for s in merging)
+    with SnapshotCommit(wh, run_id, merging, workbook_file.shrink_limit()) as commit:
+        yield from _stage(context, wh, run_id, info, workbook_file, commit)
+        if changing:  # the expectations will validate what changed: GX loads (~4 s of Python)
+            from prodplan_pipeline.quality.expectations import warm_up
+
+            warm_up(wh.url)  # while the last merges wait on PostgreSQL, not while sheets are parsed
+        if merging:
+            yield from _commit(context, wh, run_id, workbook_file, commit)
+
+
+def _stage(context, wh, run_id: int, info, workbook_file, commit: SnapshotCommit):
     problems = []
     for sheet, outcome in steps.stage_all(wh, run_id, info, _selected(context, raw_key),
                                           force=workbook_file.force):
@@ -134,8 +157,10 @@ def raw_sheets(context: AssetExecutionContext, warehouse: WarehouseResource,
                      f"{outcome.rows_rejected:,} rejected ({outcome.seconds:.2f} s)")
         yield MaterializeResult(asset_key=raw_key(sheet),
                                 metadata=_stage_metadata(outcome, info, sheet, _staged_rows(wh, outcome, sheet)))
+        if not problems and sheet in commit.sheets:
+            commit.staged(sheet)
     if problems:
-        # in the contract's order, whichever sheet's reader finished first
+        # in the contract's order, whichever sheet's reader finished first; nothing committed
         raise Failure(description=" ".join(text for _, text in sorted(problems)), allow_retries=False)
 
 
@@ -160,35 +185,15 @@ def _stage_metadata(outcome, info, sheet: Sheet, staged_rows: int) -> dict:
     return metadata
 
 
-@multi_asset(
-    specs=[AssetSpec(core_key(s), deps=[raw_key(s)], group_name="core", kinds={"postgres"},
-                     owners=OWNERS, description=_core_description(s), skippable=True,
-                     metadata=table_definition(s.core_table, core_schema(s))) for s in SHEETS],
-    check_specs=[AssetCheckSpec(COUNT_RECONCILIATION, asset=core_key(s), blocking=True,
-                                description=f"Every data row of sheet {s.name} is accounted for: "
-                                "Excel rows = rows in core from this snapshot + duplicates "
-                                "collapsed + rejected.") for s in SHEETS],
-    can_subset=True, name="core_tables",
-)
-def core_tables(context: AssetExecutionContext, warehouse: WarehouseResource,
-                workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource):
-    """Merge every staged sheet into core and reconcile its counts, all in one commit: the
-    workbook is one snapshot, so a refused sheet leaves every core table as it was."""
-    wh = warehouse.get_warehouse()
-    with wh.connect() as conn:
-        run_id = runs.run_id_for(conn, context.run.run_id)
-        staged = runs.staged_sheets(conn, run_id)
-    if staged:  # the expectations will validate what changed: GX loads while the merges run
-        from prodplan_pipeline.quality.expectations import warm_up
-
-        warm_up(wh.url)
-    snapshot = commit_snapshot(wh, run_id, _selected(context, core_key), workbook_file.shrink_limit())
-    if not snapshot.committed:
-        say(context, f"snapshot not committed: {snapshot.message}")
-    for sheet in _selected(context, core_key):
-        outcome, checked = snapshot.merged[sheet.name], snapshot.reconciled[sheet.name]
+def _commit(context, wh, run_id: int, workbook_file, commit: SnapshotCommit):
+    """Finish the snapshot's transaction, then report every core table and its count check."""
+    outcome = commit.finish()
+    if not outcome.committed:
+        say(context, f"snapshot not committed: {outcome.message}")
+    for sheet in commit.sheets:
+        merged, checked = outcome.merged[sheet.name], outcome.reconciled[sheet.name]
         yield MaterializeResult(asset_key=core_key(sheet),
-                                metadata=_merge_metadata(context, outcome, checked, sheet))
+                                metadata=_merge_metadata(context, merged, checked, sheet))
         yield _reconciliation_result(context, checked, sheet)
     report = write_mismatch_report(wh, run_id, workbook_file.reports_dir())
     if report:
@@ -247,4 +252,4 @@ def _markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-ingestion_assets = [workbook, raw_sheets, core_tables]
+ingestion_assets = [workbook, snapshot]
