@@ -11,7 +11,7 @@ peak RSS, measured by a small launcher process) on one warehouse: a first ingest
 re-ingest of the same file, and a copy with 1% of the phase rows changed (see
 workbooks.change_phase_mix). The ingestion window is finished_at - started_at of the ingestion
 run in ops.ingestion_runs (finished_at is the commit's clock time); beside it, as a cross-check,
-the window to the end of the core_tables step in Dagster's event log.
+the window to the end of the snapshot step in Dagster's event log.
 
 Options: --skip-baseline skips the naive pandas + openpyxl + to_sql baseline (minutes at scale 1);
 --data-path also times ingest_workbook alone (no Dagster, no analytics); --verbose prints each
@@ -190,11 +190,11 @@ def ingestion_window(warehouse: Warehouse, run_id: int) -> float:
 
 
 COMMIT_STEP_END = """SELECT max(timestamp) FROM event_logs
-                     WHERE run_id = %s AND step_key = 'core_tables' AND dagster_event_type = 'STEP_SUCCESS'"""
+                     WHERE run_id = %s AND step_key = 'snapshot' AND dagster_event_type = 'STEP_SUCCESS'"""
 
 
 def window_to_commit_end(warehouse: Warehouse, dagster_url, command: Command) -> float | None:
-    """started_at to the end of the core_tables step (merge, derived values, count checks, commit)
+    """started_at to the end of the snapshot step (merge, derived values, count checks, commit)
     in Dagster's event log. A cross-check of finished_at, which the commit's transaction sets
     with now(): the transaction's start, before any merge."""
     import psycopg2

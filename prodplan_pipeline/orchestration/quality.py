@@ -2,6 +2,7 @@
 dictionary: the assets and checks that run after the core tables are merged and reconciled."""
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
+import functools
 import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -127,12 +128,20 @@ def derived_and_quality(context: AssetExecutionContext, config: BackfillConfig,
     parts = [part for key, part in ((DATA_QUALITY_ISSUES, _data_quality_issues),
                                     (FEATURE_GATES, _feature_gates),
                                     (DATA_DICTIONARY, _data_dictionary)) if key in selected]
+    if _expectations_follow(context):  # validated here, reported by core_expectations
+        parts.append(functools.partial(_validate_changed, context.run.run_id))
     with ThreadPoolExecutor(max_workers=max(1, len(parts)), thread_name_prefix="quality") as pool:
         for done in as_completed([pool.submit(part, wh) for part in parts]):
             lines, results = done.result()
             for line in lines:  # logged from the step's own thread
                 say(context, line)
             yield from results
+
+
+def _expectations_follow(context) -> bool:
+    """Whether this run's selection includes the expectation checks (the ingestion job does)."""
+    selection = context.run.asset_check_selection
+    return selection is None or any(key.name == EXPECTATIONS for key in selection)
 
 
 def _derived_columns(context, config: BackfillConfig, wh):
@@ -241,21 +250,41 @@ STORE_RESULT = """
 
 
 @multi_asset_check(
-    specs=[AssetCheckSpec(EXPECTATIONS, asset=core_key(s), description=(
+    specs=[AssetCheckSpec(EXPECTATIONS, asset=core_key(s), additional_deps=[DERIVED_DEFECTS], description=(
         f"Great Expectations suite for {s.core_table}, computed in PostgreSQL: keys not null and "
         "unique, required columns not null, domains (flags 0/1, severity and shift 1-3), the share "
         "of phases ending after they start, value ranges of weights and coefficients.")) for s in SHEETS],
     can_subset=True, name="core_expectations",
 )
 def core_expectations(context: AssetCheckExecutionContext, warehouse: WarehouseResource):
-    """Validate each core table an ingestion changed; unchanged tables keep their last outcome."""
+    """Validate each core table an ingestion changed; unchanged tables keep their last outcome.
+    A table the quality step of this run has validated already is reported from that result."""
     wh = warehouse.get_warehouse()
     for s in SHEETS:
         if AssetCheckKey(core_key(s), EXPECTATIONS) not in context.selected_asset_check_keys:
             continue
+        validated = _VALIDATED.pop((context.run.run_id, s.core_table), None)
+        if validated is not None:
+            yield validated
+            continue
         with wh.connect() as conn:
             changed = needs_validation(conn, s)
         yield _validated(wh, s) if changed else _carried_over(wh, s)
+
+
+# Results the quality step computed for this process's runs, by (Dagster run id, table): GX's
+# Python work then overlaps the issue, gate and dictionary scans, which wait on PostgreSQL.
+_VALIDATED: dict[tuple[str, str], AssetCheckResult] = {}
+
+
+def _validate_changed(run_id: str, wh) -> tuple[list[str], list]:
+    """Validate every table an ingestion changed since its last validation, for core_expectations."""
+    for s in SHEETS:
+        with wh.connect() as conn:
+            changed = needs_validation(conn, s)
+        if changed:
+            _VALIDATED[(run_id, s.core_table)] = _validated(wh, s)
+    return [], []
 
 
 def _validated(wh, s) -> AssetCheckResult:
