@@ -135,13 +135,8 @@ def snapshot(context: AssetExecutionContext, warehouse: WarehouseResource,
         # The bytes the workbook step hashed, whatever the user's path holds by now.
         info = replace(_inspect(workbook_file.copy_of(sha256)), source=workbook_file.resolved_path())
         merging = _selected(context, core_key)
-        changing = workbook_file.force or any(not steps.unchanged_since(conn, run_id, info, s) for s in merging)
     with SnapshotCommit(wh, run_id, merging, workbook_file.shrink_limit()) as commit:
         yield from _stage(context, wh, run_id, info, workbook_file, commit)
-        if changing:  # the expectations will validate what changed: GX loads (~4 s of Python)
-            from prodplan_pipeline.quality.expectations import warm_up
-
-            warm_up(wh.url)  # while the last merges wait on PostgreSQL, not while sheets are parsed
         if merging:
             yield from _commit(context, wh, run_id, workbook_file, commit)
 

@@ -128,7 +128,10 @@ def derived_and_quality(context: AssetExecutionContext, config: BackfillConfig,
     parts = [part for key, part in ((DATA_QUALITY_ISSUES, _data_quality_issues),
                                     (FEATURE_GATES, _feature_gates),
                                     (DATA_DICTIONARY, _data_dictionary)) if key in selected]
-    if _expectations_follow(context):  # validated here, reported by core_expectations
+    if _expectations_follow(context) and _any_to_validate(wh):  # validated here, reported by
+        from prodplan_pipeline.quality.expectations import preload  # core_expectations
+
+        preload(wh.url)  # GX imported in this thread, before any other starts
         parts.append(functools.partial(_validate_changed, context.run.run_id))
     with ThreadPoolExecutor(max_workers=max(1, len(parts)), thread_name_prefix="quality") as pool:
         for done in as_completed([pool.submit(part, wh) for part in parts]):
@@ -275,6 +278,11 @@ def core_expectations(context: AssetCheckExecutionContext, warehouse: WarehouseR
 # Results the quality step computed for this process's runs, by (Dagster run id, table): GX's
 # Python work then overlaps the issue, gate and dictionary scans, which wait on PostgreSQL.
 _VALIDATED: dict[tuple[str, str], AssetCheckResult] = {}
+
+
+def _any_to_validate(wh) -> bool:
+    with wh.connect() as conn:
+        return any(needs_validation(conn, s) for s in SHEETS)
 
 
 def _validate_changed(run_id: str, wh) -> tuple[list[str], list]:

@@ -339,17 +339,12 @@ def _new_datasource(connection_string: str):
         kwargs={"pool_pre_ping": True})
 
 
-def warm_up(database_url: str | URL) -> threading.Thread:
-    """Import Great Expectations and build the datasource in a background thread (~4-6 s of
-    Python), so that it overlaps work that waits on PostgreSQL (the snapshot's merges) instead
-    of delaying the checks. A failure here is left for the checks to meet and report."""
-    def build() -> None:
-        with contextlib.suppress(Exception), _quiet_gx():
-            _datasource(_connection_string(database_url))
-
-    thread = threading.Thread(target=build, name="gx-warm-up", daemon=True)
-    thread.start()
-    return thread
+def preload(database_url: str | URL) -> None:
+    """Import Great Expectations and build the datasource now, in the calling thread (~4 s of
+    Python). Imports must not run in two threads at once: a thread importing GX while another
+    imported SQLAlchemy met a partially initialised module."""
+    with _quiet_gx():
+        _datasource(_connection_string(database_url))
 
 
 def dispose_datasources() -> None:
@@ -408,4 +403,4 @@ def _quiet_gx():
 
 
 __all__ = ["EXTRA_EXPECTATIONS", "ExpectationReport", "ExpectationResult", "ExpectationSpec",
-           "dispose_datasources", "expectation_specs", "needs_validation", "run_expectations", "warm_up"]
+           "dispose_datasources", "expectation_specs", "needs_validation", "preload", "run_expectations"]
