@@ -45,7 +45,6 @@ class SnapshotOutcome:
     merged: dict[str, MergeOutcome] = field(default_factory=dict)
     reconciled: dict[str, Reconciliation] = field(default_factory=dict)
     message: str | None = None  # why the snapshot was not committed
-    statistics: threading.Thread | None = None  # the ANALYZE after the commit, if one runs
 
     @property
     def rows_changed(self) -> int:
@@ -122,17 +121,17 @@ class SnapshotCommit:
             bump_cache_version(conn)  # API caches must not serve the previous snapshot
         conn.commit()
         outcome.committed = True
-        outcome.statistics = refresh_statistics(self.warehouse, [
+        refresh_statistics(self.warehouse, [
             s.core_table for s in self.sheets if (o := outcome.merged[s.name]).counts and o.counts.stale_statistics])
         return outcome
 
 
-def refresh_statistics(warehouse: Warehouse, tables: list[str]) -> threading.Thread | None:
+def refresh_statistics(warehouse: Warehouse, tables: list[str]) -> None:
     """ANALYZE ``tables`` whole, after the commit, in a background thread on a connection of its
     own (~1.5 s for the phases' 73 partitions, off the ingestion's path); the merge analyzed
     their join columns already. Autovacuum would get there too, later (or, turned off, never)."""
     if not tables:
-        return None
+        return
 
     def analyze() -> None:
         try:
@@ -144,9 +143,7 @@ def refresh_statistics(warehouse: Warehouse, tables: list[str]) -> threading.Thr
         except psycopg2.Error as error:  # the database went away: only statistics are lost
             logging.getLogger(__name__).warning("ANALYZE after the commit failed: %s", error)
 
-    thread = threading.Thread(target=analyze, name="analyze-after-commit", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=analyze, name="analyze-after-commit", daemon=True).start()
 
 
 def _merge_one(conn, run_id: int, sheet: Sheet, max_shrink: float, outcome: SnapshotOutcome) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from prodplan_pipeline.contract import Sheet
 from prodplan_pipeline.ingest import statements as q
-from prodplan_pipeline.ingest.statements import cols
 from prodplan_pipeline.warehouse.partitions import ensure_partitions
 
 DEFAULT_MAX_SHRINK = 0.20
@@ -81,7 +80,7 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
             # The join columns' statistics now, for the statements left in this commit (a defect's
             # time joins the phases by id); the whole table's after the commit (see commit.py):
             # all columns of the 73 phase partitions take ~1.5 s.
-            cur.execute(f"ANALYZE {sheet.core_table} ({cols(q.join_columns(sheet))})")
+            cur.execute(f"ANALYZE {sheet.core_table} ({q.cols(q.join_columns(sheet))})")
         _drop_temporaries(cur)  # the next sheet of the same commit creates its own
     if (inserted, updated, deleted) != (counts["insert"], counts["update"], counts["delete"]):
         raise RuntimeError(f"{sheet.core_table}: applied {inserted}/{updated}/{deleted} rows for a "

@@ -39,8 +39,8 @@ def stage(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheet: Shee
     """Read the sheet into staging, unless its content equals the last merged snapshot's."""
     sha = workbook.sheet_sha256.get(sheet.name)
     with warehouse.connect() as conn:
-        previous = None if force else unchanged_since(conn, run_id, workbook, sheet)
-        if previous:
+        previous = runs.previous_sheet_run(conn, sheet.name, run_id)
+        if not force and previous and previous.merged and previous.sheet_sha256 == sha:
             reason = f"content unchanged since run {previous.staged_run_id}"
             runs.record_sheet_run(conn, run_id=run_id, sheet=sheet.name, sha=sha,
                                   status="skipped_unchanged", staged_run_id=previous.staged_run_id,
@@ -60,13 +60,6 @@ def stage(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheet: Shee
     preview = read.table.slice(0, 5).to_pylist()
     return StageOutcome(sheet.name, "staged", read.rows_excel, rejected, seconds, preview=preview,
                         read_seconds=read.seconds)
-
-
-def unchanged_since(conn, run_id: int, workbook: WorkbookInfo, sheet: Sheet):
-    """The last merged run of ``sheet`` when this workbook's sheet has the same content, else None."""
-    previous = runs.previous_sheet_run(conn, sheet.name, run_id)
-    same = previous and previous.merged and previous.sheet_sha256 == workbook.sheet_sha256.get(sheet.name)
-    return previous if same else None
 
 
 def stage_all(warehouse: Warehouse, run_id: int, workbook: WorkbookInfo, sheets: list[Sheet],

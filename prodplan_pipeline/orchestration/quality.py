@@ -128,11 +128,12 @@ def derived_and_quality(context: AssetExecutionContext, config: BackfillConfig,
     parts = [part for key, part in ((DATA_QUALITY_ISSUES, _data_quality_issues),
                                     (FEATURE_GATES, _feature_gates),
                                     (DATA_DICTIONARY, _data_dictionary)) if key in selected]
-    if _expectations_follow(context) and _any_to_validate(wh):  # validated here, reported by
-        from prodplan_pipeline.quality.expectations import preload  # core_expectations
+    to_validate = _changed_since_validation(wh) if _expectations_follow(context) else []
+    if to_validate:  # validated here, reported by core_expectations
+        from prodplan_pipeline.quality.expectations import preload
 
         preload(wh.url)  # GX imported in this thread, before any other starts
-        parts.append(functools.partial(_validate_changed, context.run.run_id))
+        parts.append(functools.partial(_validate, context.run.run_id, to_validate))
     with ThreadPoolExecutor(max_workers=max(1, len(parts)), thread_name_prefix="quality") as pool:
         for done in as_completed([pool.submit(part, wh) for part in parts]):
             lines, results = done.result()
@@ -280,18 +281,16 @@ def core_expectations(context: AssetCheckExecutionContext, warehouse: WarehouseR
 _VALIDATED: dict[tuple[str, str], AssetCheckResult] = {}
 
 
-def _any_to_validate(wh) -> bool:
+def _changed_since_validation(wh) -> list:
+    """The sheets whose core table an ingestion changed since its last validation."""
     with wh.connect() as conn:
-        return any(needs_validation(conn, s) for s in SHEETS)
+        return [s for s in SHEETS if needs_validation(conn, s)]
 
 
-def _validate_changed(run_id: str, wh) -> tuple[list[str], list]:
-    """Validate every table an ingestion changed since its last validation, for core_expectations."""
-    for s in SHEETS:
-        with wh.connect() as conn:
-            changed = needs_validation(conn, s)
-        if changed:
-            _VALIDATED[(run_id, s.core_table)] = _validated(wh, s)
+def _validate(run_id: str, sheets: list, wh) -> tuple[list[str], list]:
+    """Validate ``sheets``' core tables, for core_expectations to report."""
+    for s in sheets:
+        _VALIDATED[(run_id, s.core_table)] = _validated(wh, s)
     return [], []
 
 
