@@ -351,6 +351,9 @@ def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int
             print(json.dumps({"exit_code": 1, "error": str(error), "sheets": []}))
         raise
     max_shrink = _max_shrink(args, settings)
+    # Either way needs PRODPLAN_HOME's Dagster folder (the whole way starts by making it): a home
+    # that cannot be used is named the same way before the quick answer connects to a server.
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
     outcome = None if args.force else unchanged_outcome(settings, info)
     if outcome is None:
         from prodplan_pipeline.orchestration.launch import run_ingestion, show_progress
