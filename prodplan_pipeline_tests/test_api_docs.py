@@ -30,7 +30,6 @@ def server(databases, tmp_path_factory):
                                warehouse.url.render_as_string(hide_password=False)))
     yield api
     api.stop()
-    warehouse.dispose()
 
 
 def subcommands() -> list[str]:

@@ -116,7 +116,6 @@ def runs(databases, tmp_path_factory):
             latest = {s: instance.get_latest_materialization_event(core_key(s)).asset_materialization.metadata
                       for s in SHEETS}
         yield done, latest, warehouse, folder / "home" / "reports"
-        warehouse.dispose()
 
 
 def value(metadata, key):

@@ -35,13 +35,9 @@ from dagster._core.storage.tags import (
 
 from prodplan_pipeline import alerts
 from prodplan_pipeline.orchestration import automation
-from prodplan_pipeline.orchestration.partitions import (
-    MAX_REFRESH_RUNS,
-    contiguous_ranges,
-    partition_days,
-    partition_bounds,
-)
-from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.analytics.convergence import MAX_REFRESH_RUNS, contiguous_ranges
+from prodplan_pipeline.orchestration.partitions import partition_bounds, partition_days
+from prodplan_pipeline.orchestration.resources import SettingsResource, WarehouseResource
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
@@ -51,8 +47,10 @@ from prodplan_pipeline.workbook.sample import write_sample
 
 
 def tick(sensor_def, cursor: dict | None = None, **context) -> tuple[list, dict | None, str | None]:
-    """Evaluate a sensor once: (run requests, new cursor, skip message)."""
+    """Evaluate a sensor once: (run requests, new cursor, skip message). The settings resource
+    reads the test's environment, as the deployment's reads its own."""
     raw = json.dumps(cursor) if cursor is not None else None
+    context["resources"] = {"settings": SettingsResource(), **context.get("resources", {})}
     result = sensor_def(build_sensor_context(cursor=raw, **context))
     if isinstance(result, SkipReason):
         return [], cursor, result.skip_message
@@ -464,7 +462,8 @@ def test_run_failure_sensor_posts_once(instance, webhook):
     assert not result.success
     context = build_run_status_sensor_context(
         sensor_name="run_failure_alert_sensor", dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+        dagster_instance=instance, dagster_run=result.dagster_run,
+        resources={"settings": SettingsResource()}).for_run_failure()
     automation.run_failure_alert_sensor(context)
     assert len(webhook.bodies) == 1
     body = webhook.bodies[0]
@@ -495,15 +494,4 @@ def test_daily_refresh_schedule_requests_yesterdays_partition_in_lisbon():
         request = automation.daily_refresh_schedule(
             build_schedule_context(scheduled_execution_time=scheduled))
         assert request.partition_key == expected
-    assert automation.daily_refresh_schedule.execution_timezone == "Europe/Lisbon"
-    assert automation.daily_refresh_schedule.cron_schedule == "0 6 * * *"
-
-
-def test_monthly_maintenance_schedule_targets_the_maintenance_job():
-    maintenance = automation.monthly_partition_maintenance_schedule
-    assert maintenance.job_name == "warehouse_maintenance_job"
-    assert (maintenance.cron_schedule, maintenance.execution_timezone) == ("0 3 1 * *",
-                                                                          "Europe/Lisbon")
-    assert {s.name for s in automation.sensors} == {
-        "workbook_sensor", "changed_days_sensor", "check_alert_sensor",
-        "run_failure_alert_sensor"}
+    # its cron and time zone, like every schedule's, are in the definitions snapshot

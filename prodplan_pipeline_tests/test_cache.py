@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
 from prodplan_pipeline.serving.cache import (ComputeFailed, InProcessCache, RedisCache,
                                              VersionSource, build_cache, cache_key)
@@ -23,17 +23,9 @@ from prodplan_pipeline.warehouse import Warehouse
 from .conftest import REPO_ROOT
 
 # A dedicated DB number and a random namespace per test: shared Redis servers stay untouched.
-REDIS_URL = os.environ.get("PRODPLAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
 @pytest.fixture
-def redis_client():
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"no Redis answers at {REDIS_URL}: {exc}")
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
     yield client
     client.close()
 
@@ -102,8 +94,8 @@ def test_build_cache_defaults_to_in_process(tmp_path):
     assert isinstance(build_cache(Settings(home=tmp_path)), InProcessCache)
 
 
-def test_build_cache_uses_redis_when_configured(tmp_path, redis_client):
-    cache = build_cache(Settings(home=tmp_path, redis_url=REDIS_URL))
+def test_build_cache_uses_redis_when_configured(tmp_path, redis_url):
+    cache = build_cache(Settings(home=tmp_path, redis_url=redis_url))
     assert isinstance(cache, RedisCache)
     cache.client.close()
 
@@ -152,7 +144,6 @@ def cache_warehouse(databases) -> Warehouse:
     """A warehouse of its own: these tests bump the version, which others may rely on."""
     wh = databases.warehouse("cache")
     yield wh
-    wh.dispose()
 
 
 def bump(warehouse: Warehouse) -> None:
@@ -232,8 +223,8 @@ print(json.dumps({"results": results, "stats": cache.stats()}))
 """
 
 
-def test_redis_singleflight_across_real_processes(redis_client, namespace):
-    children = [subprocess.Popen([sys.executable, "-c", CHILD, REDIS_URL, namespace],
+def test_redis_singleflight_across_real_processes(redis_client, redis_url, namespace):
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, redis_url, namespace],
                                  cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True) for _ in range(3)]
     deadline = time.monotonic() + 30

@@ -45,10 +45,11 @@ def run_unprivileged(args: list[str], env: dict[str, str]) -> subprocess.Complet
 
 
 def run_main_raising(error: str, env: dict[str, str], unprivileged: bool = False):
-    """The CLI's ``main(["status"])`` in a subprocess whose ``collect_status`` raises ``error``."""
-    code = ("import errno, sys\nimport prodplan_pipeline.status as status\n"
-            f"def collect_status(conn):\n    raise {error}\n"
-            "status.collect_status = collect_status\n"
+    """The CLI's ``main(["status"])`` in a subprocess where finding the warehouse raises ``error``
+    (before any connection: the embedded server's socket is not for a user without privileges)."""
+    code = ("import errno, sys\nfrom prodplan_pipeline.warehouse import Warehouse\n"
+            f"def from_settings(cls, settings):\n    raise {error}\n"
+            "Warehouse.from_settings = classmethod(from_settings)\n"
             "from prodplan_pipeline.cli import main\n"
             "sys.exit(main(['status']))\n")
     prefix = _unprivileged() if unprivileged else []

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+from prodplan_pipeline.analytics.aggregates import AGGREGATES
+from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.orchestration.definitions import defs
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.warehouse.embedded import stop_embedded_server
 from prodplan_pipeline.warehouse.partitions import partition_summary
 from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT
+from prodplan_pipeline_tests.definitions_snapshot import describe
 
 
 def test_dagster_definitions_validate_against_postgres_storage(databases):
@@ -69,43 +74,44 @@ def test_warehouse_maintenance_job_migrates_and_creates_partitions(databases):
     assert summary["default_rows"] == 0
 
 
-# The asset graph as a data engineer sees it in the UI: a change here is a change of the public
-# shape of the pipeline and should be deliberate (update this snapshot in the same commit).
-GRAPH_SNAPSHOT = {
-    "raw": ["raw/erros_ordem_fabrico", "raw/fases_catalogo", "raw/fases_ordem_fabrico",
-            "raw/fases_standard_modelos", "raw/funcionarios", "raw/funcionarios_fase_ordem_fabrico",
-            "raw/funcionarios_fases_aptos", "raw/modelos", "raw/ordens_fabrico", "workbook"],
-    "core": ["core/erros_ordem_fabrico", "core/fases_catalogo", "core/fases_ordem_fabrico",
-             "core/fases_standard_modelos", "core/funcionarios", "core/funcionarios_fase_ordem_fabrico",
-             "core/funcionarios_fases_aptos", "core/modelos", "core/ordens_fabrico"],
-    "derived": ["derived/data_quality_issues", "derived/erros_ordem_fabrico",
-                "derived/fases_ordem_fabrico", "derived/ordens_fabrico"],
-    "quality": ["quality/data_dictionary", "quality/feature_gates"],
-    "analytics": ["analytics/agg_order_stats_daily", "analytics/agg_phase_stats_daily",
-                  "analytics/agg_quality_daily", "analytics/agg_wip_current",
-                  "analytics/materialized_views"],
-}
+SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 
 
-def test_asset_graph_snapshot():
-    graph = defs.resolve_asset_graph()
-    groups: dict[str, list[str]] = {}
-    for key in graph.get_all_asset_keys():
-        groups.setdefault(graph.get(key).group_name, []).append(key.to_user_string())
-    assert {g: sorted(keys) for g, keys in groups.items()} == GRAPH_SNAPSHOT
-    checks = sorted(c.to_user_string() for c in graph.asset_check_keys)
-    core = GRAPH_SNAPSHOT["core"]
-    assert checks == sorted([f"{k}:count_reconciliation" for k in core]
-                            + [f"{k}:data_expectations" for k in core]
-                            + [f"{k}:freshness_check" for k in [*core, "workbook"]]
-                            + [f"quality/feature_gates:gate_{f}" for f in (
-                                "kpis_by_employee", "kpis_by_product_attributes", "phases_by_order",
-                                "quality_by_order", "quality_by_phase_timing")])
-    # every asset explains itself in the UI and says who owns it
-    for key in graph.get_all_asset_keys():
-        spec = graph.get(key)
-        assert spec.description and len(spec.description) > 40, key
-        assert spec.owners, key
+def test_the_definitions_equal_their_snapshot():
+    """Assets, checks, jobs, schedules and sensors as the UI shows them. A change here is a change
+    of the pipeline's public shape: regenerate with PRODPLAN_UPDATE_SNAPSHOT=1 and review the diff."""
+    described = describe(defs)
+    if os.environ.get("PRODPLAN_UPDATE_SNAPSHOT") == "1":
+        SNAPSHOT.write_text(json.dumps(described, indent=1, ensure_ascii=False) + "\n")
+    assert described == json.loads(SNAPSHOT.read_text()), \
+        f"the definitions differ from {SNAPSHOT.name}: rerun with PRODPLAN_UPDATE_SNAPSHOT=1 and review the diff"
+
+
+def test_every_asset_explains_itself_and_names_its_owner():
+    for name, asset in describe(defs)["assets"].items():
+        assert asset["description"] and len(asset["description"]) > 40, name
+        assert asset["owners"], name
+
+
+def test_every_sheet_has_its_count_check_blocking_and_its_expectations_warning():
+    checks = describe(defs)["checks"]
+    for s in SHEETS:
+        assert checks[f"core/{s.table}:count_reconciliation"]["blocking"] is True, s.name
+        assert checks[f"core/{s.table}:data_expectations"]["blocking"] is False, s.name
+
+
+def test_every_aggregate_is_an_asset_of_its_registry_entry():
+    assets = describe(defs)["assets"]
+    for aggregate in AGGREGATES.values():
+        asset = assets[f"analytics/{aggregate.name}"]
+        assert asset["upstream"] == sorted(t.replace(".", "/") for t in aggregate.reads)
+        assert aggregate.description in asset["description"] and asset["partitions"].startswith("Daily")
+
+
+def test_the_readme_lists_every_aggregate_from_its_registry_entry():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for aggregate in AGGREGATES.values():
+        assert aggregate.readme_row() in readme, aggregate.table
 
 
 def test_loading_the_code_location_does_not_import_great_expectations():
@@ -118,7 +124,7 @@ def test_loading_the_code_location_does_not_import_great_expectations():
 def test_refresh_ranges_merge_the_smallest_gaps_first():
     from datetime import date, timedelta
 
-    from prodplan_pipeline.orchestration.partitions import contiguous_ranges, refresh_ranges
+    from prodplan_pipeline.analytics.convergence import contiguous_ranges, refresh_ranges
 
     day = date(2024, 3, 1)
     days = [day, day + timedelta(1), day + timedelta(5), day + timedelta(6), day + timedelta(30)]

@@ -1,9 +1,7 @@
-"""Derived columns, orphan reconciliation and feature gates on the real sample, checked against
-the sample's facts file and against counts computed independently with pandas."""
+"""Derived columns, orphan reconciliation and feature gates on the real sample (or its generated
+stand-in), checked against facts and counts computed independently with pandas from the file."""
 
 from __future__ import annotations
-
-import json
 
 import pandas as pd
 import pytest
@@ -13,9 +11,7 @@ from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders
 from prodplan_pipeline.derived.orphans import reconcile_orphans
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.quality.gates import NOT_SUPPORTED, SUPPORTED, evaluate_gates, write_gates_report
-from prodplan_pipeline_tests.test_ingest import SHARED_SAMPLE, fresh_warehouse, needs_real_sample, query
-
-pytestmark = needs_real_sample
+from prodplan_pipeline_tests.test_ingest import fresh_warehouse, query
 
 FACT_OF_GATE = {
     "kpis_by_employee": "ffo_faseofid_distinct_in_faseof_id",
@@ -27,22 +23,21 @@ FACT_OF_GATE = {
 
 
 @pytest.fixture(scope="module")
-def derived(databases):
+def derived(databases, real_sample):
     warehouse = fresh_warehouse(databases, "derived")
-    assert ingest_workbook(warehouse, SHARED_SAMPLE).passed
+    assert ingest_workbook(warehouse, real_sample.path).passed
     with warehouse.connect() as conn:
         reports = {"phases": backfill_phases(conn), "orders": backfill_orders(conn),
                    "defects": backfill_defects(conn)}
         issues = reconcile_orphans(conn)
         gates = evaluate_gates(conn)
-    facts = json.loads(SHARED_SAMPLE.with_suffix(".facts.json").read_text())
-    return warehouse, reports, issues, gates, facts
+    return warehouse, reports, issues, gates, real_sample.facts
 
 
 @pytest.fixture(scope="module")
-def workbook_frames() -> dict[str, pd.DataFrame]:
-    """The workbook read by pandas (another reader than the pipeline's), NULL text as NaN."""
-    return pd.read_excel(SHARED_SAMPLE, sheet_name=None, engine="openpyxl")
+def workbook_frames(real_sample) -> dict[str, pd.DataFrame]:
+    """The workbook read by pandas (not the pipeline's reader), NULL text as NaN."""
+    return real_sample.frames
 
 
 def test_gate_rates_equal_the_facts_to_four_decimals(derived):
@@ -54,14 +49,16 @@ def test_gate_rates_equal_the_facts_to_four_decimals(derived):
 
 
 def test_per_employee_kpis_are_not_supported_by_the_data(derived, tmp_path):
-    warehouse, _, _, gates, _ = derived
+    warehouse, _, _, gates, facts = derived
     by_feature = {g.gate.feature: g for g in gates}
     employee = by_feature["kpis_by_employee"]
-    assert employee.status == NOT_SUPPORTED and 0.31 < employee.match_rate < 0.34
+    rate = facts["match_rates"][FACT_OF_GATE["kpis_by_employee"]]["rate"]
+    assert employee.status == NOT_SUPPORTED and round(employee.match_rate, 4) == round(rate, 4) < 0.9
     assert "below the 90%" in employee.reason
     assert by_feature["quality_by_phase_timing"].status == SUPPORTED
     report = write_gates_report(gates, tmp_path).read_text()
-    assert "| kpis_by_employee | FuncionarioFaseOf_FaseOfId → FaseOf_Id | 0.3226 | 0.90 | NOT_SUPPORTED_BY_DATA |" in report
+    assert (f"| kpis_by_employee | FuncionarioFaseOf_FaseOfId → FaseOf_Id | {rate:.4f} | 0.90 "
+            "| NOT_SUPPORTED_BY_DATA |") in report
 
 
 def test_duration_is_null_exactly_for_open_and_inverted_phases(derived):

@@ -23,12 +23,6 @@ from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import REPO_ROOT, run_cli
 
-# The real sample lives in ../shared/data beside the checkout (and beside CI's clone).
-SHARED_SAMPLE = Path(os.environ.get("PRODPLAN_SHARED_SAMPLE",
-                                    REPO_ROOT.parent / "shared" / "data" / "Folha_IA_sample.xlsx"))
-needs_real_sample = pytest.mark.skipif(
-    not SHARED_SAMPLE.exists(), reason=f"the real sample {SHARED_SAMPLE} is not on this machine")
-
 
 def fresh_warehouse(databases, purpose: str) -> Warehouse:
     return databases.warehouse(purpose)
@@ -47,19 +41,15 @@ def checksums(warehouse: Warehouse) -> dict[str, str]:
             for s in SHEETS}
 
 
-# --- the real sample ---------------------------------------------------------------------------
+# --- the real sample (or its generated stand-in, see conftest.real_sample) ------------------------
 
 @pytest.fixture(scope="module")
-def real(databases):
-    if not SHARED_SAMPLE.exists():
-        pytest.skip(f"the real sample {SHARED_SAMPLE} is not on this machine")
+def real(databases, real_sample):
     warehouse = fresh_warehouse(databases, "real")
-    result = ingest_workbook(warehouse, SHARED_SAMPLE)
-    facts = json.loads(SHARED_SAMPLE.with_suffix(".facts.json").read_text())
-    return warehouse, result, facts
+    result = ingest_workbook(warehouse, real_sample.path)
+    return warehouse, result, real_sample.facts
 
 
-@needs_real_sample
 def test_reconciliation_closes_for_all_nine_sheets(real):
     warehouse, result, facts = real
     assert result.passed
@@ -69,18 +59,19 @@ def test_reconciliation_closes_for_all_nine_sheets(real):
         assert check.rows_in_core + check.rows_duplicate == check.rows_excel, name
 
 
-@needs_real_sample
 def test_core_holds_the_distinct_keys_and_duplicates_are_counted(real):
     warehouse, result, facts = real
     for s in SHEETS:
         expected = facts["sheets"][s.name].get("distinct_keys", facts["sheets"][s.name]["rows"])
         assert query(warehouse, f"SELECT count(*) FROM {s.core_table}")[0][0] == expected, s.name
-        assert result.merged[s.name].counts.duplicate == facts["sheets"][s.name]["exact_duplicate_rows"]
-    assert result.reconciled["Funcionarios"].rows_in_core == 301
-    assert result.reconciled["Funcionarios"].rows_duplicate == 601
+        # exact copies collapse onto one key; the keyless defects sheet keeps every row
+        collapsed = facts["sheets"][s.name]["exact_duplicate_rows"] if s.key else 0
+        assert result.merged[s.name].counts.duplicate == collapsed, s.name
+    employees = facts["sheets"]["Funcionarios"]
+    assert result.reconciled["Funcionarios"].rows_in_core == employees["distinct_keys"]
+    assert result.reconciled["Funcionarios"].rows_duplicate == employees["exact_duplicate_rows"] > 0
 
 
-@needs_real_sample
 def test_every_defect_row_lands(real):
     warehouse, result, facts = real
     rows = facts["sheets"]["OrdemFabricoErros"]["rows"]
@@ -88,7 +79,6 @@ def test_every_defect_row_lands(real):
     assert result.reconciled["OrdemFabricoErros"].rows_duplicate == 0
 
 
-@needs_real_sample
 def test_phase_quirks_are_kept_not_rejected(real):
     warehouse, _, facts = real
     (inverted, open_, orphans), = query(warehouse, """
@@ -105,14 +95,13 @@ def test_phase_quirks_are_kept_not_rejected(real):
                             "WHERE event_time IS DISTINCT FROM coalesce(fase_of_fim, fase_of_inicio)")[0][0] == 0
 
 
-@needs_real_sample
-def test_a_second_ingest_changes_nothing(real):
+def test_a_second_ingest_changes_nothing(real, real_sample):
     warehouse, _, _ = real
     before = checksums(warehouse)
-    again = ingest_workbook(warehouse, SHARED_SAMPLE)
+    again = ingest_workbook(warehouse, real_sample.path)
     assert again.passed
     assert {o.status for o in again.staged.values()} == {"skipped_unchanged"}
-    forced = ingest_workbook(warehouse, SHARED_SAMPLE, force=True)
+    forced = ingest_workbook(warehouse, real_sample.path, force=True)
     assert forced.passed
     for name, merged in forced.merged.items():
         c = merged.counts

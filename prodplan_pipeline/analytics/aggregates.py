@@ -14,11 +14,29 @@ from datetime import date
 
 @dataclass(frozen=True)
 class Aggregate:
+    """One daily aggregate, declared once: its asset (key, description, upstream), its refresh,
+    its counts and its row in the README's table all come from here."""
+
     table: str
+    description: str  # what a row holds: the asset's description and the README's
+    reads: tuple[str, ...]  # the layer tables it summarises ("derived.x", "core.y"): its upstream
+    day_source: str  # "schema.table.column": the timestamp whose date is the row's day
     source: str  # FROM/WHERE of the facts, alias x, with %(start)s / %(end)s bounds on the day
-    day: str  # the day expression over x
     insert: str  # the INSERT ... SELECT (GROUP BY) of the range
     missing_order: str  # the same facts whose order is unknown (counted, not aggregated)
+
+    @property
+    def name(self) -> str:
+        return self.table.split(".")[1]
+
+    @property
+    def day(self) -> str:
+        """The day expression over the facts (alias x)."""
+        return f"x.{self.day_source.rsplit('.', 1)[1]}::date"
+
+    def readme_row(self) -> str:
+        return f"| `{self.table}` | {self.description} | `{self.day_source}` | " \
+               + ", ".join(f"`{t}`" for t in self.reads) + " |"
 
 
 PHASE_FACTS = """core.fases_ordem_fabrico x
@@ -34,7 +52,10 @@ DEFECT_FACTS_WITH_ORDER = DEFECT_FACTS.replace(
     "x\n", "x JOIN core.ordens_fabrico o ON o.of_id = x.erro_of_id\n", 1)
 
 PHASE_STATS = Aggregate(
-    "analytics.agg_phase_stats_daily", PHASE_FACTS, "x.event_time::date",
+    "analytics.agg_phase_stats_daily",
+    "Finished phases with a duration, by day of event_time, product and phase: n, sum/min/max/p50/p90 "
+    "of duration_seconds, n_rework (retorno = 1).",
+    ("derived.fases_ordem_fabrico", "core.ordens_fabrico"), "core.fases_ordem_fabrico.event_time", PHASE_FACTS,
     f"""INSERT INTO analytics.agg_phase_stats_daily
         SELECT x.event_time::date, o.of_produto_id, x.fase_of_fase_id, count(*),
                sum(x.duration_seconds), min(x.duration_seconds), max(x.duration_seconds),
@@ -47,7 +68,10 @@ PHASE_STATS = Aggregate(
         (SELECT 1 FROM core.ordens_fabrico o WHERE o.of_id = x.fase_of_of_id)""",
 )
 ORDER_STATS = Aggregate(
-    "analytics.agg_order_stats_daily", ORDER_FACTS, "x.of_data_acabamento::date",
+    "analytics.agg_order_stats_daily",
+    "Orders finished that day (of_data_acabamento), by product: n, sum/p50/p90 of lead_time_seconds, "
+    "n_on_time, n_late, n_no_due_date.",
+    ("derived.ordens_fabrico",), "core.ordens_fabrico.of_data_acabamento", ORDER_FACTS,
     f"""INSERT INTO analytics.agg_order_stats_daily
         SELECT x.of_data_acabamento::date, x.of_produto_id, count(*), sum(x.lead_time_seconds),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY x.lead_time_seconds),
@@ -59,7 +83,10 @@ ORDER_STATS = Aggregate(
     "SELECT 0",  # an order always knows its own product
 )
 QUALITY = Aggregate(
-    "analytics.agg_quality_daily", DEFECT_FACTS, "x.ofch_event_time::date",
+    "analytics.agg_quality_daily",
+    "Defects by day of ofch_event_time, product, inspection phase and severity: n_defects and "
+    "n_orders (distinct).",
+    ("derived.erros_ordem_fabrico", "core.ordens_fabrico"), "core.erros_ordem_fabrico.ofch_event_time", DEFECT_FACTS,
     f"""INSERT INTO analytics.agg_quality_daily
         SELECT x.ofch_event_time::date, o.of_produto_id, x.erro_fase_avaliacao, x.ofch_gravidade,
                count(*), count(DISTINCT x.erro_of_id)
@@ -108,15 +135,13 @@ def outside_range(conn, aggregate: Aggregate, first: date, last_exclusive: date)
 
 
 def days_with_data(conn) -> tuple[date | None, date | None]:
-    """The first and last day any aggregate has facts for."""
+    """The first and last day any aggregate's day source has a row for (every row, as
+    ops.changed_days records them, not only the rows that are facts)."""
+    spans = " UNION ALL ".join(
+        f"SELECT min({column})::date AS first, max({column})::date AS last FROM {table}"
+        for table, column in (a.day_source.rsplit(".", 1) for a in AGGREGATES.values()))
     with conn.cursor() as cur:
-        cur.execute("""SELECT min(d), max(d) FROM (
-            SELECT min(event_time)::date AS d FROM core.fases_ordem_fabrico
-            UNION ALL SELECT max(event_time)::date FROM core.fases_ordem_fabrico
-            UNION ALL SELECT min(of_data_acabamento)::date FROM core.ordens_fabrico
-            UNION ALL SELECT max(of_data_acabamento)::date FROM core.ordens_fabrico
-            UNION ALL SELECT min(ofch_event_time)::date FROM core.erros_ordem_fabrico
-            UNION ALL SELECT max(ofch_event_time)::date FROM core.erros_ordem_fabrico) d""")
+        cur.execute(f"SELECT min(first), max(last) FROM ({spans}) spans")
         return cur.fetchone()
 
 

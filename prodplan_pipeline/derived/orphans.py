@@ -89,3 +89,11 @@ def reconcile_orphans(conn) -> dict[str, int]:
             )
             counts[issue.code] = cur.rowcount
     return counts
+
+
+def stored_issue_counts(conn) -> dict[str, int]:
+    """The issues as last reconciled, by code, in one pass (the same figures a run reports)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT issue_code, count(*) FROM ops.data_quality_issues GROUP BY issue_code")
+        stored = dict(cur.fetchall())
+    return {**{i.code: 0 for i in ISSUES}, **stored}

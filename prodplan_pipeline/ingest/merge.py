@@ -145,6 +145,6 @@ def _shrink_guard(cur, sheet: Sheet, max_shrink: float, to_delete: int) -> None:
 
 
 def _ensure_partitions(cur, sheet: Sheet) -> None:
-    if q.PARTITION_KEY.get(sheet.table) == "event_time":
+    if sheet.partition_key == "event_time":
         cur.execute("SELECT min(event_time)::date, max(event_time)::date FROM diff WHERE action <> 'delete'")
         ensure_partitions(cur.connection, *cur.fetchone())

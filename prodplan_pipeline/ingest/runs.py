@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from prodplan_pipeline.warehouse.connection import fetch_dicts
 from prodplan_pipeline.workbook.inspect import WorkbookInfo
 
 START_RUN = """
@@ -135,6 +136,28 @@ def mark_rolled_back(conn, run_id: int, sheets: list[str], message: str) -> None
 
 def sheet_run(conn, run_id: int, sheet: str) -> dict | None:
     with conn.cursor() as cur:
-        cur.execute(SHEET_RUN, (run_id, sheet))
-        row = cur.fetchone()
-        return dict(zip([d.name for d in cur.description], row)) if row else None
+        rows = fetch_dicts(cur, SHEET_RUN, (run_id, sheet))
+        return rows[0] if rows else None
+
+
+SHEET_SUMMARY = """
+    SELECT sheet, status, rows_excel, rows_inserted, rows_updated, rows_unchanged, rows_deleted,
+           rows_duplicate, rows_rejected, rows_in_core, reconciled, seconds
+    FROM ops.ingestion_sheet_runs WHERE run_id = %s
+    ORDER BY array_position(%s::text[], sheet)"""
+CLOSE_FAILED_RUN = """
+    UPDATE ops.ingestion_runs SET status = %s, finished_at = coalesce(finished_at, now()),
+           message = coalesce(message, %s)
+    WHERE run_id = %s AND status = 'running'"""
+
+
+def sheet_summaries(conn, run_id: int, order: list[str]) -> list[dict]:
+    """What the run did to each sheet, in the contract's order."""
+    with conn.cursor() as cur:
+        return fetch_dicts(cur, SHEET_SUMMARY, (run_id, order))
+
+
+def close_failed_run(conn, run_id: int, status: str, message: str | None) -> None:
+    """A run that failed or was stopped by a check is closed with its reason (once)."""
+    with conn.cursor() as cur:
+        cur.execute(CLOSE_FAILED_RUN, (status, message, run_id))

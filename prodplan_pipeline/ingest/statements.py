@@ -18,13 +18,6 @@ from prodplan_pipeline.derived.backfill import DEFECT_TIME, ORDER_DERIVED, PHASE
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
-# Which day each changed row moves, for the changed-days sensor: (kind, day column). A defect's
-# day needs joins (its inspection phase row, else its order): see RECORD_DEFECT_DAYS.
-DAY_SOURCES = {
-    "fases_ordem_fabrico": ("phase_event", "event_time"),
-    "ordens_fabrico": ("order_finish", "of_data_acabamento"),
-    "erros_ordem_fabrico": ("defect", None),
-}
 # A defect's day is its derived time, written with the row (see MERGE_COMPUTED); a deleted
 # defect's diff row holds its old values.
 RECORD_DEFECT_DAYS = """
@@ -51,9 +44,6 @@ MERGE_COMPUTED = {"fases_ordem_fabrico": PHASE_DERIVED, "ordens_fabrico": ORDER_
                   "erros_ordem_fabrico": {"ofch_event_time": DEFECT_TIME}}
 # Tables a computed column reads, joined to the staging rows (aliased s) of the snapshot.
 MERGE_SOURCES = {"erros_ordem_fabrico": defect_sources("s")}
-# The partition key of a partitioned core table: an update or delete must find the row in its
-# old partition (and a changed key moves the row).
-PARTITION_KEY = {"fases_ordem_fabrico": "event_time"}
 # A NULL key value must still match itself in a hash join: compared through a sentinel.
 NULL_SENTINEL = {ColumnType.TIMESTAMP: "'-infinity'::timestamp"}
 
@@ -177,7 +167,7 @@ def join_columns(sheet: Sheet) -> list[str]:
     """The columns other tables join on or a merge filters by: the key, the references, the
     partition key."""
     names = [*sheet.key_names, *(c.name for c in sheet.columns if c.references)]
-    partition = PARTITION_KEY.get(sheet.table)
+    partition = sheet.partition_key
     return list(dict.fromkeys(names + ([partition] if partition else [])))
 
 
@@ -189,9 +179,10 @@ def _written_columns(sheet: Sheet) -> list[str]:
 def _old_columns(sheet: Sheet) -> list[str]:
     """The core row's day and partition key before the change (for changed days, and so that
     updates and deletes find the row in its partition)."""
-    _, day = DAY_SOURCES.get(sheet.table, (None, None))
+    _, day = sheet.changed_days or (None, None)
     old = [day] if day else []
-    partition = PARTITION_KEY.get(sheet.table)
+    # an update or delete must find the row in its old partition (a changed key moves the row)
+    partition = sheet.partition_key
     return old + ([partition] if partition and partition not in old else [])
 
 
@@ -231,7 +222,7 @@ def _sql_type(sheet: Sheet, name: str) -> str:
 
 def _in_partition(sheet: Sheet, core: str, d: str) -> str:
     """Extra condition so a changed row is found in its (old) partition, not in all of them."""
-    partition = PARTITION_KEY.get(sheet.table)
+    partition = sheet.partition_key
     return f" AND {core}.{ident(partition)} = {d}.old_{ident(partition)}" if partition else ""
 
 
@@ -260,7 +251,7 @@ def apply_inserts(sheet: Sheet) -> str:
 @cache
 def record_days(sheet: Sheet) -> tuple[str, ...]:
     """Statements recording the days whose facts this merge changed (old and new day)."""
-    kind, day = DAY_SOURCES.get(sheet.table, (None, None))
+    kind, day = sheet.changed_days or (None, None)
     if kind is None:
         return ()
     if day is None:

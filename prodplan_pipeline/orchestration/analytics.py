@@ -11,49 +11,37 @@ from datetime import datetime
 
 from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, BetaWarning, MaterializeResult, asset
 
-from prodplan_pipeline.analytics.aggregates import (
-    ORDER_STATS,
-    PHASE_STATS,
-    QUALITY,
-    Aggregate,
-    bump_cache_version,
-    outside_range,
-)
-from prodplan_pipeline.analytics.convergence import refresh_days, refresh_views_layer, refresh_wip_layer
+from prodplan_pipeline.analytics.aggregates import AGGREGATES, Aggregate, bump_cache_version, outside_range
+from prodplan_pipeline.analytics.convergence import (VIEWS_LAYER, WIP_LAYER, refresh_days, refresh_views_layer,
+                                                     refresh_wip_layer)
 from prodplan_pipeline.analytics.wip import VIEWS
 from prodplan_pipeline.contract import sheet
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
 from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
-from prodplan_pipeline.orchestration.quality import DERIVED_DEFECTS, DERIVED_ORDERS, DERIVED_PHASES
+from prodplan_pipeline.orchestration.quality import DERIVED_PHASES
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.orchestration.table_metadata import ROW_COUNT, count_rows, table_definition
 
 ORDERS = core_key(sheet("OrdensFabrico"))
 EMPLOYEE_LINKS = core_key(sheet("FuncionariosFaseOrdemFabrico"))
-WIP_TABLE = "analytics.agg_wip_current"
-WIP = AssetKey(WIP_TABLE.split("."))
-VIEWS_KEY = AssetKey(["analytics", "materialized_views"])
-DESCRIPTIONS = {
-    PHASE_STATS: "Finished phases with a duration, by day of event_time, product and phase: n, "
-                 "sum/min/max/p50/p90 of duration_seconds, n_rework (retorno = 1).",
-    ORDER_STATS: "Orders finished that day (of_data_acabamento), by product: n, sum/p50/p90 of "
-                 "lead_time_seconds, n_on_time, n_late, n_no_due_date.",
-    QUALITY: "Defects by day of ofch_event_time, product, inspection phase and severity: "
-             "n_defects and n_orders (distinct).",
-}
-UPSTREAM = {PHASE_STATS: [DERIVED_PHASES, ORDERS], ORDER_STATS: [DERIVED_ORDERS],
-            QUALITY: [DERIVED_DEFECTS, ORDERS]}
+def table_key(table: str) -> AssetKey:
+    """The asset of a warehouse table ("layer.name"): the layer is the key's prefix."""
+    return AssetKey(table.split("."))
 
 
 def aggregate_key(aggregate: Aggregate) -> AssetKey:
-    return AssetKey(aggregate.table.split("."))
+    return table_key(aggregate.table)
+
+
+WIP, VIEWS_KEY = table_key(WIP_LAYER), table_key(VIEWS_LAYER)
+CURRENT_LAYERS = [WIP, VIEWS_KEY]  # not partitioned: refreshed after any day range
 
 
 def build_daily_aggregate(aggregate: Aggregate):
-    @asset(key=aggregate_key(aggregate), deps=UPSTREAM[aggregate], partitions_def=DAILY,
+    @asset(key=aggregate_key(aggregate), deps=[table_key(t) for t in aggregate.reads], partitions_def=DAILY,
            backfill_policy=BackfillPolicy.single_run(), group_name="analytics",
            kinds={"postgres"}, owners=OWNERS, metadata=table_definition(aggregate.table),
-           description=f"{aggregate.table}: {DESCRIPTIONS[aggregate]} Facts whose order is "
+           description=f"{aggregate.table}: {aggregate.description} Facts whose order is "
                        "missing from core.ordens_fabrico are left out and counted.")
     def daily_aggregate(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
         window = context.partition_time_window
@@ -74,12 +62,12 @@ def build_daily_aggregate(aggregate: Aggregate):
             "facts_outside_partition_range": outside, "seconds": round(report.seconds, 3),
             "cache_version": version})
 
-    daily_aggregate.__name__ = aggregate.table.split(".")[1]
+    daily_aggregate.__name__ = aggregate.name
     return daily_aggregate
 
 
 @asset(key=WIP, deps=[DERIVED_PHASES, ORDERS], group_name="analytics", kinds={"postgres"}, owners=OWNERS,
-       metadata=table_definition(WIP_TABLE))
+       metadata=table_definition(WIP_LAYER))
 def agg_wip_current(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """analytics.agg_wip_current: open phases now, by phase and product: n_open_phases, n_orders,
     mean/p90/max age in seconds since the phase started, and as_of. Open phases of orders missing
@@ -93,7 +81,7 @@ def agg_wip_current(context: AssetExecutionContext, warehouse: WarehouseResource
                                        "cache_version": version})
 
 
-@asset(key=VIEWS_KEY, deps=[*(aggregate_key(a) for a in DESCRIPTIONS), WIP, EMPLOYEE_LINKS, DERIVED_PHASES],
+@asset(key=VIEWS_KEY, deps=[*(aggregate_key(a) for a in AGGREGATES.values()), WIP, EMPLOYEE_LINKS, DERIVED_PHASES],
        group_name="analytics", kinds={"postgres"}, owners=OWNERS)
 def materialized_views(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """The API's materialized views (phase durations and order lead times by model, quality by
@@ -108,5 +96,5 @@ def materialized_views(context: AssetExecutionContext, warehouse: WarehouseResou
 
 with warnings.catch_warnings():  # backfill_policy is "beta" in Dagster 1.13; it is what we need
     warnings.simplefilter("ignore", BetaWarning)
-    daily_aggregates = [build_daily_aggregate(a) for a in DESCRIPTIONS]
+    daily_aggregates = [build_daily_aggregate(a) for a in AGGREGATES.values()]
 analytics_assets = [*daily_aggregates, agg_wip_current, materialized_views]

@@ -26,7 +26,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from dagster import (
-    AssetKey,
     DagsterEventType,
     DagsterRunStatus,
     DagsterInvariantViolationError,
@@ -48,7 +47,8 @@ from dagster import (
 from prodplan_pipeline import alerts
 from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
-from prodplan_pipeline.analytics.convergence import lagging_layers, latest_snapshot, refresh_plan
+from prodplan_pipeline.analytics.convergence import pending_work
+from prodplan_pipeline.orchestration.analytics import CURRENT_LAYERS
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     INGEST_JOB,
@@ -56,8 +56,7 @@ from prodplan_pipeline.orchestration.partitions import (
     range_tags,
 )
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
-from prodplan_pipeline.orchestration.resources import WarehouseResource
-from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.orchestration.resources import SettingsResource, WarehouseResource
 from prodplan_pipeline.workbook.inspect import file_sha256
 
 LISBON = "Europe/Lisbon"
@@ -120,20 +119,17 @@ def _workbook_tick(path: Path, cursor: dict, now: float, last_ingested) -> Senso
         description="Watches PRODPLAN_WORKBOOK: stat every tick, SHA-256 when mtime/size "
         "changed, one ingestion run per content the warehouse does not hold yet (whichever "
         "launcher ingested the last one: this sensor, `prodplan ingest`, the launchpad).")
-def workbook_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
+def workbook_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource, settings: SettingsResource):
     def last_ingested():
         with warehouse.get_warehouse().connect() as conn:
             return runs.last_ingested(conn)
 
-    path = Settings.from_env().workbook_path
+    path = settings.get().workbook_path
     return _workbook_tick(path, _load_cursor(context.cursor), time.time(), last_ingested)
 
 
 # ------------------------------------------------------------------------ changed-days sensor
 
-CHANGED_OUTSIDE = """
-    SELECT DISTINCT day FROM ops.changed_days WHERE day < %(first)s OR day >= %(end)s ORDER BY 1"""
-CURRENT_LAYERS = [AssetKey(["analytics", "agg_wip_current"]), AssetKey(["analytics", "materialized_views"])]
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 
@@ -145,20 +141,6 @@ def _refresh_request(snapshot: int, attempt: int, first: date, last: date) -> Ru
         return RunRequest(run_key=key, partition_key=first.isoformat(), tags=tags)
     # One run over the whole range (the aggregates' backfill policy is single_run).
     return RunRequest(run_key=key, tags={**tags, **range_tags(first, last)})
-
-
-def _pending_work(conn, notes: list[str]) -> tuple[int, list[tuple[date, date]], list[str]]:
-    """(latest snapshot, day ranges to refresh, lagging layers): what the durable records say."""
-    first, last_end = partition_bounds()
-    snapshot = latest_snapshot(conn)
-    with conn.cursor() as cur:
-        cur.execute(CHANGED_OUTSIDE, {"first": first, "end": last_end})
-        outside = [day for (day,) in cur.fetchall()]
-    if outside:
-        notes.append(f"{len(outside)} changed day(s) outside the daily partitions "
-                     f"({outside[0]} .. {outside[-1]}) are not aggregated")
-    ranges = refresh_plan(conn, first, last_end, snapshot)
-    return snapshot, ranges, lagging_layers(conn, snapshot)
 
 
 def _refreshes_in_flight(context: SensorEvaluationContext) -> int:
@@ -182,11 +164,13 @@ def _instance_or_none(context: SensorEvaluationContext):
         "reflected one (ops.changed_days vs ops.aggregate_days), whichever run changed them and "
         "whatever refresh was killed since; then WIP and the views.")
 def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
-    cursor, notes = _load_cursor(context.cursor), []
+    cursor = _load_cursor(context.cursor)
     with warehouse.get_warehouse().connect() as conn:
         if lock_holder_pid(conn, INGESTION_LOCK) is not None:
             return SkipReason("an ingestion is running: it brings the analytics up to its snapshot itself")
-        snapshot, ranges, lagging = _pending_work(conn, notes)
+        work = pending_work(conn, *partition_bounds())
+    snapshot, ranges, lagging = work.snapshot, work.ranges, work.lagging
+    notes = [note for note in [work.outside_note()] if note]
     if not ranges and not lagging:
         return SkipReason("; ".join([f"every analytics layer reflects snapshot {snapshot}", *notes]))
     in_flight = _refreshes_in_flight(context)
@@ -229,7 +213,7 @@ def _check_payload(record) -> dict:
         default_status=DefaultSensorStatus.RUNNING,
         description="Alerts once per failed asset check evaluation (blocking or not): a log "
         "line and, with PRODPLAN_ALERT_WEBHOOK_URL, a Slack-compatible POST.")
-def check_alert_sensor(context: SensorEvaluationContext):
+def check_alert_sensor(context: SensorEvaluationContext, settings: SettingsResource):
     # Cursor = the last event storage id handled. A failed POST is not retried on later ticks
     # (the alert stays in the tick log); after one failure the rest of the tick only logs, so a
     # hanging webhook cannot push the tick past its 60 s timeout.
@@ -242,7 +226,7 @@ def check_alert_sensor(context: SensorEvaluationContext):
         EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
                            after_cursor=last_id),
         limit=MAX_CHECK_EVALUATIONS_PER_TICK, ascending=True)
-    webhook_url = Settings.from_env().alert_webhook_url
+    webhook_url = settings.get().alert_webhook_url
     failed = 0
     for record in records:
         last_id = record.storage_id
@@ -261,9 +245,7 @@ def _failure_message(context: RunFailureSensorContext) -> str:
     # root cause of the first step's error (Dagster wraps it) is what the reader needs.
     parts = [context.failure_event.message or ""]
     step_failures = context.get_step_failure_events()
-    error = step_failures[0].event_specific_data.error if step_failures else None
-    while error is not None and error.cause is not None:
-        error = error.cause
+    error = alerts.root_cause(step_failures[0].event_specific_data.error) if step_failures else None
     if error is not None:
         parts.append(error.message.strip())
     return " | ".join(p for p in parts if p)
@@ -272,12 +254,12 @@ def _failure_message(context: RunFailureSensorContext) -> str:
 @run_failure_sensor(minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
                     default_status=DefaultSensorStatus.RUNNING,
                     description="Alerts once per failed run of any job of this code location.")
-def run_failure_alert_sensor(context: RunFailureSensorContext):
+def run_failure_alert_sensor(context: RunFailureSensorContext, settings: SettingsResource):
     run = context.dagster_run
     payload = alerts.format_run_failure_alert(
         job_name=run.job_name, run_id=run.run_id, message=_failure_message(context),
         timestamp=time.time())
-    _alert(context.log, payload, Settings.from_env().alert_webhook_url)
+    _alert(context.log, payload, settings.get().alert_webhook_url)
 
 
 # --------------------------------------------------------------------------------- schedules

@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-from dagster import AssetKey
-
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
 from prodplan_pipeline.ingest.outcome import (
@@ -23,6 +21,7 @@ from prodplan_pipeline.ingest.outcome import (
     analytics_rows,
 )
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
+from prodplan_pipeline.orchestration.analytics import CURRENT_LAYERS
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     partition_bounds,
@@ -32,11 +31,6 @@ from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
 
-SHEET_SUMMARY = """
-    SELECT sheet, status, rows_excel, rows_inserted, rows_updated, rows_unchanged, rows_deleted,
-           rows_duplicate, rows_rejected, rows_in_core, reconciled, seconds
-    FROM ops.ingestion_sheet_runs WHERE run_id = %s
-    ORDER BY array_position(%s::text[], sheet)"""
 
 
 def show_progress(stream=None) -> None:
@@ -56,7 +50,6 @@ def show_progress(stream=None) -> None:
 
 
 QUIET_CONSOLE = {"console": {"config": {"log_level": "CRITICAL"}}}  # Dagster's log stays in its storage
-CURRENT_LAYERS = [AssetKey(["analytics", "agg_wip_current"]), AssetKey(["analytics", "materialized_views"])]
 
 
 def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
@@ -154,6 +147,7 @@ def _outcome(result, settings: Settings) -> IngestOutcome:
 
 
 def _failure_message(event, settings: Settings) -> str:
+    from prodplan_pipeline.alerts import root_cause
     from prodplan_pipeline.warehouse.lost import database_lost_message
 
     data = event.step_failure_data
@@ -162,29 +156,20 @@ def _failure_message(event, settings: Settings) -> str:
     lost = database_lost_message(data.error, settings)  # the whole chain: the cause may be a context
     if lost:
         return lost
-    error = data.error
-    while error.cause is not None:  # the user code's own exception, not Dagster's wrapper
-        error = error.cause
-    return f"step {event.step_key} failed: {error.message.strip()}"
+    return f"step {event.step_key} failed: {root_cause(data.error).message.strip()}"
 
 
 def _add_sheet_summary(outcome: IngestOutcome, warehouse: Warehouse, reports: Path) -> None:
     from prodplan_pipeline.ingest.reconcile import REPORT_NAME
-    from prodplan_pipeline.ingest.runs import run_id_for
+    from prodplan_pipeline.ingest.runs import close_failed_run, run_id_for, sheet_summaries
     with warehouse.connect() as conn:
         try:
             outcome.run_id = run_id_for(conn, outcome.dagster_run_id)
         except LookupError:
             return  # the run failed before it was registered (e.g. not a workbook)
-        with conn.cursor() as cur:
-            cur.execute(SHEET_SUMMARY, (outcome.run_id, [s.name for s in SHEETS]))
-            names = [d.name for d in cur.description]
-            outcome.sheets = [dict(zip(names, row)) for row in cur.fetchall()]
-            if outcome.exit_code != EXIT_OK:
-                cur.execute("UPDATE ops.ingestion_runs SET status = %s, finished_at = "
-                            "coalesce(finished_at, now()), message = coalesce(message, %s) "
-                            "WHERE run_id = %s AND status = 'running'",
-                            ("check_failed" if outcome.failed_checks else "failed", outcome.error,
-                             outcome.run_id))
+        outcome.sheets = sheet_summaries(conn, outcome.run_id, [s.name for s in SHEETS])
+        if outcome.exit_code != EXIT_OK:
+            close_failed_run(conn, outcome.run_id, "check_failed" if outcome.failed_checks else "failed",
+                             outcome.error)
     report = reports / REPORT_NAME
     outcome.report = report if outcome.failed_checks and report.exists() else None

@@ -5,6 +5,7 @@ dictionary: the assets and checks that run after the core tables are merged and 
 import functools
 import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -25,9 +26,9 @@ from dagster import (
 from prodplan_pipeline.analytics.aggregates import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, sheet
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
-from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans
+from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans, stored_issue_counts
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, progress, say
-from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.orchestration.resources import SettingsResource, WarehouseResource
 from prodplan_pipeline.orchestration.table_metadata import (
     ROW_COUNT,
     count_rows,
@@ -38,7 +39,7 @@ from prodplan_pipeline.orchestration.table_metadata import (
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_NAME
 from prodplan_pipeline.quality.dictionary import write_dictionary
-from prodplan_pipeline.quality.expectations import needs_validation
+from prodplan_pipeline.quality.expectations import needs_validation, store_result, stored_result
 from prodplan_pipeline.quality.gates import (
     GATES,
     SUPPORTED,
@@ -46,7 +47,6 @@ from prodplan_pipeline.quality.gates import (
     stored_gates,
     write_gates_report,
 )
-from prodplan_pipeline.settings import Settings
 
 PHASES, ORDERS, DEFECTS = (sheet("FasesOrdemFabrico"), sheet("OrdensFabrico"),
                            sheet("OrdemFabricoErros"))
@@ -118,16 +118,18 @@ GATE_CHECKS = [AssetCheckSpec(gate_check_name(g.feature), asset=FEATURE_GATES,
 @multi_asset(specs=[*DERIVED_SPECS, *REPORT_SPECS], check_specs=GATE_CHECKS, can_subset=True,
              name="derived_and_quality")
 def derived_and_quality(context: AssetExecutionContext, config: BackfillConfig,
-                        warehouse: WarehouseResource):
+                        warehouse: WarehouseResource, settings: SettingsResource):
     """The derived columns, then the data-quality issues, the feature gates and the data
     dictionary side by side: independent scans of the merged core tables, each on its own
     connection, so PostgreSQL works on both cores (one step after another took ~2x as long)."""
     wh = warehouse.get_warehouse()
     selected = context.selected_asset_keys
     yield from _derived_columns(context, config, wh)  # the issues and the dictionary read them
+    reports = settings.get().reports
     parts = [part for key, part in ((DATA_QUALITY_ISSUES, _data_quality_issues),
-                                    (FEATURE_GATES, _feature_gates),
-                                    (DATA_DICTIONARY, _data_dictionary)) if key in selected]
+                                    (FEATURE_GATES, functools.partial(_feature_gates, reports=reports)),
+                                    (DATA_DICTIONARY, functools.partial(_data_dictionary, reports=reports)))
+             if key in selected]
     to_validate = _changed_since_validation(wh) if _expectations_follow(context) else []
     if to_validate:  # validated here, reported by core_expectations
         from prodplan_pipeline.quality.expectations import preload
@@ -171,7 +173,7 @@ def _data_quality_issues(wh) -> tuple[list[str], list]:
     with wh.connect() as conn:
         done, change = watermarks.caught_up(conn, "data_quality_issues")
         if done:  # no ingestion changed core since: the issues are what they were
-            counts = _stored_issue_counts(conn)
+            counts = stored_issue_counts(conn)
             return [], [MaterializeResult(asset_key=DATA_QUALITY_ISSUES, metadata={
                 ROW_COUNT: sum(counts.values()), "total": sum(counts.values()), **counts,
                 "unchanged_since_run": change})]
@@ -185,15 +187,9 @@ def _data_quality_issues(wh) -> tuple[list[str], list]:
         "summary": MetadataValue.md("\n".join(table))})]
 
 
-def _stored_issue_counts(conn) -> dict[str, int]:
-    """The issues as last reconciled, by code, in one pass (the same figures a run reports)."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT issue_code, count(*) FROM ops.data_quality_issues GROUP BY issue_code")
-        stored = dict(cur.fetchall())
-    return {**{i.code: 0 for i in ISSUES}, **stored}
 
 
-def _feature_gates(wh) -> tuple[list[str], list]:
+def _feature_gates(wh, reports: Path) -> tuple[list[str], list]:
     """The gates and FEATURE_GATES.md; re-evaluated only when an ingestion changed core."""
     with wh.connect() as conn:
         done, change = watermarks.caught_up(conn, "feature_gates")
@@ -202,7 +198,7 @@ def _feature_gates(wh) -> tuple[list[str], list]:
             bump_cache_version(conn)
         watermarks.advance(conn, "feature_gates", change)
         rows = count_rows(conn, "ops.feature_gates")
-    report = write_gates_report(results, Settings.from_env().reports)
+    report = write_gates_report(results, reports)
     events = [MaterializeResult(asset_key=FEATURE_GATES,
                                 metadata={ROW_COUNT: rows, "report": str(report), **_gate_metadata(results)})]
     events += [AssetCheckResult(
@@ -225,9 +221,8 @@ def _gate_metadata(results) -> dict:
     return metadata
 
 
-def _data_dictionary(wh) -> tuple[list[str], list]:
+def _data_dictionary(wh, reports: Path) -> tuple[list[str], list]:
     """DATA_DICTIONARY.md, rewritten when an ingestion changed core (or the file is gone)."""
-    reports = Settings.from_env().reports
     with wh.connect() as conn:
         done, change = watermarks.caught_up(conn, "data_dictionary")
         if done and (reports / DICTIONARY_NAME).exists():
@@ -239,18 +234,6 @@ def _data_dictionary(wh) -> tuple[list[str], list]:
 
 
 quality_assets = [derived_and_quality]
-
-
-STORED_RESULT = """SELECT success, summary, failed_expectations, unexpected_total, details_markdown,
-                          evaluated_at FROM ops.expectation_results WHERE table_name = %s"""
-STORE_RESULT = """
-    INSERT INTO ops.expectation_results AS e (table_name, success, summary, failed_expectations,
-        unexpected_total, details_markdown, ingestion_run_id, evaluated_at)
-    VALUES (%s, %s, %s, %s, %s, %s, (SELECT max(run_id) FROM ops.ingestion_runs), now())
-    ON CONFLICT (table_name) DO UPDATE SET success = EXCLUDED.success, summary = EXCLUDED.summary,
-        failed_expectations = EXCLUDED.failed_expectations,
-        unexpected_total = EXCLUDED.unexpected_total, details_markdown = EXCLUDED.details_markdown,
-        ingestion_run_id = EXCLUDED.ingestion_run_id, evaluated_at = EXCLUDED.evaluated_at"""
 
 
 @multi_asset_check(
@@ -299,10 +282,8 @@ def _validated(wh, s) -> AssetCheckResult:
 
     report = run_expectations(wh.url, s)
     metadata = report.as_metadata()
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(STORE_RESULT, (s.core_table, report.success, report.summary(),
-                                   metadata["failed_expectations"], metadata["unexpected_total"],
-                                   metadata["expectations"]))
+    with wh.connect() as conn:
+        store_result(conn, s.core_table, report)
     progress.info(report.summary())
     return AssetCheckResult(asset_key=core_key(s), check_name=EXPECTATIONS, passed=report.success,
                             severity=AssetCheckSeverity.WARN, description=report.summary(),
@@ -311,9 +292,8 @@ def _validated(wh, s) -> AssetCheckResult:
 
 
 def _carried_over(wh, s) -> AssetCheckResult:
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(STORED_RESULT, (s.core_table,))
-        success, summary, failed, unexpected, details, evaluated_at = cur.fetchone()
+    with wh.connect() as conn:
+        success, summary, failed, unexpected, details, evaluated_at = stored_result(conn, s.core_table)
     return AssetCheckResult(
         asset_key=core_key(s), check_name=EXPECTATIONS, passed=success, severity=AssetCheckSeverity.WARN,
         description=f"{summary} (unchanged since validated {evaluated_at:%Y-%m-%d %H:%M})",

@@ -36,6 +36,20 @@ class WarehouseResource(ConfigurableResource):
         return _warehouse_for(self.database_url or env.database_url, self.home or str(env.home))
 
 
+class SettingsResource(ConfigurableResource):
+    """The deployment's PRODPLAN_* settings for assets and sensors, read when a run or a tick
+    uses them (a deployment changes its environment, not this code). Assets and sensors read
+    settings only through resources, never from the environment themselves."""
+
+    # Where reports are written, for this deployment only (unset: PRODPLAN_REPORTS_DIR, else
+    # $PRODPLAN_HOME/reports).
+    reports_dir: str | None = None
+
+    def get(self) -> Settings:
+        settings = Settings.from_env()
+        return replace(settings, reports_dir=Path(self.reports_dir)) if self.reports_dir else settings
+
+
 class WorkbookResource(ConfigurableResource):
     """The workbook a run ingests and how. ``path`` unset: ``PRODPLAN_WORKBOOK``, else the
     sample that `prodplan demo` generates under ``$PRODPLAN_HOME``."""
@@ -97,6 +111,7 @@ def build_resources() -> dict[str, object]:
     """The resources of this deployment; nothing here connects until a run uses it."""
     warehouse = WarehouseResource()
     return {
+        "settings": SettingsResource(),
         "warehouse": warehouse,
         "workbook_file": WorkbookResource(),
         "ingestion_lock": IngestionLockResource(warehouse=warehouse),

@@ -259,6 +259,33 @@ def needs_validation(conn, sheet: Sheet) -> bool:
 
 # --- Running a suite with Great Expectations ------------------------------------------------
 
+STORED_RESULT = """SELECT success, summary, failed_expectations, unexpected_total, details_markdown,
+                          evaluated_at FROM ops.expectation_results WHERE table_name = %s"""
+STORE_RESULT = """
+    INSERT INTO ops.expectation_results AS e (table_name, success, summary, failed_expectations,
+        unexpected_total, details_markdown, ingestion_run_id, evaluated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, (SELECT max(run_id) FROM ops.ingestion_runs), now())
+    ON CONFLICT (table_name) DO UPDATE SET success = EXCLUDED.success, summary = EXCLUDED.summary,
+        failed_expectations = EXCLUDED.failed_expectations,
+        unexpected_total = EXCLUDED.unexpected_total, details_markdown = EXCLUDED.details_markdown,
+        ingestion_run_id = EXCLUDED.ingestion_run_id, evaluated_at = EXCLUDED.evaluated_at"""
+
+
+def store_result(conn, table: str, report: ExpectationReport) -> None:
+    """Keep a table's outcome: a table no later ingestion changes reports it again."""
+    metadata = report.as_metadata()
+    with conn.cursor() as cur:
+        cur.execute(STORE_RESULT, (table, report.success, report.summary(), metadata["failed_expectations"],
+                                   metadata["unexpected_total"], metadata["expectations"]))
+
+
+def stored_result(conn, table: str) -> tuple:
+    """(success, summary, failed, unexpected, details, evaluated_at) of the table's last outcome."""
+    with conn.cursor() as cur:
+        cur.execute(STORED_RESULT, (table,))
+        return cur.fetchone()
+
+
 def run_expectations(database_url: str | URL, sheet: Sheet) -> ExpectationReport:
     """Validate ``sheet``'s core table in the database at ``database_url``."""
     started = time.monotonic()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from prodplan_pipeline.contract import sheet
+
 DEFAULT_THRESHOLD = 0.90
 SUPPORTED, NOT_SUPPORTED = "SUPPORTED", "NOT_SUPPORTED_BY_DATA"
 REPORT_NAME = "FEATURE_GATES.md"
@@ -17,30 +19,47 @@ REPORT_NAME = "FEATURE_GATES.md"
 
 @dataclass(frozen=True)
 class Gate:
+    """A feature and the contract reference it depends on; the tables and columns measured
+    come from the contract, so a gate cannot drift from the schema."""
+
     feature: str
-    relationship: str  # as the workbook names it
-    child: str  # table.column holding the reference
-    parent: str  # table.column it should match
+    reference: str  # "Sheet.Header" of the referencing column, as the contract declares it
     meaning: str  # what the feature gives a user
+
+    @property
+    def _columns(self) -> tuple:
+        sheet_name, header = self.reference.split(".")
+        child_sheet = sheet(sheet_name)
+        column = child_sheet.column(header)
+        parent_name, parent_header = column.references.split(".")
+        parent_sheet = sheet(parent_name)
+        return child_sheet, column, parent_sheet, parent_sheet.column(parent_header)
+
+    @property
+    def relationship(self) -> str:  # as the workbook names it
+        _, column, _, parent = self._columns
+        return f"{column.header} → {parent.header}"
+
+    @property
+    def child(self) -> str:  # table.column holding the reference
+        child_sheet, column, _, _ = self._columns
+        return f"{child_sheet.core_table}.{column.name}"
+
+    @property
+    def parent(self) -> str:  # table.column it should match
+        _, _, parent_sheet, parent = self._columns
+        return f"{parent_sheet.core_table}.{parent.name}"
 
 
 GATES = (
-    Gate("kpis_by_employee", "FuncionarioFaseOf_FaseOfId → FaseOf_Id",
-         "core.funcionarios_fase_ordem_fabrico.funcionario_fase_of_fase_of_id",
-         "core.fases_ordem_fabrico.fase_of_id",
+    Gate("kpis_by_employee", "FuncionariosFaseOrdemFabrico.FuncionarioFaseOf_FaseOfId",
          "productivity per employee (durations of the phase rows each employee worked)"),
-    Gate("kpis_by_product_attributes", "Of_ProdutoId → Produto_Id",
-         "core.ordens_fabrico.of_produto_id", "core.modelos.produto_id",
+    Gate("kpis_by_product_attributes", "OrdensFabrico.Of_ProdutoId",
          "KPIs by product attributes (weights, gelcoat quantities)"),
-    Gate("quality_by_phase_timing", "Erro_FaseOfAvaliacao → FaseOf_Id",
-         "core.erros_ordem_fabrico.erro_fase_of_avaliacao", "core.fases_ordem_fabrico.fase_of_id",
+    Gate("quality_by_phase_timing", "OrdemFabricoErros.Erro_FaseOfAvaliacao",
          "defects placed in time by their inspection phase"),
-    Gate("quality_by_order", "Erro_OfId → Of_Id",
-         "core.erros_ordem_fabrico.erro_of_id", "core.ordens_fabrico.of_id",
-         "defects per order and product"),
-    Gate("phases_by_order", "FaseOf_OfId → Of_Id",
-         "core.fases_ordem_fabrico.fase_of_of_id", "core.ordens_fabrico.of_id",
-         "phase statistics per order and product"),
+    Gate("quality_by_order", "OrdemFabricoErros.Erro_OfId", "defects per order and product"),
+    Gate("phases_by_order", "FasesOrdemFabrico.FaseOf_OfId", "phase statistics per order and product"),
 )
 
 

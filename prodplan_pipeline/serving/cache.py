@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.connection import fetch_dicts
 
 DEFAULT_TTL = 300.0  # seconds a value lives; the version key already handles staleness
 KEY_PREFIX = "pp"
@@ -134,11 +135,9 @@ class VersionSource:
 
     def _read(self) -> Version:
         with self._connect() as conn, conn.cursor() as cur:
-            cur.execute(READ_VERSION)
-            row = cur.fetchone()
-            names = [c.name for c in cur.description]
+            rows = fetch_dicts(cur, READ_VERSION)
         self.reads += 1
-        return version_of_row(dict(zip(names, row)) if row is not None else None)
+        return version_of_row(rows[0] if rows else None)
 
 
 # --- the key ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import psycopg2
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from prodplan_pipeline.warehouse.connection import normalise_url
+from prodplan_pipeline.warehouse.connection import fetch_dicts, normalise_url
 
 # A request that waits longer than this for a connection fails fast instead of queueing forever.
 POOL_TIMEOUT = 5.0
@@ -48,9 +48,7 @@ class _Reads:
 
 def _fetch(conn, statement: str, params) -> list[dict[str, Any]]:
     with conn.cursor() as cur:
-        cur.execute(statement, params)
-        names = [c.name for c in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return fetch_dicts(cur, statement, params)
 
 
 class SnapshotReader(_Reads):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from functools import cached_property
 
 import psycopg2
-import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import URL, make_url
 
@@ -123,10 +121,6 @@ class Warehouse:
     def display_url(self) -> str:
         return self.url.render_as_string(hide_password=True)
 
-    @cached_property
-    def engine(self) -> sa.Engine:
-        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=4)
-
     @contextlib.contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
         """A psycopg2 connection (commit on success, rollback on error, then closed)."""
@@ -143,6 +137,9 @@ class Warehouse:
         with self.connect() as conn:
             return apply_migrations(conn, log=log)
 
-    def dispose(self) -> None:
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+
+def fetch_dicts(cur, statement: str, params=()) -> list[dict]:
+    """Run ``statement`` and return its rows as dicts keyed by column name."""
+    cur.execute(statement, params)
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]

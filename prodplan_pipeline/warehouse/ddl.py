@@ -1,9 +1,10 @@
 """DDL generated from the contract: the staging tables.
 
-``sql/migrations/004_staging.sql`` is this module's output, committed so that the schema lives
-in ``sql/`` like the rest; a test fails when the file and the contract drift apart.
-Regenerate with ``python -m prodplan_pipeline.warehouse.ddl > sql/migrations/004_staging.sql``
-(only while 004 has not shipped; afterwards a contract change needs a new migration).
+``sql/migrations/004_staging.sql`` was this module's output for the first nine sheets. Applied
+migrations are never edited, so a new sheet's staging table goes into a new migration:
+``python -m prodplan_pipeline.warehouse.ddl NewSheet >> sql/migrations/NNN_new_sheet.sql``.
+``test_contract_schema.py`` compares the migrated database with the contract, whichever file
+created each table.
 """
 
 from __future__ import annotations
@@ -31,9 +32,16 @@ def staging_table_ddl(sheet: Sheet) -> str:
     return f"-- sheet {sheet.name}\nCREATE UNLOGGED TABLE {sheet.staging_table} (\n{body}\n);\n"
 
 
-def render_staging_ddl() -> str:
-    return _HEADER + "".join("\n" + staging_table_ddl(s) for s in SHEETS)
+def render_staging_ddl(names: list[str] | None = None) -> str:
+    """The staging tables of the named sheets (every sheet by default)."""
+    chosen = [s for s in SHEETS if not names or s.name in names]
+    unknown = set(names or ()) - {s.name for s in chosen}
+    if unknown:
+        raise SystemExit(f"not sheets of the contract: {', '.join(sorted(unknown))}")
+    return _HEADER + "".join("\n" + staging_table_ddl(s) for s in chosen)
 
 
 if __name__ == "__main__":
-    print(render_staging_ddl(), end="")
+    import sys
+
+    print(render_staging_ddl(sys.argv[1:]), end="")
