@@ -270,7 +270,6 @@ def data_path_seconds(path: Path, scratch: Scratch) -> float:
 def naive_baseline(path: Path, scratch: Scratch) -> float:
     """What the replaced system did: pandas + openpyxl for every sheet, then to_sql."""
     import pandas as pd
-
     import sqlalchemy as sa
 
     warehouse = Warehouse(scratch.database("baseline"))

@@ -152,7 +152,6 @@ class RealSample:
     """The workbook the tests about the real export use, with facts computed from the file."""
 
     path: Path
-    origin: str
     frames: dict  # sheet name -> the pandas frame read from the file
     facts: dict  # as in the shared facts file, see workbook_facts
 
@@ -168,14 +167,12 @@ def real_sample(tmp_path_factory) -> RealSample:
     """The shared real sample when it is there, else a generated workbook of the same size (the
     generator reproduces the real quirks: inverted, open and orphan phases, duplicated employees,
     the 32% employee-link match). Either way the expected values come from the file itself."""
-    if SHARED_SAMPLE.exists():
-        path, origin = SHARED_SAMPLE, f"the real sample {SHARED_SAMPLE}"
-    else:
+    path = SHARED_SAMPLE
+    if not path.exists():
         path = tmp_path_factory.mktemp("real_sample") / "Folha_IA.xlsx"
         write_sample(path, scale=0.1, seed=7)
-        origin = f"a generated workbook (scale 0.1, seed 7; {SHARED_SAMPLE} is absent)"
     frames = read_frames(path)
-    return RealSample(path, origin, frames, compute_facts(frames))
+    return RealSample(path, frames, compute_facts(frames))
 
 
 # --- Redis --------------------------------------------------------------------------------------

@@ -43,8 +43,7 @@ def _check(spec) -> dict:
 
 def _job(defs: Definitions, name: str) -> dict:
     job = defs.resolve_job_def(name)
-    partitions = job.partitions_def
+    partitions, assets = job.partitions_def, job.asset_layer.executable_asset_keys
     return {"description": job.description, "partitions": None if partitions is None else str(partitions),
-            "assets": sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
-            if job.asset_layer else [],
-            "ops": sorted(job.graph.node_dict) if not job.asset_layer.executable_asset_keys else []}
+            "assets": sorted(k.to_user_string() for k in assets),
+            "ops": [] if assets else sorted(job.graph.node_dict)}

@@ -24,6 +24,8 @@ from prodplan_pipeline.orchestration.table_metadata import ROW_COUNT, count_rows
 
 ORDERS = core_key(sheet("OrdensFabrico"))
 EMPLOYEE_LINKS = core_key(sheet("FuncionariosFaseOrdemFabrico"))
+
+
 def table_key(table: str) -> AssetKey:
     """The asset of a warehouse table ("layer.name"): the layer is the key's prefix."""
     return AssetKey(table.split("."))

@@ -169,9 +169,9 @@ def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
         if lock_holder_pid(conn, INGESTION_LOCK) is not None:
             return SkipReason("an ingestion is running: it brings the analytics up to its snapshot itself")
         work = pending_work(conn, *partition_bounds())
-    snapshot, ranges, lagging = work.snapshot, work.ranges, work.lagging
-    notes = [note for note in [work.outside_note()] if note]
-    if not ranges and not lagging:
+    snapshot, ranges = work.snapshot, work.ranges
+    notes = [work.outside_note()] if work.outside else []
+    if not ranges and not work.lagging:
         return SkipReason("; ".join([f"every analytics layer reflects snapshot {snapshot}", *notes]))
     in_flight = _refreshes_in_flight(context)
     if in_flight:

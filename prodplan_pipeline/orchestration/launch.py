@@ -32,7 +32,6 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
 
 
-
 def show_progress(stream=None) -> None:
     """Print the assets' progress lines (logger ``prodplan.progress``) with elapsed seconds."""
     started = time.monotonic()

@@ -187,8 +187,6 @@ def _data_quality_issues(wh) -> tuple[list[str], list]:
         "summary": MetadataValue.md("\n".join(table))})]
 
 
-
-
 def _feature_gates(wh, reports: Path) -> tuple[list[str], list]:
     """The gates and FEATURE_GATES.md; re-evaluated only when an ingestion changed core."""
     with wh.connect() as conn:
@@ -283,7 +281,7 @@ def _validated(wh, s) -> AssetCheckResult:
     report = run_expectations(wh.url, s)
     metadata = report.as_metadata()
     with wh.connect() as conn:
-        store_result(conn, s.core_table, report)
+        store_result(conn, s.core_table, report, metadata)
     progress.info(report.summary())
     return AssetCheckResult(asset_key=core_key(s), check_name=EXPECTATIONS, passed=report.success,
                             severity=AssetCheckSeverity.WARN, description=report.summary(),

@@ -271,9 +271,9 @@ STORE_RESULT = """
         ingestion_run_id = EXCLUDED.ingestion_run_id, evaluated_at = EXCLUDED.evaluated_at"""
 
 
-def store_result(conn, table: str, report: ExpectationReport) -> None:
-    """Keep a table's outcome: a table no later ingestion changes reports it again."""
-    metadata = report.as_metadata()
+def store_result(conn, table: str, report: ExpectationReport, metadata: dict) -> None:
+    """Keep a table's outcome (``metadata``: ``report.as_metadata()``): a table no later
+    ingestion changes reports it again."""
     with conn.cursor() as cur:
         cur.execute(STORE_RESULT, (table, report.success, report.summary(), metadata["failed_expectations"],
                                    metadata["unexpected_total"], metadata["expectations"]))
