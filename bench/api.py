@@ -54,7 +54,7 @@ from workbooks import OUT, sample_workbook  # noqa: E402
 
 from prodplan_pipeline.analytics.aggregates import bump_cache_version, refresh_all  # noqa: E402
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream  # noqa: E402
-from prodplan_pipeline.analytics.wip import refresh_views  # noqa: E402
+from prodplan_pipeline.analytics.views import refresh_views  # noqa: E402
 from prodplan_pipeline.ingest.pipeline import ingest_workbook  # noqa: E402
 from prodplan_pipeline.serving.cache import InProcessCache  # noqa: E402
 from prodplan_pipeline.settings import Settings  # noqa: E402

@@ -78,11 +78,14 @@ class Column:
 
 @dataclass(frozen=True)
 class DerivedColumn:
-    """A core-only column computed by the pipeline (not present in the workbook)."""
+    """A core-only column computed by the pipeline (not present in the workbook). The merge
+    writes it with every row it writes (a committed row never waits for its derived values,
+    and a partition key is right when the row lands); the backfill verifies or repairs it."""
 
     name: str
     sql_type: str
     description: str
+    sql: str  # the value, over the row's own columns (and the sheet's derived_joins)
     required: bool = False  # NOT NULL in core
 
 
@@ -99,6 +102,12 @@ class Sheet:
     # whose day is their inspection phase's time). None: no daily aggregate reads the sheet.
     changed_days: tuple[str, str | None] | None = None
     partition_key: str | None = None  # the core column the table is partitioned by
+    # Joins the derived columns read, for the row aliased {row} (other core tables: the merge
+    # of the tables joined here runs first in the snapshot's commit).
+    derived_joins: str = ""
+    # A changed row of this sheet changes the days of other sheets' facts too (an order's
+    # product decides which aggregate rows its phases and defects count in).
+    moves_dependent_days: bool = False
 
     @property
     def headers(self) -> tuple[str, ...]:
@@ -121,6 +130,14 @@ class Sheet:
         source = tuple((c.name, c.type.sql_type, c.required) for c in self.columns)
         derived = tuple((d.name, d.sql_type, d.required) for d in self.derived)
         return (surrogate if self.key is None else ()) + source + derived
+
+    @property
+    def computed(self) -> dict[str, str]:
+        """{derived column: its SQL value}."""
+        return {d.name: d.sql for d in self.derived}
+
+    def joins_for(self, row: str) -> str:
+        return self.derived_joins.format(row=row)
 
     @property
     def core_table(self) -> str:
@@ -165,6 +182,7 @@ ORDENS_FABRICO = Sheet(
     name="OrdensFabrico",
     table="ordens_fabrico",
     changed_days=("order_finish", "of_data_acabamento"),
+    moves_dependent_days=True,
     description="Manufacturing orders: one row per order.",
     key=("Of_Id",),
     columns=(
@@ -176,8 +194,13 @@ ORDENS_FABRICO = Sheet(
         Column("Of_DataTransporte", TS, required=False, description="shipping (due) date"),
     ),
     derived=(
-        DerivedColumn("lead_time_seconds", "double precision", "finished - created, when ordered"),
-        DerivedColumn("is_on_time", "boolean", "finished by the end of the shipping day"),
+        DerivedColumn("lead_time_seconds", "double precision", "finished - created, when ordered",
+                      f"CASE WHEN of_data_acabamento >= of_data_criacao AND {plausible('of_data_criacao')} "
+                      f"AND {plausible('of_data_acabamento')} THEN extract(epoch FROM "
+                      "of_data_acabamento - of_data_criacao)::double precision END"),
+        DerivedColumn("is_on_time", "boolean", "finished by the end of the shipping (due) day",
+                      f"CASE WHEN {plausible('of_data_acabamento')} AND {plausible('of_data_transporte')} "
+                      "THEN of_data_acabamento < date_trunc('day', of_data_transporte) + interval '1 day' END"),
     ),
 )
 
@@ -204,10 +227,13 @@ FASES_ORDEM_FABRICO = Sheet(
     ),
     derived=(
         DerivedColumn("event_time", "timestamp without time zone", "coalesce(fim, inicio); partition key",
-                      required=True),
-        DerivedColumn("duration_seconds", "double precision", "fim - inicio when fim >= inicio"),
-        DerivedColumn("is_open", "boolean", "fim is NULL"),
-        DerivedColumn("is_done", "boolean", "not is_open"),
+                      "coalesce(fase_of_fim, fase_of_inicio)", required=True),
+        DerivedColumn("duration_seconds", "double precision", "fim - inicio when fim >= inicio",
+                      f"CASE WHEN fase_of_fim >= fase_of_inicio AND {plausible('fase_of_inicio')} "
+                      f"AND {plausible('fase_of_fim')} "
+                      "THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END"),
+        DerivedColumn("is_open", "boolean", "fim is NULL", "fase_of_fim IS NULL"),
+        DerivedColumn("is_done", "boolean", "not is_open", "fase_of_fim IS NOT NULL"),
     ),
 )
 
@@ -239,8 +265,16 @@ ORDEM_FABRICO_ERROS = Sheet(
         Column("Erro_FaseOfCulpada", INT, required=False, references="FasesOrdemFabrico.FaseOf_Id"),
     ),
     derived=(
-        DerivedColumn("ofch_event_time", "timestamp without time zone", "inspection event time"),
+        # A defect happened when its inspection phase row happened; without that row, when its
+        # order finished, else when the order was created; NULL only when the order is unknown.
+        DerivedColumn("ofch_event_time", "timestamp without time zone", "inspection event time",
+                      f"coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END, "
+                      f"CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END, "
+                      f"CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END)"),
     ),
+    # fase_of_id is unique in core (the merge keeps it so across partitions).
+    derived_joins="LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = {row}.erro_fase_of_avaliacao "
+                  "LEFT JOIN core.ordens_fabrico o ON o.of_id = {row}.erro_of_id",
 )
 
 FUNCIONARIOS = Sheet(

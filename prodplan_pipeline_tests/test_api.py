@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from prodplan_pipeline.analytics.aggregates import ORDER_STATS, bump_cache_version, refresh
+from prodplan_pipeline.analytics.convergence import LAYERS
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream
-from prodplan_pipeline.analytics.wip import refresh_views
+from prodplan_pipeline.analytics.views import refresh_views
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.serving import cursors, queries
 from prodplan_pipeline.serving.cache import InProcessCache, cache_key, entry_bytes
@@ -457,9 +458,7 @@ def test_health_reports_the_warehouse(real):
 
 LABELS = """SELECT v.version, l.facts_run_id, l.aggregates_run_id, l.aggregates_catching_up
             FROM ops.cache_version v CROSS JOIN ops.snapshot_labels l"""
-ANALYTICS_LAYERS = ("analytics.agg_phase_stats_daily", "analytics.agg_order_stats_daily",
-                    "analytics.agg_quality_daily", "analytics.agg_wip_current",
-                    "analytics.materialized_views")
+ANALYTICS_LAYERS = LAYERS  # the view must count every layer the convergence keeps (views last)
 SET_WATERMARK = """INSERT INTO ops.watermarks (name, value) VALUES (%s, %s)
                    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"""
 # Aggregates, per-order facts, lists and a gated refusal (by-employee is off on the real data).

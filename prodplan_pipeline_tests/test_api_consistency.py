@@ -33,9 +33,9 @@ import pytest
 from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer
-from .conftest import run_cli
+from .conftest import cli_environment, run_cli
 from .test_ingest import edited, query
-from .test_snapshot_faults import Ingest, _re_export, environment, warehouse_of
+from .test_snapshot_faults import Ingest, _re_export, warehouse_of
 
 CLIENTS = 12
 SETTLE = 2.0  # seconds the clients keep sampling after the ingest exited
@@ -181,7 +181,9 @@ def report(samples: list[Sample], kinds: list[str]) -> str:
 
 
 def test_every_response_is_the_old_snapshot_the_new_one_or_labelled_catching_up(workbooks, databases, tmp_path):
-    env = {k: v for k, v in environment(databases, tmp_path).items()
+    # Every day partitioned (no RECENT_PARTITIONS): B's edits fall before 2025, and the
+    # aggregate answers must change with them for the between-snapshot cases to be sampled.
+    env = {k: v for k, v in cli_environment(databases, tmp_path, "consistency").items()
            if k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE")}
     first = run_cli(["ingest", "--workbook", str(workbooks["A"])], env)
     assert first.returncode == 0, first.stderr

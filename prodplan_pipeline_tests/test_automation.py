@@ -228,11 +228,12 @@ def refresh(resource: WarehouseResource, first: str, last: str) -> None:
 
 
 def refresh_current(resource: WarehouseResource) -> None:
-    from prodplan_pipeline.analytics.convergence import refresh_views_layer, refresh_wip_layer
+    from prodplan_pipeline.analytics.convergence import CURRENT_LAYERS, refresh_current_layer, refresh_views_layer
     from prodplan_pipeline.orchestration.partitions import partition_bounds
 
     with resource.get_warehouse().connect() as conn:
-        refresh_wip_layer(conn, datetime.now())
+        for table in CURRENT_LAYERS:
+            refresh_current_layer(conn, table)
         refresh_views_layer(conn, *partition_bounds())
 
 
@@ -265,7 +266,7 @@ def test_changed_days_sensor_converges_to_the_latest_snapshot(warehouse_resource
     assert [requested_range(r) for r in requests] == [("2024-03-05", "2024-03-05")]
     refresh(warehouse_resource, "2024-03-05", "2024-03-05")
     requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
-    assert [r.asset_selection for r in requests] == [automation.CURRENT_LAYERS]  # WIP and views lag
+    assert [r.asset_selection for r in requests] == [automation.UNPARTITIONED]  # the current layers and views lag
     refresh_current(warehouse_resource)
     requests, cursor, skip = tick(automation.changed_days_sensor, cursor, resources=resources)
     assert not requests and f"every analytics layer reflects snapshot {run_id}" in skip
@@ -279,7 +280,7 @@ def test_a_snapshot_that_changed_no_day_moves_only_the_current_layers(warehouse_
     refresh_current(warehouse_resource)
     employees_only = add_snapshot(warehouse_resource)
     requests, cursor, _ = tick(automation.changed_days_sensor, resources=resources)
-    assert [r.asset_selection for r in requests] == [automation.CURRENT_LAYERS]
+    assert [r.asset_selection for r in requests] == [automation.UNPARTITIONED]
     refresh_current(warehouse_resource)
     requests, _, skip = tick(automation.changed_days_sensor, cursor, resources=resources)
     assert not requests and f"reflects snapshot {employees_only}" in skip

@@ -14,11 +14,11 @@ one workbook, ingested once by a module fixture, and each test reads its own def
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 import subprocess
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +35,7 @@ from prodplan_pipeline.contract import SHEETS, ColumnType, sheet
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, run_cli
+from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, cli_environment, run_cli
 
 SCALE, SEED = 0.01, 7
 
@@ -43,14 +43,7 @@ SCALE, SEED = 0.01, 7
 # --- environments and queries ------------------------------------------------------------------
 
 def new_env(databases, home: Path, purpose: str) -> dict[str, str]:
-    """Like conftest's ``cli_env``, but for a module: fresh warehouse and Dagster databases and a
-    private PRODPLAN_HOME, without the user's PRODPLAN_* settings."""
-    warehouse = databases.create(purpose)
-    dagster = databases.create(f"{purpose}_dagster")
-    env = {k: v for k, v in os.environ.items() if k not in PRODPLAN_VARIABLES}
-    return {**env, "PRODPLAN_HOME": str(home),
-            "PRODPLAN_DATABASE_URL": warehouse.render_as_string(hide_password=False),
-            "PRODPLAN_DAGSTER_DATABASE": dagster.database}
+    return cli_environment(databases, home, purpose, PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS)
 
 
 def query(env: dict[str, str], statement: str, params: tuple = ()) -> list[tuple]:
@@ -562,6 +555,16 @@ class RowLevel:
     before: dict[str, dict | None] = field(default_factory=dict)  # case -> core row, good sample
     after: dict[str, dict | None] = field(default_factory=dict)  # case -> core row, bad workbook
     staged: dict[str, dict] = field(default_factory=dict)  # case -> its staging row
+    # keyless sheet -> its core rows (source columns) before and after the bad workbook
+    keyless_before: dict[str, Counter] = field(default_factory=dict)
+    keyless_after: dict[str, Counter] = field(default_factory=dict)
+
+
+def keyless_rows(env: dict[str, str], cells) -> dict[str, Counter]:
+    """Every core row of each keyless sheet the cases edit, as a multiset of its source values."""
+    names = {c.sheet for c in cells.values() if sheet(c.sheet).key is None}
+    return {name: Counter(query(env, f"SELECT {', '.join(sheet(name).column_names)} "
+                                     f"FROM {sheet(name).core_table}")) for name in names}
 
 
 def core_row(env: dict[str, str], sheet_name: str, key: int) -> dict | None:
@@ -634,6 +637,7 @@ def row_level(databases, tmp_path_factory, sample) -> RowLevel:
     bad_book = _row_level_workbook(book, tmp_path_factory.mktemp("bad") / "rows.xlsx", rows, blank_row)
     cells = {**REJECTED_CELLS, **ACCEPTED_CELLS}
     before = {case: core_row(env, cells[case].sheet, key) for case, key in keys.items() if key is not None}
+    keyless_before = keyless_rows(env, cells)
 
     outcome = ingest(env, bad_book)
     assert outcome.code == 0, outcome.result.stderr
@@ -657,7 +661,8 @@ def row_level(databases, tmp_path_factory, sample) -> RowLevel:
         found = query(env, f"SELECT row_to_json(t)::text FROM {s.staging_table} t WHERE excel_row = %s",
                       (rows[case],))
         staged[case] = json.loads(found[0][0])
-    return RowLevel(env, counts, outcome, rows, keys, blank_row, rejects, sheet_runs, before, after, staged)
+    return RowLevel(env, counts, outcome, rows, keys, blank_row, rejects, sheet_runs, before, after, staged,
+                    keyless_before, keyless_rows(env, cells))
 
 
 def test_the_run_succeeds_and_every_sheet_reconciles(row_level):
@@ -709,8 +714,20 @@ def assert_rejected(row_level: RowLevel, case: str) -> dict:
 
 
 def assert_core_row_kept(row_level: RowLevel, case: str) -> None:
-    """A rejected row's key keeps its previous core row, values unchanged."""
+    """A rejected row's key keeps its previous core row, values unchanged. A keyless row has no
+    identity to keep: exactly its previous row leaves core (it is in quarantine, whole), and no
+    other row changes; a truncated value would have landed as a row of its own."""
     if row_level.keys[case] is None:
+        name = REJECTED_CELLS[case].sheet
+        before, after = row_level.keyless_before[name], row_level.keyless_after[name]
+        assert after - before == Counter(), (case, after - before)
+        removed = list((before - after).elements())
+        assert len(removed) == 1, (case, removed)
+        raw_row = row_level.rejects[(name, row_level.rows[case])]["raw_row"]
+        kept = {c.name: raw_row[c.header] for c in sheet(name).columns if c.header != REJECTED_CELLS[case].header}
+        values = dict(zip(sheet(name).column_names, removed[0]))
+        assert {k: None if v is None else str(v) for k, v in values.items() if k in kept} == \
+            {k: v or None for k, v in kept.items()}, (case, values, raw_row)
         return
     assert row_level.before[case] is not None
     assert row_level.after[case] == row_level.before[case], case

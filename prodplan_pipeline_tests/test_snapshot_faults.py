@@ -21,7 +21,7 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import REPO_ROOT, run_cli
+from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, REPO_ROOT, cli_environment, run_cli
 from prodplan_pipeline_tests.test_ingest import checksums, edited, header_index, query
 from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
 
@@ -67,12 +67,7 @@ def clean(workbooks, databases, tmp_path_factory) -> dict[str, dict[str, str]]:
 
 
 def environment(databases, home: Path) -> dict[str, str]:
-    from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES
-
-    env = {k: v for k, v in os.environ.items() if k not in PRODPLAN_VARIABLES}
-    return {**env, "PRODPLAN_HOME": str(home),
-            "PRODPLAN_DATABASE_URL": databases.create("faults").render_as_string(hide_password=False),
-            "PRODPLAN_DAGSTER_DATABASE": databases.create("dagster").database}
+    return cli_environment(databases, home, "faults", PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS)
 
 
 def warehouse_of(env: dict[str, str]) -> Warehouse:
@@ -184,7 +179,7 @@ def test_staging_emptied_by_crash_recovery_does_not_fail_an_unchanged_ingest(wor
         cur.execute("UPDATE ops.watermarks SET value = '0' WHERE name = 'analytics.materialized_views'")
     assert query(warehouse_of(env), "SELECT aggregates_catching_up FROM ops.snapshot_labels")[0][0]
     caught_up = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
-    assert caught_up.returncode == 0 and "analytics: current WIP and views" in caught_up.stderr
+    assert caught_up.returncode == 0 and "analytics: current layers and views" in caught_up.stderr
     assert not query(warehouse_of(env), "SELECT aggregates_catching_up FROM ops.snapshot_labels")[0][0]
     # and a changed workbook after it still merges from a fresh read
     assert run_cli(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0

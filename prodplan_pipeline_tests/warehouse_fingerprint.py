@@ -1,9 +1,9 @@
 """A fingerprint of everything the warehouse serves, for "the same database" comparisons.
 
-Core, the feature gates, the data-quality issues, every aggregate, WIP, the views and the
-effective rejects (those of the runs whose rows core holds), each as an order-independent md5
-of its rows. Left out: timestamps of when things ran, run ids, and ages measured against the
-clock (WIP ages), which differ between two runs of the same snapshot by design.
+Core, the feature gates, the data-quality issues, every aggregate, the current layers, the views
+and the effective rejects (those of the runs whose rows core holds), each as an order-independent
+md5 of its rows. Left out: timestamps of when things ran and run ids. Ages are in: they are
+measured at the snapshot's data_as_of, so two runs of the same snapshot agree on them.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ SERVED = {
     "analytics.agg_phase_stats_daily": "*",
     "analytics.agg_order_stats_daily": "*",
     "analytics.agg_quality_daily": "*",
-    "analytics.agg_wip_current": "fase_id, produto_id, n_open_phases, n_orders",
+    # ages are measured at the snapshot's data_as_of, not the clock; as_of is when it ran
+    "analytics.agg_wip_current": "fase_id, produto_id, n_open_phases, n_orders, mean_age_seconds, "
+                                 "p90_age_seconds, max_age_seconds",
+    "analytics.phase_flow_current": "*",
+    "analytics.defect_pareto_current": "*",
+    "analytics.orders_at_risk_current": "*",
     "analytics.mv_phase_durations_by_model": "*",
     "analytics.mv_order_leadtime_by_model": "*",
     "analytics.mv_quality_by_phase": "*",
-    "analytics.mv_wip_by_phase_current": "fase_id, n_open_phases, n_orders",
+    "analytics.mv_wip_by_phase_current": "fase_id, n_open_phases, n_orders, max_age_seconds",
     "analytics.mv_employee_phase_stats": "*",
 }
 # The rejects of the staging run each sheet's core rows come from (the last reconciled one).

@@ -86,3 +86,103 @@ def _row_match_rate(frames) -> dict:
 def _rate(numerator: int, denominator: int) -> dict:
     return {"numerator": numerator, "denominator": denominator,
             "rate": round(numerator / denominator, 6) if denominator else None}
+
+
+# --- the planner's figures, as of the export's own time -----------------------------------------
+
+PLAUSIBLE = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # the data contract's window
+REASONS_CULPRIT = ("no_culprit_given", "culprit_phase_row_missing")
+
+
+def _timestamps(column: pd.Series) -> pd.Series:
+    return pd.to_datetime(column, errors="coerce")
+
+
+def _plausible(column: pd.Series) -> pd.Series:
+    return column.ge(PLAUSIBLE[0]) & column.lt(PLAUSIBLE[1])
+
+
+def _phases(frames) -> pd.DataFrame:
+    """The distinct phase rows (the ones that reach core), with typed times."""
+    phases = frames[PHASES].drop_duplicates().copy()
+    phases["start"], phases["end"] = _timestamps(phases.FaseOf_Inicio), _timestamps(phases.FaseOf_Fim)
+    return phases
+
+
+def data_as_of(frames) -> pd.Timestamp:
+    """The newest plausible phase start or end."""
+    phases = _phases(frames)
+    return max(phases.start[_plausible(phases.start)].max(), phases.end[_plausible(phases.end)].max())
+
+
+def phase_flow(frames) -> dict[int, dict]:
+    """Per phase id: wip, finished in the 30 days up to data_as_of, p90 age of the wip (seconds)."""
+    phases, now = _phases(frames), data_as_of(frames)
+    wip = _plausible(phases.start) & (phases.start <= now) & (phases.end.isna() | (phases.end > now))
+    finished = (phases.end > now - pd.Timedelta(days=30)) & (phases.end <= now)
+    flow = {}
+    for phase, rows in phases.groupby("FaseOf_FaseId"):
+        in_progress, done = rows[wip.loc[rows.index]], int(finished.loc[rows.index].sum())
+        if len(in_progress) or done:
+            ages = (now - in_progress.start).dt.total_seconds()
+            flow[int(phase)] = {"wip": len(in_progress), "finished_30d": done,
+                                "p90_wip_age_seconds": float(ages.quantile(0.9)) if len(ages) else None}
+    return flow
+
+
+def defect_keys(frames) -> pd.DataFrame:
+    """Each defect row with its Pareto keys (or why a key is unknown) and its day."""
+    defects, phases, orders = frames["OrdemFabricoErros"].copy(), _phases(frames), frames[ORDERS].copy()
+    phase_of = phases.set_index("FaseOf_Id")
+    culprit = defects.Erro_FaseOfCulpada
+    defects["culprit_phase"] = culprit.map(phase_of.FaseOf_FaseId)
+    defects["culprit_reason"] = None
+    defects.loc[culprit.notna() & defects.culprit_phase.isna(), "culprit_reason"] = REASONS_CULPRIT[1]
+    defects.loc[culprit.isna(), "culprit_reason"] = REASONS_CULPRIT[0]
+    order_of = orders.set_index("Of_Id")
+    defects["product"] = defects.Erro_OfId.map(order_of.Of_ProdutoId)
+    defects["product_reason"] = defects["product"].isna().map({True: "order_missing", False: None})
+    # the defect's time: its inspection phase row's, else its order's finish, else its creation
+    inspected = phase_of.end.fillna(phase_of.start)
+    candidates = [defects.Erro_FaseOfAvaliacao.map(inspected),
+                  defects.Erro_OfId.map(_timestamps(order_of.Of_DataAcabamento)),
+                  defects.Erro_OfId.map(_timestamps(order_of.Of_DataCriacao))]
+    day = pd.Series(pd.NaT, index=defects.index)
+    for candidate in candidates:
+        day = day.fillna(candidate.where(_plausible(candidate)))
+    defects["day"] = day.dt.date
+    return defects
+
+
+def orders_at_risk(frames) -> tuple[dict[int, float], dict[str, int]]:
+    """{of_id: slack seconds} of the assessed open orders with a due date; unassessed per reason."""
+    now, phases, orders = data_as_of(frames), _phases(frames), frames[ORDERS].copy()
+    orders["due"], orders["finish"] = _timestamps(orders.Of_DataTransporte), _timestamps(orders.Of_DataAcabamento)
+    open_due = orders[orders.finish.isna() & orders.due.notna()]
+    route = frames["FasesStandardModelos"].groupby("ProdutoFase_ProdutoId").ProdutoFase_FaseId.apply(set)
+    done = phases[phases.end.notna()].groupby("FaseOf_OfId").FaseOf_FaseId.apply(set)
+    timed = phases[(phases.end >= phases.start) & _plausible(phases.start) & _plausible(phases.end)
+                   & (phases.end > now - pd.DateOffset(years=1)) & (phases.end <= now)].copy()
+    timed["seconds"] = (timed.end - timed.start).dt.total_seconds()
+    timed["product"] = timed.FaseOf_OfId.map(orders.set_index("Of_Id").Of_ProdutoId)
+    by_product = timed.groupby(["product", "FaseOf_FaseId"]).seconds.median()
+    by_phase = timed.groupby("FaseOf_FaseId").seconds.median()
+    slack, unassessed = {}, {}
+    for order in open_due.itertuples():
+        reason, total = None, 0.0
+        if not _plausible(pd.Series([order.due])).iloc[0]:
+            reason = "due_date_implausible"
+        elif order.Of_ProdutoId not in route.index:
+            reason = "no_route"
+        else:
+            for phase in route[order.Of_ProdutoId] - done.get(order.Of_Id, set()):
+                expected = by_product.get((order.Of_ProdutoId, phase), by_phase.get(phase))
+                if expected is None or pd.isna(expected):
+                    reason = "no_duration_history"
+                    break
+                total += expected
+        if reason:
+            unassessed[reason] = unassessed.get(reason, 0) + 1
+        else:
+            slack[int(order.Of_Id)] = (order.due - (now + pd.Timedelta(seconds=total))).total_seconds()
+    return slack, unassessed

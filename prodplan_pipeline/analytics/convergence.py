@@ -3,7 +3,8 @@ run's delta: whatever refresh was killed, failed or skipped, the next one finds 
 
 - ``ops.changed_days``: the days each committed snapshot changed (written in its commit).
 - ``ops.aggregate_days``: the snapshot each day of each daily aggregate reflects.
-- ``ops.watermarks``: per layer (each aggregate, WIP, the views) the snapshot it reflects.
+- ``ops.watermarks``: per layer (each aggregate, each current layer, the views) the snapshot it
+  reflects; a current layer is computed as of that snapshot's recorded ``data_as_of``.
 
 A day is pending for an aggregate when a snapshot later than the one the day reflects changed
 it. Every refresh reads the latest snapshot *before* it reads core and records that one, so a
@@ -15,16 +16,17 @@ two runs replacing the same days never interleave their delete-then-insert.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.analytics.aggregates import AGGREGATES, RefreshReport, bump_cache_version, refresh
-from prodplan_pipeline.analytics.wip import refresh_views, refresh_wip
+from prodplan_pipeline.analytics.current import CURRENT_LAYERS, WIP, refresh_current, snapshot_data_as_of
+from prodplan_pipeline.analytics.views import refresh_views
 from prodplan_pipeline.warehouse.locks import lock_key
 
-WIP_LAYER = "analytics.agg_wip_current"
+WIP_LAYER = WIP.table
 VIEWS_LAYER = "analytics.materialized_views"
-LAYERS = (*AGGREGATES, WIP_LAYER, VIEWS_LAYER)  # the watermarks ops.snapshot_labels reads
+LAYERS = (*AGGREGATES, *CURRENT_LAYERS, VIEWS_LAYER)  # the watermarks ops.snapshot_labels reads
 
 PENDING_DAYS = """
     SELECT DISTINCT c.day FROM ops.changed_days c
@@ -165,12 +167,15 @@ def refresh_days(conn, table: str, start: date, end: date, first: date, last_end
     return report
 
 
-def refresh_wip_layer(conn, as_of: datetime) -> dict[str, int]:
-    _serialise(conn, WIP_LAYER)
+def refresh_current_layer(conn, table: str) -> dict:
+    """Replace a current layer as of the latest snapshot's data_as_of and record that snapshot;
+    its counts and the data_as_of used."""
+    _serialise(conn, table)
     snapshot = latest_snapshot(conn)
-    counts = refresh_wip(conn, as_of)
-    _advance(conn, WIP_LAYER, snapshot)
-    return counts
+    data_as_of = snapshot_data_as_of(conn, snapshot)
+    counts = refresh_current(conn, CURRENT_LAYERS[table], data_as_of)
+    _advance(conn, table, snapshot)
+    return {**counts, "data_as_of": data_as_of}
 
 
 def settle(conn, first: date, last_end: date, snapshot: int | None = None) -> None:
@@ -192,13 +197,13 @@ def refresh_views_layer(conn, first: date, last_end: date) -> dict[str, float]:
     return seconds
 
 
-def refresh_everything(conn, ranges: list[tuple[date, date]], first: date, last_end: date,
-                       as_of: datetime) -> list[RefreshReport]:
-    """Every aggregate over the day ranges (inclusive), WIP and the views, in the caller's
-    transaction; the cache version is bumped with them."""
+def refresh_everything(conn, ranges: list[tuple[date, date]], first: date, last_end: date) -> list[RefreshReport]:
+    """Every aggregate over the day ranges (inclusive), the current layers and the views, in the
+    caller's transaction; the cache version is bumped with them."""
     reports = [refresh_days(conn, table, day_from, day_to + timedelta(days=1), first, last_end)
                for table in AGGREGATES for day_from, day_to in ranges]
-    refresh_wip_layer(conn, as_of)
+    for table in CURRENT_LAYERS:
+        refresh_current_layer(conn, table)
     refresh_views_layer(conn, first, last_end)
     bump_cache_version(conn)
     return reports

@@ -7,18 +7,18 @@ daily aggregate, WIP, the views) in seconds rather than a Dagster run per partit
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from prodplan_pipeline.analytics.aggregates import bump_cache_version, days_with_data
-from prodplan_pipeline.analytics.convergence import refresh_everything, refresh_views_layer, refresh_wip_layer
+from prodplan_pipeline.analytics.convergence import (CURRENT_LAYERS, refresh_current_layer, refresh_everything,
+                                                     refresh_views_layer)
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import reconcile_orphans
 from prodplan_pipeline.orchestration.partitions import partition_bounds
 from prodplan_pipeline.quality.gates import evaluate_gates
 
 
-def rebuild_downstream(warehouse, as_of: datetime | None = None) -> int:
-    """Derive, gate, aggregate every day with data, refresh WIP and views; the new cache version."""
+def rebuild_downstream(warehouse) -> int:
+    """Derive, gate, aggregate every day with data, refresh the current layers and the views;
+    the new cache version."""
     with warehouse.connect() as conn:
         backfill_phases(conn), backfill_orders(conn), backfill_defects(conn)
         reconcile_orphans(conn)
@@ -26,8 +26,9 @@ def rebuild_downstream(warehouse, as_of: datetime | None = None) -> int:
         first, last = days_with_data(conn)
         bounds = partition_bounds()
         if first is not None:
-            refresh_everything(conn, [(first, last)], *bounds, as_of or datetime.now())
+            refresh_everything(conn, [(first, last)], *bounds)
         else:
-            refresh_wip_layer(conn, as_of or datetime.now())
+            for table in CURRENT_LAYERS:
+                refresh_current_layer(conn, table)
             refresh_views_layer(conn, *bounds)
         return bump_cache_version(conn)

@@ -1,10 +1,9 @@
 """Derived columns, computed in PostgreSQL, set-based.
 
-The merge computes the values that come from the row itself (``PHASE_DERIVED``,
-``ORDER_DERIVED``) and the snapshot's commit derives the defects' times, so committed rows are
-never waiting for this module. What it adds is verification and repair: every statement writes
-only rows whose derived values differ from what they should be, so a re-run (and a normal run)
-writes nothing. For the phases, an incremental run looks only at rows with ``is_open`` NULL;
+The merge computes every derived column with the row it writes (the contract's
+``DerivedColumn.sql``), so committed rows are never waiting for this module. What it adds is
+verification and repair: every statement writes only rows whose derived values differ from what
+they should be, so a re-run (and a normal run) writes nothing. For the phases, an incremental run looks only at rows with ``is_open`` NULL;
 ``full=True`` recomputes every row (and moves any row whose ``event_time`` was wrong into its
 right monthly partition).
 """
@@ -14,26 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from prodplan_pipeline.contract import plausible
+from prodplan_pipeline.contract import sheet
 
-# Values computed from the row itself: the merge writes them with every row it writes (so a
-# committed row is never waiting for them), and the backfill below checks or recomputes them.
-PHASE_DERIVED = {
-    "event_time": "coalesce(fase_of_fim, fase_of_inicio)",  # the partition key: always set
-    "duration_seconds": f"CASE WHEN fase_of_fim >= fase_of_inicio AND {plausible('fase_of_inicio')} "
-                        f"AND {plausible('fase_of_fim')} "
-                        "THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END",
-    "is_open": "fase_of_fim IS NULL",
-    "is_done": "fase_of_fim IS NOT NULL",
-}
-ORDER_DERIVED = {
-    "lead_time_seconds": f"CASE WHEN of_data_acabamento >= of_data_criacao AND {plausible('of_data_criacao')} "
-                         f"AND {plausible('of_data_acabamento')} THEN extract(epoch FROM "
-                         "of_data_acabamento - of_data_criacao)::double precision END",
-    # on time: finished by the end of the shipping (due) day
-    "is_on_time": f"CASE WHEN {plausible('of_data_acabamento')} AND {plausible('of_data_transporte')} "
-                  "THEN of_data_acabamento < date_trunc('day', of_data_transporte) + interval '1 day' END",
-}
+PHASES, ORDERS, DEFECTS = (sheet(n) for n in ("FasesOrdemFabrico", "OrdensFabrico", "OrdemFabricoErros"))
 
 
 def _recompute(table: str, derived: dict[str, str], where: str = "true") -> str:
@@ -42,14 +24,14 @@ def _recompute(table: str, derived: dict[str, str], where: str = "true") -> str:
             f"WHERE {where} AND ({names}) IS DISTINCT FROM ({values})")
 
 
-BACKFILL_PHASES = _recompute("core.fases_ordem_fabrico", PHASE_DERIVED, "(%(full)s OR is_open IS NULL)")
+BACKFILL_PHASES = _recompute(PHASES.core_table, PHASES.computed, "(%(full)s OR is_open IS NULL)")
 PHASE_NULLS = """
     SELECT count(*) FILTER (WHERE duration_seconds IS NOT NULL),
            count(*) FILTER (WHERE fase_of_fim IS NULL),
            count(*) FILTER (WHERE fase_of_fim < fase_of_inicio)
     FROM core.fases_ordem_fabrico"""
 
-BACKFILL_ORDERS = _recompute("core.ordens_fabrico", ORDER_DERIVED)
+BACKFILL_ORDERS = _recompute(ORDERS.core_table, ORDERS.computed)
 ORDER_NULLS = """
     SELECT count(*) FILTER (WHERE lead_time_seconds IS NOT NULL),
            count(*) FILTER (WHERE of_data_acabamento IS NULL),
@@ -58,26 +40,12 @@ ORDER_NULLS = """
            count(*) FILTER (WHERE of_data_acabamento IS NOT NULL AND of_data_transporte IS NULL)
     FROM core.ordens_fabrico"""
 
-# A defect happened when its inspection phase row happened; without that row, when its order
-# finished, else when the order was created; NULL only when the order itself is unknown.
-# (fase_of_id is unique in core: the merge keeps it so across partitions.) The merge writes it
-# with each new defect row (the phases and orders of the snapshot are merged first); the
-# backfill rewrites a defect whose phase row or order changed since.
-DEFECT_TIME = (f"coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END, "
-               f"CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END, "
-               f"CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END)")
-
-
-def defect_sources(defects: str) -> str:
-    """The joins DEFECT_TIME reads, for the defect rows aliased ``defects``."""
-    return (f"LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = {defects}.erro_fase_of_avaliacao "
-            f"LEFT JOIN core.ordens_fabrico o ON o.of_id = {defects}.erro_of_id")
-
-
+# The backfill rewrites a defect whose inspection phase row or order changed since its merge.
 BACKFILL_DEFECTS = f"""
     WITH computed AS (
-        SELECT e.row_fingerprint, e.occurrence, e.ofch_event_time AS old_time, {DEFECT_TIME} AS new_time
-        FROM core.erros_ordem_fabrico e {defect_sources('e')}),
+        SELECT e.row_fingerprint, e.occurrence, e.ofch_event_time AS old_time,
+               {DEFECTS.computed['ofch_event_time']} AS new_time
+        FROM core.erros_ordem_fabrico e {DEFECTS.joins_for('e')}),
     changed AS (SELECT * FROM computed WHERE old_time IS DISTINCT FROM new_time),
     updated AS (
         UPDATE core.erros_ordem_fabrico e SET ofch_event_time = c.new_time

@@ -145,6 +145,7 @@ def _shrink_guard(cur, sheet: Sheet, max_shrink: float, to_delete: int) -> None:
 
 
 def _ensure_partitions(cur, sheet: Sheet) -> None:
-    if sheet.partition_key == "event_time":
-        cur.execute("SELECT min(event_time)::date, max(event_time)::date FROM diff WHERE action <> 'delete'")
+    if sheet.partition_key:  # the phases' monthly partitions, made before their rows arrive
+        key = q.ident(sheet.partition_key)
+        cur.execute(f"SELECT min({key})::date, max({key})::date FROM diff WHERE action <> 'delete'")
         ensure_partitions(cur.connection, *cur.fetchone())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prodplan_pipeline.analytics.aggregates import AGGREGATES
-from prodplan_pipeline.analytics.convergence import WIP_LAYER
+from prodplan_pipeline.analytics.current import CURRENT_LAYERS
 from prodplan_pipeline.ingest.current import reflected_run
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
@@ -16,7 +16,7 @@ from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, try_advisory_lock
 from prodplan_pipeline.workbook.inspect import WorkbookInfo
 
 EXIT_OK, EXIT_ERROR, EXIT_CHECK_FAILED = 0, 1, 2
-ANALYTICS_TABLES = (*AGGREGATES, WIP_LAYER)
+ANALYTICS_TABLES = (*AGGREGATES, *CURRENT_LAYERS)
 
 
 @dataclass

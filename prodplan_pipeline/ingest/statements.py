@@ -14,11 +14,10 @@ import re
 from functools import cache
 
 from prodplan_pipeline.contract import SURROGATE_KEY, ColumnType, Sheet
-from prodplan_pipeline.derived.backfill import DEFECT_TIME, ORDER_DERIVED, PHASE_DERIVED, defect_sources
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
-# A defect's day is its derived time, written with the row (see MERGE_COMPUTED); a deleted
+# A defect's day is its derived time, written with the row (see snapshot()); a deleted
 # defect's diff row holds its old values.
 RECORD_DEFECT_DAYS = """
     INSERT INTO ops.changed_days (run_id, kind, day)
@@ -38,12 +37,6 @@ RECORD_ORDER_DEPENDENT_DAYS = """
         FROM diff d JOIN core.erros_ordem_fabrico e ON e.erro_of_id = d.of_id) x
     WHERE x.day IS NOT NULL
     ON CONFLICT DO NOTHING"""
-# Columns the merge computes from the row itself and writes with it: a committed row never
-# waits for its derived values (and the partition key is right when the row is written).
-MERGE_COMPUTED = {"fases_ordem_fabrico": PHASE_DERIVED, "ordens_fabrico": ORDER_DERIVED,
-                  "erros_ordem_fabrico": {"ofch_event_time": DEFECT_TIME}}
-# Tables a computed column reads, joined to the staging rows (aliased s) of the snapshot.
-MERGE_SOURCES = {"erros_ordem_fabrico": defect_sources("s")}
 # A NULL key value must still match itself in a hash join: compared through a sentinel.
 NULL_SENTINEL = {ColumnType.TIMESTAMP: "'-infinity'::timestamp"}
 
@@ -102,8 +95,9 @@ def valid_rows(sheet: Sheet) -> str:
 def snapshot(sheet: Sheet) -> str:
     """The snapshot with the merge-computed columns: a view over staging for keyed sheets (no
     copy), a table for the keyless defects (fingerprints and times are computed once)."""
-    extra = [f"{expr} AS {ident(name)}" for name, expr in MERGE_COMPUTED.get(sheet.table, {}).items()]
-    rows = valid_rows(sheet).replace(" WHERE ", f" {MERGE_SOURCES.get(sheet.table, '')} WHERE ", 1)
+    extra = [f"{expr} AS {ident(name)}" for name, expr in sheet.computed.items()]
+    joins = sheet.joins_for("s")
+    rows = valid_rows(sheet).replace(" WHERE ", f" {joins} WHERE " if joins else " WHERE ", 1)
     if sheet.key is not None:
         select = ", ".join(["s.excel_row", cols(sheet.column_names, "s"), *extra])
         return f"CREATE OR REPLACE TEMP VIEW snap AS SELECT {select} FROM {rows}"
@@ -173,7 +167,7 @@ def join_columns(sheet: Sheet) -> list[str]:
 
 def _written_columns(sheet: Sheet) -> list[str]:
     surrogate = list(SURROGATE_KEY) if sheet.key is None else []
-    return surrogate + list(sheet.column_names) + list(MERGE_COMPUTED.get(sheet.table, {}))
+    return surrogate + list(sheet.column_names) + list(sheet.computed)
 
 
 def _old_columns(sheet: Sheet) -> list[str]:
@@ -256,7 +250,7 @@ def record_days(sheet: Sheet) -> tuple[str, ...]:
         return ()
     if day is None:
         return (RECORD_DEFECT_DAYS,)
-    dependent = (RECORD_ORDER_DEPENDENT_DAYS,) if sheet.table == "ordens_fabrico" else ()
+    dependent = (RECORD_ORDER_DEPENDENT_DAYS,) if sheet.moves_dependent_days else ()
     return (_record_own_days(kind, day), *dependent)
 
 

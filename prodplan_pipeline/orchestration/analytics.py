@@ -1,4 +1,5 @@
-"""The analytics layer: daily partitioned aggregates, current WIP and the materialized views.
+"""The analytics layer: daily partitioned aggregates, the current layers (WIP, phase flow, the
+defect Pareto, orders at risk) and the materialized views.
 
 A partition's rows are replaced atomically (delete-then-insert in one transaction), so any day
 can be re-run. Backfills of many days run as one run with one set-based statement per table
@@ -7,14 +8,14 @@ can be re-run. Backfills of many days run as one run with one set-based statemen
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
 import warnings
-from datetime import datetime
 
 from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, BetaWarning, MaterializeResult, asset
 
 from prodplan_pipeline.analytics.aggregates import AGGREGATES, Aggregate, bump_cache_version, outside_range
-from prodplan_pipeline.analytics.convergence import (VIEWS_LAYER, WIP_LAYER, refresh_days, refresh_views_layer,
-                                                     refresh_wip_layer)
-from prodplan_pipeline.analytics.wip import VIEWS
+from prodplan_pipeline.analytics.convergence import (VIEWS_LAYER, WIP_LAYER, refresh_current_layer, refresh_days,
+                                                     refresh_views_layer)
+from prodplan_pipeline.analytics.current import CURRENT_LAYERS, CurrentLayer
+from prodplan_pipeline.analytics.views import VIEWS
 from prodplan_pipeline.contract import sheet
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
 from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
@@ -36,7 +37,8 @@ def aggregate_key(aggregate: Aggregate) -> AssetKey:
 
 
 WIP, VIEWS_KEY = table_key(WIP_LAYER), table_key(VIEWS_LAYER)
-CURRENT_LAYERS = [WIP, VIEWS_KEY]  # not partitioned: refreshed after any day range
+# Not partitioned: refreshed after any day range (or alone, when only they lag).
+UNPARTITIONED = [*(table_key(t) for t in CURRENT_LAYERS), VIEWS_KEY]
 
 
 def build_daily_aggregate(aggregate: Aggregate):
@@ -68,19 +70,23 @@ def build_daily_aggregate(aggregate: Aggregate):
     return daily_aggregate
 
 
-@asset(key=WIP, deps=[DERIVED_PHASES, ORDERS], group_name="analytics", kinds={"postgres"}, owners=OWNERS,
-       metadata=table_definition(WIP_LAYER))
-def agg_wip_current(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-    """analytics.agg_wip_current: open phases now, by phase and product: n_open_phases, n_orders,
-    mean/p90/max age in seconds since the phase started, and as_of. Open phases of orders missing
-    from core.ordens_fabrico are counted in the metadata."""
-    as_of = datetime.now()  # the factory's timestamps are local and naive, like this clock
-    with warehouse.get_warehouse().connect() as conn:
-        counts = refresh_wip_layer(conn, as_of)  # "groups": the table's count(*) after the refresh
-        version = bump_cache_version(conn)
-    return MaterializeResult(metadata={ROW_COUNT: counts["groups"], **counts,
-                                       "as_of": as_of.isoformat(timespec="seconds"),
-                                       "cache_version": version})
+def build_current_layer(layer: CurrentLayer):
+    @asset(key=table_key(layer.table), deps=[table_key(t) for t in layer.reads], group_name="analytics",
+           kinds={"postgres"}, owners=OWNERS, metadata=table_definition(layer.table),
+           description=f"{layer.table}: {layer.description} Replaced whole after each snapshot, as of "
+                       "its data_as_of (the newest plausible phase start or end), never the clock.")
+    def current_layer(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+        with warehouse.get_warehouse().connect() as conn:
+            counts = refresh_current_layer(conn, layer.table)
+            rows = count_rows(conn, layer.table)
+            version = bump_cache_version(conn)
+        data_as_of = counts.pop("data_as_of")
+        say(context, f"{layer.table}: {rows:,} rows as of {data_as_of} ({counts['seconds']:.2f} s)")
+        return MaterializeResult(metadata={ROW_COUNT: rows, **counts, "cache_version": version,
+                                           "data_as_of": data_as_of.isoformat() if data_as_of else "none"})
+
+    current_layer.__name__ = layer.name
+    return current_layer
 
 
 @asset(key=VIEWS_KEY, deps=[*(aggregate_key(a) for a in AGGREGATES.values()), WIP, EMPLOYEE_LINKS, DERIVED_PHASES],
@@ -99,4 +105,5 @@ def materialized_views(context: AssetExecutionContext, warehouse: WarehouseResou
 with warnings.catch_warnings():  # backfill_policy is "beta" in Dagster 1.13; it is what we need
     warnings.simplefilter("ignore", BetaWarning)
     daily_aggregates = [build_daily_aggregate(a) for a in AGGREGATES.values()]
-analytics_assets = [*daily_aggregates, agg_wip_current, materialized_views]
+current_layers = [build_current_layer(layer) for layer in CURRENT_LAYERS.values()]
+analytics_assets = [*daily_aggregates, *current_layers, materialized_views]

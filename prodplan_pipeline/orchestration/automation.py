@@ -4,7 +4,7 @@
   (it reads the last ingested SHA-256 from ops.ingestion_runs, so a CLI ingest counts).
 - ``changed_days_sensor``: aggregate runs for exactly the daily partitions that a snapshot
   changed since they last reflected one (``ops.changed_days`` vs ``ops.aggregate_days``), one run
-  per contiguous range; then WIP and the views. It converges from these durable records, so a
+  per contiguous range; then the current layers and the views. It converges from these durable records, so a
   killed ingestion or refresh is caught up on a later tick.
 - ``check_alert_sensor``: every failed asset check evaluation, blocking or not, alerts once. A
   failed non-blocking check leaves its run green, so a run-failure sensor alone would miss it.
@@ -48,7 +48,7 @@ from prodplan_pipeline import alerts
 from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.analytics.convergence import pending_work
-from prodplan_pipeline.orchestration.analytics import CURRENT_LAYERS
+from prodplan_pipeline.orchestration.analytics import UNPARTITIONED
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     INGEST_JOB,
@@ -162,7 +162,7 @@ def _instance_or_none(context: SensorEvaluationContext):
         description="Brings the analytics layer up to the latest snapshot: requests refresh runs "
         "for exactly the daily partitions that a snapshot changed since the partition last "
         "reflected one (ops.changed_days vs ops.aggregate_days), whichever run changed them and "
-        "whatever refresh was killed since; then WIP and the views.")
+        "whatever refresh was killed since; then the current layers and the views.")
 def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
     cursor = _load_cursor(context.cursor)
     with warehouse.get_warehouse().connect() as conn:
@@ -178,7 +178,7 @@ def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
         return SkipReason(f"{in_flight} refresh run(s) in flight; the pending work is re-checked after them")
     attempt = int(cursor.get("attempt", 0)) + 1  # a new key: the last attempt may have failed
     requests = ([_refresh_request(snapshot, attempt, *days) for days in ranges] or
-                [RunRequest(run_key=f"converge-{snapshot}-{attempt}-current", asset_selection=CURRENT_LAYERS,
+                [RunRequest(run_key=f"converge-{snapshot}-{attempt}-current", asset_selection=UNPARTITIONED,
                             tags={"prodplan/snapshot_run_id": str(snapshot)})])
     for note in notes:
         context.log.info(note)

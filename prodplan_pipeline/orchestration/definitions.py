@@ -30,12 +30,12 @@ ingest_job = define_asset_job(
     "columns, data-quality issues, feature gates, data dictionary.",
 )
 
-# Daily aggregates for a day range (one run covers a range), plus current WIP and the views.
+# Daily aggregates for a day range (one run covers a range), plus the current layers and the views.
 refresh_job = define_asset_job(
     DAILY_REFRESH_JOB,
     selection=AssetSelection.groups("analytics"),  # partitioned by DAILY (inferred)
     executor_def=in_process_executor,
-    description="Replace the daily aggregates of the run's day range, WIP and the materialized views.",
+    description="Replace the daily aggregates of the run's day range, the current layers (WIP, phase flow, defect Pareto, orders at risk) and the materialized views.",
 )
 
 defs = Definitions(

@@ -21,7 +21,7 @@ from prodplan_pipeline.ingest.outcome import (
     analytics_rows,
 )
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
-from prodplan_pipeline.orchestration.analytics import CURRENT_LAYERS
+from prodplan_pipeline.orchestration.analytics import UNPARTITIONED
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     partition_bounds,
@@ -86,21 +86,21 @@ def _say(message: str) -> None:
 
 def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: Settings) -> None:
     """Refresh every aggregate day that a snapshot changed since the day last reflected one
-    (whichever run changed it, and whatever refresh was killed since), then WIP and the views:
+    (whichever run changed it, and whatever refresh was killed since), then the current layers and the views:
     all of it through Dagster runs, so the UI shows every day the warehouse holds."""
     from prodplan_pipeline.analytics.convergence import lagging_layers, refresh_plan
 
     with warehouse.connect() as conn:
         plan = refresh_plan(conn, *partition_bounds())
     for day_from, day_to in plan:
-        # a range run refreshes WIP and the views after its days (the whole refresh job)
+        # a range run refreshes the current layers and the views after its days (the whole refresh job)
         if not _dagster_refresh(instance, outcome, settings, range_tags(day_from, day_to),
                                 f"{day_from}..{day_to} ({(day_to - day_from).days + 1:,} days)"):
             return
     with warehouse.connect() as conn:
         lagging = lagging_layers(conn)
-    if lagging:  # nothing (more) to re-aggregate, but WIP, the views or a watermark lag
-        if not _dagster_refresh(instance, outcome, settings, {}, "current WIP and views", CURRENT_LAYERS):
+    if lagging:  # nothing (more) to re-aggregate, but a current layer, the views or a watermark lag
+        if not _dagster_refresh(instance, outcome, settings, {}, "current layers and views", UNPARTITIONED):
             return
         with warehouse.connect() as conn:
             lagging = lagging_layers(conn)

@@ -248,6 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     _add_kpi_routes(app, api)
     _add_quality_routes(app, api)
+    _add_planner_routes(app, api)  # before the orders: /orders/at-risk is not an order id
     _add_order_routes(app, api)
     _add_ops_routes(app, api)
     add_docs_routes(app)
@@ -329,6 +330,47 @@ def _add_quality_routes(app: FastAPI, api: Api) -> None:
         period = _period(start, end)
         return await api.cached(request, "quality/by-product", {"from": start, "to": end}, api.gated(
             "/api/quality/by-product", lambda db: queries.quality_by_product(db, period)))
+
+
+def _planner(compute: Compute) -> Compute:
+    """A planner body with its own units besides the shared ones."""
+    return lambda db: {**compute(db), "units": {**UNITS, **queries.PLANNER_UNITS}}
+
+
+def _add_planner_routes(app: FastAPI, api: Api) -> None:
+    @app.get("/api/kpis/bottlenecks", tags=["planner"], responses=DATA)
+    async def bottlenecks(request: Request):
+        """Per phase, as of the snapshot's data_as_of (its newest plausible phase start or end):
+        wip = phase rows started and not finished; throughput_per_day = phase rows finished in
+        the 30 days up to data_as_of, / 30; expected_wait_days = wip / throughput_per_day
+        (Little's law; null when nothing finished); p90_wip_age_seconds. Highest wait first."""
+        return await api.cached(request, "kpis/bottlenecks", {}, _planner(queries.bottlenecks))
+
+    @app.get("/api/quality/pareto", tags=["planner"], responses=DATA)
+    async def quality_pareto(request: Request,
+                             by: Literal["description", "culprit_phase", "product"] = Query(
+                                 ..., description="what the defects are counted by"),
+                             start: Day | None = FromDate, end: Day | None = ToDate):
+        """Defects counted by description, culprit phase (the phase of the phase row
+        Erro_FaseOfCulpada names) or product (the order's), highest count first, each with its
+        share of all defects counted and the cumulative share. Defects whose key is unknown form
+        one item "unknown" with the reasons. With from/to: by the day of ofch_event_time."""
+        _in_order(start, end, ("from", "to"))
+        return await api.cached(request, "quality/pareto", {"by": by, "from": start, "to": end},
+                                _planner(lambda db: queries.defect_pareto(db, by, _period(start, end))))
+
+    @app.get("/api/prodplan/orders/at-risk", tags=["planner"], responses=DATA)
+    async def orders_at_risk(request: Request,
+                             cursor: str | None = Query(None, description="next_cursor of the previous page"),
+                             limit: int = Query(100, ge=1, le=MAX_PAGE)):
+        """Open orders with a due date, least slack first: eta = data_as_of + the expected time
+        of the remaining standard-route phases (median duration of that product and phase over
+        the year up to data_as_of, else of the phase over all products); slack_seconds = due -
+        eta. Orders that cannot be assessed are counted per reason (unassessed), with the share
+        assessed. Keyset pagination: pass next_cursor back as cursor."""
+        after = cursors.decode(cursor, queries.AT_RISK_CURSOR_SCOPE, (0, INT4_MAX)) if cursor else None
+        return await api.cached(request, "prodplan/orders-at-risk", {"cursor": cursor, "limit": limit},
+                                _planner(lambda db: queries.orders_at_risk(db, after, limit)))
 
 
 def _add_order_routes(app: FastAPI, api: Api) -> None:

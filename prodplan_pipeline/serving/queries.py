@@ -341,3 +341,87 @@ def health(db) -> dict:
         state["snapshot"] = Snapshot(state.pop("facts_run_id"), state.pop("aggregates_run_id"),
                                      state.pop("aggregates_catching_up")).as_json()
     return state
+
+
+# --- planner analytics (as of the snapshot's data_as_of) -----------------------------------------
+
+# The data_as_of a current layer's rows were computed at: its snapshot's.
+LAYER_DATA_AS_OF = """
+    SELECT r.data_as_of FROM ops.watermarks w JOIN ops.ingestion_runs r ON r.run_id = w.value::bigint
+    WHERE w.name = %(layer)s"""
+BOTTLENECKS = """
+    SELECT fase_id, fase_nome, wip, throughput_per_day, expected_wait_days, p90_wip_age_seconds,
+           finished_30d
+    FROM analytics.phase_flow_current
+    ORDER BY expected_wait_days DESC NULLS LAST, wip DESC, fase_id"""
+# What a Pareto groups by: (key, label, the reason a key is unknown, the join naming it). Fixed
+# SQL chosen by the validated ``by``; nothing of the request reaches the statement's text.
+PARETO_BY = {
+    "description": ("p.erro_descricao", "p.erro_descricao", "NULL::text", ""),
+    "culprit_phase": ("p.culprit_fase_id", "c.fase_nome", "p.culprit_unknown",
+                      "LEFT JOIN core.fases_catalogo c ON c.fase_id = p.culprit_fase_id"),
+    "product": ("p.produto_id", "m.produto_nome", "p.product_unknown",
+                "LEFT JOIN core.modelos m ON m.produto_id = p.produto_id"),
+}
+PARETO = {by: f"""
+    SELECT {key} AS key, {label} AS label, {reason} AS reason, sum(p.n)::bigint AS n
+    FROM analytics.defect_pareto_current p {join}
+    WHERE %(all_days)s OR p.day BETWEEN %(start)s AND %(end)s
+    GROUP BY 1, 2, 3""" for by, (key, label, reason, join) in PARETO_BY.items()}
+REASONS = {"no_culprit_given": "no culprit phase row given (Erro_FaseOfCulpada empty)",
+           "culprit_phase_row_missing": "the culprit phase row is not in FasesOrdemFabrico",
+           "order_missing": "the defect's order is not in OrdensFabrico"}
+AT_RISK_PAGE = """
+    SELECT a.risk_rank, a.of_id, a.produto_id, m.produto_nome, a.due_date, a.eta, a.slack_seconds,
+           a.remaining_phases, a.expected_remaining_seconds
+    FROM analytics.orders_at_risk_current a LEFT JOIN core.modelos m ON m.produto_id = a.produto_id
+    WHERE a.risk_rank > %(after)s ORDER BY a.risk_rank LIMIT %(limit)s"""
+AT_RISK_SUMMARY = """
+    SELECT count(*) AS open_orders_with_due_date, count(*) FILTER (WHERE unassessed_reason IS NULL) AS assessed,
+           coalesce((SELECT jsonb_object_agg(reason, n) FROM (
+               SELECT unassessed_reason AS reason, count(*) AS n FROM analytics.orders_at_risk_current
+               WHERE unassessed_reason IS NOT NULL GROUP BY 1) r), '{}'::jsonb) AS unassessed
+    FROM analytics.orders_at_risk_current"""
+AT_RISK_CURSOR_SCOPE = {"list": "orders_at_risk"}
+PLANNER_UNITS = {"wip": "phase rows", "throughput_per_day": "phase rows finished per day",
+                 "expected_wait_days": "days", "slack_seconds": "seconds (negative: due before the eta)",
+                 "shares": "ratio 0..1", "data_as_of": "factory local time, ISO 8601"}
+
+
+def layer_data_as_of(db, layer: str):
+    found = db.row(LAYER_DATA_AS_OF, {"layer": layer})
+    return found["data_as_of"] if found else None
+
+
+def bottlenecks(db) -> dict:
+    return {"data_as_of": layer_data_as_of(db, "analytics.phase_flow_current"), "window_days": 30,
+            "items": db.rows(BOTTLENECKS), "next_cursor": None}
+
+
+def defect_pareto(db, by: str, period: Period) -> dict:
+    known, unknown = [], {}
+    for row in db.rows(PARETO[by], period.params()):
+        if row["reason"] is None:
+            known.append({"key": row["key"], "label": row["label"], "n": row["n"]})
+        else:
+            unknown[row["reason"]] = unknown.get(row["reason"], 0) + row["n"]
+    if unknown:
+        known.append({"key": "unknown", "label": "unknown", "n": sum(unknown.values()), "reasons": unknown,
+                      "reason": "; ".join(f"{REASONS[r]}: {n}" for r, n in sorted(unknown.items()))})
+    total = sum(item["n"] for item in known)
+    items, running = sorted(known, key=lambda item: (-item["n"], str(item["key"]))), 0
+    for item in items:
+        running += item["n"]
+        item["share"], item["cumulative_share"] = item["n"] / total, running / total
+    return {"data_as_of": layer_data_as_of(db, "analytics.defect_pareto_current"), "by": by,
+            "period": period.as_json(), "defects": total, "items": items, "next_cursor": None}
+
+
+def orders_at_risk(db, after: int | None, limit: int) -> dict:
+    summary = db.row(AT_RISK_SUMMARY)
+    rows = db.rows(AT_RISK_PAGE, {"after": 0 if after is None else after, "limit": limit + 1})
+    total = summary["open_orders_with_due_date"]
+    return {"data_as_of": layer_data_as_of(db, "analytics.orders_at_risk_current"),
+            "open_orders_with_due_date": total, "assessed": summary["assessed"],
+            "share_assessed": summary["assessed"] / total if total else None,
+            "unassessed": summary["unassessed"], **cursors.page(rows, limit, "risk_rank", AT_RISK_CURSOR_SCOPE)}
