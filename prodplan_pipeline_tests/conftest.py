@@ -11,19 +11,21 @@ A skipped test proves nothing, so a skip is reported as a failure: every test ru
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import pytest
 from psycopg2 import sql
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn, ensure_database, normalise_url
@@ -55,6 +57,48 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+# A hung test fails instead of hanging CI (whose limit is 90 min): the slowest test takes well
+# under a minute (the README's test command prints the 20 slowest), so three minutes, fixtures
+# included, only ever stops a test that would not have finished.
+TEST_TIMEOUT_SECONDS = 180
+# How the two workers share the suite (measured with --durations; see the README). Modules whose
+# module-scoped fixtures ingest a workbook or start servers run whole on one worker, so those
+# fixtures are computed once; every other test is a unit of its own. Units start in this order,
+# the most expensive first, so that no long test is left running alone at the end while the
+# other worker idles; modules not named here follow in collection order.
+ONE_WORKER_MODULES = frozenset({"test_snapshot_faults.py", "test_ingest_bad_input.py",
+                                "test_dagster_ui.py", "test_api.py", "test_planner.py"})
+LONGEST_FIRST = ("test_snapshot_faults.py", "test_ingest.py", "test_ingest_bad_input.py",
+                 "test_dagster_ui.py", "test_api_consistency.py", "test_ui_command.py",
+                 "test_api.py", "test_planner.py", "test_database_lost.py", "test_asset_metadata.py",
+                 "test_workbook_facts.py", "test_automation.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_SECONDS))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: modules stay whole
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`-n 2` (xdist's default `load` mode): ONE_WORKER_MODULES as whole units, in the order of
+    the collection above. (xdist's own `--dist loadgroup` marks do not group under pytest 9.2:
+    pytest-dev/pytest-xdist#1386.)"""
+    if config.getvalue("dist") != "load":
+        return None  # an explicit --dist choice is honoured
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module.rsplit("/", 1)[-1] in ONE_WORKER_MODULES else nodeid
+
+    config.option.loadscopereorder = False  # keep the collection's order, not largest unit first
+    return ModuleUnits(config, log)
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory) -> URL:
     """The server under test (its URL names a maintenance database, not a test database)."""
@@ -77,6 +121,30 @@ class Databases:
     def create(self, purpose: str) -> URL:
         url = self.server.set(database=f"prodplan_test_{purpose}_{uuid.uuid4().hex[:8]}")
         ensure_database(url)
+        self.created.append(url)
+        return url
+
+    def clone(self, template: URL, purpose: str) -> URL:
+        """A new database with ``template``'s content (CREATE DATABASE … TEMPLATE: a copy of its
+        files, well under a second for a test's warehouse). The template must have no session:
+        a client that has just exited may leave its backend a moment, so this retries briefly."""
+        url = self.server.set(database=f"prodplan_test_{purpose}_{uuid.uuid4().hex[:8]}")
+        admin = psycopg2.connect(libpq_dsn(self.server.set(database="postgres")))
+        admin.autocommit = True
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with admin.cursor() as cur:
+                        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                            sql.Identifier(url.database), sql.Identifier(template.database)))
+                    break
+                except psycopg2.errors.ObjectInUse:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        finally:
+            admin.close()
         self.created.append(url)
         return url
 
@@ -146,6 +214,19 @@ def cli_environment(databases, home: Path, purpose: str, **settings: str) -> dic
     return {**env, "PRODPLAN_HOME": str(home),
             "PRODPLAN_DATABASE_URL": databases.create(purpose).render_as_string(hide_password=False),
             "PRODPLAN_DAGSTER_DATABASE": databases.create(f"{purpose}_dagster").database, **settings}
+
+
+def copied_environment(databases, source: dict[str, str], home: Path) -> dict[str, str]:
+    """A copy of a `prodplan` environment in the state its last command left it: its warehouse
+    and Dagster databases cloned, its PRODPLAN_HOME (workbook copies, reports, Dagster's files)
+    copied to ``home``. For a test whose subject starts where an ingest ended: the same state,
+    without ingesting again."""
+    shutil.copytree(source["PRODPLAN_HOME"], home, symlinks=True, dirs_exist_ok=True)
+    warehouse = databases.clone(make_url(source["PRODPLAN_DATABASE_URL"]), "copy")
+    dagster = databases.clone(databases.server.set(database=source["PRODPLAN_DAGSTER_DATABASE"]), "copy_dagster")
+    return {**source, "PRODPLAN_HOME": str(home),
+            "PRODPLAN_DATABASE_URL": warehouse.render_as_string(hide_password=False),
+            "PRODPLAN_DAGSTER_DATABASE": dagster.database}
 
 
 @pytest.fixture

@@ -117,6 +117,7 @@ def test_a_session_terminated_in_the_middle_of_a_query_is_recognised(db):
 
 def _wait_for_active(url, pid: int) -> None:
     admin = connect(url)
+    admin.autocommit = True  # pg_stat_activity is one snapshot per transaction: a fresh one per look
     try:
         with admin.cursor() as cur:
             for _ in range(100):

@@ -203,7 +203,8 @@ MERGE_STATEMENT = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND quer
 
 def test_a_process_killed_mid_merge_leaves_core_whole_and_the_rerun_completes(databases, tmp_path):
     workbook = tmp_path / "kill.xlsx"
-    write_sample(workbook, scale=0.2, seed=3)
+    # big enough that the phase merge runs for a while (it is polled every 5 ms), no bigger
+    write_sample(workbook, scale=0.05, seed=3)
     victim = fresh_warehouse(databases, "killed")
     reference = fresh_warehouse(databases, "reference")
     env = {**os.environ, "PRODPLAN_HOME": str(tmp_path / "home")}
@@ -214,13 +215,12 @@ def test_a_process_killed_mid_merge_leaves_core_whole_and_the_rerun_completes(da
                                 victim.url.render_as_string(hide_password=False), str(workbook)], env=env)
     killed_during = _kill_when_merging(process, victim)
     assert killed_during, "the merge of the phases was never seen running"
-    with victim.connect() as conn, conn.cursor() as cur:  # the killed transaction is rolled back
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            cur.execute(MERGE_STATEMENT, (victim.url.database, "%INTO core.fases_ordem_fabrico%"))
-            if not cur.fetchall():
-                break
-            time.sleep(0.1)
+    # The killed transaction is rolled back. A new connection per look: pg_stat_activity is one
+    # snapshot per transaction, so a loop in one transaction would see the statement forever.
+    deadline = time.monotonic() + 30
+    while query(victim, MERGE_STATEMENT, (victim.url.database, "%INTO core.fases_ordem_fabrico%")):
+        assert time.monotonic() < deadline, "the killed merge was still running after 30 s"
+        time.sleep(0.1)
     assert query(victim, "SELECT count(*) FROM core.fases_ordem_fabrico")[0][0] == 0, \
         "the interrupted merge left no half-loaded table"
     assert ingest_workbook(victim, workbook).passed
@@ -393,7 +393,13 @@ def test_a_second_ingestion_waits_for_the_first(cli_env, small_sample):
         process = subprocess.Popen(
             [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(small_sample)],
             env=cli_env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(12)
+        # the event itself: its backend queued behind this one's advisory lock
+        deadline = time.monotonic() + 120
+        while not query(warehouse, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                                   "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"):
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the second ingestion never asked for the lock"
+            time.sleep(0.05)
         assert process.poll() is None, "the second ingestion must wait while the lock is held"
         assert query(warehouse, "SELECT count(*) FROM ops.ingestion_sheet_runs")[0][0] == 0
     stdout, stderr = process.communicate(timeout=300)
