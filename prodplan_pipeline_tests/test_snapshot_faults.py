@@ -21,7 +21,8 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, REPO_ROOT, cli_environment, run_cli
+from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, REPO_ROOT, cli_environment, copied_environment,
+                                              run_cli)
 from prodplan_pipeline_tests.test_ingest import checksums, edited, header_index, query
 from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
 
@@ -56,14 +57,29 @@ def _re_export(book) -> None:
 
 
 @pytest.fixture(scope="module")
-def clean(workbooks, databases, tmp_path_factory) -> dict[str, dict[str, str]]:
-    """The fingerprint of a clean ingest of each workbook, each into a fresh warehouse."""
-    prints = {}
+def clean_runs(workbooks, databases, tmp_path_factory) -> dict[str, dict[str, str]]:
+    """A clean first ingest of each workbook, each into a fresh warehouse: its environment
+    (never written to again: the tests work on copies)."""
+    envs = {}
     for name, workbook in workbooks.items():
-        env = environment(databases, tmp_path_factory.mktemp(f"clean-{name}"))
-        assert run_cli(["ingest", "--workbook", str(workbook)], env).returncode == 0
-        prints[name] = fingerprint(warehouse_of(env))
-    return prints
+        envs[name] = environment(databases, tmp_path_factory.mktemp(f"clean-{name}"))
+        assert run_cli(["ingest", "--workbook", str(workbook)], envs[name]).returncode == 0
+    return envs
+
+
+@pytest.fixture(scope="module")
+def clean(clean_runs) -> dict[str, dict[str, str]]:
+    """The fingerprint of each clean ingest."""
+    return {name: fingerprint(warehouse_of(env)) for name, env in clean_runs.items()}
+
+
+@pytest.fixture
+def first_ingested(clean_runs, clean, databases, tmp_path) -> dict[str, str]:
+    """An environment as a plain first ingest of the first workbook leaves it (a copy of the
+    clean one: the same databases and home, without ingesting again), PRODPLAN_HOME at tmp_path."""
+    env = copied_environment(databases, clean_runs["first"], tmp_path)
+    assert differences(fingerprint(warehouse_of(env)), clean["first"]) == []
+    return env
 
 
 def environment(databases, home: Path) -> dict[str, str]:
@@ -150,9 +166,8 @@ def dagster_statuses(env: dict[str, str]) -> set[str]:
 
 
 @pytest.mark.parametrize("point", ["merged into core.fases_ordem_fabrico", "analytics:"])
-def test_a_re_ingest_killed_after_its_commit_converges_to_the_new_snapshot(point, workbooks, clean, databases, tmp_path):
-    env = environment(databases, tmp_path)
-    assert run_cli(["ingest", "--workbook", str(workbooks["first"])], env).returncode == 0
+def test_a_re_ingest_killed_after_its_commit_converges_to_the_new_snapshot(point, workbooks, clean, first_ingested):
+    env = first_ingested
     victim = Ingest(env, workbooks["second"])
     assert victim.wait_for(point), "".join(victim.lines)
     victim.kill()
@@ -166,9 +181,8 @@ def test_a_re_ingest_killed_after_its_commit_converges_to_the_new_snapshot(point
     assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []
 
 
-def test_staging_emptied_by_crash_recovery_does_not_fail_an_unchanged_ingest(workbooks, clean, databases, tmp_path):
-    env = environment(databases, tmp_path)
-    assert run_cli(["ingest", "--workbook", str(workbooks["first"])], env).returncode == 0
+def test_staging_emptied_by_crash_recovery_does_not_fail_an_unchanged_ingest(workbooks, clean, first_ingested):
+    env = first_ingested
     with warehouse_of(env).connect() as conn, conn.cursor() as cur:  # what crash recovery does
         cur.execute("TRUNCATE " + ", ".join(s.staging_table for s in SHEETS))
     again = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
@@ -186,9 +200,8 @@ def test_staging_emptied_by_crash_recovery_does_not_fail_an_unchanged_ingest(wor
     assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []
 
 
-def test_a_half_broken_snapshot_changes_no_core_table_until_allowed(workbooks, databases, tmp_path):
-    env = environment(databases, tmp_path)
-    assert run_cli(["ingest", "--workbook", str(workbooks["first"])], env).returncode == 0
+def test_a_half_broken_snapshot_changes_no_core_table_until_allowed(workbooks, first_ingested, databases, tmp_path):
+    env = first_ingested
     before = checksums(warehouse_of(env))
 
     def new_orders_and_half_the_phases(book):
