@@ -270,7 +270,7 @@ def test_unknown_orders_are_404_and_bad_ids_422(real):
     _, server = real
     for path in ("/api/prodplan/orders/999999999", "/api/prodplan/orders/999999999/phases"):
         response = server.get(path)
-        assert response.status_code == 404 and response.json() == {"error": "order 999999999 not found"}
+        assert assert_problem(response, 404)["error"] == "order 999999999 not found"
     assert server.get("/api/prodplan/orders/abc").status_code == 422
 
 
@@ -381,8 +381,8 @@ def test_an_overlong_url_is_414_before_routing_and_never_cached(real):
     for _ in range(2):
         response = server.get(overlong)
         assert response.status_code == 414 and "X-Cache" not in response.headers
-        assert response.json() == {"error": f"query string is {MAX_QUERY + 20} characters; "
-                                            f"at most {MAX_QUERY} are accepted"}
+        assert assert_problem(response, 414)["error"] == (f"query string is {MAX_QUERY + 20} characters; "
+                                                          f"at most {MAX_QUERY} are accepted")
     assert server.get(f"/api/prodplan/orders/{'1' * 2000}").json()["error"].startswith("path is")
     after = ok(server.get("/api/cache/stats"))
     assert {k: after[k] for k in ("hits", "misses", "computations")} == \
@@ -637,23 +637,102 @@ def test_twenty_concurrent_misses_compute_once_across_processes_with_redis(synth
             s.stop()
 
 
+# --- HTTP conventions: problem details, conditional GET -----------------------------------------
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    """An RFC 9457 problem-details answer, which still carries the earlier ``error`` field."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body = response.json()
+    assert body["status"] == status and body["type"].startswith("urn:prodplan:problem:"), body
+    assert body["title"] and body["detail"] and body["error"] == body["detail"], body
+    return body
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/api/kpis/overview?from=2024-13-01", 422),  # FastAPI's validation
+    ("GET", "/api/kpis/overview?from=2024-02-01&to=2024-01-01", 422),  # a handler's own check
+    ("GET", "/api/prodplan/orders?limt=5", 422),  # an unknown parameter
+    ("GET", "/api/prodplan/orders?cursor=forged", 422),  # a cursor it did not issue
+    ("GET", "/api/prodplan/orders/2147483000", 404),  # a route's not-found, through the cache
+    ("GET", "/api/no/such/path", 404),  # Starlette's own
+    ("DELETE", "/api/kpis/overview", 405),
+    ("GET", "/api/kpis/overview?from=" + "9" * 3000, 414),  # before routing (raw ASGI)
+    ("GET", "/docs/assets/nothing.js", 404),
+], ids=["validation", "window", "unknown-parameter", "cursor", "unknown-order", "unknown-path", "method",
+        "too-long", "docs-asset"])
+def test_every_error_path_answers_problem_details(real, method, path, status):
+    _, server = real
+    body = assert_problem(server.client.request(method, path), status)
+    if status == 422 and "from=2024-13-01" in path:
+        assert body["errors"] and body["errors"][0]["loc"] == ["query", "from"], body
+
+
+def test_a_cached_answer_is_revalidated_by_its_etag_until_a_new_snapshot(databases, tmp_path):
+    workbook = tmp_path / "Folha_IA.xlsx"
+    write_sample(workbook, scale=0.01, seed=13)
+    warehouse = databases.warehouse("api_etag")
+    assert ingest_workbook(warehouse, workbook).passed
+    rebuild_downstream(warehouse)
+    server = ApiServer(server_env(tmp_path / "home", url_of(warehouse), PRODPLAN_CACHE_VERSION_TTL="60"))
+    path = "/api/kpis/overview"
+    try:
+        first = server.get(path)
+        tag, version = first.headers["etag"], first.json()["cache_version"]
+        assert first.status_code == 200 and tag.startswith(f'"v{version}-')
+        assert first.headers["cache-control"] == "public, max-age=60"  # the version TTL
+        assert server.get(path, params={"from": "2024-01-01"}).headers["etag"] != tag, "per request"
+        for attempt in ("front cache", "front cache again"):  # the 200 above is in the front cache
+            same = server.get(path, headers={"If-None-Match": tag})
+            assert (same.status_code, same.content, same.headers["x-cache"]) == (304, b"", "hit"), attempt
+            assert same.headers["etag"] == tag and same.headers["cache-control"] == "public, max-age=60"
+        # another process (another worker behind a balancer) has not seen the URL: its front
+        # cache misses and the full path revalidates the same tag, in a list, weak or not
+        other = ApiServer(server_env(tmp_path / "other", url_of(warehouse), PRODPLAN_CACHE_VERSION_TTL="60"))
+        try:
+            again = other.get(path, headers={"If-None-Match": f'"other", W/{tag}'})
+            assert (again.status_code, again.content, again.headers["x-cache"]) == (304, b"", "miss")
+            assert again.headers["etag"] == tag
+        finally:
+            other.stop()
+        assert server.get(path, headers={"If-None-Match": '"v0-other"'}).status_code == 200
+
+        def rename_a_phase(book):
+            book["Fases"]["B2"].value = "Laminagem (renamed)"
+
+        assert ingest_workbook(warehouse, edited(workbook, tmp_path / "renamed.xlsx", rename_a_phase)).passed
+        rebuild_downstream(warehouse)
+        deadline = time.monotonic() + 10
+        while (after := server.get(path, headers={"If-None-Match": tag})).status_code == 304:
+            assert time.monotonic() < deadline, "the new snapshot never reached the server"
+            time.sleep(0.05)
+        assert after.status_code == 200 and after.json()["cache_version"] > version
+        assert after.headers["etag"] not in (tag, None) and after.headers["etag"].startswith(
+            f'"v{after.json()["cache_version"]}-')
+        assert server.get(path, headers={"If-None-Match": after.headers["etag"]}).status_code == 304
+    finally:
+        server.stop()
+
+
 # --- writes -------------------------------------------------------------------------------------
 
 def test_writes_are_refused_without_a_configured_key(real):
     _, server = real  # started without PRODPLAN_API_KEY
     response = server.post("/api/ingestion/run", headers={"X-API-Key": "anything"})
     assert response.status_code == 403 and "PRODPLAN_API_KEY is not set" in response.json()["error"]
+    assert_problem(response, 403)
 
 
 def test_ingestion_run_needs_the_key_and_launches_an_ingestion(synthetic):
     warehouse, server, _ = synthetic
-    assert server.post("/api/ingestion/run").status_code == 401
-    assert server.post("/api/ingestion/run", headers={"X-API-Key": API_KEY[:-1] + "X"}).status_code == 403
+    assert_problem(server.post("/api/ingestion/run"), 401)
+    assert_problem(server.post("/api/ingestion/run", headers={"X-API-Key": API_KEY[:-1] + "X"}), 403)
     runs_before = ok(server.get("/api/ingestion/runs"))["items"]
     started = server.post("/api/ingestion/run", headers={"X-API-Key": API_KEY}, json={"force": False})
     assert started.status_code == 202, started.text
     again = server.post("/api/ingestion/run", headers={"X-API-Key": API_KEY})
     assert again.status_code == 409 and "still running" in again.json()["error"]
+    assert_problem(again, 409)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         runs = ok(server.get("/api/ingestion/runs"))["items"]
@@ -711,6 +790,7 @@ def test_health_is_503_while_the_database_is_stopped(tmp_path):
         assert down.json()["database"]["reachable"] is False and down.json()["checked_at"]
         kpis = server.get("/api/kpis/overview")
         assert kpis.status_code == 503 and "unreachable" in kpis.json()["error"]
+        assert_problem(kpis, 503)
         embedded_server_uri(pgdata)  # started again: the API recovers without a restart
         assert until(lambda: server.get("/api/health").status_code == 200)
         assert ok(server.get("/api/kpis/overview"))["cache_version"] == 0

@@ -25,17 +25,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from prodplan_pipeline.contract import PLAUSIBLE_FROM, PLAUSIBLE_TO
 
-from prodplan_pipeline.serving import cursors, queries
+from prodplan_pipeline.serving import cursors, problems, queries
 from prodplan_pipeline.serving.cache import (READ_VERSION, NullCache, RedisCache, Version, VersionSource,
                                              build_cache, cache_key, to_json, version_of_row,
                                              version_of_text)
 from prodplan_pipeline.serving.db import DatabaseUnavailable, ReadPool, SnapshotReader
 from prodplan_pipeline.serving.docs import add_docs_routes
-from prodplan_pipeline.serving.front import FrontCache, RequestLimits
+from prodplan_pipeline.serving.front import FrontCache, RequestLimits, cache_control, etag, not_modified
 from prodplan_pipeline.serving.notify import VersionListener
 from prodplan_pipeline.serving.launcher import IngestionLauncher, LaunchRefused, check_api_key
 from prodplan_pipeline.settings import Settings
@@ -106,11 +107,18 @@ class Envelope(BaseModel):
     snapshot: SnapshotLabels
 
 
-DATA = {200: {"model": Envelope, "description": "the endpoint's fields, in the shared envelope"}}
+# Every status an operation answers is declared with its body (errors: problems.py).
+ERRORS = {status: problems.schema(status) for status in (414, 422, 503)}
+DATA = {200: {"model": Envelope, "description": "the endpoint's fields, in the shared envelope"},
+        304: {"description": "Not modified: If-None-Match names the current answer's ETag (no body)"},
+        **ERRORS}
+ONE_ORDER = {**DATA, 404: problems.schema(404)}
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """An error answer: RFC 9457 problem details (see problems.py)."""
+    return JSONResponse(problems.problem(status, message, **extra), status_code=status,
+                        headers=headers, media_type=problems.MEDIA_TYPE)
 
 
 def _in_order(first: date | None, last: date | None, names: tuple[str, str]) -> None:
@@ -153,6 +161,7 @@ class Api:
         self.listener = VersionListener(libpq_dsn(self.db.url), self.versions.invalidate).start()
         self.cache = build_cache(settings, namespace=self._namespace())
         self.launcher = IngestionLauncher(settings)
+        self.cache_control = cache_control(settings.cache_version_ttl)
         self._health: tuple[float, tuple | None] = (0.0, None)
         self._health_lock = asyncio.Lock()
 
@@ -201,7 +210,11 @@ class Api:
         served = version_of_text(text) or version.number
         headers = {"X-Cache": how, "X-Cache-Version": str(served)}
         if text == "null":
-            return JSONResponse({"error": not_found}, status_code=404, headers=headers)
+            return _error(404, not_found, headers=headers)
+        tag = etag(served, request.scope["path"], request.scope["query_string"])
+        headers |= {"ETag": tag, "Cache-Control": self.cache_control}
+        if not_modified(request.headers.get("if-none-match"), tag):
+            return Response(status_code=304, headers=headers)
         return Response(text, media_type="application/json", headers=headers)
 
     def gated(self, endpoint: str, compute: Compute) -> Compute:
@@ -258,11 +271,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(request: Request, exc: RequestValidationError):
-        problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
-                    for e in exc.errors()]
+        named = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+                 for e in exc.errors()]
         # A validator's own ValueError sits in the errors' ctx: as its message, JSON can carry it.
-        return _error(422, "; ".join(problems),
-                      detail=jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
+        return _error(422, "; ".join(named),
+                      errors=jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # Starlette's own answers (an unknown path, a method a route does not take)
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return _error(exc.status_code, f"{request.method} {request.url.path}: {detail}",
+                      headers=getattr(exc, "headers", None))
 
     @app.exception_handler(cursors.BadCursor)
     async def bad_cursor(request: Request, exc: cursors.BadCursor):
@@ -394,13 +414,13 @@ def _add_order_routes(app: FastAPI, api: Api) -> None:
         return await api.cached(request, "prodplan/orders", params,
                                 lambda db: queries.orders_page(db, filters, after, limit))
 
-    @app.get("/api/prodplan/orders/{of_id}", tags=["orders"], responses=DATA)
+    @app.get("/api/prodplan/orders/{of_id}", tags=["orders"], responses=ONE_ORDER)
     async def order(request: Request, of_id: int = OrderId):
         """One order with its product, phase and defect counts; 404 when the id is unknown."""
         return await api.cached(request, "prodplan/order", {"of_id": of_id},
                                 lambda db: queries.order(db, of_id), not_found=f"order {of_id} not found")
 
-    @app.get("/api/prodplan/orders/{of_id}/phases", tags=["orders"], responses=DATA)
+    @app.get("/api/prodplan/orders/{of_id}/phases", tags=["orders"], responses=ONE_ORDER)
     async def order_phases(request: Request, of_id: int = OrderId):
         """The order's phase rows in sequence; 404 when the order is unknown."""
         return await api.cached(request, "prodplan/order-phases", {"of_id": of_id},
@@ -422,7 +442,9 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
             by_feature.setdefault(feature, []).append(endpoint)
         return await api.cached(request, "features", {}, lambda db: queries.features(db, by_feature))
 
-    @app.get("/api/health", tags=["operations"])
+    @app.get("/api/health", tags=["operations"], responses={
+        414: problems.schema(414),
+        503: {"description": "the warehouse database cannot be reached: status unavailable"}})
     async def health():
         """Database reachability, last successful ingestion, cache version, snapshot labels and
         gates; 503 when the database cannot be reached. Checked at most once a second
@@ -439,7 +461,7 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
         """This process's cache counters, and how often each recent key was computed."""
         return {**_cache_summary(api), "computations_by_key": api.cache.computations_by_key()}
 
-    @app.get("/api/ingestion/runs", tags=["operations"])
+    @app.get("/api/ingestion/runs", tags=["operations"], responses=ERRORS)
     async def ingestion_runs(request: Request, cursor: str | None = Query(None),
                              limit: int = Query(20, ge=1, le=100)):
         """Ingestion runs, newest first, with per-sheet counts. Not cached: a running ingestion
@@ -451,7 +473,8 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
         page = await run_in_threadpool(queries.ingestion_runs, api.db, before, limit)
         return Response(to_json(page), media_type="application/json")
 
-    @app.post("/api/ingestion/run", status_code=202, tags=["operations"])
+    @app.post("/api/ingestion/run", status_code=202, tags=["operations"],
+              responses={**ERRORS, **{status: problems.schema(status) for status in (401, 403, 409)}})
     async def run_ingestion(body: IngestionRequest | None = Body(None),
                             x_api_key: str | None = Header(None)):
         """Start an ingestion of the server's workbook (needs the X-API-Key header). Follow it

@@ -14,6 +14,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from swagger_ui_bundle import swagger_ui_path
 
+from prodplan_pipeline.serving import problems
+
 ASSETS_URL = "/docs/assets"
 # Only what the page loads, by name: the package also holds upstream's demo page (it loads a
 # remote example spec), other bundles and source maps.
@@ -43,5 +45,6 @@ def add_docs_routes(app: FastAPI) -> None:
     @app.get(ASSETS_URL + "/{name}", include_in_schema=False)
     async def docs_asset(name: str):
         if name not in ASSETS:
-            return JSONResponse({"error": f"no docs asset {name!r}"}, status_code=404)
+            return JSONResponse(problems.problem(404, f"no docs asset {name!r}"), status_code=404,
+                                media_type=problems.MEDIA_TYPE)
         return FileResponse(SWAGGER_UI / name, media_type=ASSETS[name])

@@ -13,9 +13,10 @@ not be able to fill the front cache with a few huge URLs.
 
 from __future__ import annotations
 
-import json
+import hashlib
 from typing import Any
 
+from prodplan_pipeline.serving import problems
 from prodplan_pipeline.serving.cache import InProcessCache
 
 CACHED_PREFIXES = ("/api/kpis/", "/api/quality/", "/api/prodplan/", "/api/features")
@@ -28,8 +29,29 @@ MAX_PATH = 1_024
 FRONT_CACHE_BYTES = 64 * 2**20
 
 
+def etag(version: int, path: str, query: bytes) -> str:
+    """The ETag of a 200 answer: the snapshot it reflects (its cache version) and the request
+    (path and query string as sent). The same request under the same version has one body."""
+    request = hashlib.blake2b(path.encode() + b"?" + query, digest_size=8).hexdigest()
+    return f'"v{version}-{request}"'
+
+
+def not_modified(if_none_match: str | None, tag: str) -> bool:
+    """Whether an If-None-Match header names ``tag`` (weak comparison, as RFC 9110 asks for
+    If-None-Match; ``*`` matches any current answer)."""
+    if not if_none_match:
+        return False
+    offered = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in offered or tag in offered
+
+
+def cache_control(ttl: float) -> str:
+    """A client may reuse an answer as long as this API trusts its own copy of the version."""
+    return f"public, max-age={int(ttl)}"
+
+
 class RequestLimits:
-    """414 with a one-line JSON message for an overlong path or query string, before routing."""
+    """414 as problem details for an overlong path or query string, before routing."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -38,7 +60,7 @@ class RequestLimits:
         if scope["type"] == "http":
             problem = _too_long(scope)
             if problem is not None:
-                await _send_json(send, 414, {"error": problem})
+                await send_problem(send, 414, problem)
                 return
         await self.app(scope, receive, send)
 
@@ -71,7 +93,12 @@ class FrontCache:
             entry = self.store.peek(_key(current.number, scope))
             if entry is not None:
                 self.api.cache.count_hit()
-                await _replay(send, entry, current.number)
+                tag = etag(current.number, scope["path"], scope["query_string"])
+                headers = _cache_headers(tag, self.api.cache_control, current.number)
+                if not_modified(_header(scope, b"if-none-match"), tag):
+                    await _send_not_modified(send, headers)
+                else:
+                    await _replay(send, entry, headers)
                 return
         await self.app(scope, receive, self._capturing(scope, send))
 
@@ -96,15 +123,33 @@ def _key(version: int, scope) -> str:
     return f"{version}|{scope['path']}?{scope['query_string'].decode('latin-1')}"
 
 
-async def _replay(send, payload: bytes, version: int) -> None:
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _cache_headers(tag: str, control: str, version: int) -> list[tuple[bytes, bytes]]:
+    return [(b"etag", tag.encode()), (b"cache-control", control.encode()),
+            (b"x-cache", b"hit"), (VERSION_HEADER, str(version).encode())]
+
+
+async def _replay(send, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-        (b"x-cache", b"hit"), (VERSION_HEADER, str(version).encode())]})
+        *headers]})
     await send({"type": "http.response.body", "body": payload})
 
 
-async def _send_json(send, status: int, body: dict) -> None:
-    payload = json.dumps(body).encode()
+async def _send_not_modified(send, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": 304, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def send_problem(send, status: int, detail: str) -> None:
+    """A problem-details answer from raw ASGI (the same body the routes give)."""
+    payload = problems.encode(status, detail)
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        (b"content-type", problems.MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
