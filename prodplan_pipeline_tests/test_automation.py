@@ -42,6 +42,9 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
 
+# The alert sensors as the definitions build them with the default interval.
+CHECK_ALERT_SENSOR, RUN_FAILURE_ALERT_SENSOR = automation.alert_sensors()
+
 
 # ----------------------------------------------------------------------------------- helpers
 
@@ -408,22 +411,22 @@ def test_check_alert_sensor_alerts_once_per_failed_evaluation(instance, webhook,
     assert result.success  # a failed WARN check leaves the run green: why this sensor exists
 
     capfd.readouterr()
-    _, cursor, _ = tick(automation.check_alert_sensor, instance=instance)
+    _, cursor, _ = tick(CHECK_ALERT_SENSOR, instance=instance)
     assert [body["check_name"] for body in webhook.bodies] == ["always_fails"]
     body = webhook.bodies[0]
     assert "warn_probe:always_fails" in body["text"] and "failed on purpose" in body["text"]
     assert body["severity"] == "WARN" and body["run_id"] == result.run_id
     assert [line["check_key"] for line in alert_lines(capfd)] == ["warn_probe:always_fails"]
 
-    tick(automation.check_alert_sensor, cursor, instance=instance)
+    tick(CHECK_ALERT_SENSOR, cursor, instance=instance)
     assert len(webhook.bodies) == 1  # same evaluations, next tick: nothing more
 
     materialize([pass_probe], instance=instance)
-    _, cursor, _ = tick(automation.check_alert_sensor, cursor, instance=instance)
+    _, cursor, _ = tick(CHECK_ALERT_SENSOR, cursor, instance=instance)
     assert len(webhook.bodies) == 1
 
     assert not materialize([blocking_probe], instance=instance, raise_on_error=False).success
-    _, cursor, _ = tick(automation.check_alert_sensor, cursor, instance=instance)
+    _, cursor, _ = tick(CHECK_ALERT_SENSOR, cursor, instance=instance)
     assert [(b["check_name"], b["blocking"], b["severity"]) for b in webhook.bodies[1:]] == [
         ("blocks", True, "ERROR")]
 
@@ -432,19 +435,19 @@ def test_check_alert_sensor_survives_a_down_webhook(instance, webhook, caplog):
     webhook.shutdown()
     materialize([warn_probe], instance=instance)
     with caplog.at_level(logging.WARNING):
-        requests, cursor, _ = tick(automation.check_alert_sensor, instance=instance)
+        requests, cursor, _ = tick(CHECK_ALERT_SENSOR, instance=instance)
     assert not requests and cursor["last_storage_id"] > 0
     assert "gave up after 3 attempts" in caplog.text
     assert "webhook attempt 3/3 failed" in caplog.text
 
     caplog.clear()  # the undelivered alert is not retried on later ticks
-    _, after, _ = tick(automation.check_alert_sensor, cursor, instance=instance)
+    _, after, _ = tick(CHECK_ALERT_SENSOR, cursor, instance=instance)
     assert after == cursor and "webhook attempt" not in caplog.text
 
 
 def test_check_alert_sensor_skips_on_run_sharded_sqlite_storage():
     with instance_for_test() as sqlite_instance:
-        requests, _, skip = tick(automation.check_alert_sensor, instance=sqlite_instance)
+        requests, _, skip = tick(CHECK_ALERT_SENSOR, instance=sqlite_instance)
     assert not requests and "PostgreSQL" in skip
 
 
@@ -465,7 +468,7 @@ def test_run_failure_sensor_posts_once(instance, webhook):
         sensor_name="run_failure_alert_sensor", dagster_event=result.get_run_failure_event(),
         dagster_instance=instance, dagster_run=result.dagster_run,
         resources={"settings": SettingsResource()}).for_run_failure()
-    automation.run_failure_alert_sensor(context)
+    RUN_FAILURE_ALERT_SENSOR(context)
     assert len(webhook.bodies) == 1
     body = webhook.bodies[0]
     assert body["job_name"] == "doomed_job" and body["run_id"] == result.run_id

@@ -112,7 +112,9 @@ def loaded_ui(databases, tmp_path_factory):
                # stale about a second after each ingestion: the freshness sensor's first tick
                # (as dagster dev starts) already sees a stale workbook; its next tick is 300 s
                # later, past this module's waits
-               PRODPLAN_FRESHNESS_HOURS="0.0003")
+               PRODPLAN_FRESHNESS_HOURS="0.0003",
+               # the alert sensors tick every 2 s instead of 30: an alert within seconds
+               PRODPLAN_ALERT_INTERVAL_SECONDS="2")
     first = run_cli(["ingest", "--workbook", str(workbook)], env)
     assert first.returncode == 0, first.stdout + first.stderr
     ui = DagsterUI(env, home / "dagster-dev.log")

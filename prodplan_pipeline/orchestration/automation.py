@@ -209,37 +209,6 @@ def _check_payload(record) -> dict:
         partition=evaluation.partition, run_id=record.run_id, timestamp=record.timestamp)
 
 
-@sensor(minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Alerts once per failed asset check evaluation (blocking or not): a log "
-        "line and, with PRODPLAN_ALERT_WEBHOOK_URL, a Slack-compatible POST.")
-def check_alert_sensor(context: SensorEvaluationContext, settings: SettingsResource):
-    # Cursor = the last event storage id handled. A failed POST is not retried on later ticks
-    # (the alert stays in the tick log); after one failure the rest of the tick only logs, so a
-    # hanging webhook cannot push the tick past its 60 s timeout.
-    storage = context.instance.event_log_storage
-    if storage.is_run_sharded:  # per-run SQLite files have no global event order to follow
-        return SkipReason("check alerts need Dagster storage in PostgreSQL (as `prodplan ui` "
-                          "configures it); this instance's event log is sharded per run")
-    last_id = int(_load_cursor(context.cursor).get("last_storage_id", 0))
-    records = storage.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
-                           after_cursor=last_id),
-        limit=MAX_CHECK_EVALUATIONS_PER_TICK, ascending=True)
-    webhook_url = settings.get().alert_webhook_url
-    failed = 0
-    for record in records:
-        last_id = record.storage_id
-        if record.event_log_entry.dagster_event.event_specific_data.passed:
-            continue
-        failed += 1
-        if not _alert(context.log, _check_payload(record), webhook_url):
-            webhook_url = None
-    cursor = json.dumps({"last_storage_id": last_id})
-    return SensorResult(cursor=cursor, skip_reason=(
-        f"{len(records)} check evaluation(s) read, {failed} failed and alerted"))
-
-
 def _failure_message(context: RunFailureSensorContext) -> str:
     # The run's failure event says "Execution of run for X failed. Steps failed: [...]"; the
     # root cause of the first step's error (Dagster wraps it) is what the reader needs.
@@ -251,15 +220,51 @@ def _failure_message(context: RunFailureSensorContext) -> str:
     return " | ".join(p for p in parts if p)
 
 
-@run_failure_sensor(minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-                    default_status=DefaultSensorStatus.RUNNING,
-                    description="Alerts once per failed run of any job of this code location.")
-def run_failure_alert_sensor(context: RunFailureSensorContext, settings: SettingsResource):
-    run = context.dagster_run
-    payload = alerts.format_run_failure_alert(
-        job_name=run.job_name, run_id=run.run_id, message=_failure_message(context),
-        timestamp=time.time())
-    _alert(context.log, payload, settings.get().alert_webhook_url)
+def alert_sensors(interval_seconds: int = SENSOR_INTERVAL_SECONDS):
+    """(check_alert_sensor, run_failure_alert_sensor), ticking every ``interval_seconds``
+    (PRODPLAN_ALERT_INTERVAL_SECONDS): how soon after a failure its alert goes out."""
+
+    @sensor(minimum_interval_seconds=interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Alerts once per failed asset check evaluation (blocking or not): a log "
+            "line and, with PRODPLAN_ALERT_WEBHOOK_URL, a Slack-compatible POST.")
+    def check_alert_sensor(context: SensorEvaluationContext, settings: SettingsResource):
+        # Cursor = the last event storage id handled. A failed POST is not retried on later ticks
+        # (the alert stays in the tick log); after one failure the rest of the tick only logs, so a
+        # hanging webhook cannot push the tick past its 60 s timeout.
+        storage = context.instance.event_log_storage
+        if storage.is_run_sharded:  # per-run SQLite files have no global event order to follow
+            return SkipReason("check alerts need Dagster storage in PostgreSQL (as `prodplan ui` "
+                              "configures it); this instance's event log is sharded per run")
+        last_id = int(_load_cursor(context.cursor).get("last_storage_id", 0))
+        records = storage.get_event_records(
+            EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
+                               after_cursor=last_id),
+            limit=MAX_CHECK_EVALUATIONS_PER_TICK, ascending=True)
+        webhook_url = settings.get().alert_webhook_url
+        failed = 0
+        for record in records:
+            last_id = record.storage_id
+            if record.event_log_entry.dagster_event.event_specific_data.passed:
+                continue
+            failed += 1
+            if not _alert(context.log, _check_payload(record), webhook_url):
+                webhook_url = None
+        cursor = json.dumps({"last_storage_id": last_id})
+        return SensorResult(cursor=cursor, skip_reason=(
+            f"{len(records)} check evaluation(s) read, {failed} failed and alerted"))
+
+    @run_failure_sensor(minimum_interval_seconds=interval_seconds,
+                        default_status=DefaultSensorStatus.RUNNING,
+                        description="Alerts once per failed run of any job of this code location.")
+    def run_failure_alert_sensor(context: RunFailureSensorContext, settings: SettingsResource):
+        run = context.dagster_run
+        payload = alerts.format_run_failure_alert(
+            job_name=run.job_name, run_id=run.run_id, message=_failure_message(context),
+            timestamp=time.time())
+        _alert(context.log, payload, settings.get().alert_webhook_url)
+
+    return check_alert_sensor, run_failure_alert_sensor
 
 
 # --------------------------------------------------------------------------------- schedules
@@ -285,5 +290,6 @@ monthly_partition_maintenance_schedule = ScheduleDefinition(
     description="03:00 Lisbon on the 1st: migrations, then monthly partitions 6 months ahead.",
 )
 
-sensors = [workbook_sensor, changed_days_sensor, check_alert_sensor, run_failure_alert_sensor]
+# The alert sensors tick at the interval the settings give: see alert_sensors.
+sensors = [workbook_sensor, changed_days_sensor]
 schedules = [daily_refresh_schedule, monthly_partition_maintenance_schedule]

@@ -19,6 +19,7 @@ from prodplan_pipeline.settings import Settings
 SETTINGS = Settings.from_env()
 bound_storage_retries(SETTINGS.db_retry_seconds)
 freshness_checks, freshness_sensor = freshness_definitions(SETTINGS.freshness_hours)
+alert_sensors = automation.alert_sensors(SETTINGS.alert_interval_seconds)
 
 # In-process: one process holds the ingestion lock for the whole run, and the steps do not pay a
 # subprocess start each.
@@ -42,7 +43,7 @@ defs = Definitions(
     assets=[*ingestion_assets, *quality_assets, *analytics_assets],
     asset_checks=[*quality_checks, *freshness_checks],
     jobs=[ingest_job, refresh_job, warehouse_maintenance_job],
-    sensors=[*automation.sensors, freshness_sensor],
+    sensors=[*automation.sensors, *alert_sensors, freshness_sensor],
     schedules=automation.schedules,
     resources=build_resources(),
 )
