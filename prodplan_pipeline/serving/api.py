@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -26,7 +26,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from prodplan_pipeline.contract import PLAUSIBLE_FROM, PLAUSIBLE_TO
 
@@ -60,21 +60,20 @@ HEALTH_TTL = 1.0  # seconds a health check is reused
 # What an endpoint computes: its body (None: not found) from reads in one database snapshot.
 Compute = Callable[[SnapshotReader], Any]
 
-# Every parameter is range-checked here (422 naming it): a value PostgreSQL or date arithmetic
-# cannot take (int4 ids, created_to + 1 day) would otherwise surface as a 500.
+# Every integer parameter is range-checked here and in the schema (422 naming it): an id
+# PostgreSQL cannot take (int4) would otherwise surface as a 500. Days take any valid date.
 INT4_MIN, INT4_MAX = -2**31, 2**31 - 1
 FIRST_DAY, LAST_DAY = PLAUSIBLE_FROM.date(), PLAUSIBLE_TO.date() - timedelta(days=1)
 
 
-def _plausible_day(day: date) -> date:
-    """A day within the contract's plausible window (no fact lies outside it)."""
-    if not FIRST_DAY <= day <= LAST_DAY:
-        raise ValueError(f"must be within {FIRST_DAY}..{LAST_DAY}")
-    return day
+def _within_window(day: date | None) -> date | None:
+    """A day clamped to the contract's plausible window: no fact lies outside it, so an earlier
+    `from` (or a later `to`) selects exactly what the window's edge does, as the schema's plain
+    `date` promises; and `created_to + 1 day` stays a date PostgreSQL and Python can compute."""
+    return None if day is None else min(max(day, FIRST_DAY), LAST_DAY)
 
 
-Day = Annotated[date, AfterValidator(_plausible_day)]
-WINDOW = f"; within {FIRST_DAY}..{LAST_DAY}"
+WINDOW = f"; any date: the facts lie within {FIRST_DAY}..{LAST_DAY}, so a day beyond counts as that edge"
 OrderId = Path(..., ge=INT4_MIN, le=INT4_MAX, description="Of_Id")
 FromDate = Query(None, alias="from", description="first day, inclusive (YYYY-MM-DD)" + WINDOW)
 ToDate = Query(None, alias="to", description="last day, inclusive (YYYY-MM-DD)" + WINDOW)
@@ -132,7 +131,7 @@ def _in_order(first: date | None, last: date | None, names: tuple[str, str]) -> 
 
 def _period(start: date | None, end: date | None) -> queries.Period:
     _in_order(start, end, ("from", "to"))
-    return queries.Period(start, end)
+    return queries.Period(_within_window(start), _within_window(end))
 
 
 def _unknown_parameters(request: Request, accepted) -> JSONResponse | None:
@@ -295,7 +294,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _add_kpi_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/kpis/overview", tags=["kpis"], responses=DATA)
-    async def kpis_overview(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
+    async def kpis_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Orders finished (lead time, on-time rate), phases finished (duration, rework), defects and
         current WIP, over all days or the period from..to (query parameters)."""
         period = _period(start, end)
@@ -303,14 +302,14 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
                                 lambda db: queries.overview(db, period))
 
     @app.get("/api/kpis/by-phase", tags=["kpis"], responses=DATA)
-    async def kpis_by_phase(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
+    async def kpis_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Per phase: finished phases, mean/min/max duration, rework share, open phases now."""
         period = _period(start, end)
         return await api.cached(request, "kpis/by-phase", {"from": start, "to": end}, api.gated(
             "/api/kpis/by-phase", lambda db: queries.by_phase(db, period)))
 
     @app.get("/api/kpis/by-product", tags=["kpis"], responses=DATA)
-    async def kpis_by_product(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
+    async def kpis_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Per product: orders finished, lead time, on-time rate, phase durations; with the product's
         attributes (kg) when the kpis_by_product_attributes gate is on."""
         period = _period(start, end)
@@ -331,21 +330,21 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
 
 def _add_quality_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/quality/overview", tags=["quality"], responses=DATA)
-    async def quality_overview(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
+    async def quality_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects in total and by severity, and defects per finished order."""
         period = _period(start, end)
         return await api.cached(request, "quality/overview", {"from": start, "to": end},
                                 lambda db: queries.quality_overview(db, period))
 
     @app.get("/api/quality/by-phase", tags=["quality"], responses=DATA)
-    async def quality_by_phase(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
+    async def quality_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects per inspection phase, by severity."""
         period = _period(start, end)
         return await api.cached(request, "quality/by-phase", {"from": start, "to": end}, api.gated(
             "/api/quality/by-phase", lambda db: queries.quality_by_phase(db, period)))
 
     @app.get("/api/quality/by-product", tags=["quality"], responses=DATA)
-    async def quality_by_product(request: Request, start: Day | None = FromDate, end: Day | None = ToDate):
+    async def quality_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
         """Defects per product, by severity, and per finished order."""
         period = _period(start, end)
         return await api.cached(request, "quality/by-product", {"from": start, "to": end}, api.gated(
@@ -370,7 +369,7 @@ def _add_planner_routes(app: FastAPI, api: Api) -> None:
     async def quality_pareto(request: Request,
                              by: Literal["description", "culprit_phase", "product"] = Query(
                                  ..., description="what the defects are counted by"),
-                             start: Day | None = FromDate, end: Day | None = ToDate):
+                             start: date | None = FromDate, end: date | None = ToDate):
         """Defects counted by description, culprit phase (the phase of the phase row
         Erro_FaseOfCulpada names) or product (the order's), highest count first, each with its
         share of all defects counted and the cumulative share. Defects whose key is unknown form
@@ -400,14 +399,15 @@ def _add_order_routes(app: FastAPI, api: Api) -> None:
                      phase: int | None = Query(None, ge=INT4_MIN, le=INT4_MAX,
                                                description="the order's current phase (Of_FaseId)"),
                      status: Literal["open", "finished", "on_time", "late"] | None = Query(None),
-                     created_from: Day | None = Query(None, description="created on or after this day" + WINDOW),
-                     created_to: Day | None = Query(None, description="created on or before this day" + WINDOW),
+                     created_from: date | None = Query(None, description="created on or after this day" + WINDOW),
+                     created_to: date | None = Query(None, description="created on or before this day" + WINDOW),
                      cursor: str | None = Query(None, description="next_cursor of the previous page"),
                      limit: int = Query(100, ge=1, le=MAX_PAGE)):
         """Orders in of_id order, a page at a time (keyset pagination: pass the page's next_cursor
         back as cursor, with the same filters)."""
         _in_order(created_from, created_to, ("created_from", "created_to"))
-        filters = queries.OrderFilters(product, phase, status, created_from, created_to)
+        filters = queries.OrderFilters(product, phase, status, _within_window(created_from),
+                                       _within_window(created_to))
         # A bad cursor is a 422, before any caching.
         after = cursors.decode(cursor, filters.as_dict(), (INT4_MIN, INT4_MAX)) if cursor else None
         params = {**filters.as_dict(), "cursor": cursor, "limit": limit}
