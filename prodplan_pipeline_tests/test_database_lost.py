@@ -35,10 +35,13 @@ from prodplan_pipeline_tests.api_server import free_port
 from prodplan_pipeline_tests.conftest import REPO_ROOT, run_cli
 
 BOUND = 60  # seconds: generous, the point is "not minutes"; the measured figure is printed
+# A statement of the ingest on a core table; not the ANALYZE that runs after the commit in the
+# background: losing that one is rightly only a warning (the run has succeeded), and a fast
+# ingest on the embedded server could be caught there instead of in its merge.
 CORE_QUERY = """
     SELECT pid FROM pg_stat_activity
     WHERE datname = %s AND state = 'active' AND backend_type = 'client backend'
-      AND query ILIKE '%%core.%%' AND pid <> pg_backend_pid()"""
+      AND query ILIKE '%%core.%%' AND query !~* '^\\s*ANALYZE' AND pid <> pg_backend_pid()"""
 
 
 @pytest.fixture
