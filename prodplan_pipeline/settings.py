@@ -64,8 +64,8 @@ class Settings:
             exports_keep=_count("PRODPLAN_EXPORTS_KEEP", get("PRODPLAN_EXPORTS_KEEP"), 5),
             max_uncompressed_mb=_count("PRODPLAN_MAX_UNCOMPRESSED_MB", get("PRODPLAN_MAX_UNCOMPRESSED_MB"), 384),
             freshness_hours=_hours("PRODPLAN_FRESHNESS_HOURS", get("PRODPLAN_FRESHNESS_HOURS"), 26.0),
-            alert_interval_seconds=_interval("PRODPLAN_ALERT_INTERVAL_SECONDS",
-                                             get("PRODPLAN_ALERT_INTERVAL_SECONDS"), 30),
+            alert_interval_seconds=_count("PRODPLAN_ALERT_INTERVAL_SECONDS",
+                                          get("PRODPLAN_ALERT_INTERVAL_SECONDS"), 30),
             partitions_start=_day("PRODPLAN_PARTITIONS_START", get("PRODPLAN_PARTITIONS_START"), date(2020, 1, 1)),
         )
 
@@ -107,19 +107,6 @@ def _seconds(name: str, text: str | None, default: float) -> float:
         raise SettingError(f"{name} must be a number of seconds, got {text!r}") from None
     if not value >= 0:
         raise SettingError(f"{name} must be zero or more seconds, got {text!r}")
-    return value
-
-
-def _interval(name: str, text: str | None, default: int) -> int:
-    """Whole seconds between sensor ticks (Dagster's minimum_interval_seconds), at least 1."""
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise SettingError(f"{name} must be a whole number of seconds, got {text!r}") from None
-    if value < 1:
-        raise SettingError(f"{name} must be at least 1 second, got {text!r}")
     return value
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +119,22 @@ class Databases:
         self.server = server
         self.created: list[URL] = []
 
+    def _unique(self, purpose: str) -> URL:
+        return self.server.set(database=f"prodplan_test_{purpose}_{uuid.uuid4().hex[:8]}")
+
+    @contextmanager
+    def _admin(self):
+        """A cursor on an autocommit connection to the maintenance database (CREATE/DROP DATABASE)."""
+        admin = psycopg2.connect(libpq_dsn(self.server.set(database="postgres")))
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                yield cur
+        finally:
+            admin.close()
+
     def create(self, purpose: str) -> URL:
-        url = self.server.set(database=f"prodplan_test_{purpose}_{uuid.uuid4().hex[:8]}")
+        url = self._unique(purpose)
         ensure_database(url)
         self.created.append(url)
         return url
@@ -128,23 +143,18 @@ class Databases:
         """A new database with ``template``'s content (CREATE DATABASE … TEMPLATE: a copy of its
         files, well under a second for a test's warehouse). The template must have no session:
         a client that has just exited may leave its backend a moment, so this retries briefly."""
-        url = self.server.set(database=f"prodplan_test_{purpose}_{uuid.uuid4().hex[:8]}")
-        admin = psycopg2.connect(libpq_dsn(self.server.set(database="postgres")))
-        admin.autocommit = True
-        try:
-            deadline = time.monotonic() + 30
+        url = self._unique(purpose)
+        deadline = time.monotonic() + 30
+        with self._admin() as cur:
             while True:
                 try:
-                    with admin.cursor() as cur:
-                        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                            sql.Identifier(url.database), sql.Identifier(template.database)))
+                    cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(url.database), sql.Identifier(template.database)))
                     break
                 except psycopg2.errors.ObjectInUse:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-        finally:
-            admin.close()
         self.created.append(url)
         return url
 
@@ -155,12 +165,9 @@ class Databases:
         return wh
 
     def drop(self, url: URL) -> None:
-        admin = psycopg2.connect(libpq_dsn(self.server.set(database="postgres")))
-        admin.autocommit = True
-        with admin.cursor() as cur:
+        with self._admin() as cur:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(url.database)))
-        admin.close()
 
     def drop_all(self) -> None:
         # Side by side: each DROP waits on its own checkpoint-like file removal (~0.5 s apiece,

@@ -189,8 +189,8 @@ def test_bad_max_shrink_variable(cli_env):
                       "PRODPLAN_MAX_SHRINK must be a fraction between 0 and 1 (e.g. 0.35), got '2'")
 
 
-@pytest.mark.parametrize("value, fragment", [("0", "at least 1 second, got '0'"),
-                                             ("2.5", "a whole number of seconds, got '2.5'")])
+@pytest.mark.parametrize("value, fragment", [("0", "a whole number of at least 1, got '0'"),
+                                             ("2.5", "a whole number of at least 1, got '2.5'")])
 def test_bad_alert_interval_variable(cli_env, value, fragment):
     result = run_cli(["ingest"], {**cli_env, "PRODPLAN_ALERT_INTERVAL_SECONDS": value})
     assert_user_error(result, "ingest", Path(cli_env["PRODPLAN_HOME"]),

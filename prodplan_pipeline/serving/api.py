@@ -25,8 +25,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prodplan_pipeline.contract import PLAUSIBLE_FROM, PLAUSIBLE_TO
 
@@ -114,12 +114,6 @@ DATA = {200: {"model": Envelope, "description": "the endpoint's fields, in the s
 ONE_ORDER = {**DATA, 404: problems.schema(404)}
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    """An error answer: RFC 9457 problem details (see problems.py)."""
-    return JSONResponse(problems.problem(status, message, **extra), status_code=status,
-                        headers=headers, media_type=problems.MEDIA_TYPE)
-
-
 def _in_order(first: date | None, last: date | None, names: tuple[str, str]) -> None:
     """422 (in the validation errors' format) for a window that ends before it starts: it can
     select nothing, so it is a client's mistake rather than a question with an empty answer."""
@@ -139,8 +133,8 @@ def _unknown_parameters(request: Request, accepted) -> JSONResponse | None:
     unknown = sorted(set(request.query_params) - set(accepted))
     if not unknown:
         return None
-    return _error(422, f"unknown query parameter(s) {', '.join(unknown)}; this endpoint takes "
-                       f"{', '.join(sorted(accepted)) or 'none'}")
+    return problems.response(422, f"unknown query parameter(s) {', '.join(unknown)}; this endpoint takes "
+                                    f"{', '.join(sorted(accepted)) or 'none'}")
 
 
 class Api:
@@ -209,7 +203,7 @@ class Api:
         served = version_of_text(text) or version.number
         headers = {"X-Cache": how, "X-Cache-Version": str(served)}
         if text == "null":
-            return _error(404, not_found, headers=headers)
+            return problems.response(404, not_found, headers=headers)
         tag = etag(served, request.scope["path"], request.scope["query_string"])
         headers |= {"ETag": tag, "Cache-Control": self.cache_control}
         if not_modified(request.headers.get("if-none-match"), tag):
@@ -273,23 +267,23 @@ def _install_error_handlers(app: FastAPI) -> None:
         named = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
                  for e in exc.errors()]
         # A validator's own ValueError sits in the errors' ctx: as its message, JSON can carry it.
-        return _error(422, "; ".join(named),
-                      errors=jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
+        return problems.response(422, "; ".join(named),
+                                 errors=jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         # Starlette's own answers (an unknown path, a method a route does not take)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return _error(exc.status_code, f"{request.method} {request.url.path}: {detail}",
-                      headers=getattr(exc, "headers", None))
+        return problems.response(exc.status_code, f"{request.method} {request.url.path}: {detail}",
+                                 headers=getattr(exc, "headers", None))
 
     @app.exception_handler(cursors.BadCursor)
     async def bad_cursor(request: Request, exc: cursors.BadCursor):
-        return _error(422, f"cursor: {exc}")
+        return problems.response(422, f"cursor: {exc}")
 
     @app.exception_handler(DatabaseUnavailable)
     async def database_down(request: Request, exc: DatabaseUnavailable):
-        return _error(503, f"the warehouse database is unreachable: {exc}")
+        return problems.response(503, f"the warehouse database is unreachable: {exc}")
 
 
 def _add_kpi_routes(app: FastAPI, api: Api) -> None:
@@ -483,7 +477,7 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
             check_api_key(api.settings, x_api_key)
             launch = api.launcher.launch(force=bool(body and body.force))
         except LaunchRefused as refused:
-            return _error(refused.status, str(refused))
+            return problems.response(refused.status, str(refused))
         return JSONResponse({"status": "started", "pid": launch.pid, "workbook": str(launch.workbook),
                              "force": launch.forced, "log": str(launch.log)}, status_code=202)
 

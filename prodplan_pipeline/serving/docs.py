@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from swagger_ui_bundle import swagger_ui_path
 
 from prodplan_pipeline.serving import problems
@@ -45,6 +45,5 @@ def add_docs_routes(app: FastAPI) -> None:
     @app.get(ASSETS_URL + "/{name}", include_in_schema=False)
     async def docs_asset(name: str):
         if name not in ASSETS:
-            return JSONResponse(problems.problem(404, f"no docs asset {name!r}"), status_code=404,
-                                media_type=problems.MEDIA_TYPE)
+            return problems.response(404, f"no docs asset {name!r}")
         return FileResponse(SWAGGER_UI / name, media_type=ASSETS[name])

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 MEDIA_TYPE = "application/problem+json"
 
 # status -> (type, title): the kinds of problem this API answers.
@@ -33,6 +35,12 @@ def problem(status: int, detail: str, **extra: Any) -> dict[str, Any]:
     """The problem-details body for ``status`` with this instance's ``detail``."""
     kind, title = KINDS.get(status, GENERIC)
     return {"type": kind, "title": title, "status": status, "detail": detail, "error": detail, **extra}
+
+
+def response(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """The problem-details answer, for a route or an exception handler."""
+    return JSONResponse(problem(status, detail, **extra), status_code=status, headers=headers,
+                        media_type=MEDIA_TYPE)
 
 
 def encode(status: int, detail: str, **extra: Any) -> bytes:
