@@ -67,9 +67,9 @@ TEST_TIMEOUT_SECONDS = 180
 # fixtures are computed once; every other test is a unit of its own. Units start in this order,
 # the most expensive first, so that no long test is left running alone at the end while the
 # other worker idles; modules not named here follow in collection order.
-ONE_WORKER_MODULES = frozenset({"test_snapshot_faults.py", "test_ingest_bad_input.py",
+ONE_WORKER_MODULES = frozenset({"test_snapshot_faults.py", "test_ingest_cli.py", "test_ingest_bad_input.py",
                                 "test_dagster_ui.py", "test_api.py", "test_planner.py"})
-LONGEST_FIRST = ("test_snapshot_faults.py", "test_ingest.py", "test_ingest_bad_input.py",
+LONGEST_FIRST = ("test_snapshot_faults.py", "test_ingest_cli.py", "test_ingest.py", "test_ingest_bad_input.py",
                  "test_dagster_ui.py", "test_api_consistency.py", "test_ui_command.py",
                  "test_api.py", "test_planner.py", "test_database_lost.py", "test_asset_metadata.py",
                  "test_workbook_facts.py", "test_automation.py")
@@ -242,6 +242,14 @@ def cli_env(clean_env, databases) -> dict[str, str]:
     RECENT_PARTITIONS."""
     return cli_environment(databases, Path(clean_env["PRODPLAN_HOME"]), "cli",
                            PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS)
+
+
+@pytest.fixture(scope="session")
+def small_sample(tmp_path_factory) -> Path:
+    """A generated workbook of ~22,000 rows: for the tests whose subject does not depend on size."""
+    path = tmp_path_factory.mktemp("samples") / "small.xlsx"
+    write_sample(path, scale=0.02, seed=11)
+    return path
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

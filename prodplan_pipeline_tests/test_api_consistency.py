@@ -33,9 +33,9 @@ import pytest
 from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer
-from .conftest import cli_environment, run_cli
+from .conftest import RECENT_PARTITIONS, cli_environment, run_cli
 from .test_ingest import edited, query
-from .test_snapshot_faults import Ingest, _re_export, warehouse_of
+from .test_snapshot_faults import Ingest, _re_export, re_exported, warehouse_of
 
 CLIENTS = 6  # ~9,000 responses per run; twelve gave ~13,000 for 7 s more of a 2-core machine
 SETTLE = 2.0  # seconds the clients keep sampling after the ingest exited
@@ -50,7 +50,7 @@ def urls(of_id: int) -> dict[str, str]:
     return {"kpis/overview": "/api/kpis/overview", "kpis/by-phase": "/api/kpis/by-phase",
             "kpis/by-product": "/api/kpis/by-product", "quality/overview": "/api/quality/overview",
             "schedule": "/api/prodplan/schedule/current", "order": f"/api/prodplan/orders/{of_id}",
-            "order-phases": f"/api/prodplan/orders/{of_id}/phases", "orders": "/api/prodplan/orders"}
+            "order-phases": f"/api/prodplan/orders/{of_id}/phases", "orders": f"/api/prodplan/orders?created_from={RECENT_PARTITIONS}"}
 
 
 def digest(body: dict) -> str:
@@ -66,13 +66,13 @@ def workbooks(tmp_path_factory) -> dict[str, Path]:
 
 
 def changed_order(workbook: Path) -> int:
-    """An order B changes twice: its due date (first 60 order rows) and its phases' ends (first
-    400 phase rows), as _re_export edits them."""
+    """An order B changes twice: its due date and its phases' ends (as _re_export edits them)."""
     book = openpyxl.load_workbook(workbook, read_only=True)
-    orders = [r[0] for r in book["OrdensFabrico"].iter_rows(min_row=2, max_row=60, values_only=True)]
-    phased = {r[1] for r in book["FasesOrdemFabrico"].iter_rows(min_row=2, max_row=400, values_only=True)}
+    phases, orders = re_exported(book)
+    phased = {row[1].value for row in phases}
+    found = next(row[0].value for row in orders if row[0].value in phased)
     book.close()
-    return next(of_id for of_id in orders if of_id in phased)
+    return found
 
 
 @dataclass
@@ -181,9 +181,10 @@ def report(samples: list[Sample], kinds: list[str]) -> str:
 
 
 def test_every_response_is_the_old_snapshot_the_new_one_or_labelled_catching_up(workbooks, databases, tmp_path):
-    # Every day partitioned (no RECENT_PARTITIONS): B's edits fall before 2025, and the
-    # aggregate answers must change with them for the between-snapshot cases to be sampled.
-    env = {k: v for k, v in cli_environment(databases, tmp_path, "consistency").items()
+    # Partitions from RECENT_PARTITIONS, where B's edits fall: the aggregate answers change with
+    # them, so the between-snapshot cases are sampled.
+    env = {k: v for k, v in cli_environment(databases, tmp_path, "consistency",
+                                            PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS).items()
            if k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE")}
     first = run_cli(["ingest", "--workbook", str(workbooks["A"])], env)
     assert first.returncode == 0, first.stderr

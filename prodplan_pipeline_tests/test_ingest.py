@@ -3,7 +3,6 @@ guard, changed days, partition moves, and a process killed in the middle of a me
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import REPO_ROOT, run_cli
 
 
 def fresh_warehouse(databases, purpose: str) -> Warehouse:
@@ -111,13 +109,6 @@ def test_a_second_ingest_changes_nothing(real, real_sample):
 
 
 # --- synthetic workbooks: changes between snapshots ---------------------------------------------
-
-@pytest.fixture(scope="module")
-def small_sample(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("samples") / "small.xlsx"
-    write_sample(path, scale=0.02, seed=11)
-    return path
-
 
 def edited(source: Path, target: Path, edit) -> Path:
     book = openpyxl.load_workbook(source)
@@ -245,198 +236,6 @@ def _kill_when_merging(process: subprocess.Popen, warehouse: Warehouse) -> bool:
         return False
     finally:
         conn.close()
-
-
-# --- the CLI and the Dagster graph ----------------------------------------------------------------
-
-def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(cli_env, small_sample):
-    first = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
-    assert first.returncode == 0, first.stderr
-    summary = json.loads(first.stdout.strip().splitlines()[-1])
-    assert summary["exit_code"] == 0 and len(summary["sheets"]) == 9
-    assert summary["analytics_rows"]["analytics.agg_phase_stats_daily"] > 0, "the whole graph ran"
-    assert "analytics.agg_quality_daily" in first.stdout
-    assert all(s["reconciled"] for s in summary["sheets"])
-    assert "FasesOrdemFabrico" in first.stdout and "reconciled" in first.stdout
-    assert "merged into core.fases_ordem_fabrico" in first.stderr, "progress per stage"
-    reports = Path(cli_env["PRODPLAN_HOME"]) / "reports"
-    assert "kpis_by_employee" in (reports / "FEATURE_GATES.md").read_text()
-    assert "core.fases_ordem_fabrico" in (reports / "DATA_DICTIONARY.md").read_text()
-    # The same workbook again: every layer reflects it, so nothing runs at all
-    second = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
-    unchanged = json.loads(second.stdout.strip().splitlines()[-1])
-    assert second.returncode == 0 and unchanged["unchanged"] is True, second.stderr
-    assert unchanged["dagster_run_id"] is None and unchanged["ingestion_run_id"] == summary["ingestion_run_id"]
-    assert "workbook unchanged" in second.stdout and "merged into" not in second.stderr
-    assert unchanged["analytics_rows"] == summary["analytics_rows"]
-    # A layer behind the snapshot (its report deleted) sends the same workbook the whole way
-    (reports / "DATA_DICTIONARY.md").unlink()
-    third = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
-    again = json.loads(third.stdout.strip().splitlines()[-1])
-    assert third.returncode == 0 and again["unchanged"] is False, third.stderr
-    assert {s["status"] for s in again["sheets"]} == {"skipped_unchanged"}
-    assert (reports / "DATA_DICTIONARY.md").exists(), "the next run repaired the layer"
-    status = run_cli(["status", "--json"], cli_env)
-    runs = json.loads(status.stdout)["ingestion_runs"]
-    assert [r["status"] for r in runs] == ["succeeded", "succeeded"], "the unchanged answer recorded no run"
-    # `prodplan ui` serves the same Dagster storage: the CLI's runs are there
-    ui_runs = runs_seen_by_the_ui(cli_env)
-    assert {summary["dagster_run_id"], again["dagster_run_id"]} <= {r["runId"] for r in ui_runs}
-    assert all(r["status"] == "SUCCESS" for r in ui_runs)
-
-
-def test_an_unchanged_workbook_is_answered_only_when_every_layer_reflects_it(cli_env, small_sample):
-    from prodplan_pipeline.ingest.current import reflected_run
-    from prodplan_pipeline.settings import Settings
-    from prodplan_pipeline.workbook.inspect import file_sha256
-
-    first = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
-    assert first.returncode == 0, first.stderr
-    run_id = json.loads(first.stdout.strip().splitlines()[-1])["ingestion_run_id"]
-    settings = Settings.from_env(cli_env)
-    sha = file_sha256(small_sample)
-    conn = psycopg2.connect(libpq_dsn(Warehouse(cli_env["PRODPLAN_DATABASE_URL"]).url))
-    behind = {  # each a state that a killed or failed run leaves behind
-        "a lagging aggregate": "UPDATE ops.watermarks SET value = '0' WHERE name = 'analytics.agg_quality_daily'",
-        "a pending day": ("DELETE FROM ops.aggregate_days WHERE day = (SELECT min(a.day) FROM "
-                          "ops.aggregate_days a JOIN ops.changed_days c USING (day))"),
-        "gates not re-evaluated": "UPDATE ops.watermarks SET value = '0' WHERE name = 'feature_gates'",
-        "expectations not run": "DELETE FROM ops.expectation_results WHERE table_name = 'core.modelos'",
-        "an interrupted run": "INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
-                              "forced) VALUES ('killed', 'x', 'y', false)",
-    }
-    try:
-        assert reflected_run(conn, sha, settings.reports, settings.partitions_start) == run_id
-        assert reflected_run(conn, "0" * 64, settings.reports, settings.partitions_start) is None
-        for what, spoil in behind.items():
-            with conn.cursor() as cur:
-                cur.execute(spoil)
-            assert reflected_run(conn, sha, settings.reports, settings.partitions_start) is None, what
-            conn.rollback()  # one at a time: each alone must be enough
-        assert reflected_run(conn, sha, settings.reports, settings.partitions_start) == run_id
-        with conn.cursor() as cur:  # a killed run and a day it had changed, for real
-            cur.execute(behind["an interrupted run"])
-            cur.execute(behind["a pending day"])
-        conn.commit()
-    finally:
-        conn.close()
-    # the whole command repairs both (the interrupted run is closed, the day refreshed)
-    again = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
-    repaired = json.loads(again.stdout.strip().splitlines()[-1])
-    assert again.returncode == 0 and repaired["unchanged"] is False, again.stderr
-    assert repaired["analytics"], "the pending day was refreshed"
-    assert "interrupted" in again.stderr
-    last = run_cli(["ingest", "--workbook", str(small_sample), "--json"], cli_env)
-    assert json.loads(last.stdout.strip().splitlines()[-1])["unchanged"] is True, last.stdout
-
-
-def runs_seen_by_the_ui(env: dict[str, str]) -> list[dict]:
-    import urllib.request
-
-    from .api_server import free_port
-
-    port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "prodplan_pipeline.cli", "ui", "--port", str(port)],
-                          env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
-    query_runs = json.dumps({"query": "{ runsOrError { ... on Runs { results { runId status } } } }"})
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query_runs.encode(),
-                                                 headers={"content-type": "application/json"})
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    return json.loads(response.read())["data"]["runsOrError"]["results"]
-            except OSError:
-                time.sleep(1)
-        raise AssertionError("the Dagster UI did not answer within 120 s")
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        try:
-            ui.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # its daemon can take longer to stop on a busy machine;
-            os.killpg(ui.pid, signal.SIGKILL)  # the runs it served are what this test is about
-            ui.wait(timeout=30)
-
-
-def test_blocking_check_failure_exits_2_and_writes_the_mismatch_report(cli_env, small_sample, tmp_path):
-    assert run_cli(["ingest", "--workbook", str(small_sample)], cli_env).returncode == 0
-
-    def drop_half_of_the_orders(book):
-        ws = book["OrdensFabrico"]
-        ws.delete_rows(2, (ws.max_row - 1) // 2)
-
-    shrunk = edited(small_sample, tmp_path / "half.xlsx", drop_half_of_the_orders)
-    result = run_cli(["ingest", "--workbook", str(shrunk)], cli_env)
-    assert result.returncode == 2, result.stderr
-    report = Path(cli_env["PRODPLAN_HOME"]) / "reports" / "CRITICAL_MISMATCHES.md"
-    text = report.read_text()
-    assert "OrdensFabrico" in text and "expected" in text
-    assert "more than the 20% allowed" in text
-    assert "Traceback" not in result.stderr
-    # the good workbook again: everything reconciles and the stale report is removed
-    assert run_cli(["ingest", "--workbook", str(small_sample), "--force"], cli_env).returncode == 0
-    assert not report.exists()
-
-
-def test_a_second_ingestion_waits_for_the_first(cli_env, small_sample):
-    """The ingestion lock is held for a whole run: a second `prodplan ingest` says it waits,
-    and goes on once the first is done."""
-    from sqlalchemy.engine import make_url
-
-    from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
-
-    warehouse = Warehouse(make_url(cli_env["PRODPLAN_DATABASE_URL"]))
-    warehouse.migrate()
-    with warehouse.connect() as conn, advisory_lock(conn, INGESTION_LOCK):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(small_sample)],
-            env=cli_env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # the event itself: its backend queued behind this one's advisory lock
-        deadline = time.monotonic() + 120
-        while not query(warehouse, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                                   "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"):
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the second ingestion never asked for the lock"
-            time.sleep(0.05)
-        assert process.poll() is None, "the second ingestion must wait while the lock is held"
-        assert query(warehouse, "SELECT count(*) FROM ops.ingestion_sheet_runs")[0][0] == 0
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
-    assert "waiting for the prodplan.ingestion lock" in stderr
-
-
-def test_the_json_summary_is_the_last_line_even_for_a_file_that_is_not_a_workbook(cli_env, tmp_path):
-    bad = tmp_path / "notes.xlsx"
-    bad.write_text("not a workbook")
-    result = run_cli(["ingest", "--workbook", str(bad), "--json"], cli_env)
-    assert result.returncode == 1
-    document = json.loads(result.stdout.strip().splitlines()[-1])
-    assert document["exit_code"] == 1 and "is not an Excel .xlsx workbook" in document["error"]
-    assert "Traceback" not in result.stderr
-
-
-def test_cache_version_moves_with_every_change_and_only_then(cli_env, small_sample, tmp_path):
-    from sqlalchemy.engine import make_url
-
-    warehouse = Warehouse(make_url(cli_env["PRODPLAN_DATABASE_URL"]))
-
-    def version() -> int:
-        return query(warehouse, "SELECT version FROM ops.cache_version")[0][0]
-
-    assert run_cli(["ingest", "--workbook", str(small_sample)], cli_env).returncode == 0
-    after_first = version()
-    assert after_first >= 3, "ingestion, backfill and the aggregate refresh each bump it"
-    assert run_cli(["ingest", "--workbook", str(small_sample)], cli_env).returncode == 0
-    assert version() == after_first, "nothing changed: cached answers stay valid"
-
-    def rename_a_phase(book):
-        book["Fases"]["B2"].value = "Laminagem (renamed)"
-
-    changed = edited(small_sample, tmp_path / "renamed.xlsx", rename_a_phase)
-    assert run_cli(["ingest", "--workbook", str(changed)], cli_env).returncode == 0
-    assert version() > after_first
 
 
 def test_sheets_merge_as_they_are_staged_in_the_order_their_values_need(databases, small_sample):

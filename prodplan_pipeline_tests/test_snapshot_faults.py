@@ -5,6 +5,8 @@ with a clean ingest of the same workbook."""
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import os
 import signal
 import subprocess
@@ -38,22 +40,35 @@ def workbooks(tmp_path_factory) -> dict[str, Path]:
     return {"first": first, "second": second}
 
 
-def _re_export(book) -> None:
-    import datetime as dt
+# Where a re-export's edits start: the first day of the partitions (RECENT_PARTITIONS), so that
+# every layer, the daily aggregates included, changes with them.
+RE_EXPORTED_FROM = dt.datetime.fromisoformat(RECENT_PARTITIONS)
 
-    phases = book["FasesOrdemFabrico"]
-    fim = header_index(phases, "FaseOf_Fim") - 1
-    inicio = header_index(phases, "FaseOf_Inicio") - 1
-    for row in list(phases.iter_rows(min_row=2, max_row=400)):
-        start = row[inicio].value
-        if isinstance(start, dt.datetime):  # every phase of the first rows ends two days later
-            row[fim].value = start + dt.timedelta(days=2, hours=3)
-    orders = book["OrdensFabrico"]
-    transporte = header_index(orders, "Of_DataTransporte") - 1
-    for row in list(orders.iter_rows(min_row=2, max_row=60)):
-        row[transporte].value = dt.datetime(2025, 1, 15)
+
+def re_exported(book) -> tuple[list, list]:
+    """The rows a re-export edits: the first 400 phases and the first 60 orders that start on
+    or after RE_EXPORTED_FROM (works on a read-only workbook too)."""
+    def recent(sheet: str, column: str, count: int) -> list:
+        ws = book[sheet]
+        at = header_index(ws, column) - 1
+        rows = (r for r in ws.iter_rows(min_row=2)
+                if isinstance(r[at].value, dt.datetime) and r[at].value >= RE_EXPORTED_FROM)
+        return list(itertools.islice(rows, count))
+    return recent("FasesOrdemFabrico", "FaseOf_Inicio", 400), recent("OrdensFabrico", "Of_DataCriacao", 60)
+
+
+def _re_export(book) -> None:
+    phases, orders = re_exported(book)
+    fim = header_index(book["FasesOrdemFabrico"], "FaseOf_Fim") - 1
+    inicio = header_index(book["FasesOrdemFabrico"], "FaseOf_Inicio") - 1
+    for row in phases:  # every phase of those rows ends two days later
+        row[fim].value = row[inicio].value + dt.timedelta(days=2, hours=3)
+    transporte = header_index(book["OrdensFabrico"], "Of_DataTransporte") - 1
+    criacao = header_index(book["OrdensFabrico"], "Of_DataCriacao") - 1
+    for row in orders:  # new due dates
+        row[transporte].value = row[criacao].value + dt.timedelta(days=20)
     defects = book["OrdemFabricoErros"]
-    defects.delete_rows(2, 25)
+    defects.delete_rows(defects.max_row - 24, 25)  # the 25 newest defects withdrawn
 
 
 @pytest.fixture(scope="module")
