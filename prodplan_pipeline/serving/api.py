@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prodplan_pipeline.contract import PLAUSIBLE_FROM, PLAUSIBLE_TO
@@ -73,10 +74,28 @@ def _within_window(day: date | None) -> date | None:
     return None if day is None else min(max(day, FIRST_DAY), LAST_DAY)
 
 
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    """Only YYYY-MM-DD, as the schema's `format: date` says: pydantic alone also takes a count
+    of seconds since 1970 (``?to=0`` would be 1970-01-01)."""
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError(f"{value!r} is not a day written YYYY-MM-DD")
+    return value
+
+
+def day_parameter(description: str, alias: str | None = None):
+    """An optional day in the query (the validator must sit in the annotation, beside Query)."""
+    return Annotated[date | None, BeforeValidator(_iso_day), Query(alias=alias, description=description + WINDOW)]
+
+
 WINDOW = f"; any date: the facts lie within {FIRST_DAY}..{LAST_DAY}, so a day beyond counts as that edge"
 OrderId = Path(..., ge=INT4_MIN, le=INT4_MAX, description="Of_Id")
-FromDate = Query(None, alias="from", description="first day, inclusive (YYYY-MM-DD)" + WINDOW)
-ToDate = Query(None, alias="to", description="last day, inclusive (YYYY-MM-DD)" + WINDOW)
+FromDate = day_parameter("first day, inclusive (YYYY-MM-DD)", alias="from")
+ToDate = day_parameter("last day, inclusive (YYYY-MM-DD)", alias="to")
+CreatedFrom = day_parameter("created on or after this day")
+CreatedTo = day_parameter("created on or before this day")
 
 
 class IngestionRequest(BaseModel):
@@ -288,7 +307,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _add_kpi_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/kpis/overview", tags=["kpis"], responses=DATA)
-    async def kpis_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def kpis_overview(request: Request, start: FromDate = None, end: ToDate = None):
         """Orders finished (lead time, on-time rate), phases finished (duration, rework), defects and
         current WIP, over all days or the period from..to (query parameters)."""
         period = _period(start, end)
@@ -296,14 +315,14 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
                                 lambda db: queries.overview(db, period))
 
     @app.get("/api/kpis/by-phase", tags=["kpis"], responses=DATA)
-    async def kpis_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def kpis_by_phase(request: Request, start: FromDate = None, end: ToDate = None):
         """Per phase: finished phases, mean/min/max duration, rework share, open phases now."""
         period = _period(start, end)
         return await api.cached(request, "kpis/by-phase", {"from": start, "to": end}, api.gated(
             "/api/kpis/by-phase", lambda db: queries.by_phase(db, period)))
 
     @app.get("/api/kpis/by-product", tags=["kpis"], responses=DATA)
-    async def kpis_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def kpis_by_product(request: Request, start: FromDate = None, end: ToDate = None):
         """Per product: orders finished, lead time, on-time rate, phase durations; with the product's
         attributes (kg) when the kpis_by_product_attributes gate is on."""
         period = _period(start, end)
@@ -324,21 +343,21 @@ def _add_kpi_routes(app: FastAPI, api: Api) -> None:
 
 def _add_quality_routes(app: FastAPI, api: Api) -> None:
     @app.get("/api/quality/overview", tags=["quality"], responses=DATA)
-    async def quality_overview(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def quality_overview(request: Request, start: FromDate = None, end: ToDate = None):
         """Defects in total and by severity, and defects per finished order."""
         period = _period(start, end)
         return await api.cached(request, "quality/overview", {"from": start, "to": end},
                                 lambda db: queries.quality_overview(db, period))
 
     @app.get("/api/quality/by-phase", tags=["quality"], responses=DATA)
-    async def quality_by_phase(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def quality_by_phase(request: Request, start: FromDate = None, end: ToDate = None):
         """Defects per inspection phase, by severity."""
         period = _period(start, end)
         return await api.cached(request, "quality/by-phase", {"from": start, "to": end}, api.gated(
             "/api/quality/by-phase", lambda db: queries.quality_by_phase(db, period)))
 
     @app.get("/api/quality/by-product", tags=["quality"], responses=DATA)
-    async def quality_by_product(request: Request, start: date | None = FromDate, end: date | None = ToDate):
+    async def quality_by_product(request: Request, start: FromDate = None, end: ToDate = None):
         """Defects per product, by severity, and per finished order."""
         period = _period(start, end)
         return await api.cached(request, "quality/by-product", {"from": start, "to": end}, api.gated(
@@ -363,7 +382,7 @@ def _add_planner_routes(app: FastAPI, api: Api) -> None:
     async def quality_pareto(request: Request,
                              by: Literal["description", "culprit_phase", "product"] = Query(
                                  ..., description="what the defects are counted by"),
-                             start: date | None = FromDate, end: date | None = ToDate):
+                             start: FromDate = None, end: ToDate = None):
         """Defects counted by description, culprit phase (the phase of the phase row
         Erro_FaseOfCulpada names) or product (the order's), highest count first, each with its
         share of all defects counted and the cumulative share. Defects whose key is unknown form
@@ -393,8 +412,8 @@ def _add_order_routes(app: FastAPI, api: Api) -> None:
                      phase: int | None = Query(None, ge=INT4_MIN, le=INT4_MAX,
                                                description="the order's current phase (Of_FaseId)"),
                      status: Literal["open", "finished", "on_time", "late"] | None = Query(None),
-                     created_from: date | None = Query(None, description="created on or after this day" + WINDOW),
-                     created_to: date | None = Query(None, description="created on or before this day" + WINDOW),
+                     created_from: CreatedFrom = None,
+                     created_to: CreatedTo = None,
                      cursor: str | None = Query(None, description="next_cursor of the previous page"),
                      limit: int = Query(100, ge=1, le=MAX_PAGE)):
         """Orders in of_id order, a page at a time (keyset pagination: pass the page's next_cursor
@@ -468,7 +487,7 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
         return Response(to_json(page), media_type="application/json")
 
     @app.post("/api/ingestion/run", status_code=202, tags=["operations"],
-              responses={**ERRORS, **{status: problems.schema(status) for status in (401, 403, 409)}})
+              responses={**ERRORS, **{status: problems.schema(status) for status in (400, 401, 403, 409)}})
     async def run_ingestion(body: IngestionRequest | None = Body(None),
                             x_api_key: str | None = Header(None)):
         """Start an ingestion of the server's workbook (needs the X-API-Key header). Follow it
