@@ -9,6 +9,7 @@ key (the stampede check).
     python bench/api.py --scale 1 --workers 2 --redis
     python bench/api.py --scale 0.1 --duration 10 --baseline-duration 5
     python bench/api.py --scale 1 --keep                   # then: --database bench_api_xxxxxx
+    python bench/api.py --scale 0.1 --metrics-cost         # (b) against (m), /metrics' counting off
 
 Three phases, each against a fresh server subprocess: (a) baseline, PRODPLAN_API_CACHE=off;
 (b) cached steady state; (c) cached, with a real refresh of one month (aggregates + views + version
@@ -388,11 +389,15 @@ def control_get(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
 class Server:
     """``prodplan serve`` as a subprocess in a session of its own, so its workers stop with it."""
 
-    def __init__(self, url: str, home: Path, workers: int, cached: bool, redis_url: str | None):
+    def __init__(self, url: str, home: Path, workers: int, cached: bool, redis_url: str | None,
+                 metrics: bool = True):
         self.port, self.workers = free_port(), workers
         self.env = {k: v for k, v in os.environ.items() if k not in
-                    ("PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE", "PRODPLAN_API_KEY", "PRODPLAN_WORKBOOK")}
+                    ("PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE", "PRODPLAN_API_KEY", "PRODPLAN_WORKBOOK",
+                     "PRODPLAN_API_METRICS")}
         self.env.update(PRODPLAN_DATABASE_URL=url, PRODPLAN_HOME=str(home))
+        if not metrics:
+            self.env["PRODPLAN_API_METRICS"] = "off"
         if not cached:
             self.env["PRODPLAN_API_CACHE"] = "off"
         elif redis_url:
@@ -489,10 +494,12 @@ def refresh_month(warehouse, first: date, end: date, t0: float) -> dict:
             "seconds": committed - started, "version": version}
 
 
-def run_phase(name: str, ctx: dict, seconds: float, cached: bool, refresh: bool = False) -> dict:
+def run_phase(name: str, ctx: dict, seconds: float, cached: bool, refresh: bool = False,
+              metrics: bool = True) -> dict:
     args, params = ctx["args"], ctx["params"]
     clear_redis(ctx)  # every cached phase starts cold, as its fresh in-process cache does
-    with Server(ctx["url"], ctx["home"], args.workers, cached, args.redis if cached else None) as server:
+    with Server(ctx["url"], ctx["home"], args.workers, cached, args.redis if cached else None,
+                metrics) as server:
         idle = machine_busy_pct(1.0)
         progress(f"{name}: server pid {server.proc.pid} on port {server.port} ready (machine {idle:.0f}% "
                  f"busy before the load); {args.clients} clients for {args.warmup:g} + {seconds:g} s")
@@ -755,7 +762,7 @@ def comparison(phases: dict) -> list[tuple]:
 
 
 def targets(phases: dict) -> list[tuple]:
-    cached = [p for k, p in phases.items() if k != "a"]
+    cached = [p for k, p in phases.items() if k in ("b", "c")]  # (m) is only the metrics baseline
     labels = sorted({label for p in cached for label in p["endpoints"]})
     rows = []
     for label in labels:
@@ -809,6 +816,14 @@ def report(args, build: dict, params: Params, phases: dict) -> None:
         print("\ncached (b) against the baseline (a):")
         print(format_table(["endpoint", "req/s cached / uncached", "p95 uncached / cached"], rows))
         result["comparison"] = [dict(zip(("endpoint", "rps_ratio", "p95_ratio"), r)) for r in rows]
+    if "m" in phases:  # the cost of /metrics' counting: (b) with it against (m) without, run
+        # before and after (b) so that a drift of the machine's speed cancels out
+        with_metrics, without = phases["b"]["overall"], [phases[k]["overall"] for k in ("m", "m2")]
+        cost = {"rps_ratio": with_metrics["rps"] / (sum(w["rps"] for w in without) / 2),
+                "p95_ratio": with_metrics["p95_ms"] / (sum(w["p95_ms"] for w in without) / 2)}
+        print(f"\nmetrics cost: cached req/s with metrics / without = {cost['rps_ratio']:.3f} "
+              f"(target >= 0.95); p95 with / without = {cost['p95_ratio']:.3f}")
+        result["metrics_cost"] = cost
     rows = targets(phases)
     print("\ntargets:")
     print(format_table(["target", "(b) value", "(b)", "(c) value", "(c)"], rows))
@@ -828,6 +843,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--baseline-duration", type=float, default=10.0, help="phase (a); 0 skips it")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--metrics-cost", action="store_true",
+                        help="also run (b) with PRODPLAN_API_METRICS=off, before and after it, and "
+                             "print the ratio")
     parser.add_argument("--redis", nargs="?", const=REDIS_URL, default=None, metavar="URL",
                         help=f"cache in Redis (default URL {REDIS_URL})")
     parser.add_argument("--ids", type=int, default=2000, help="distinct order ids the clients ask for")
@@ -863,7 +881,12 @@ def main() -> int:
         phases = {}
         if args.baseline_duration > 0:
             phases["a"] = run_phase("(a) baseline", ctx, args.baseline_duration, cached=False)
+        if args.metrics_cost:
+            phases["m"] = run_phase("(m) cached, PRODPLAN_API_METRICS=off", ctx, args.duration, cached=True,
+                                    metrics=False)
         phases["b"] = run_phase("(b) cached", ctx, args.duration, cached=True)
+        if args.metrics_cost:
+            phases["m2"] = run_phase("(m) again", ctx, args.duration, cached=True, metrics=False)
         phases["c"] = run_phase("(c) cached + refresh", ctx, args.duration, cached=True, refresh=True)
         report(args, build, params, phases)
     finally:

@@ -64,6 +64,35 @@ class Command:
         return next(s for s in self.outcome["sheets"] if s["sheet"] == name)
 
 
+def drop_database(server, database: str) -> None:
+    import psycopg2
+
+    admin = psycopg2.connect(libpq_dsn(server.set(database="postgres")))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    admin.close()
+
+
+# For the other benchmarks (api.py, analytics.py): one migrated scratch warehouse each.
+def scratch_warehouse(purpose: str) -> Warehouse:
+    url = server_url(Settings.from_env()).set(database=f"bench_{purpose}_{uuid.uuid4().hex[:6]}")
+    ensure_database(url)
+    warehouse = Warehouse(url)
+    warehouse.migrate()
+    return warehouse
+
+
+def drop(warehouse: Warehouse) -> None:
+    drop_database(warehouse.url, warehouse.url.database)  # WITH (FORCE): its sessions too
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class Scratch:
     """The databases and the PRODPLAN_HOME this run creates; ``close`` drops and removes them all."""
 
@@ -83,13 +112,7 @@ class Scratch:
         return url
 
     def drop(self, database: str) -> None:
-        import psycopg2
-
-        admin = psycopg2.connect(libpq_dsn(self.server.set(database="postgres")))
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+        drop_database(self.server, database)
 
     def close(self) -> None:
         for database in self.databases:

@@ -554,6 +554,7 @@ def _group_running(group: int) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from prodplan_pipeline.serving.metrics import multiprocess_folder
     from prodplan_pipeline.warehouse import Warehouse
 
     if not 0 < args.port < 65536:
@@ -568,8 +569,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"{warehouse.display_url}; cache: {'Redis' if settings.redis_url else 'in-process'}; "
           f"writes {'enabled' if settings.api_key else 'disabled (no PRODPLAN_API_KEY)'}); "
           "Ctrl-C stops it.", file=sys.stderr, flush=True)
-    uvicorn.run("prodplan_pipeline.serving.api:create_app", factory=True, host=args.host,
-                port=args.port, workers=args.workers, access_log=args.access_log, log_level="warning")
+    with multiprocess_folder():  # /metrics sums the workers' counts kept there
+        uvicorn.run("prodplan_pipeline.serving.api:create_app", factory=True, host=args.host,
+                    port=args.port, workers=args.workers, access_log=args.access_log, log_level="warning")
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ class Settings:
     dagster_storage_url: str | None = None  # or Dagster's storage anywhere else
     cache_version_ttl: float = 1.0  # seconds an API process trusts its copy of the cache version
     api_cache: bool = True  # False only for the API benchmark's uncached baseline
+    api_metrics: bool = True  # GET /metrics and its counting; off for the benchmark's cost figure
     db_retry_seconds: float = 5.0  # how long Dagster's storage retries a server that stopped answering
     max_shrink: float = 0.20  # the largest share of a sheet's rows one snapshot may delete
     exports_keep: int = 5  # private copies of ingested exports kept under $PRODPLAN_HOME/exports
@@ -59,6 +60,7 @@ class Settings:
             dagster_storage_url=get("PRODPLAN_DAGSTER_STORAGE_URL"),
             cache_version_ttl=_seconds("PRODPLAN_CACHE_VERSION_TTL", get("PRODPLAN_CACHE_VERSION_TTL"), 1.0),
             api_cache=(get("PRODPLAN_API_CACHE") or "on").lower() != "off",
+            api_metrics=(get("PRODPLAN_API_METRICS") or "on").lower() != "off",
             db_retry_seconds=_seconds("PRODPLAN_DB_RETRY_SECONDS", get("PRODPLAN_DB_RETRY_SECONDS"), 5.0),
             max_shrink=fraction("PRODPLAN_MAX_SHRINK", get("PRODPLAN_MAX_SHRINK"), 0.20),
             exports_keep=_count("PRODPLAN_EXPORTS_KEEP", get("PRODPLAN_EXPORTS_KEEP"), 5),

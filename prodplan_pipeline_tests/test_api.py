@@ -753,6 +753,66 @@ def test_a_cached_answer_is_revalidated_by_its_etag_until_a_new_snapshot(databas
         server.stop()
 
 
+# --- metrics --------------------------------------------------------------------------------------
+
+def scrape(server: ApiServer) -> dict[tuple[str, tuple], float]:
+    """GET /metrics parsed: (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = server.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def requests_of(samples: dict, route: str, status: int) -> float:
+    return samples.get(("prodplan_api_requests_total",
+                        (("method", "GET"), ("route", route), ("status", str(status)))), 0.0)
+
+
+def test_metrics_count_the_requests_a_client_made_by_route_and_status(real):
+    warehouse, server = real
+    before = scrape(server)
+    orders = "/api/prodplan/orders/{of_id}"
+    for _ in range(7):
+        assert server.get("/api/kpis/by-phase").status_code == 200  # the first computes, the rest hit
+    for of_id in (2**31 - 1, 2**31 - 2, 2**31 - 3):  # three paths, one route label
+        assert server.get(f"/api/prodplan/orders/{of_id}").status_code == 404
+    assert server.get("/api/kpis/overview", params={"to": "x" * (MAX_QUERY + 1)}).status_code == 414
+    assert server.get("/no/such/path").status_code == 404
+    after = scrape(server)
+    counted = {(route, status): requests_of(after, route, status) - requests_of(before, route, status)
+               for route, status in (("/api/kpis/by-phase", 200), (orders, 404), ("/api/kpis/overview", 414),
+                                     ("(unmatched)", 404))}
+    assert counted == {("/api/kpis/by-phase", 200): 7, (orders, 404): 3, ("/api/kpis/overview", 414): 1,
+                       ("(unmatched)", 404): 1}
+    latency = ("prodplan_api_request_duration_seconds_count", (("method", "GET"), ("route", "/api/kpis/by-phase")))
+    assert after[latency] - before.get(latency, 0.0) == 7
+    hits = ("prodplan_api_cache_events_total", (("event", "hits"),))
+    assert after[hits] - before.get(hits, 0.0) >= 6, "six repeats of one URL are cache hits"
+    version, = sql(warehouse, "SELECT version FROM ops.cache_version")
+    assert after[("prodplan_cache_version", ())] == version["version"]
+    assert after[("prodplan_warehouse_reachable", ())] == 1.0
+    last, = sql(warehouse, "SELECT extract(epoch FROM now() - max(finished_at)) AS age FROM ops.ingestion_runs "
+                           "WHERE status = 'succeeded'")
+    assert abs(after[("prodplan_seconds_since_last_successful_ingestion", ())] - float(last["age"])) < 5
+
+
+def test_metrics_sum_every_worker_of_the_server(real, tmp_path):
+    warehouse, _ = real
+    server = ApiServer(server_env(tmp_path / "home", url_of(warehouse)), workers=2)
+    try:
+        answered_by = set()
+        for _ in range(40):  # a new connection each: the kernel hands them to either worker
+            response = httpx.get(f"{server.url}/api/cache/stats", timeout=30)
+            answered_by.add(response.json()["pid"])
+        assert len(answered_by) == 2, "both workers answered"
+        for _ in range(3):  # whichever worker answers the scrape, it sums both
+            assert requests_of(scrape(server), "/api/cache/stats", 200) == 40
+    finally:
+        server.stop()
+
+
 # --- writes -------------------------------------------------------------------------------------
 
 def test_writes_are_refused_without_a_configured_key(real):

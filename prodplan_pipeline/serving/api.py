@@ -12,6 +12,7 @@ the labels and the body in one database snapshot, so those always agree.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import sys
@@ -28,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from prodplan_pipeline.contract import PLAUSIBLE_FROM, PLAUSIBLE_TO
 
@@ -40,6 +42,7 @@ from prodplan_pipeline.serving.docs import add_docs_routes
 from prodplan_pipeline.serving.front import FrontCache, RequestLimits, cache_control, etag, not_modified
 from prodplan_pipeline.serving.notify import VersionListener
 from prodplan_pipeline.serving.launcher import IngestionLauncher, LaunchRefused, check_api_key
+from prodplan_pipeline.serving.metrics import RequestMetrics, count_in_this_process, metrics
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 
@@ -269,7 +272,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api = api
     if not isinstance(api.cache, NullCache):  # the benchmark's uncached baseline must stay uncached
         app.add_middleware(FrontCache, api=api)
-    app.add_middleware(RequestLimits)  # added last, so outermost: before the front cache
+    app.add_middleware(RequestLimits)  # before the front cache
+    count_in_this_process(settings.api_metrics)
+    if settings.api_metrics:
+        app.add_middleware(RequestMetrics, route_of=_route_finder(app))  # added last, so outermost
     _install_error_handlers(app)
     _add_kpi_routes(app, api)
     _add_quality_routes(app, api)
@@ -278,6 +284,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_ops_routes(app, api)
     add_docs_routes(app)
     return app
+
+
+def _route_finder(app: FastAPI) -> Callable[[str], str | None]:
+    """The template of the route that takes a path, for answers given before routing (the
+    front cache's, a 414): the metrics label them as the router would have."""
+    @functools.lru_cache(maxsize=4096)
+    def route_of(path: str) -> str | None:
+        scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+        return next((route.path for route in app.router.routes
+                     if route.matches(scope)[0] is Match.FULL), None)
+    return route_of
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -469,6 +486,21 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
         return Response(to_json({"status": "ok", "checked_at": checked_at, "database": {"reachable": True},
                                  **state, "cache": _cache_summary(api)}), media_type="application/json")
 
+    @app.get("/metrics", tags=["operations"], response_class=Response, responses={
+        200: {"description": "Prometheus' text format: requests by route, method and status, "
+                             "latency histograms and cache events summed over every worker; the "
+                             "warehouse's reachability, cache version and seconds since the last "
+                             "successful ingestion", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        404: problems.schema(404), 414: problems.schema(414)})
+    async def prometheus_metrics():
+        """For Prometheus to scrape (see the README's scrape config); not cached. 404 with
+        PRODPLAN_API_METRICS=off."""
+        if not api.settings.api_metrics:
+            return problems.response(404, "GET /metrics: metrics are off (PRODPLAN_API_METRICS=off)")
+        figures = await _warehouse_figures(api)
+        body, content_type = metrics().render(figures)
+        return Response(body, media_type=content_type)
+
     @app.get("/api/cache/stats", tags=["operations"])
     async def cache_stats():
         """This process's cache counters, and how often each recent key was computed."""
@@ -499,6 +531,19 @@ def _add_ops_routes(app: FastAPI, api: Api) -> None:
             return problems.response(refused.status, str(refused))
         return JSONResponse({"status": "started", "pid": launch.pid, "workbook": str(launch.workbook),
                              "force": launch.forced, "log": str(launch.log)}, status_code=202)
+
+
+async def _warehouse_figures(api: Api) -> dict[str, float]:
+    """The gauges /metrics reads from the (shared, once-a-second) health check."""
+    _, state, error = await api.health_check()
+    figures = {"prodplan_warehouse_reachable": 0.0 if error else 1.0}
+    if state:
+        figures["prodplan_cache_version"] = float(state["cache_version"])
+        last = state.get("last_successful_ingestion")
+        if last is not None:
+            figures["prodplan_seconds_since_last_successful_ingestion"] = (
+                datetime.now(timezone.utc) - last).total_seconds()
+    return figures
 
 
 def _cache_summary(api: Api) -> dict:

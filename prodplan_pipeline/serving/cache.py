@@ -24,6 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from prodplan_pipeline.serving.metrics import count_cache_event
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse.connection import fetch_dicts
 
@@ -199,7 +200,8 @@ class _Counted:
 
     max_keys_counted = 10_000  # computations per key are kept for this many recent keys
 
-    def __init__(self) -> None:
+    def __init__(self, exported: bool = True) -> None:
+        self._exported = exported  # counted into /metrics too (the API's cache, not a helper store)
         self._counts = {"hits": 0, "misses": 0, "computations": 0, "waits": 0}
         self._per_key: OrderedDict[str, int] = OrderedDict()
         self._count_lock = threading.Lock()
@@ -207,8 +209,12 @@ class _Counted:
     def _count(self, name: str) -> None:
         with self._count_lock:
             self._counts[name] += 1
+        if self._exported:  # /metrics: summed over the server's workers
+            count_cache_event(name)
 
     def _count_computation(self, key: str) -> None:
+        if self._exported:
+            count_cache_event("computations")
         with self._count_lock:
             self._counts["computations"] += 1
             self._per_key[key] = self._per_key.get(key, 0) + 1
@@ -298,8 +304,8 @@ class InProcessCache(_Counted):
     the same keys."""
 
     def __init__(self, max_entries: int = 100_000, max_bytes: int = 256 * 2**20,
-                 clock: Callable[[], float] = time.monotonic):
-        super().__init__()
+                 clock: Callable[[], float] = time.monotonic, exported: bool = True):
+        super().__init__(exported)
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._bytes = 0

@@ -80,7 +80,8 @@ class FrontCache:
                  max_bytes: int = FRONT_CACHE_BYTES):
         self.app = app
         self.api = api
-        self.store = InProcessCache(max_entries=max_entries, max_bytes=max_bytes)
+        # Its hits are counted once, as the API cache's (count_hit below), in /metrics too.
+        self.store = InProcessCache(max_entries=max_entries, max_bytes=max_bytes, exported=False)
 
     async def __call__(self, scope, receive, send) -> None:
         if (scope["type"] != "http" or scope["method"] != "GET"
