@@ -761,6 +761,12 @@ def comparison(phases: dict) -> list[tuple]:
     return rows
 
 
+def server_cpu_per_request(phase: dict) -> float:
+    """Microseconds of the API server's CPU per request answered, warm-up included (so is its CPU)."""
+    answered = phase["overall"]["requests"] + phase["unmeasured_warmup_requests"]
+    return 1e6 * phase["cpu"]["server_s"] / answered
+
+
 def targets(phases: dict) -> list[tuple]:
     cached = [p for k, p in phases.items() if k in ("b", "c")]  # (m) is only the metrics baseline
     labels = sorted({label for p in cached for label in p["endpoints"]})
@@ -819,10 +825,14 @@ def report(args, build: dict, params: Params, phases: dict) -> None:
     if "m" in phases:  # the cost of /metrics' counting: (b) with it against (m) without, run
         # before and after (b) so that a drift of the machine's speed cancels out
         with_metrics, without = phases["b"]["overall"], [phases[k]["overall"] for k in ("m", "m2")]
+        cpu = {k: server_cpu_per_request(phases[k]) for k in ("b", "m", "m2")}
         cost = {"rps_ratio": with_metrics["rps"] / (sum(w["rps"] for w in without) / 2),
-                "p95_ratio": with_metrics["p95_ms"] / (sum(w["p95_ms"] for w in without) / 2)}
+                "p95_ratio": with_metrics["p95_ms"] / (sum(w["p95_ms"] for w in without) / 2),
+                "server_cpu_us_per_request": cpu, "cpu_ratio": cpu["b"] / ((cpu["m"] + cpu["m2"]) / 2)}
         print(f"\nmetrics cost: cached req/s with metrics / without = {cost['rps_ratio']:.3f} "
-              f"(target >= 0.95); p95 with / without = {cost['p95_ratio']:.3f}")
+              f"(target >= 0.95); p95 with / without = {cost['p95_ratio']:.3f}; the server's CPU per "
+              f"request {cpu['b']:.0f} us with, {cpu['m']:.0f} and {cpu['m2']:.0f} us without "
+              f"(ratio {cost['cpu_ratio']:.3f}: the steadier figure when the machine's speed drifts)")
         result["metrics_cost"] = cost
     rows = targets(phases)
     print("\ntargets:")
