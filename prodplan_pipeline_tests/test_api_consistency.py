@@ -180,25 +180,32 @@ def report(samples: list[Sample], kinds: list[str]) -> str:
     return "\n".join(lines)
 
 
-def test_every_response_is_the_old_snapshot_the_new_one_or_labelled_catching_up(workbooks, databases, tmp_path):
+@pytest.fixture(scope="module")
+def serving_a(workbooks, databases, tmp_path_factory):
+    """Workbook A ingested by `prodplan ingest` into fresh databases, behind the two servers:
+    (environment, servers, the sampled URLs)."""
     # Partitions from RECENT_PARTITIONS, where B's edits fall: the aggregate answers change with
     # them, so the between-snapshot cases are sampled.
-    env = {k: v for k, v in cli_environment(databases, tmp_path, "consistency",
+    env = {k: v for k, v in cli_environment(databases, tmp_path_factory.mktemp("consistency"), "consistency",
                                             PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS).items()
            if k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE")}
     first = run_cli(["ingest", "--workbook", str(workbooks["A"])], env)
     assert first.returncode == 0, first.stderr
-    paths = urls(changed_order(workbooks["A"]))
     servers = {"cached": ApiServer(env), "uncached": ApiServer({**env, "PRODPLAN_API_CACHE": "off"})}
     try:
-        old = same_answers(servers, paths, database_version(env))
-        load = Load(servers, paths)
-        ingest = sampled_ingest(load, env, workbooks["B"])
-        assert ingest.process.returncode == 0, "".join(ingest.lines)
-        new = same_answers(servers, paths, database_version(env))
+        yield env, servers, urls(changed_order(workbooks["A"]))
     finally:
         for server in servers.values():
             server.stop()
+
+
+def test_every_response_is_the_old_snapshot_the_new_one_or_labelled_catching_up(serving_a, workbooks):
+    env, servers, paths = serving_a
+    old = same_answers(servers, paths, database_version(env))
+    load = Load(servers, paths)
+    ingest = sampled_ingest(load, env, workbooks["B"])
+    assert ingest.process.returncode == 0, "".join(ingest.lines)
+    new = same_answers(servers, paths, database_version(env))
     assert_consistent(load.samples, old, new)
 
 
