@@ -77,6 +77,7 @@ def _within_window(day: date | None) -> date | None:
     return None if day is None else min(max(day, FIRST_DAY), LAST_DAY)
 
 
+WINDOW = f"; any date: the facts lie within {FIRST_DAY}..{LAST_DAY}, so a day beyond counts as that edge"
 ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -93,7 +94,6 @@ def day_parameter(description: str, alias: str | None = None):
     return Annotated[date | None, BeforeValidator(_iso_day), Query(alias=alias, description=description + WINDOW)]
 
 
-WINDOW = f"; any date: the facts lie within {FIRST_DAY}..{LAST_DAY}, so a day beyond counts as that edge"
 OrderId = Path(..., ge=INT4_MIN, le=INT4_MAX, description="Of_Id")
 FromDate = day_parameter("first day, inclusive (YYYY-MM-DD)", alias="from")
 ToDate = day_parameter("last day, inclusive (YYYY-MM-DD)", alias="to")
