@@ -8,7 +8,9 @@ cells stay byte for byte as the generator wrote them). The expectations come fro
 DATA_CONTRACT.md (quirks and handling) and PIPELINE.md (exit codes 0 / 1 / 2).
 
 Cost: each ingestion that reaches Dagster takes ~5 s, so the row-level defects are combined in
-one workbook, ingested once by a module fixture, and each test reads its own defect's outcome.
+one workbook, ingested once by a module fixture, and each test reads its own defect's outcome. The
+good sample is ingested once (``good_ingest``); the fixtures that start from it work on copies of
+its databases and home.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from prodplan_pipeline.contract import SHEETS, ColumnType, sheet
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, cli_environment, run_cli
+from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, cli_environment, copied_environment, run_cli
 
 SCALE, SEED = 0.01, 7
 
@@ -233,13 +235,26 @@ def sample(tmp_path_factory) -> tuple[Path, dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def loaded(databases, tmp_path_factory, sample) -> dict[str, str]:
-    """A warehouse holding the good sample: bad input must leave it exactly as it is."""
-    env = new_env(databases, tmp_path_factory.mktemp("home_loaded"), "badinput_loaded")
+def good_ingest(databases, tmp_path_factory, sample) -> dict[str, str]:
+    """The good sample's first ingest into fresh databases (never written to again: copies are)."""
+    env = new_env(databases, tmp_path_factory.mktemp("good_ingest") / "home", "badinput_good")
     first = ingest(env, sample[0])
     assert first.code == 0, first.result.stderr
     assert query(env, "SELECT count(*) FROM core.ordens_fabrico")[0][0] > 0
     return env
+
+
+def ingested_copy(databases, good_ingest: dict[str, str], home: Path) -> dict[str, str]:
+    """An environment as the good sample's first ingest left it, with its own databases and home."""
+    env = copied_environment(databases, good_ingest, home)
+    assert core_checksums(env) == core_checksums(good_ingest)
+    return env
+
+
+@pytest.fixture(scope="module")
+def loaded(databases, tmp_path_factory, good_ingest) -> dict[str, str]:
+    """A warehouse holding the good sample: bad input must leave it exactly as it is."""
+    return ingested_copy(databases, good_ingest, tmp_path_factory.mktemp("home_loaded") / "home")
 
 
 @pytest.fixture
@@ -626,11 +641,9 @@ def _row_level_workbook(source: Path, target: Path, rows: dict[str, int], blank_
 
 
 @pytest.fixture(scope="module")
-def row_level(databases, tmp_path_factory, sample) -> RowLevel:
+def row_level(databases, tmp_path_factory, sample, good_ingest) -> RowLevel:
     book, counts = sample
-    env = new_env(databases, tmp_path_factory.mktemp("home_rows"), "badinput_rows")
-    good = ingest(env, book)
-    assert good.code == 0, good.result.stderr
+    env = ingested_copy(databases, good_ingest, tmp_path_factory.mktemp("home_rows") / "home")
 
     rows, keys = _pick_rows(book)
     blank_row = 2 + counts[BLANK_ROW_SHEET] // 2
@@ -883,10 +896,9 @@ def _styled_and_empty_text_rows_after_the_data(data: Rows) -> Rows:
 
 
 @pytest.fixture(scope="module")
-def layout(databases, tmp_path_factory, sample):
+def layout(databases, tmp_path_factory, sample, good_ingest):
     book, counts = sample
-    env = new_env(databases, tmp_path_factory.mktemp("home_layout"), "badinput_layout")
-    assert ingest(env, book).code == 0
+    env = ingested_copy(databases, good_ingest, tmp_path_factory.mktemp("home_layout") / "home")
     edited = rewrite(book, tmp_path_factory.mktemp("layout") / "layout.xlsx", {
         LEADING_SHEET: _styled_rows_above_the_header, TAIL_SHEET: _styled_and_empty_text_rows_after_the_data})
     outcome = ingest(env, edited)
