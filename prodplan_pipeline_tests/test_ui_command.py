@@ -8,6 +8,7 @@ commands to try next.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -103,11 +104,14 @@ def test_ui_refuses_a_port_out_of_range_in_one_line(cli_env, port):
 def test_ui_stops_with_every_process_it_started(cli_env, tmp_path, target, sent, exit_code):
     port = free_port()
     log = tmp_path / "ui.log"
+    cli_run = failed_cli_run(cli_env, tmp_path) if sent == signal.SIGTERM else None
     with log.open("w") as out:
         ui = start_ui(cli_env, port, stdout=out, stderr=subprocess.STDOUT)
     started: list[psutil.Process] = []
     try:
         wait_until_serving(ui, port, log)
+        if cli_run is not None:  # prodplan ui serves the CLI's Dagster storage: its runs are there
+            assert ui_runs(port).get(cli_run) == "FAILURE"
         started = psutil.Process(ui.pid).children(recursive=True)
         commands = [" ".join(p.cmdline()) for p in started]
         assert any("dagster_webserver" in c for c in commands), commands
@@ -130,6 +134,27 @@ def test_ui_stops_with_every_process_it_started(cli_env, tmp_path, target, sent,
             except psutil.NoSuchProcess:
                 pass
         ui.wait(timeout=30)
+
+
+def failed_cli_run(env: dict[str, str], folder: Path) -> str:
+    """The Dagster run id of a `prodplan ingest` that failed (a workbook without the export's
+    sheets: its run is recorded, cheaply, with a status only the CLI's run could have)."""
+    import openpyxl
+
+    broken = folder / "no_export_sheets.xlsx"
+    book = openpyxl.Workbook()
+    book.active.title = "Outra"
+    book.save(broken)
+    result = run_cli(["ingest", "--workbook", str(broken), "--json"], env)
+    assert result.returncode == 1 and "the sheet 'Fases' is missing" in result.stderr, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])["dagster_run_id"]
+
+
+def ui_runs(port: int) -> dict[str, str]:
+    """Every run the UI's GraphQL lists: run id -> status."""
+    query = {"query": "{ runsOrError { ... on Runs { results { runId status } } } }"}
+    answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=30).json()
+    return {r["runId"]: r["status"] for r in answer["data"]["runsOrError"]["results"]}
 
 
 def wait_until_serving(ui: subprocess.Popen, port: int, log: Path) -> None:
