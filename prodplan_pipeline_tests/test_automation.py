@@ -16,6 +16,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetKey,
     Output,
     SensorResult,
     SkipReason,
@@ -373,6 +374,14 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
     requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
     expected = {d.date() for d in moved.values()} | {d.date() for d in new_end.values()}
     assert requested_days(requests) == expected
+    # only phases changed: the runs refresh the phase aggregate (and the current layers and the
+    # views after it), not the orders' or the defects' aggregates
+    phase_stats = AssetKey(["analytics", "agg_phase_stats_daily"])
+    for request in requests:
+        assert phase_stats in request.asset_selection
+        assert not {AssetKey(["analytics", "agg_order_stats_daily"]),
+                    AssetKey(["analytics", "agg_quality_daily"])} & set(request.asset_selection)
+        assert set(automation.UNPARTITIONED) <= set(request.asset_selection)
 
 
 # --------------------------------------------------------------------------------- alerting

@@ -29,7 +29,7 @@ from .conftest import (
     copied_environment,
     run_cli,
 )
-from .test_ingest import edited, query
+from .test_ingest import edited, header_index, query
 
 
 @dataclass(frozen=True)
@@ -211,3 +211,57 @@ def test_cache_version_moves_with_every_change_and_only_then(ingested_env, small
     changed = edited(small_sample, tmp_path / "renamed.xlsx", rename_a_phase)
     assert run_cli(["ingest", "--workbook", str(changed)], cli_env).returncode == 0
     assert version() > after_first
+
+
+def test_a_re_export_that_changes_only_phases_refreshes_only_the_aggregates_of_their_days(
+        ingested_env, small_sample, tmp_path):
+    import datetime as dt
+
+    from prodplan_pipeline.analytics.aggregates import AGGREGATES, refresh
+
+    env = ingested_env
+    warehouse = Warehouse(env["PRODPLAN_DATABASE_URL"])
+    order_stats = "analytics.agg_order_stats_daily"
+
+    def table_digest(table: str) -> str:  # names from the registry, not input
+        return query(warehouse, f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
+                                f"ORDER BY t::text)), '') FROM {table} t")[0][0]
+
+    def days_reflected(aggregate: str) -> list[tuple]:
+        return query(warehouse, "SELECT day, snapshot_run_id FROM ops.aggregate_days WHERE aggregate = %s "
+                                "ORDER BY day", (aggregate,))
+
+    orders_before, order_days_before = table_digest(order_stats), days_reflected(order_stats)
+
+    def move_phase_ends(book):  # 40 closed phases in the partitions end three days later
+        sheet = book["FasesOrdemFabrico"]
+        inicio, fim = (header_index(sheet, h) - 1 for h in ("FaseOf_Inicio", "FaseOf_Fim"))
+        recent = dt.datetime.fromisoformat(RECENT_PARTITIONS)
+        rows = [r for r in sheet.iter_rows(min_row=2) if isinstance(r[fim].value, dt.datetime)
+                and r[inicio].value >= recent]
+        for row in rows[:40]:
+            row[fim].value += dt.timedelta(days=3)
+
+    result = run_cli(["ingest", "--workbook", str(edited(small_sample, tmp_path / "phases.xlsx", move_phase_ends)),
+                      "--json"], env)
+    assert result.returncode == 0, result.stderr
+    ranges = [a["refreshed"] for a in json.loads(result.stdout.strip().splitlines()[-1])["analytics"]]
+    assert ranges and all("agg_phase_stats_daily" in r and order_stats not in r for r in ranges), ranges
+    # the orders' aggregate was left as it was, yet reflects the new snapshot (nothing of it changed)
+    assert table_digest(order_stats) == orders_before and days_reflected(order_stats) == order_days_before
+    assert not query(warehouse, "SELECT aggregates_catching_up FROM ops.snapshot_labels")[0][0]
+    # and every aggregate equals its recomputation from scratch over the days it reflects
+    with warehouse.connect() as conn:
+        try:
+            for table, aggregate in AGGREGATES.items():
+                before = table_digest(table)
+                with conn.cursor() as cur:
+                    cur.execute("SELECT min(day), max(day) FROM ops.aggregate_days WHERE aggregate = %s", (table,))
+                    first, last = cur.fetchone()
+                refresh(conn, aggregate, first, last + dt.timedelta(days=1))
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
+                                f"ORDER BY t::text)), '') FROM {table} t")
+                    assert cur.fetchone()[0] == before, table
+        finally:
+            conn.rollback()

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from datetime import date
 
+from prodplan_pipeline.contract import SHEETS
+
 
 @dataclass(frozen=True)
 class Aggregate:
@@ -28,6 +30,14 @@ class Aggregate:
     @property
     def name(self) -> str:
         return self.table.split(".")[1]
+
+    @property
+    def changed_day_kind(self) -> str:
+        """The ops.changed_days kind that moves this aggregate's days: the one its fact sheet
+        records (contract ``changed_days``), for the sheet's own changes and for those of rows
+        it depends on (an order's product moves its phases' and defects' days as these kinds)."""
+        table = self.day_source.rsplit(".", 1)[0]
+        return next(s.changed_days[0] for s in SHEETS if s.core_table == table)
 
     @property
     def day(self) -> str:

@@ -28,9 +28,11 @@ WIP_LAYER = WIP.table
 VIEWS_LAYER = "analytics.materialized_views"
 LAYERS = (*AGGREGATES, *CURRENT_LAYERS, VIEWS_LAYER)  # the watermarks ops.snapshot_labels reads
 
+# Each aggregate follows only the days of its own kind: a snapshot that changed phases leaves the
+# orders' aggregate as it was.
 PENDING_DAYS = """
-    SELECT DISTINCT c.day FROM ops.changed_days c
-    CROSS JOIN unnest(%(aggregates)s::text[]) a(name)
+    SELECT DISTINCT c.day FROM unnest(%(aggregates)s::text[], %(kinds)s::text[]) a(name, kind)
+    JOIN ops.changed_days c ON c.kind = a.kind
     LEFT JOIN ops.aggregate_days r ON r.aggregate = a.name AND r.day = c.day
     WHERE c.run_id > coalesce(r.snapshot_run_id, 0) AND c.run_id <= %(snapshot)s
       AND c.day >= %(first)s AND c.day < %(end)s
@@ -101,6 +103,7 @@ def pending_days(conn, first: date, end: date, snapshot: int | None = None,
     snapshot = latest_snapshot(conn) if snapshot is None else snapshot
     with conn.cursor() as cur:
         cur.execute(PENDING_DAYS, {"aggregates": list(aggregates), "snapshot": snapshot,
+                                   "kinds": [AGGREGATES[a].changed_day_kind for a in aggregates],
                                    "first": first, "end": end})
         return [day for (day,) in cur.fetchall()]
 
@@ -112,15 +115,37 @@ def ever_refreshed(conn) -> bool:
         return cur.fetchone()[0]
 
 
-def refresh_plan(conn, first: date, last_end: date, snapshot: int | None = None) -> list[tuple[date, date]]:
-    """The day ranges (inclusive) to refresh, one Dagster run each: the contiguous ranges of
-    pending days, at most MAX_REFRESH_RUNS (the closest merged: recomputing an unchanged day
-    replaces its rows by the same rows). A first load is one single-run backfill from the
-    partitions' start, so every day up to the last with data is recorded as materialized."""
-    days = pending_days(conn, first, last_end, snapshot)
+@dataclass(frozen=True)
+class RefreshRange:
+    """One refresh run: days ``first``..``last`` (inclusive) of ``aggregates`` (table names)."""
+
+    first: date
+    last: date
+    aggregates: tuple[str, ...]
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+    @property
+    def every_aggregate(self) -> bool:
+        return set(self.aggregates) == set(AGGREGATES)
+
+
+def refresh_plan(conn, first: date, last_end: date, snapshot: int | None = None) -> list[RefreshRange]:
+    """The refresh runs: the contiguous ranges of pending days, at most MAX_REFRESH_RUNS (the
+    closest merged: recomputing an unchanged day replaces its rows by the same rows), each for
+    the aggregates with a pending day in it. A first load is one single-run backfill of every
+    aggregate from the partitions' start, so every day up to the last with data is recorded
+    as materialized."""
+    snapshot = latest_snapshot(conn) if snapshot is None else snapshot
+    by_aggregate = {table: pending_days(conn, first, last_end, snapshot, (table,)) for table in AGGREGATES}
+    days = sorted(set().union(*by_aggregate.values()))
     if days and not ever_refreshed(conn):
-        return [(first, max(days))]
-    return refresh_ranges(days)
+        return [RefreshRange(first, max(days), tuple(AGGREGATES))]
+    return [RefreshRange(start, last, tuple(t for t, pending in by_aggregate.items()
+                                            if any(start <= d <= last for d in pending)))
+            for start, last in refresh_ranges(days)]
 
 
 @dataclass(frozen=True)
@@ -128,7 +153,7 @@ class PendingWork:
     """What the durable records say is left to do for the latest snapshot."""
 
     snapshot: int
-    ranges: list[tuple[date, date]]  # day ranges to refresh (inclusive), one run each
+    ranges: list[RefreshRange]  # one refresh run each
     lagging: list[str]  # layers whose watermark is behind the snapshot
     outside: list[date]  # changed days outside the partitions: never aggregated, reported
 

@@ -12,8 +12,8 @@ import warnings
 from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, BetaWarning, MaterializeResult, asset
 
 from prodplan_pipeline.analytics.aggregates import AGGREGATES, Aggregate, bump_cache_version, outside_range
-from prodplan_pipeline.analytics.convergence import (VIEWS_LAYER, WIP_LAYER, refresh_current_layer, refresh_days,
-                                                     refresh_views_layer)
+from prodplan_pipeline.analytics.convergence import (VIEWS_LAYER, WIP_LAYER, RefreshRange, refresh_current_layer,
+                                                     refresh_days, refresh_views_layer)
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS, CurrentLayer
 from prodplan_pipeline.analytics.views import VIEWS
 from prodplan_pipeline.contract import sheet
@@ -39,6 +39,14 @@ def aggregate_key(aggregate: Aggregate) -> AssetKey:
 WIP, VIEWS_KEY = table_key(WIP_LAYER), table_key(VIEWS_LAYER)
 # Not partitioned: refreshed after any day range (or alone, when only they lag).
 UNPARTITIONED = [*(table_key(t) for t in CURRENT_LAYERS), VIEWS_KEY]
+
+
+def refresh_selection(planned: RefreshRange) -> list[AssetKey] | None:
+    """A refresh run's assets: the aggregates with a pending day in its range, then the current
+    layers and the views (None: every aggregate, the whole refresh job)."""
+    if planned.every_aggregate:
+        return None
+    return [*(table_key(t) for t in planned.aggregates), *UNPARTITIONED]
 
 
 def build_daily_aggregate(aggregate: Aggregate):

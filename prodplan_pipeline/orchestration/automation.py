@@ -21,7 +21,7 @@ the pipeline to keep itself fresh without clicking each sensor on. Stop them in 
 # No `from __future__ import annotations`: Dagster inspects the sensor functions' annotations.
 import json
 import time
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,8 +47,8 @@ from dagster import (
 from prodplan_pipeline import alerts
 from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
-from prodplan_pipeline.analytics.convergence import pending_work
-from prodplan_pipeline.orchestration.analytics import UNPARTITIONED
+from prodplan_pipeline.analytics.convergence import RefreshRange, pending_work
+from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     INGEST_JOB,
@@ -134,13 +134,14 @@ IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunSt
              DagsterRunStatus.STARTED]
 
 
-def _refresh_request(snapshot: int, attempt: int, first: date, last: date) -> RunRequest:
+def _refresh_request(snapshot: int, attempt: int, planned: RefreshRange) -> RunRequest:
+    first, last, selection = planned.first, planned.last, refresh_selection(planned)
     tags = {"prodplan/snapshot_run_id": str(snapshot)}
     key = f"converge-{snapshot}-{attempt}-{first}-{last}"
     if first == last:  # a plain partition run: the UI shows it as that day's materialization
-        return RunRequest(run_key=key, partition_key=first.isoformat(), tags=tags)
+        return RunRequest(run_key=key, partition_key=first.isoformat(), tags=tags, asset_selection=selection)
     # One run over the whole range (the aggregates' backfill policy is single_run).
-    return RunRequest(run_key=key, tags={**tags, **range_tags(first, last)})
+    return RunRequest(run_key=key, tags={**tags, **range_tags(first, last)}, asset_selection=selection)
 
 
 def _refreshes_in_flight(context: SensorEvaluationContext) -> int:
@@ -177,7 +178,7 @@ def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
     if in_flight:
         return SkipReason(f"{in_flight} refresh run(s) in flight; the pending work is re-checked after them")
     attempt = int(cursor.get("attempt", 0)) + 1  # a new key: the last attempt may have failed
-    requests = ([_refresh_request(snapshot, attempt, *days) for days in ranges] or
+    requests = ([_refresh_request(snapshot, attempt, planned) for planned in ranges] or
                 [RunRequest(run_key=f"converge-{snapshot}-{attempt}-current", asset_selection=UNPARTITIONED,
                             tags={"prodplan/snapshot_run_id": str(snapshot)})])
     for note in notes:

@@ -21,7 +21,7 @@ from prodplan_pipeline.ingest.outcome import (
     analytics_rows,
 )
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
-from prodplan_pipeline.orchestration.analytics import UNPARTITIONED
+from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
 from prodplan_pipeline.orchestration.partitions import (
     DAILY_REFRESH_JOB,
     partition_bounds,
@@ -92,10 +92,13 @@ def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: S
 
     with warehouse.connect() as conn:
         plan = refresh_plan(conn, *partition_bounds())
-    for day_from, day_to in plan:
-        # a range run refreshes the current layers and the views after its days (the whole refresh job)
-        if not _dagster_refresh(instance, outcome, settings, range_tags(day_from, day_to),
-                                f"{day_from}..{day_to} ({(day_to - day_from).days + 1:,} days)"):
+    for planned in plan:
+        # a range run refreshes the current layers and the views after its days
+        label = f"{planned.first}..{planned.last} ({planned.days:,} days)"
+        if not planned.every_aggregate:
+            label += f" of {', '.join(planned.aggregates)}"
+        if not _dagster_refresh(instance, outcome, settings, range_tags(planned.first, planned.last), label,
+                                refresh_selection(planned)):
             return
     with warehouse.connect() as conn:
         lagging = lagging_layers(conn)
