@@ -32,11 +32,18 @@ def query(warehouse: Warehouse, statement: str, params: tuple = ()) -> list[tupl
         return cur.fetchall()
 
 
+def table_checksum(cur, table: str) -> str:
+    """Row count and an order-independent md5 of ``table``'s content (a name from a registry,
+    not input), read through ``cur``: a transaction's own cursor sees its uncommitted rows."""
+    cur.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                f"FROM {table} t")
+    return cur.fetchone()[0]
+
+
 def checksums(warehouse: Warehouse) -> dict[str, str]:
     """A checksum of every core table's content (order-independent)."""
-    return {s.table: query(warehouse, f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
-                                      f"ORDER BY t::text)), '') FROM {s.core_table} t")[0][0]
-            for s in SHEETS}
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        return {s.table: table_checksum(cur, s.core_table) for s in SHEETS}
 
 
 # --- the real sample (or its generated stand-in, see conftest.real_sample) ------------------------

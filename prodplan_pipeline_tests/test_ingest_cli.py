@@ -29,7 +29,7 @@ from .conftest import (
     copied_environment,
     run_cli,
 )
-from .test_ingest import edited, header_index, query
+from .test_ingest import edited, header_index, query, table_checksum
 
 
 @dataclass(frozen=True)
@@ -223,9 +223,9 @@ def test_a_re_export_that_changes_only_phases_refreshes_only_the_aggregates_of_t
     warehouse = Warehouse(env["PRODPLAN_DATABASE_URL"])
     order_stats = "analytics.agg_order_stats_daily"
 
-    def table_digest(table: str) -> str:  # names from the registry, not input
-        return query(warehouse, f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
-                                f"ORDER BY t::text)), '') FROM {table} t")[0][0]
+    def table_digest(table: str) -> str:
+        with warehouse.connect() as conn, conn.cursor() as cur:
+            return table_checksum(cur, table)
 
     def days_reflected(aggregate: str) -> list[tuple]:
         return query(warehouse, "SELECT day, snapshot_run_id FROM ops.aggregate_days WHERE aggregate = %s "
@@ -260,8 +260,6 @@ def test_a_re_export_that_changes_only_phases_refreshes_only_the_aggregates_of_t
                     first, last = cur.fetchone()
                 refresh(conn, aggregate, first, last + dt.timedelta(days=1))
                 with conn.cursor() as cur:
-                    cur.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
-                                f"ORDER BY t::text)), '') FROM {table} t")
-                    assert cur.fetchone()[0] == before, table
+                    assert table_checksum(cur, table) == before, table
         finally:
             conn.rollback()
