@@ -82,7 +82,7 @@ def synthetic(databases, tmp_path_factory):
     warehouse = databases.warehouse("api_synthetic")
     assert ingest_workbook(warehouse, workbook).passed
     rebuild_downstream(warehouse)
-    dagster = databases.create("api_dagster")
+    dagster = databases.dagster_storage("api_dagster")
     # A version TTL of a minute: a committed refresh can only be seen within seconds by NOTIFY.
     env = server_env(home, url_of(warehouse), PRODPLAN_API_KEY=API_KEY, PRODPLAN_WORKBOOK=str(workbook),
                      PRODPLAN_DAGSTER_DATABASE=dagster.database, PRODPLAN_CACHE_VERSION_TTL="60")

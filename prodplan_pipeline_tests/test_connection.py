@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
+import psycopg2.errors
 import pytest
 
 from prodplan_pipeline.settings import Settings
-from prodplan_pipeline.warehouse.connection import DatabaseConfigError, normalise_url, server_url
+from prodplan_pipeline.warehouse.connection import DatabaseConfigError, libpq_dsn, normalise_url, server_url
 from prodplan_pipeline.warehouse.embedded import running_server_pid, stop_embedded_server
 from prodplan_pipeline_tests.conftest import run_cli
 
@@ -58,3 +60,57 @@ def test_embedded_server_is_started_once_and_reused_by_a_second_process(clean_en
     finally:
         stop_embedded_server(home / "pgdata")
     assert running_server_pid(home / "pgdata") is None
+
+
+# --- connections a process reuses (IDLE_CONNECTIONS) -------------------------------------------
+
+def _backend(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+def test_a_returned_connection_serves_the_next_user_with_nothing_of_the_last(warehouse):
+    """Reused, so an ingestion opens a handful of sessions rather than one per step, yet a new
+    user sees a new session: no temp table, setting, advisory lock or open transaction."""
+    with warehouse.connect() as conn:
+        conn.autocommit = True
+        first = _backend(conn)
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE left_behind (x int)")
+            cur.execute("SET statement_timeout = 1234")
+            cur.execute("SELECT pg_advisory_lock(424242)")
+    with warehouse.connect() as conn:
+        assert _backend(conn) == first, "the idle connection is reused"
+        assert conn.autocommit is False, "a reused connection starts a transaction like a new one"
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('pg_temp.left_behind'), current_setting('statement_timeout')")
+            assert cur.fetchone() == (None, "0")
+            cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            assert cur.fetchone()[0] == 0
+
+
+def test_a_connection_is_closed_after_an_error_and_a_dead_one_is_replaced(warehouse):
+    with pytest.raises(psycopg2.errors.DivisionByZero):
+        with warehouse.connect() as conn:
+            failed = _backend(conn)
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 / 0")
+    with warehouse.connect() as conn:
+        idle = _backend(conn)
+        assert idle != failed, "a connection that saw an error is not kept"
+    # The server ends an idle session (a restart, an administrator): the next user gets a new
+    # one instead of an error.
+    admin = psycopg2.connect(libpq_dsn(warehouse.url))
+    try:
+        with admin, admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (idle,))
+            assert cur.fetchone()[0]
+    finally:
+        admin.close()
+    time.sleep(0.2)
+    with warehouse.connect() as conn:
+        assert _backend(conn) not in (idle, failed)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)

@@ -107,7 +107,7 @@ def loaded_ui(databases, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in PRODPLAN_VARIABLES}
     env.update(PRODPLAN_HOME=str(home / "home"), PRODPLAN_WORKBOOK=str(workbook),
                PRODPLAN_DATABASE_URL=warehouse_url.render_as_string(hide_password=False),
-               PRODPLAN_DAGSTER_DATABASE=databases.create("dagster").database,
+               PRODPLAN_DAGSTER_DATABASE=databases.dagster_storage("dagster").database,
                PRODPLAN_ALERT_WEBHOOK_URL=hook.url,
                # stale about a second after each ingestion: the freshness sensor's first tick
                # (as dagster dev starts) already sees a stale workbook; its next tick is 300 s

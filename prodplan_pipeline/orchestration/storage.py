@@ -41,8 +41,12 @@ from dagster_postgres.utils import create_pg_engine
 from prodplan_pipeline.settings import Settings
 
 EVENT_BATCH_SIZE = "1000"
-POOL = {"poolclass": db_pool.QueuePool, "pool_size": 1, "max_overflow": 8, "pool_recycle": 3600,
-        "pool_pre_ping": True}  # pre-ping: a restarted server costs a reconnect, not an error
+# pool_size 3: writing an event holds one connection while Dagster opens a second (a table
+# check) and sometimes a third inside it; with one kept, every such nested checkout opened and
+# closed a connection of its own (33 of a small first load's 86 sessions). Pre-ping: a
+# restarted server costs a reconnect, not an error.
+POOL = {"poolclass": db_pool.QueuePool, "pool_size": 3, "max_overflow": 6, "pool_recycle": 3600,
+        "pool_pre_ping": True}
 OPTIONAL_URL = {"postgres_url": Field(StringSource, is_required=False)}
 
 
