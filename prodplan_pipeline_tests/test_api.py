@@ -35,7 +35,7 @@ from .api_server import ApiServer, server_env
 from .conftest import REPO_ROOT, run_cli
 from .test_cache import together
 from .test_derived_quality import FACT_OF_GATE
-from .test_ingest import edited
+from .workbook_edit import edited
 
 API_KEY = "test-key-0123456789abcdef"
 PERIOD = (date(2023, 3, 1), date(2023, 3, 31))

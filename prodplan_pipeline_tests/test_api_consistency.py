@@ -34,7 +34,8 @@ from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer
 from .conftest import RECENT_PARTITIONS, cli_environment, run_cli
-from .test_ingest import edited, query
+from .test_ingest import query
+from .workbook_edit import edited
 from .test_snapshot_faults import Ingest, _re_export, re_exported, warehouse_of
 
 CLIENTS = 6  # ~9,000 responses per run; twelve gave ~13,000 for 7 s more of a 2-core machine

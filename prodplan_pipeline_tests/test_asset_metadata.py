@@ -24,7 +24,8 @@ from prodplan_pipeline.orchestration.table_metadata import COLUMN_SCHEMA, ROW_CO
 from prodplan_pipeline.quality.gates import GATES
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES
-from prodplan_pipeline_tests.test_ingest import edited, header_index, query
+from prodplan_pipeline_tests.test_ingest import query
+from prodplan_pipeline_tests.workbook_edit import edited, header_index
 
 GRAPH = defs.resolve_asset_graph()
 TABLES = {key: GRAPH.get(key).metadata[TABLE_NAME] for key in GRAPH.get_all_asset_keys()

@@ -336,7 +336,7 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
     unchanged re-ingestion requests nothing, and a modified workbook exactly its days."""
     from prodplan_pipeline.analytics.rebuild import rebuild_downstream
     from prodplan_pipeline.ingest.pipeline import ingest_workbook
-    from prodplan_pipeline_tests.test_ingest import edited
+    from prodplan_pipeline_tests.workbook_edit import edited
 
     workbook = tmp_path / "Folha_IA.xlsx"
     write_sample(workbook, scale=0.005, seed=1)

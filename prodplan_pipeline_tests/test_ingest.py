@@ -9,9 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-import openpyxl
 import psycopg2
 import pytest
 
@@ -20,6 +18,7 @@ from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.workbook_edit import edited, header_index
 
 
 def fresh_warehouse(databases, purpose: str) -> Warehouse:
@@ -116,17 +115,6 @@ def test_a_second_ingest_changes_nothing(real, real_sample):
 
 
 # --- synthetic workbooks: changes between snapshots ---------------------------------------------
-
-def edited(source: Path, target: Path, edit) -> Path:
-    book = openpyxl.load_workbook(source)
-    edit(book)
-    book.save(target)
-    return target
-
-
-def header_index(worksheet, header: str) -> int:
-    return [c.value for c in worksheet[1]].index(header) + 1
-
 
 def test_shrink_guard_refuses_a_sheet_that_lost_too_many_rows(databases, small_sample, tmp_path):
     warehouse = fresh_warehouse(databases, "shrink")

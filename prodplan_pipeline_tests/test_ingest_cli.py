@@ -29,7 +29,8 @@ from .conftest import (
     copied_environment,
     run_cli,
 )
-from .test_ingest import edited, header_index, query, table_checksum
+from .test_ingest import query, table_checksum
+from .workbook_edit import edited, header_index
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, REPO_ROOT, cli_environment, copied_environment,
                                               run_cli)
-from prodplan_pipeline_tests.test_ingest import checksums, edited, header_index, query
+from prodplan_pipeline_tests.test_ingest import checksums, query
+from prodplan_pipeline_tests.workbook_edit import edited, header_index
 from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
 
 
