@@ -283,6 +283,39 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def run_cli_in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``prodplan ARGS`` called in this process, for a test whose subject is what the command
+    decides (its exit code and message, the runs it records, what it leaves in the databases)
+    rather than the process: a subprocess pays ~3 s of Python, Dagster and definition imports
+    before its first line. Every command and exit code keeps tests that run it as a real
+    subprocess (``run_cli``).
+
+    The environment is ``env`` for the call only. Dagster's daily partitions are built when the
+    definitions are first imported, so they keep this process's start: ``env``'s
+    PRODPLAN_PARTITIONS_START is not applied (use this for commands that stop before the
+    analytics, or whose days the partition start does not change)."""
+    import logging
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    import prodplan_pipeline.orchestration.definitions  # noqa: F401 - imported with this process's settings
+    from prodplan_pipeline.cli import main
+
+    saved, progress = dict(os.environ), logging.getLogger("prodplan.progress")
+    handlers = progress.handlers[:]
+    out, err = StringIO(), StringIO()
+    os.environ.clear()
+    os.environ.update({k: v for k, v in env.items() if k != "PRODPLAN_PARTITIONS_START"})
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        progress.handlers[:] = handlers
+    return subprocess.CompletedProcess(["prodplan", *args], code, out.getvalue(), err.getvalue())
+
+
 # --- the real export ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)

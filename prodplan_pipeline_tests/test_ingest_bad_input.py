@@ -1,8 +1,10 @@
 """Bad input through `prodplan ingest`, as a user meets it: a file that is not a workbook, a sheet
 whose shape differs from the contract, and cells that do not fit their column.
 
-Every ingestion is a real `prodplan` subprocess (Dagster and all) on the real test PostgreSQL.
-Bad workbooks are derived from the project's own sample by rewriting the XML inside the zip, so
+Ingestions are real `prodplan ingest` commands (Dagster and all) on the real test PostgreSQL: a
+subprocess each, except the refusals of a sheet's shape and of damaged or empty workbooks, whose
+subject is the paragraph and what the refused run leaves; those call the command in the test's
+process (``conftest.run_cli_in_process``: ~3 s of imports less each). Bad workbooks are derived from the project's own sample by rewriting the XML inside the zip, so
 each defect is exactly the one intended (the rest of the sheet, its shared strings and its date
 cells stay byte for byte as the generator wrote them). The expectations come from
 DATA_CONTRACT.md (quirks and handling) and PIPELINE.md (exit codes 0 / 1 / 2).
@@ -37,7 +39,8 @@ from prodplan_pipeline.contract import SHEETS, ColumnType, sheet
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, cli_environment, copied_environment, run_cli
+from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment, run_cli,
+                                              run_cli_in_process)
 
 SCALE, SEED = 0.01, 7
 
@@ -85,8 +88,11 @@ class Ingest:
         return lines[-1] if lines else ""
 
 
-def ingest(env: dict[str, str], workbook: Path) -> Ingest:
-    result = run_cli(["ingest", "--workbook", str(workbook), "--json"], env)
+def ingest(env: dict[str, str], workbook: Path, in_process: bool = False) -> Ingest:
+    """``prodplan ingest --json``; ``in_process`` for a refusal whose subject is its message and
+    what it leaves, not the process (conftest.run_cli_in_process)."""
+    run = run_cli_in_process if in_process else run_cli
+    result = run(["ingest", "--workbook", str(workbook), "--json"], env)
     lines = result.stdout.strip().splitlines()
     summary = None
     if lines and lines[-1].startswith("{"):
@@ -366,7 +372,7 @@ def test_a_file_that_is_not_a_workbook_fails_with_one_paragraph(case, unchanged,
 def test_an_empty_workbook_fails_naming_the_missing_sheets(unchanged, tmp_path):
     path = tmp_path.resolve() / "blank.xlsx"
     openpyxl.Workbook().save(path)  # one empty default sheet, "Sheet"
-    outcome = ingest(unchanged, path)
+    outcome = ingest(unchanged, path, in_process=True)
     assert_one_paragraph(outcome, path, "the workbook has: Sheet")
     positions = [outcome.message.find(f"the sheet '{s.name}' is missing") for s in SHEETS]
     assert -1 not in positions, outcome.message
@@ -394,7 +400,7 @@ def test_damaged_sheet_data_inside_an_intact_zip_fails_naming_the_sheet(unchange
         data[i] ^= 0x5A
     path.write_bytes(bytes(data))
     inspect_workbook(path)  # the damage is not visible from the zip directory
-    outcome = ingest(unchanged, path)
+    outcome = ingest(unchanged, path, in_process=True)
     assert_one_paragraph(outcome, path, "the sheet 'Fases' cannot be read", "re-export")
     assert outcome.summary and outcome.summary["exit_code"] == 1
 
@@ -467,7 +473,7 @@ def test_a_sheet_that_differs_from_the_contract_fails_and_core_is_untouched(case
     name, how, phrases = SHEET_CASES[case]
     path = rewrite(sample[0], tmp_path.resolve() / f"{case}.xlsx", **how)
     before = core_checksums(loaded)
-    outcome = ingest(loaded, path)
+    outcome = ingest(loaded, path, in_process=True)
     assert_one_paragraph(outcome, path, f"'{name}'", *phrases)
     assert outcome.summary and outcome.summary["exit_code"] == 1
     assert all(p in outcome.summary["error"] for p in phrases), outcome.summary["error"]
@@ -930,7 +936,7 @@ def test_a_title_row_above_the_header_is_named_with_where_the_header_is(unchange
         return shifted
 
     book = rewrite(sample[0], tmp_path / "titled.xlsx", {"Fases": title_row})
-    outcome = ingest(unchanged, book)
+    outcome = ingest(unchanged, book, in_process=True)
     assert_one_paragraph(outcome, book, "sheet 'Fases'", "the header was not found on row 1",
                          "row 2 holds the contract's header")
 
@@ -948,7 +954,7 @@ def test_a_workbook_that_inflates_past_the_limit_is_refused_before_reading(uncha
     assert book.stat().st_size < 20 * 2**20
     outcome = ingest(unchanged, book)
     assert_one_paragraph(outcome, book, "inflates to 1,1", "MiB allowed", "PRODPLAN_MAX_UNCOMPRESSED_MB")
-    smaller = ingest({**unchanged, "PRODPLAN_MAX_UNCOMPRESSED_MB": "1"}, sample[0])  # the limit is a setting
+    smaller = ingest({**unchanged, "PRODPLAN_MAX_UNCOMPRESSED_MB": "1"}, sample[0], in_process=True)  # a setting
     assert_one_paragraph(smaller, sample[0], "more than the 1 MiB allowed")
 
 

@@ -86,6 +86,12 @@ class _Pooled:
     def from_config_value(cls, inst_data, config_value):
         return cls(storage_url(config_value.get("postgres_url")), inst_data=inst_data)
 
+    def dispose(self) -> None:
+        """Close the kept connections with the instance (a process that opens several
+        instances, one per run, would otherwise keep each one's sessions until collected)."""
+        super().dispose()
+        self._engine.dispose()
+
 
 class PooledRunStorage(_Pooled, PostgresRunStorage):
     pass
