@@ -45,6 +45,22 @@ SHARED_SAMPLE = Path(os.environ.get("PRODPLAN_SHARED_SAMPLE",
 PRODPLAN_VARIABLES = ("PRODPLAN_DATABASE_URL", "PRODPLAN_HOME", "PRODPLAN_WORKBOOK",
                       "PRODPLAN_REPORTS_DIR", "DAGSTER_HOME", "PRODPLAN_DAGSTER_STORAGE_URL",
                       "PRODPLAN_DAGSTER_DATABASE")
+# The suite's own variables; every other PRODPLAN_* variable is a setting of the developer's.
+HARNESS_VARIABLES = frozenset({TEST_SERVER_VARIABLE, TEST_REDIS_VARIABLE, "PRODPLAN_SHARED_SAMPLE",
+                               "PRODPLAN_UPDATE_SNAPSHOT"})
+
+
+def developer_settings(environ) -> list[str]:
+    """The variables of ``environ`` that would configure ProdPlan or Dagster for a developer."""
+    return sorted(name for name in environ if name == "DAGSTER_HOME"
+                  or (name.startswith("PRODPLAN_") and name not in HARNESS_VARIABLES))
+
+
+# Removed before any test module is imported: the Dagster definitions build their partitions
+# from PRODPLAN_PARTITIONS_START when first imported, and the suite must not depend on a
+# developer's settings (a test that wants one sets it in its own environment).
+for _name in developer_settings(os.environ):
+    del os.environ[_name]
 
 
 @pytest.hookimpl(wrapper=True)

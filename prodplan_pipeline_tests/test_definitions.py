@@ -12,10 +12,12 @@ from pathlib import Path
 from prodplan_pipeline.analytics.aggregates import AGGREGATES
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.orchestration.definitions import defs
+from prodplan_pipeline.orchestration.partitions import PARTITIONS_START
 from prodplan_pipeline.orchestration.resources import WarehouseResource
+from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse.embedded import stop_embedded_server
 from prodplan_pipeline.warehouse.partitions import partition_summary
-from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT
+from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT, developer_settings
 from prodplan_pipeline_tests.definitions_snapshot import describe
 
 
@@ -85,6 +87,13 @@ def test_the_definitions_equal_their_snapshot():
         SNAPSHOT.write_text(json.dumps(described, indent=1, ensure_ascii=False) + "\n")
     assert described == json.loads(SNAPSHOT.read_text()), \
         f"the definitions differ from {SNAPSHOT.name}: rerun with PRODPLAN_UPDATE_SNAPSHOT=1 and review the diff"
+
+
+def test_the_suite_sees_none_of_the_developers_settings():
+    """What the snapshot above describes is the default deployment, whatever the shell that ran
+    the tests had set (conftest removes those variables before anything reads them)."""
+    assert developer_settings(os.environ) == []
+    assert PARTITIONS_START == Settings(home=Path("unused")).partitions_start.isoformat()
 
 
 def test_every_asset_explains_itself_and_names_its_owner():
