@@ -41,6 +41,7 @@ from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment, run_cli,
                                               run_cli_in_process)
+from prodplan_pipeline_tests.workbook_edit import VALUE, Rows, join_sheet, split_sheet
 
 SCALE, SEED = 0.01, 7
 
@@ -102,30 +103,13 @@ def ingest(env: dict[str, str], workbook: Path, in_process: bool = False) -> Ing
 
 # --- editing a workbook's XML ------------------------------------------------------------------
 
-_ROW = re.compile(r'<row r="(\d+)"[^>]*?(?:/>|>(.*?)</row>)', re.S)
-_CELL = re.compile(r"<c\b[^>]*?(?:/>|>.*?</c>)", re.S)
-_VALUE = re.compile(r"<v>(.*?)</v>", re.S)
 _SHEET_ENTRY = '<sheet name="{}" '
-
-Rows = dict[int, list[str]]  # Excel row number -> the row's <c> elements, in column order
 
 
 def sheet_rows(book: Path, name: str) -> Rows:
     part = inspect_workbook(book).sheet_parts[name]
     with zipfile.ZipFile(book) as archive:
-        return _split(archive.read(part).decode())[1]
-
-
-def _split(xml: str) -> tuple[str, Rows, str]:
-    start = xml.index("<sheetData>") + len("<sheetData>")
-    end = xml.index("</sheetData>")
-    rows = {int(m.group(1)): _CELL.findall(m.group(2) or "") for m in _ROW.finditer(xml[start:end])}
-    return xml[:start], rows, xml[end:]
-
-
-def _join(head: str, rows: Rows, tail: str) -> str:
-    body = "".join(f'<row r="{r}">{"".join(cells)}</row>' for r, cells in sorted(rows.items()))
-    return head + body + tail
+        return split_sheet(archive.read(part).decode())[1]
 
 
 def rewrite(source: Path, target: Path, edits: dict[str, Callable[[Rows], Rows]] | None = None,
@@ -138,8 +122,8 @@ def rewrite(source: Path, target: Path, edits: dict[str, Callable[[Rows], Rows]]
         for info in zin.infolist():
             data = zin.read(info.filename)
             if info.filename in by_part:
-                head, rows, tail = _split(data.decode())
-                data = _join(head, by_part[info.filename](rows), tail).encode()
+                head, rows, tail = split_sheet(data.decode())
+                data = join_sheet(head, by_part[info.filename](rows), tail).encode()
             elif info.filename == "xl/workbook.xml":
                 text = data.decode()
                 for name in drop_sheets:
@@ -172,7 +156,7 @@ def number_of(cell: str) -> float | None:
     """The value of a number cell; None for any other cell (shared string, inline string)."""
     if 't="' in cell.split(">", 1)[0]:
         return None
-    match = _VALUE.search(cell)
+    match = VALUE.search(cell)
     return float(match.group(1)) if match else None
 
 

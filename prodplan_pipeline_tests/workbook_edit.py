@@ -10,7 +10,8 @@ sheet that the edit did not set.
 
 It reads what ``workbook.xlsx_writer`` writes (shared strings, the datetime style, no cell
 references), the only workbooks the tests edit; a cell reference or another cell type is
-refused rather than guessed.
+refused rather than guessed. ``split_sheet`` and ``join_sheet`` are the row-level editing that
+test_ingest_bad_input uses to write defects cell by cell.
 """
 
 from __future__ import annotations
@@ -27,12 +28,27 @@ from prodplan_pipeline.workbook.xlsx_writer import DATETIME_STYLE, escape_xml
 
 SHARED_STRINGS = "xl/sharedStrings.xml"
 EXCEL_EPOCH = dt.datetime(1899, 12, 30)
-_ROW = re.compile(r"<row\b[^>]*?(?:/>|>(.*?)</row>)", re.S)
-_CELL = re.compile(r"<c\b([^>]*?)(?:/>|>(.*?)</c>)", re.S)
+ROW = re.compile(r'<row r="(\d+)"[^>]*?(?:/>|>(.*?)</row>)', re.S)
+CELL = re.compile(r"<c\b[^>]*?(?:/>|>.*?</c>)", re.S)
+VALUE = re.compile(r"<v>(.*?)</v>", re.S)
 _ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
-_VALUE = re.compile(r"<v>(.*?)</v>", re.S)
 _STRING = re.compile(r"<si><t[^>]*>(.*?)</t></si>", re.S)
 _REFERENCE = re.compile(r"([A-Z]+)(\d+)")
+
+Rows = dict[int, list[str]]  # Excel row number -> the row's <c> elements, in column order
+
+
+def split_sheet(xml: str) -> tuple[str, Rows, str]:
+    """A sheet part's XML: what precedes its rows, its rows, what follows them."""
+    start = xml.index("<sheetData>") + len("<sheetData>")
+    end = xml.index("</sheetData>")
+    rows = {int(m.group(1)): CELL.findall(m.group(2) or "") for m in ROW.finditer(xml, start, end)}
+    return xml[:start], rows, xml[end:]
+
+
+def join_sheet(head: str, rows: Rows, tail: str) -> str:
+    body = "".join(f'<row r="{r}">{"".join(cells)}</row>' for r, cells in sorted(rows.items()))
+    return head + body + tail
 
 
 class Cell:
@@ -89,9 +105,8 @@ class Sheet:
         del self._rows[idx - 1:idx - 1 + amount]
 
     def xml(self, strings: StringTable) -> str:
-        body = "".join(f'<row r="{n}">{"".join(c.xml(strings) for c in cells)}</row>'
-                       for n, cells in enumerate(self._rows, start=1))
-        return self._head + body + self._tail
+        rows = {n: [c.xml(strings) for c in cells] for n, cells in enumerate(self._rows, start=1)}
+        return join_sheet(self._head, rows, self._tail)
 
 
 class StringTable:
@@ -154,22 +169,21 @@ def header_index(worksheet, header: str) -> int:
 
 
 def _parse(xml: str, strings: list[str]) -> Sheet:
-    start = xml.index("<sheetData>") + len("<sheetData>")
-    end = xml.index("</sheetData>")
-    rows = []
-    for row in _ROW.finditer(xml, start, end):
-        cells = []
-        for cell in _CELL.finditer(row.group(1) or ""):
-            if ' r="' in cell.group(1):
-                raise ValueError("a cell with a reference: not a workbook of xlsx_writer's")
-            cells.append(Cell(cell.group(0), strings))
-        rows.append(cells)
-    return Sheet(xml[:start], rows, xml[end:], strings)
+    head, rows, tail = split_sheet(xml)
+    if list(rows) != list(range(1, len(rows) + 1)):
+        raise ValueError("rows out of sequence: not a workbook of xlsx_writer's")
+    if any(_opening_tag(cell).find(' r="') >= 0 for cells in rows.values() for cell in cells):
+        raise ValueError("a cell with a reference: not a workbook of xlsx_writer's")
+    return Sheet(head, [[Cell(cell, strings) for cell in cells] for cells in rows.values()], tail, strings)
+
+
+def _opening_tag(cell: str) -> str:
+    return cell[:cell.index(">") + 1]
 
 
 def _decode(xml: str, strings: list[str]):
-    attributes = dict(_ATTRIBUTE.findall(_CELL.match(xml).group(1)))
-    found = _VALUE.search(xml)
+    attributes = dict(_ATTRIBUTE.findall(_opening_tag(xml)))
+    found = VALUE.search(xml)
     if found is None:
         return None
     text = found.group(1)
