@@ -15,6 +15,8 @@ def describe(defs: Definitions) -> dict:
             "checks": {key.to_user_string(): _check(graph.get_check_spec(key))
                        for key in _sorted(graph.asset_check_keys)},
             "jobs": {job.name: _job(defs, job.name) for job in sorted(defs.jobs, key=lambda j: j.name)},
+            # the jobs Dagster makes up (a sensor's asset-check runs, the UI's "Materialize")
+            "implicit_asset_jobs_executor": defs.resolve_implicit_global_asset_job_def().executor_def.name,
             "schedules": {s.name: {"cron": s.cron_schedule, "timezone": s.execution_timezone, "job": s.job_name,
                                    "default_status": s.default_status.value}
                           for s in sorted(defs.schedules, key=lambda s: s.name)},
@@ -44,6 +46,6 @@ def _check(spec) -> dict:
 def _job(defs: Definitions, name: str) -> dict:
     job = defs.resolve_job_def(name)
     partitions, assets = job.partitions_def, job.asset_layer.executable_asset_keys
-    return {"description": job.description, "partitions": None if partitions is None else str(partitions),
+    return {"description": job.description, "executor": job.executor_def.name, "partitions": None if partitions is None else str(partitions),
             "assets": sorted(k.to_user_string() for k in assets),
             "ops": [] if assets else sorted(job.graph.node_dict)}

@@ -40,6 +40,10 @@ refresh_job = define_asset_job(
 )
 
 defs = Definitions(
+    # The jobs Dagster makes up (the freshness sensor's check runs, a UI "Materialize") run
+    # in-process too: the multiprocess default starts a Python process per step (~5 s of CPU
+    # each), and a stop that lands while those start takes as long as they do.
+    executor=in_process_executor,
     assets=[*ingestion_assets, *quality_assets, *analytics_assets],
     asset_checks=[*quality_checks, *freshness_checks],
     jobs=[ingest_job, refresh_job, warehouse_maintenance_job],
