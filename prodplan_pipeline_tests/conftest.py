@@ -32,6 +32,7 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import IDLE_CONNECTIONS, libpq_dsn, ensure_database, normalise_url
 from prodplan_pipeline.warehouse.embedded import embedded_server_uri, stop_embedded_server
 from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.forked_cli import ForkedProcess, ForkServer, run_forked
 from prodplan_pipeline_tests.workbook_facts import compute_facts, read_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -297,6 +298,30 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
     """Run ``prodplan`` in a real subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "prodplan_pipeline.cli", *args], env=env,
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+# This test process's fork server (forked_cli), started when first used.
+FORK_SERVER = ForkServer(REPO_ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fork_server_stops():
+    yield
+    FORK_SERVER.stop()
+
+
+def run_cli_forked(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``run_cli`` in a process forked from the fork server (``forked_cli``): the same command in
+    a process of its own, without ~2-4.5 s of interpreter start and library imports. For tests
+    whose subject is what the command does, not how a fresh interpreter starts it."""
+    return run_forked(FORK_SERVER, args, env, REPO_ROOT, timeout)
+
+
+def start_cli_forked(args: list[str], env: dict[str, str], *, stdout: int, stderr: int) -> ForkedProcess:
+    """``prodplan ARGS`` started in a forked process (its own session: ``os.killpg(pid, ...)``
+    reaches it and what it starts), writing to the file descriptors ``stdout`` and ``stderr``."""
+    with open(os.devnull) as stdin:
+        return ForkedProcess(FORK_SERVER, args, env, REPO_ROOT, stdin.fileno(), stdout, stderr)
 
 
 def run_cli_in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

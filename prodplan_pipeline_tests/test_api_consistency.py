@@ -33,7 +33,7 @@ import pytest
 from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer
-from .conftest import RECENT_PARTITIONS, cli_environment, run_cli
+from .conftest import RECENT_PARTITIONS, cli_environment, run_cli_forked
 from .test_ingest import query
 from .workbook_edit import edited
 from .test_snapshot_faults import Ingest, _re_export, re_exported, warehouse_of
@@ -190,7 +190,7 @@ def serving_a(workbooks, databases, tmp_path_factory):
     env = {k: v for k, v in cli_environment(databases, tmp_path_factory.mktemp("consistency"), "consistency",
                                             PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS).items()
            if k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE")}
-    first = run_cli(["ingest", "--workbook", str(workbooks["A"])], env)
+    first = run_cli_forked(["ingest", "--workbook", str(workbooks["A"])], env)
     assert first.returncode == 0, first.stderr
     servers = {"cached": ApiServer(env), "uncached": ApiServer({**env, "PRODPLAN_API_CACHE": "off"})}
     try:

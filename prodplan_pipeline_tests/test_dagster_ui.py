@@ -24,7 +24,7 @@ from prodplan_pipeline.analytics.current import CURRENT_LAYERS
 from prodplan_pipeline.orchestration.partitions import partition_bounds
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT, run_cli
+from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT, run_cli, run_cli_forked
 from prodplan_pipeline_tests.test_automation import Webhook
 
 STARTUP_SECONDS = 180
@@ -113,7 +113,7 @@ def loaded_ui(databases, tmp_path_factory):
                PRODPLAN_FRESHNESS_HOURS="0.0003",
                # the alert sensors tick every 2 s instead of 30: an alert within seconds
                PRODPLAN_ALERT_INTERVAL_SECONDS="2")
-    first = run_cli(["ingest", "--workbook", str(workbook)], env)
+    first = run_cli_forked(["ingest", "--workbook", str(workbook)], env)
     assert first.returncode == 0, first.stdout + first.stderr
     ui = DagsterUI(env, home / "dagster-dev.log")
     try:

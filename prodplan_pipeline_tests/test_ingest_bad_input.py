@@ -1,10 +1,13 @@
 """Bad input through `prodplan ingest`, as a user meets it: a file that is not a workbook, a sheet
 whose shape differs from the contract, and cells that do not fit their column.
 
-Ingestions are real `prodplan ingest` commands (Dagster and all) on the real test PostgreSQL: a
-subprocess each, except the refusals of a sheet's shape and of damaged or empty workbooks, whose
-subject is the paragraph and what the refused run leaves; those call the command in the test's
-process (``conftest.run_cli_in_process``: ~3 s of imports less each). Bad workbooks are derived from the project's own sample by rewriting the XML inside the zip, so
+Ingestions are real `prodplan ingest` commands (Dagster and all) on the real test PostgreSQL, a
+process each, forked from the fork server (``conftest.run_cli_forked``: ~4 s of interpreter
+start and imports less each). The refusals of a file that is not a workbook or inflates past the
+limit run in a fresh interpreter (``run_cli``): what the whole process prints is their subject.
+The refusals of a sheet's shape and of damaged or empty workbooks, whose subject is the
+paragraph and what the refused run leaves, call the command in the test's process
+(``conftest.run_cli_in_process``). Bad workbooks are derived from the project's own sample by rewriting the XML inside the zip, so
 each defect is exactly the one intended (the rest of the sheet, its shared strings and its date
 cells stay byte for byte as the generator wrote them). The expectations come from
 DATA_CONTRACT.md (quirks and handling) and PIPELINE.md (exit codes 0 / 1 / 2).
@@ -40,7 +43,7 @@ from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment, run_cli,
-                                              run_cli_in_process)
+                                              run_cli_forked, run_cli_in_process)
 from prodplan_pipeline_tests.workbook_edit import VALUE, Rows, join_sheet, split_sheet
 
 SCALE, SEED = 0.01, 7
@@ -89,10 +92,10 @@ class Ingest:
         return lines[-1] if lines else ""
 
 
-def ingest(env: dict[str, str], workbook: Path, in_process: bool = False) -> Ingest:
-    """``prodplan ingest --json``; ``in_process`` for a refusal whose subject is its message and
-    what it leaves, not the process (conftest.run_cli_in_process)."""
-    run = run_cli_in_process if in_process else run_cli
+def ingest(env: dict[str, str], workbook: Path, run=run_cli_forked) -> Ingest:
+    """``prodplan ingest --json``, in a forked process (conftest.run_cli_forked); ``run`` may be
+    ``run_cli_in_process``, for a refusal whose subject is its message and what it leaves, or
+    ``run_cli``, a fresh interpreter, where the subject is what the process prints."""
     result = run(["ingest", "--workbook", str(workbook), "--json"], env)
     lines = result.stdout.strip().splitlines()
     summary = None
@@ -346,7 +349,7 @@ def test_a_file_that_is_not_a_workbook_fails_with_one_paragraph(case, unchanged,
     make, phrases = FILE_CASES[case]
     path = make(tmp_path, sample[0]).resolve()
     runs = ingestion_run_count(unchanged)
-    outcome = ingest(unchanged, path)
+    outcome = ingest(unchanged, path, run=run_cli)
     assert_one_paragraph(outcome, path, *phrases)
     # found before Dagster starts: the message is all there is on stderr, one paragraph
     assert outcome.result.stderr.strip() == outcome.message, outcome.result.stderr
@@ -356,7 +359,7 @@ def test_a_file_that_is_not_a_workbook_fails_with_one_paragraph(case, unchanged,
 def test_an_empty_workbook_fails_naming_the_missing_sheets(unchanged, tmp_path):
     path = tmp_path.resolve() / "blank.xlsx"
     openpyxl.Workbook().save(path)  # one empty default sheet, "Sheet"
-    outcome = ingest(unchanged, path, in_process=True)
+    outcome = ingest(unchanged, path, run=run_cli_in_process)
     assert_one_paragraph(outcome, path, "the workbook has: Sheet")
     positions = [outcome.message.find(f"the sheet '{s.name}' is missing") for s in SHEETS]
     assert -1 not in positions, outcome.message
@@ -384,7 +387,7 @@ def test_damaged_sheet_data_inside_an_intact_zip_fails_naming_the_sheet(unchange
         data[i] ^= 0x5A
     path.write_bytes(bytes(data))
     inspect_workbook(path)  # the damage is not visible from the zip directory
-    outcome = ingest(unchanged, path, in_process=True)
+    outcome = ingest(unchanged, path, run=run_cli_in_process)
     assert_one_paragraph(outcome, path, "the sheet 'Fases' cannot be read", "re-export")
     assert outcome.summary and outcome.summary["exit_code"] == 1
 
@@ -457,7 +460,7 @@ def test_a_sheet_that_differs_from_the_contract_fails_and_core_is_untouched(case
     name, how, phrases = SHEET_CASES[case]
     path = rewrite(sample[0], tmp_path.resolve() / f"{case}.xlsx", **how)
     before = core_checksums(loaded)
-    outcome = ingest(loaded, path, in_process=True)
+    outcome = ingest(loaded, path, run=run_cli_in_process)
     assert_one_paragraph(outcome, path, f"'{name}'", *phrases)
     assert outcome.summary and outcome.summary["exit_code"] == 1
     assert all(p in outcome.summary["error"] for p in phrases), outcome.summary["error"]
@@ -920,7 +923,7 @@ def test_a_title_row_above_the_header_is_named_with_where_the_header_is(unchange
         return shifted
 
     book = rewrite(sample[0], tmp_path / "titled.xlsx", {"Fases": title_row})
-    outcome = ingest(unchanged, book, in_process=True)
+    outcome = ingest(unchanged, book, run=run_cli_in_process)
     assert_one_paragraph(outcome, book, "sheet 'Fases'", "the header was not found on row 1",
                          "row 2 holds the contract's header")
 
@@ -936,9 +939,9 @@ def test_a_workbook_that_inflates_past_the_limit_is_refused_before_reading(uncha
             for _ in range(70):
                 padding.write(block)
     assert book.stat().st_size < 20 * 2**20
-    outcome = ingest(unchanged, book)
+    outcome = ingest(unchanged, book, run=run_cli)
     assert_one_paragraph(outcome, book, "inflates to 1,1", "MiB allowed", "PRODPLAN_MAX_UNCOMPRESSED_MB")
-    smaller = ingest({**unchanged, "PRODPLAN_MAX_UNCOMPRESSED_MB": "1"}, sample[0], in_process=True)  # a setting
+    smaller = ingest({**unchanged, "PRODPLAN_MAX_UNCOMPRESSED_MB": "1"}, sample[0], run=run_cli_in_process)  # a setting
     assert_one_paragraph(smaller, sample[0], "more than the 1 MiB allowed")
 
 

@@ -1,5 +1,6 @@
 """The workbook is one snapshot: whatever is killed or lost on the way, the next plain run
-converges to it. Real `prodplan ingest` processes on real PostgreSQL, killed with SIGKILL (the
+converges to it. `prodplan ingest` processes (forked from the test's fork server, forked_cli: a
+process each, without the interpreter's start) on real PostgreSQL, killed with SIGKILL (the
 whole process group) at several points; the warehouse afterwards is compared, table by table,
 with a clean ingest of the same workbook."""
 
@@ -9,8 +10,6 @@ import datetime as dt
 import itertools
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, REPO_ROOT, cli_environment, copied_environment,
-                                              run_cli)
+from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment,
+                                              run_cli_forked, start_cli_forked)
 from prodplan_pipeline_tests.test_ingest import checksums, query
 from prodplan_pipeline_tests.workbook_edit import edited, header_index
 from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
@@ -79,7 +78,7 @@ def clean_runs(workbooks, databases, tmp_path_factory) -> dict[str, dict[str, st
     envs = {}
     for name, workbook in workbooks.items():
         envs[name] = environment(databases, tmp_path_factory.mktemp(f"clean-{name}"))
-        assert run_cli(["ingest", "--workbook", str(workbook)], envs[name]).returncode == 0
+        assert run_cli_forked(["ingest", "--workbook", str(workbook)], envs[name]).returncode == 0
     return envs
 
 
@@ -107,19 +106,22 @@ def warehouse_of(env: dict[str, str]) -> Warehouse:
 
 
 class Ingest:
-    """`prodplan ingest` in its own process group, its progress lines read as they come."""
+    """`prodplan ingest` in its own process group (forked: start_cli_forked), its progress lines
+    read as they come."""
 
     def __init__(self, env: dict[str, str], workbook: Path):
         self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(workbook)],
-            env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        progress, writer = os.pipe()
+        with open(os.devnull, "w") as devnull:
+            self.process = start_cli_forked(["ingest", "--workbook", str(workbook)], env,
+                                            stdout=devnull.fileno(), stderr=writer)
+        os.close(writer)  # the child holds it: the reader ends when the child does
+        threading.Thread(target=self._read, args=(progress,), daemon=True).start()
 
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
+    def _read(self, progress: int) -> None:
+        with open(progress, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                self.lines.append(line)
 
     def wait_for(self, text: str, timeout: float = 240) -> bool:
         deadline = time.monotonic() + timeout
@@ -131,7 +133,7 @@ class Ingest:
 
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+        assert self.process.wait(timeout=30) == -signal.SIGKILL, "killed while it ran"
 
 
 def wait_until_idle(warehouse: Warehouse) -> None:
@@ -166,7 +168,7 @@ def test_a_first_ingest_killed_anywhere_converges_on_the_plain_rerun(point, work
             assert lock_holder_pid(conn, INGESTION_LOCK) is not None
     victim.kill()
     wait_until_idle(warehouse_of(env))
-    rerun = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
+    rerun = run_cli_forked(["ingest", "--workbook", str(workbooks["first"])], env)
     assert rerun.returncode == 0, rerun.stderr
     assert differences(fingerprint(warehouse_of(env)), clean["first"]) == []
     runs, dagster_runs = FIRST_LOAD_POINTS[point]
@@ -193,7 +195,7 @@ def test_a_re_ingest_killed_after_its_commit_converges_to_the_new_snapshot(point
         WHERE is_open IS NULL OR is_open <> (fase_of_fim IS NULL)
            OR duration_seconds IS DISTINCT FROM CASE WHEN fase_of_fim >= fase_of_inicio
               THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END""")[0][0] == 0
-    assert run_cli(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
+    assert run_cli_forked(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
     assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []
 
 
@@ -201,18 +203,18 @@ def test_staging_emptied_by_crash_recovery_does_not_fail_an_unchanged_ingest(wor
     env = first_ingested
     with warehouse_of(env).connect() as conn, conn.cursor() as cur:  # what crash recovery does
         cur.execute("TRUNCATE " + ", ".join(s.staging_table for s in SHEETS))
-    again = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
+    again = run_cli_forked(["ingest", "--workbook", str(workbooks["first"])], env)
     assert again.returncode == 0, again.stderr
     assert differences(fingerprint(warehouse_of(env)), clean["first"]) == []
     # a layer left behind (its refresh killed before it committed) is caught up by a plain run
     with warehouse_of(env).connect() as conn, conn.cursor() as cur:
         cur.execute("UPDATE ops.watermarks SET value = '0' WHERE name = 'analytics.materialized_views'")
     assert query(warehouse_of(env), "SELECT aggregates_catching_up FROM ops.snapshot_labels")[0][0]
-    caught_up = run_cli(["ingest", "--workbook", str(workbooks["first"])], env)
+    caught_up = run_cli_forked(["ingest", "--workbook", str(workbooks["first"])], env)
     assert caught_up.returncode == 0 and "analytics: current layers and views" in caught_up.stderr
     assert not query(warehouse_of(env), "SELECT aggregates_catching_up FROM ops.snapshot_labels")[0][0]
     # and a changed workbook after it still merges from a fresh read
-    assert run_cli(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
+    assert run_cli_forked(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
     assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []
 
 
@@ -226,25 +228,25 @@ def test_a_half_broken_snapshot_changes_no_core_table_until_allowed(workbooks, f
         phases.delete_rows(2, (phases.max_row - 1) // 2)  # ... and half the phases lost
 
     broken = edited(workbooks["first"], tmp_path / "broken.xlsx", new_orders_and_half_the_phases)
-    refused = run_cli(["ingest", "--workbook", str(broken)], env)
+    refused = run_cli_forked(["ingest", "--workbook", str(broken)], env)
     assert refused.returncode == 2, refused.stderr
     assert checksums(warehouse_of(env)) == before, "no core table changed"
     report = (tmp_path / "reports" / "CRITICAL_MISMATCHES.md").read_text()
     assert "--max-shrink 0.5" in report and "PRODPLAN_MAX_SHRINK" in report
     assert "not committed: sheet FasesOrdemFabrico" in report, "the other sheets say why they did not land"
-    landed = run_cli(["ingest", "--workbook", str(broken), "--max-shrink", "0.6"], env)
+    landed = run_cli_forked(["ingest", "--workbook", str(broken), "--max-shrink", "0.6"], env)
     assert landed.returncode == 0, landed.stderr
     assert checksums(warehouse_of(env)) != before
     clean_env = environment(databases, tmp_path / "reference")
-    assert run_cli(["ingest", "--workbook", str(broken)], clean_env).returncode == 0
+    assert run_cli_forked(["ingest", "--workbook", str(broken)], clean_env).returncode == 0
     assert differences(fingerprint(warehouse_of(env)), fingerprint(warehouse_of(clean_env))) == []
 
 
 def test_a_bad_max_shrink_is_refused_in_one_sentence(workbooks, databases, tmp_path):
     env = environment(databases, tmp_path)
-    result = run_cli(["ingest", "--workbook", str(workbooks["first"]), "--max-shrink", "half"], env)
+    result = run_cli_forked(["ingest", "--workbook", str(workbooks["first"]), "--max-shrink", "half"], env)
     assert result.returncode == 1 and "--max-shrink must be a fraction between 0 and 1" in result.stderr
-    result = run_cli(["ingest", "--workbook", str(workbooks["first"])], {**env, "PRODPLAN_MAX_SHRINK": "2"})
+    result = run_cli_forked(["ingest", "--workbook", str(workbooks["first"])], {**env, "PRODPLAN_MAX_SHRINK": "2"})
     assert result.returncode == 1 and "PRODPLAN_MAX_SHRINK must be a fraction" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -262,7 +264,7 @@ def test_a_workbook_renamed_over_mid_read_never_mixes_two_files(workbooks, clean
     warehouse = warehouse_of(env)
     assert differences(fingerprint(warehouse), clean["first"]) == [], "every sheet came from the first file"
     assert query(warehouse, "SELECT workbook_sha256 FROM ops.ingestion_runs")[0][0] == file_sha256(workbooks["first"])
-    assert run_cli(["ingest", "--workbook", str(path)], env).returncode == 0  # the new export, whole
+    assert run_cli_forked(["ingest", "--workbook", str(path)], env).returncode == 0  # the new export, whole
     assert differences(fingerprint(warehouse), clean["second"]) == []
     copies = sorted(p.name for p in (tmp_path / "exports").glob("*.xlsx"))
     assert copies == sorted(f"{file_sha256(w)}.xlsx" for w in workbooks.values()), "an audit trail"
