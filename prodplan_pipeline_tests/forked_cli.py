@@ -100,9 +100,15 @@ class ForkedProcess:
             self._receive_status()
         return self.returncode
 
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # (once reaped, its pid may be another process's)
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
+        self.send_signal(signal.SIGKILL)
 
     def _receive_status(self) -> None:
         message = self._socket.recv(REQUEST_BYTES)

@@ -68,7 +68,7 @@ def real(databases, real_sample, tmp_path_factory):
     warehouse = databases.warehouse("api_real")
     assert ingest_workbook(warehouse, real_sample.path).passed
     rebuild_downstream(warehouse)
-    server = ApiServer(server_env(tmp_path_factory.mktemp("api_real"), url_of(warehouse)))
+    server = ApiServer(server_env(tmp_path_factory.mktemp("api_real"), url_of(warehouse)), fresh=True)
     yield warehouse, server
     server.stop()
 
