@@ -40,13 +40,15 @@ def running_server_pid(pgdata: Path) -> int | None:
     return info.pid if info is not None and info.is_running() else None
 
 
-def stop_embedded_server(pgdata: Path) -> bool:
-    """Stop the server running on ``pgdata``; False when none was running."""
+def stop_embedded_server(pgdata: Path, discard: bool = False) -> bool:
+    """Stop the server running on ``pgdata``; False when none was running. ``discard``: its
+    files are deleted next, so it stops without its shutdown checkpoint (``-m immediate``:
+    writing out every dirty page of a test session's databases took seconds)."""
     if running_server_pid(pgdata) is None:
         return False
     pgserver = _pgserver()
     user = "pgserver" if _is_root() else None
-    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    pgserver.pg_ctl(["-w", "-m", "immediate" if discard else "fast", "stop"], pgdata=pgdata, user=user)
     return True
 
 
