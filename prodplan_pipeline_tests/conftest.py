@@ -409,6 +409,25 @@ def pytest_report_header(config) -> str:
     return f"tests about the real export use {source}"
 
 
+def generated_once(tmp_path_factory, name: str, **sample) -> Path:
+    """``write_sample(**sample)`` once per test run, shared by the xdist workers (the folder
+    above each worker's own basetemp is the run's): the first worker writes it under a lock,
+    the others wait for it and read the same file (~7 s of CPU saved per worker)."""
+    import fcntl
+
+    folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = folder.parent
+    path = folder / name
+    with open(folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            partial = folder / f"partial-{name}"
+            write_sample(partial, **sample)
+            partial.rename(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def real_sample(tmp_path_factory) -> RealSample:
     """The shared real sample when it is there, else a generated workbook of the same size (the
@@ -416,8 +435,7 @@ def real_sample(tmp_path_factory) -> RealSample:
     the 32% employee-link match). Either way the expected values come from the file itself."""
     path = SHARED_SAMPLE
     if not path.exists():
-        path = tmp_path_factory.mktemp("real_sample") / "Folha_IA.xlsx"
-        write_sample(path, scale=0.1, seed=7)
+        path = generated_once(tmp_path_factory, "Folha_IA_stand_in.xlsx", scale=0.1, seed=7)
     frames = read_frames(path)
     return RealSample(path, frames, compute_facts(frames))
 
