@@ -56,7 +56,11 @@ class ForkServer:
         if self.process is None or self.process.poll() is not None:
             folder = tempfile.mkdtemp(prefix="prodplan-forks-")
             self.address = os.path.join(folder, "socket")
-            env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+            # None of a test's settings (it may start while a test has monkeypatched some):
+            # each command brings its whole environment.
+            env = {name: value for name, value in os.environ.items()
+                   if not name.startswith("PRODPLAN_") and name != "DAGSTER_HOME"}
+            env["OPENBLAS_NUM_THREADS"] = "1"
             self.process = subprocess.Popen([sys.executable, "-m", __name__, self.address], cwd=self.cwd,
                                             env=env, stdin=subprocess.DEVNULL)
             deadline = time.monotonic() + 120

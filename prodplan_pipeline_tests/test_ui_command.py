@@ -24,7 +24,7 @@ import pytest
 from prodplan_pipeline.cli import UI_STOP_GRACE
 
 from .api_server import free_port
-from .conftest import REPO_ROOT, run_cli
+from .conftest import REPO_ROOT, run_cli, run_cli_forked
 
 STARTUP_TIMEOUT = 120  # seconds for dagster dev to load the code location (~20-30 s here)
 # prodplan ui kills what is still running UI_STOP_GRACE s after the signal, then gives leftovers
@@ -145,7 +145,7 @@ def failed_cli_run(env: dict[str, str], folder: Path) -> str:
     book = openpyxl.Workbook()
     book.active.title = "Outra"
     book.save(broken)
-    result = run_cli(["ingest", "--workbook", str(broken), "--json"], env)
+    result = run_cli_forked(["ingest", "--workbook", str(broken), "--json"], env)  # the run, not the process
     assert result.returncode == 1 and "the sheet 'Fases' is missing" in result.stderr, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])["dagster_run_id"]
 
