@@ -335,8 +335,15 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-# This test process's fork server (forked_cli), started when first used.
-FORK_SERVER = ForkServer(REPO_ROOT)
+# This test process's fork server (forked_cli), started when first used, with none of the
+# settings (it may start while a test has monkeypatched PRODPLAN_HOME): each command brings its
+# whole environment.
+def _without_settings() -> dict[str, str]:
+    settings = set(developer_settings(os.environ))
+    return {name: value for name, value in os.environ.items() if name not in settings}
+
+
+FORK_SERVER = ForkServer(REPO_ROOT, _without_settings)
 
 
 @pytest.fixture(scope="session", autouse=True)

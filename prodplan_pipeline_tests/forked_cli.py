@@ -47,8 +47,9 @@ POLL_SECONDS = 0.02  # how late an exit status may be reported
 class ForkServer:
     """The server process, started on first use (``start``), listening on a Unix socket."""
 
-    def __init__(self, cwd: Path):
+    def __init__(self, cwd: Path, environment):
         self.cwd = cwd
+        self.environment = environment  # () -> the server's environment, read when it starts
         self.process: subprocess.Popen | None = None
         self.address: str | None = None
 
@@ -56,11 +57,7 @@ class ForkServer:
         if self.process is None or self.process.poll() is not None:
             folder = tempfile.mkdtemp(prefix="prodplan-forks-")
             self.address = os.path.join(folder, "socket")
-            # None of a test's settings (it may start while a test has monkeypatched some):
-            # each command brings its whole environment.
-            env = {name: value for name, value in os.environ.items()
-                   if not name.startswith("PRODPLAN_") and name != "DAGSTER_HOME"}
-            env["OPENBLAS_NUM_THREADS"] = "1"
+            env = {**self.environment(), "OPENBLAS_NUM_THREADS": "1"}
             self.process = subprocess.Popen([sys.executable, "-m", __name__, self.address], cwd=self.cwd,
                                             env=env, stdin=subprocess.DEVNULL)
             deadline = time.monotonic() + 120
