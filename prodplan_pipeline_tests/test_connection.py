@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+import uuid
 
 import psycopg2.errors
 import pytest
 
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse.connection import DatabaseConfigError, libpq_dsn, normalise_url, server_url
-from prodplan_pipeline.warehouse.embedded import running_server_pid, stop_embedded_server
+from prodplan_pipeline.warehouse.embedded import ensure_server_user, running_server_pid, stop_embedded_server
 from prodplan_pipeline_tests.conftest import run_cli
 
 
@@ -60,6 +64,37 @@ def test_embedded_server_is_started_once_and_reused_by_a_second_process(clean_en
     finally:
         stop_embedded_server(home / "pgdata")
     assert running_server_pid(home / "pgdata") is None
+
+
+# Imported first ("ready"), then released together by a line on stdin: the race is in the call.
+ENSURE_USER = "import sys; from prodplan_pipeline.warehouse.embedded import ensure_server_user; " \
+              "print('ready', flush=True); sys.stdin.readline(); print(ensure_server_user(sys.argv[1]))"
+
+
+def test_processes_creating_the_servers_user_at_once_all_get_the_same_user():
+    """As root, pgserver runs PostgreSQL as a system user it creates; four processes at once
+    (two test workers' first servers on a fresh machine) must each get that one user, where
+    pgserver's own unlocked ``useradd`` raced (one "already exists"). Not root: no user."""
+    name = f"prodplan_t{uuid.uuid4().hex[:8]}"  # never the real user: this test deletes it
+    try:
+        processes = [subprocess.Popen([sys.executable, "-c", ENSURE_USER, name], text=True, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+        assert [p.stdout.readline() for p in processes] == ["ready\n"] * 4
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        results = [(p.wait(timeout=60), *p.communicate()) for p in processes]
+        assert [code for code, _, _ in results] == [0] * 4, [err for _, _, err in results]
+        uids = {out.strip() for _, out, _ in results}
+        if os.geteuid() == 0:
+            import pwd
+
+            assert uids == {str(pwd.getpwnam(name).pw_uid)}
+        else:
+            assert uids == {"None"} and ensure_server_user(name) is None
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["userdel", "-r", name], capture_output=True)
 
 
 # --- connections a process reuses (IDLE_CONNECTIONS) -------------------------------------------

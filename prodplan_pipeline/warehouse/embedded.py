@@ -7,11 +7,17 @@ reuse the same server instead of each starting (and fighting over) their own.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+SERVER_USER = "pgserver"  # the system user pgserver runs PostgreSQL as when started by root
+# Machine-wide, not per PRODPLAN_HOME: the system user is the machine's.
+SERVER_USER_LOCK = Path(tempfile.gettempdir()) / "prodplan_pgserver_user.lock"
 
 
 def _pgserver():
@@ -28,6 +34,7 @@ def embedded_server_uri(pgdata: Path, database: str = "postgres") -> str:
     """Start the server under ``pgdata`` (or reuse the running one) and return a libpq URI."""
     pgdata.mkdir(parents=True, exist_ok=True)
     pgserver = _pgserver()
+    ensure_server_user()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = pgserver.get_server(pgdata, cleanup_mode=None)
@@ -47,9 +54,23 @@ def stop_embedded_server(pgdata: Path, discard: bool = False) -> bool:
     if running_server_pid(pgdata) is None:
         return False
     pgserver = _pgserver()
-    user = "pgserver" if _is_root() else None
+    user = SERVER_USER if _is_root() else None
     pgserver.pg_ctl(["-w", "-m", "immediate" if discard else "fast", "stop"], pgdata=pgdata, user=user)
     return True
+
+
+def ensure_server_user(name: str = SERVER_USER) -> int | None:
+    """As root, create the system user the server runs as (its uid), once per machine; else None.
+
+    pgserver creates it itself, but unlocked: two processes starting their first servers at once
+    (the test workers on a fresh machine) both ran ``useradd``; one failed with "user already
+    exists", or initdb found its folder chowned to a uid that was no longer the user's."""
+    if not _is_root():
+        return None
+    SERVER_USER_LOCK.touch(exist_ok=True)
+    with SERVER_USER_LOCK.open("r") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _pgserver().utils.ensure_user_exists(name).pw_uid
 
 
 def _is_root() -> bool:
