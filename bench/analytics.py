@@ -94,7 +94,7 @@ def main() -> int:
                      round(dagster_range_run(warehouse, first, first + span), 2), ""))
         rows += incremental_cycle(warehouse, path)
         print(format_table(["measure", "seconds", "target"], rows))
-        print(f"aggregate rows after the full backfill: {sum(r.rows_written for r in reports):,}; "
+        print(f"aggregate rows after the full backfill: {sum(r.rows for r in reports):,}; "
               f"peak RSS {peak_rss_mb():.0f} MB")
     finally:
         drop(warehouse)

@@ -179,12 +179,30 @@ def test_daily_aggregates_equal_pandas_over_the_core_rows(derived):
     for column in ("n", "total", "low", "high", "p50", "p90", "rework"):
         assert (merged[column] - merged[f"{column}_sql"]).abs().max() < 1e-6, column
     assert merged.rework.sum() > 0
-    before = query(warehouse, "SELECT * FROM analytics.agg_phase_stats_daily ORDER BY 1, 2, 3")
+    everything = "SELECT * FROM analytics.agg_phase_stats_daily ORDER BY 1, 2, 3"
+    before = query(warehouse, everything)
     with warehouse.connect() as conn:
-        for day in days:
+        for day in days:  # recomputed, equal: nothing is written
             report = refresh(conn, PHASE_STATS, day, day + timedelta(days=1))
-            assert report.rows_deleted == report.rows_written > 0
-    assert query(warehouse, "SELECT * FROM analytics.agg_phase_stats_daily ORDER BY 1, 2, 3") == before
+            assert (report.rows_deleted, report.rows_written) == (0, 0) and report.rows > 0
+    assert query(warehouse, everything) == before
+    # Rows that differ from the recomputed ones, in every way: one changed (a NULL percentile
+    # included, where "=" would not tell), one gone, one that has no group: exactly those written.
+    changed, gone = before[0][:3], before[1][:3]
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute("UPDATE analytics.agg_phase_stats_daily SET n = n + 1, p90_duration_seconds = NULL "
+                    "WHERE (snapshot_date, produto_id, fase_id) = %s", (changed,))
+        cur.execute("DELETE FROM analytics.agg_phase_stats_daily WHERE (snapshot_date, produto_id, fase_id) = %s",
+                    (gone,))
+        cur.execute("INSERT INTO analytics.agg_phase_stats_daily SELECT snapshot_date, -1, fase_id, 1, 1, 1, 1, "
+                    "1, 1, 0 FROM analytics.agg_phase_stats_daily WHERE (snapshot_date, produto_id, fase_id) = %s",
+                    (changed,))
+        report = refresh(conn, PHASE_STATS, changed[0], changed[0] + timedelta(days=1))
+    # deleted: the changed row and the stray one; written: the changed row, and the gone one if on that day
+    assert (report.rows_deleted, report.rows_written) == ((2, 2) if gone[0] == changed[0] else (2, 1))
+    with warehouse.connect() as conn:
+        refresh(conn, PHASE_STATS, gone[0], gone[0] + timedelta(days=1))
+    assert query(warehouse, everything) == before
 
 
 def test_order_and_quality_aggregates_equal_pandas_over_the_core_rows(derived):

@@ -1,5 +1,10 @@
-"""Daily aggregates, replaced atomically per day range (delete-then-insert in one transaction),
-set-based over the whole range so a backfill of every day is one statement per table.
+"""Daily aggregates, replaced atomically per day range (in one transaction), set-based over the
+whole range so a backfill of every day is one statement per table.
+
+A range is recomputed whole but written as a difference: the fresh rows are computed into a
+temporary table, then only the rows that differ are deleted and inserted. A 1% change of the
+phase rows, spread over six years, recomputes every day, yet changes ~2% of the 458k rows:
+deleting and inserting all of them took longer than computing them (~1.4 s of 2.4 s).
 
 Rows whose order is missing from core.ordens_fabrico (so their product is unknown) are left out
 and counted; so are rows dated outside the partitioned range (e.g. an order finished in 2006).
@@ -24,7 +29,7 @@ class Aggregate:
     reads: tuple[str, ...]  # the layer tables it summarises ("derived.x", "core.y"): its upstream
     day_source: str  # "schema.table.column": the timestamp whose date is the row's day
     source: str  # FROM/WHERE of the facts, alias x, with %(start)s / %(end)s bounds on the day
-    insert: str  # the INSERT ... SELECT (GROUP BY) of the range
+    select: str  # the range's rows (SELECT ... GROUP BY), in the table's column order
     missing_order: str  # the same facts whose order is unknown (counted, not aggregated)
 
     @property
@@ -66,8 +71,7 @@ PHASE_STATS = Aggregate(
     "Finished phases with a duration, by day of event_time, product and phase: n, sum/min/max/p50/p90 "
     "of duration_seconds, n_rework (retorno = 1).",
     ("derived.fases_ordem_fabrico", "core.ordens_fabrico"), "core.fases_ordem_fabrico.event_time", PHASE_FACTS,
-    f"""INSERT INTO analytics.agg_phase_stats_daily
-        SELECT x.event_time::date, o.of_produto_id, x.fase_of_fase_id, count(*),
+    f"""SELECT x.event_time::date, o.of_produto_id, x.fase_of_fase_id, count(*),
                sum(x.duration_seconds), min(x.duration_seconds), max(x.duration_seconds),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY x.duration_seconds),
                percentile_cont(0.9) WITHIN GROUP (ORDER BY x.duration_seconds),
@@ -82,8 +86,7 @@ ORDER_STATS = Aggregate(
     "Orders finished that day (of_data_acabamento), by product: n, sum/p50/p90 of lead_time_seconds, "
     "n_on_time, n_late, n_no_due_date.",
     ("derived.ordens_fabrico",), "core.ordens_fabrico.of_data_acabamento", ORDER_FACTS,
-    f"""INSERT INTO analytics.agg_order_stats_daily
-        SELECT x.of_data_acabamento::date, x.of_produto_id, count(*), sum(x.lead_time_seconds),
+    f"""SELECT x.of_data_acabamento::date, x.of_produto_id, count(*), sum(x.lead_time_seconds),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY x.lead_time_seconds),
                percentile_cont(0.9) WITHIN GROUP (ORDER BY x.lead_time_seconds),
                count(*) FILTER (WHERE x.is_on_time), count(*) FILTER (WHERE NOT x.is_on_time),
@@ -97,8 +100,7 @@ QUALITY = Aggregate(
     "Defects by day of ofch_event_time, product, inspection phase and severity: n_defects and "
     "n_orders (distinct).",
     ("derived.erros_ordem_fabrico", "core.ordens_fabrico"), "core.erros_ordem_fabrico.ofch_event_time", DEFECT_FACTS,
-    f"""INSERT INTO analytics.agg_quality_daily
-        SELECT x.ofch_event_time::date, o.of_produto_id, x.erro_fase_avaliacao, x.ofch_gravidade,
+    f"""SELECT x.ofch_event_time::date, o.of_produto_id, x.erro_fase_avaliacao, x.ofch_gravidade,
                count(*), count(DISTINCT x.erro_of_id)
         FROM {DEFECT_FACTS_WITH_ORDER}
         GROUP BY 1, 2, 3, 4""",
@@ -113,25 +115,51 @@ class RefreshReport:
     table: str
     start: date
     end: date  # exclusive
-    rows_deleted: int
-    rows_written: int
+    rows_deleted: int  # rows of the range that changed or vanished
+    rows_written: int  # rows of the range that changed or are new
+    rows: int  # the range's rows after the refresh
     facts_missing_order: int
     seconds: float
 
 
+PRIMARY_KEY = """
+    SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey, a.attnum))
+    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+    WHERE i.indrelid = %s::regclass AND i.indisprimary"""
+FRESH = "fresh_rows"  # the range's recomputed rows: a temporary table, dropped at commit
+
+
 def refresh(conn, aggregate: Aggregate, start: date, end: date) -> RefreshReport:
-    """Replace the aggregate's rows for days [start, end) (caller's transaction)."""
+    """Replace the aggregate's rows for days [start, end) by the recomputed ones, writing only
+    those that differ (caller's transaction: readers see the old range or the new one)."""
     started = time.perf_counter()
     bounds = {"start": start, "end": end}
     with conn.cursor() as cur:
-        cur.execute(f"DELETE FROM {aggregate.table} WHERE snapshot_date >= %(start)s "
-                    f"AND snapshot_date < %(end)s", bounds)
+        # JIT compiles the plan's expressions per partition of core.fases_ordem_fabrico (~75):
+        # ~0.27 s of the phase statistics' ~1.05 s, for a statement that runs once.
+        cur.execute("SET LOCAL jit = off")
+        cur.execute(PRIMARY_KEY, (aggregate.table,))
+        same_key = " AND ".join(f"f.{column} = a.{column}" for column in cur.fetchone()[0])
+        cur.execute(f"DROP TABLE IF EXISTS pg_temp.{FRESH}")  # a second range in one transaction
+        cur.execute(f"CREATE TEMP TABLE {FRESH} (LIKE {aggregate.table}) ON COMMIT DROP")
+        cur.execute(f"INSERT INTO {FRESH} {aggregate.select}", bounds)
+        rows = cur.rowcount
+        cur.execute(f"ANALYZE {FRESH}")  # planned as a hash join, not a loop over an "empty" table
+        cur.execute(f"""DELETE FROM {aggregate.table} a
+                        WHERE a.snapshot_date >= %(start)s AND a.snapshot_date < %(end)s
+                          AND NOT EXISTS (SELECT 1 FROM {FRESH} f
+                                          WHERE {same_key} AND ROW(f.*) IS NOT DISTINCT FROM ROW(a.*))""",
+                    bounds)
         deleted = cur.rowcount
-        cur.execute(aggregate.insert, bounds)
+        # Whatever row still has a fresh row's key is equal to it: the others were just deleted.
+        cur.execute(f"""INSERT INTO {aggregate.table}
+                        SELECT f.* FROM {FRESH} f
+                        WHERE NOT EXISTS (SELECT 1 FROM {aggregate.table} a WHERE {same_key})""")
         written = cur.rowcount
+        cur.execute(f"DROP TABLE {FRESH}")
         cur.execute(aggregate.missing_order, bounds)
         missing = cur.fetchone()[0]
-    return RefreshReport(aggregate.table, start, end, deleted, written, missing,
+    return RefreshReport(aggregate.table, start, end, deleted, written, rows, missing,
                          time.perf_counter() - started)
 
 

@@ -64,13 +64,15 @@ def build_daily_aggregate(aggregate: Aggregate):
             outside = outside_range(conn, aggregate, first, last_end)
             rows = count_rows(conn, aggregate.table)
             version = bump_cache_version(conn)
-        say(context, f"{aggregate.table} {start}..{end}: {report.rows_written:,} rows "
-                     f"({report.seconds:.2f} s)")
+        say(context, f"{aggregate.table} {start}..{end}: {report.rows:,} rows, "
+                     f"{report.rows_written:,} written ({report.seconds:.2f} s)")
         # Numbers only: a ranged run copies this metadata to every partition's event (thousands
         # on a first load). The row count is the whole table's, not the partition's.
         return MaterializeResult(metadata={
-            ROW_COUNT: rows, "days": (end - start).days, "rows_written": report.rows_written,
-            "rows_replaced": report.rows_deleted, "facts_left_out_missing_order": report.facts_missing_order,
+            ROW_COUNT: rows, "days": (end - start).days, "rows_in_days": report.rows,
+            # only the rows that differ from the recomputed ones are deleted and written
+            "rows_written": report.rows_written, "rows_replaced": report.rows_deleted,
+            "facts_left_out_missing_order": report.facts_missing_order,
             "facts_outside_partition_range": outside, "seconds": round(report.seconds, 3),
             "cache_version": version})
 
