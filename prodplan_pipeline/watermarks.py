@@ -7,10 +7,19 @@ is advanced in the same transaction as the work it describes, so it never runs a
 
 from __future__ import annotations
 
+from prodplan_pipeline.contract import SHEETS
+
 LAST_CORE_CHANGE = """
     SELECT coalesce(max(run_id), 0) FROM ops.ingestion_sheet_runs
     WHERE status = 'merged' AND rows_inserted + rows_updated + rows_deleted > 0"""
 READ = "SELECT value FROM ops.watermarks WHERE name = %s"
+# Whether one of the sheets changed in core after the run a watermark records (or it has none).
+CHANGED_SINCE = """
+    SELECT NOT EXISTS (SELECT 1 FROM ops.watermarks WHERE name = %(name)s) OR EXISTS (
+        SELECT 1 FROM ops.ingestion_sheet_runs r
+        WHERE r.sheet = ANY (%(sheets)s) AND r.status = 'merged'
+          AND r.rows_inserted + r.rows_updated + r.rows_deleted > 0
+          AND r.run_id > (SELECT value::bigint FROM ops.watermarks WHERE name = %(name)s))"""
 ADVANCE = """
     INSERT INTO ops.watermarks (name, value, updated_at) VALUES (%s, %s, now())
     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"""
@@ -33,6 +42,15 @@ def read(conn, name: str) -> str | None:
 def advance(conn, name: str, value: object) -> None:
     with conn.cursor() as cur:
         cur.execute(ADVANCE, (name, str(value)))
+
+
+def changed_since(conn, name: str, tables: tuple[str, ...]) -> bool:
+    """Whether an ingestion changed one of the core ``tables`` after the run watermark ``name``
+    records (True when it records none: never computed)."""
+    sheets = [s.name for s in SHEETS if s.core_table in tables]
+    with conn.cursor() as cur:
+        cur.execute(CHANGED_SINCE, {"name": name, "sheets": sheets})
+        return cur.fetchone()[0]
 
 
 def caught_up(conn, name: str) -> tuple[bool, int]:

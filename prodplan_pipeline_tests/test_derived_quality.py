@@ -244,3 +244,44 @@ def test_order_and_quality_aggregates_equal_pandas_over_the_core_rows(derived):
         ["day", "produto", "fase", "gravidade"])
     assert len(expected) > 5
     pd.testing.assert_frame_equal(expected.sort_index(), actual.sort_index(), check_dtype=False)
+
+
+def test_only_issue_kinds_and_gates_whose_tables_changed_are_evaluated_again(derived):
+    """An ingestion that changed only core.funcionarios (an employee removed): the issue kinds
+    and gates that read it are looked for again and equal a full evaluation; every other kind
+    keeps its rows as they were (its detected_at too) and every other gate its stored result.
+    Rolled back: the module's warehouse stays as the fixture left it."""
+    from prodplan_pipeline.derived.orphans import ISSUES, refresh_issues
+    from prodplan_pipeline.quality.gates import GATES, refresh_gates
+
+    warehouse, _, issues, gates, _ = derived
+    rows = "SELECT issue_code, record_key, detail, detected_at FROM ops.data_quality_issues ORDER BY 1, 2"
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        try:
+            cur.execute("SELECT coalesce(max(run_id), 0) FROM ops.ingestion_runs")
+            change = cur.fetchone()[0]
+            assert refresh_issues(conn, change) == (issues, [i.code for i in ISSUES])  # none recorded yet
+            assert sorted(refresh_gates(conn, change)[1]) == sorted(g.feature for g in GATES)
+            assert refresh_issues(conn, change) == (issues, []) and refresh_gates(conn, change)[1] == []
+            cur.execute(rows)
+            before = cur.fetchall()
+            cur.execute("""DELETE FROM core.funcionarios WHERE funcionario_id =
+                           (SELECT funcionario_fase_of_funcionario_id FROM core.funcionarios_fase_ordem_fabrico
+                            ORDER BY 1 LIMIT 1)""")
+            cur.execute("INSERT INTO ops.ingestion_runs (dagster_run_id, status, finished_at) "
+                        "VALUES (gen_random_uuid()::text, 'succeeded', now()) RETURNING run_id")
+            change = cur.fetchone()[0]
+            cur.execute("INSERT INTO ops.ingestion_sheet_runs (run_id, sheet, status, rows_inserted, rows_updated, "
+                        "rows_deleted, reconciled) VALUES (%s, 'Funcionarios', 'merged', 0, 0, 1, true)", (change,))
+            counts, looked_for = refresh_issues(conn, change)
+            reading = {i.code for i in ISSUES if "core.funcionarios" in i.reads}
+            assert set(looked_for) == reading and len(reading) >= 2
+            cur.execute(rows)
+            after = cur.fetchall()
+            assert [r for r in after if r[0] not in reading] == [r for r in before if r[0] not in reading]
+            grew = "orphan:FuncionariosFaseOrdemFabrico.FuncionarioFaseOf_FuncionarioId"
+            assert counts[grew] > issues[grew]
+            assert refresh_gates(conn, change)[1] == [g.feature for g in GATES if "core.funcionarios" in g.reads]
+            assert counts == reconcile_orphans(conn)  # the full evaluation agrees
+        finally:
+            conn.rollback()

@@ -8,7 +8,10 @@ key gets one (``orphan:<Sheet>.<Header>``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+
+from prodplan_pipeline import watermarks
 
 from prodplan_pipeline.contract import (
     PLAUSIBLE_FROM,
@@ -22,12 +25,22 @@ from prodplan_pipeline.contract import (
 from prodplan_pipeline.contract import sheet as contract_sheet
 
 
+WATERMARK = "data_quality_issues"  # the issues as a whole; each kind has its own beside it
+
+
 @dataclass(frozen=True)
 class Issue:
     code: str
     table: str
     description: str
     select: str  # yields (record_key, detail)
+    reads: tuple[str, ...]  # the core tables ``select`` reads: it is looked for again when one changes
+
+    @property
+    def watermark(self) -> str:
+        """The ops.watermarks entry recording the last core change this kind was looked for after."""
+        return f"{WATERMARK}:{self.code}"
+
 
 
 def _record_key(sheet: Sheet, alias: str) -> str:
@@ -45,7 +58,8 @@ def _orphan_issue(child: Sheet, column: Column) -> Issue:
         f"""SELECT {_record_key(child, 'x')}, '{column.header} ' || x.{column.name} || ' is not in {parent_name}'
             FROM {child.core_table} x
             WHERE x.{column.name} IS NOT NULL AND NOT EXISTS
-                  (SELECT 1 FROM {parent.core_table} p WHERE p.{parent_column} = x.{column.name})""")
+                  (SELECT 1 FROM {parent.core_table} p WHERE p.{parent_column} = x.{column.name})""",
+        (child.core_table, parent.core_table))
 
 
 def _implausible_issue(sheet: Sheet, column: Column) -> Issue:
@@ -57,7 +71,8 @@ def _implausible_issue(sheet: Sheet, column: Column) -> Issue:
         f"""SELECT {_record_key(sheet, 'x')}, '{column.header} ' || x.{column.name} || ' is outside the '
                    || 'plausible window {PLAUSIBLE_FROM:%Y-%m-%d}..{PLAUSIBLE_TO:%Y-%m-%d}'
             FROM {sheet.core_table} x
-            WHERE x.{column.name} IS NOT NULL AND NOT {plausible(f'x.{column.name}')}""")
+            WHERE x.{column.name} IS NOT NULL AND NOT {plausible(f'x.{column.name}')}""",
+        (sheet.core_table,))
 
 
 # Generated from the contract: its references and its timestamp columns; plus the two
@@ -67,21 +82,27 @@ ISSUES = tuple(_orphan_issue(s, c) for s in SHEETS for c in s.columns if c.refer
     Issue("order_finished_before_created", "core.ordens_fabrico",
           "orders finishing before they were created (excluded from lead times)",
           """SELECT of_id::text, 'finished ' || of_data_acabamento || ', created ' || of_data_criacao
-             FROM core.ordens_fabrico WHERE of_data_acabamento < of_data_criacao"""),
+             FROM core.ordens_fabrico WHERE of_data_acabamento < of_data_criacao""", ("core.ordens_fabrico",)),
     Issue("phase_ends_before_start", "core.fases_ordem_fabrico",
           "phase rows ending before they start (duration left NULL)",
           """SELECT fase_of_id::text, 'ends ' || fase_of_fim || ', starts ' || fase_of_inicio
-             FROM core.fases_ordem_fabrico WHERE fase_of_fim < fase_of_inicio"""),
+             FROM core.fases_ordem_fabrico WHERE fase_of_fim < fase_of_inicio""", ("core.fases_ordem_fabrico",)),
 )
 
 
-def reconcile_orphans(conn) -> dict[str, int]:
-    """Replace ``ops.data_quality_issues`` with the current issues; return counts by code
-    (within the caller's transaction, so readers see the old set or the new one)."""
-    counts = {}
+def reconcile_orphans(conn, only: Collection[str] | None = None) -> dict[str, int]:
+    """Replace ``ops.data_quality_issues``' rows of every issue kind (or of the codes in
+    ``only``) with the current issues; return counts by code, of every kind (within the
+    caller's transaction, so readers see the old set or the new one)."""
+    counts = stored_issue_counts(conn) if only is not None else {}
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM ops.data_quality_issues")
+        if only is None:
+            cur.execute("DELETE FROM ops.data_quality_issues")
         for issue in ISSUES:
+            if only is not None and issue.code not in only:
+                continue
+            if only is not None:
+                cur.execute("DELETE FROM ops.data_quality_issues WHERE issue_code = %s", (issue.code,))
             cur.execute(
                 f"INSERT INTO ops.data_quality_issues (issue_code, table_name, record_key, detail) "
                 f"SELECT %s, %s, k, d FROM ({issue.select}) AS found(k, d)",
@@ -89,6 +110,19 @@ def reconcile_orphans(conn) -> dict[str, int]:
             )
             counts[issue.code] = cur.rowcount
     return counts
+
+
+def refresh_issues(conn, change: int) -> tuple[dict[str, int], list[str]]:
+    """Look again for the issue kinds one of whose tables an ingestion changed since the kind
+    was last looked for (an employees-only change leaves the ~287k orphan links of the phase
+    rows as they were); record ``change``, the last core change, for them. Returns the counts
+    of every kind and the codes looked for again."""
+    stale = [i.code for i in ISSUES if watermarks.changed_since(conn, i.watermark, i.reads)]
+    counts = reconcile_orphans(conn, stale)
+    for issue in ISSUES:
+        if issue.code in stale:
+            watermarks.advance(conn, issue.watermark, change)
+    return counts, stale
 
 
 def stored_issue_counts(conn) -> dict[str, int]:

@@ -26,7 +26,8 @@ from dagster import (
 from prodplan_pipeline.analytics.aggregates import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, sheet
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
-from prodplan_pipeline.derived.orphans import ISSUES, reconcile_orphans, stored_issue_counts
+from prodplan_pipeline.derived.orphans import ISSUES, refresh_issues, stored_issue_counts
+from prodplan_pipeline.derived.orphans import WATERMARK as ISSUES_WATERMARK
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, progress, say
 from prodplan_pipeline.orchestration.resources import SettingsResource, WarehouseResource
 from prodplan_pipeline.orchestration.table_metadata import (
@@ -43,10 +44,11 @@ from prodplan_pipeline.quality.expectations import needs_validation, store_resul
 from prodplan_pipeline.quality.gates import (
     GATES,
     SUPPORTED,
-    evaluate_gates,
+    refresh_gates,
     stored_gates,
     write_gates_report,
 )
+from prodplan_pipeline.quality.gates import WATERMARK as GATES_WATERMARK
 
 PHASES, ORDERS, DEFECTS = (sheet("FasesOrdemFabrico"), sheet("OrdensFabrico"),
                            sheet("OrdemFabricoErros"))
@@ -94,10 +96,10 @@ REPORT_SPECS = [
     AssetSpec(DATA_QUALITY_ISSUES, deps=ALL_CORE + [DERIVED_PHASES], group_name="derived",
               kinds={"postgres"}, owners=OWNERS, skippable=True,
               metadata=table_definition("ops.data_quality_issues"),
-              description="ops.data_quality_issues, replaced as a whole: rows kept but flagged (orders of "
-                          "unknown products, phases and defects of unknown orders, references to unknown "
-                          "phase rows or employees, orders finishing before creation, phases ending "
-                          "before they start)."),
+              description="ops.data_quality_issues: rows kept but flagged (orders of unknown products, "
+                          "phases and defects of unknown orders, references to unknown phase rows or "
+                          "employees, orders finishing before creation, phases ending before they start); "
+                          "each kind looked for again when an ingestion changed one of its tables."),
     AssetSpec(FEATURE_GATES, deps=ALL_CORE, group_name="quality", kinds={"postgres"}, owners=OWNERS,
               skippable=True, metadata=table_definition("ops.feature_gates"),
               description="ops.feature_gates and FEATURE_GATES.md: each feature's relationship match "
@@ -174,32 +176,35 @@ def _derived_columns(context, config: BackfillConfig, wh):
 
 
 def _data_quality_issues(wh) -> tuple[list[str], list]:
-    """ops.data_quality_issues, replaced whole unless no ingestion changed core since."""
+    """ops.data_quality_issues: each kind looked for again when an ingestion changed one of its
+    tables, the others kept."""
     with wh.connect() as conn:
-        done, change = watermarks.caught_up(conn, "data_quality_issues")
+        done, change = watermarks.caught_up(conn, ISSUES_WATERMARK)
         if done:  # no ingestion changed core since: the issues are what they were
             counts = stored_issue_counts(conn)
             return [], [MaterializeResult(asset_key=DATA_QUALITY_ISSUES, metadata={
                 ROW_COUNT: sum(counts.values()), "total": sum(counts.values()), **counts,
                 "unchanged_since_run": change})]
-        counts = reconcile_orphans(conn)  # the table is replaced whole: its size is the sum
-        watermarks.advance(conn, "data_quality_issues", change)
+        counts, looked_for = refresh_issues(conn, change)  # the table holds every kind: its size is the sum
+        watermarks.advance(conn, ISSUES_WATERMARK, change)
     table = ["| issue | count | what |", "|---|---:|---|"] + [
         f"| {i.code} | {counts[i.code]:,} | {i.description} |" for i in ISSUES]
-    line = f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds"
+    line = (f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds "
+            f"({len(looked_for)} of {len(ISSUES)} kinds looked for again: their tables changed)")
     return [line], [MaterializeResult(asset_key=DATA_QUALITY_ISSUES, metadata={
         ROW_COUNT: sum(counts.values()), "total": sum(counts.values()), **counts,
-        "summary": MetadataValue.md("\n".join(table))})]
+        "kinds_looked_for_again": len(looked_for), "summary": MetadataValue.md("\n".join(table))})]
 
 
 def _feature_gates(wh, reports: Path) -> tuple[list[str], list]:
-    """The gates and FEATURE_GATES.md; re-evaluated only when an ingestion changed core."""
+    """The gates and FEATURE_GATES.md; a gate is measured again only when an ingestion changed
+    one of its two tables."""
     with wh.connect() as conn:
-        done, change = watermarks.caught_up(conn, "feature_gates")
-        results = stored_gates(conn) if done else evaluate_gates(conn)
-        if not done:  # the API answers gated endpoints from these rows: its caches must see them
+        done, change = watermarks.caught_up(conn, GATES_WATERMARK)
+        results, measured = (stored_gates(conn), []) if done else refresh_gates(conn, change)
+        if measured:  # the API answers gated endpoints from these rows: its caches must see them
             bump_cache_version(conn)
-        watermarks.advance(conn, "feature_gates", change)
+        watermarks.advance(conn, GATES_WATERMARK, change)
         rows = count_rows(conn, "ops.feature_gates")
     report = write_gates_report(results, reports)
     events = [MaterializeResult(asset_key=FEATURE_GATES,

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from prodplan_pipeline import watermarks
 from prodplan_pipeline.contract import sheet
 
 DEFAULT_THRESHOLD = 0.90
 SUPPORTED, NOT_SUPPORTED = "SUPPORTED", "NOT_SUPPORTED_BY_DATA"
 REPORT_NAME = "FEATURE_GATES.md"
+WATERMARK = "feature_gates"  # the gates as a whole; each gate has its own beside it
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,14 @@ class Gate:
     def parent(self) -> str:  # table.column it should match
         _, _, parent_sheet, parent = self._columns
         return f"{parent_sheet.core_table}.{parent.name}"
+
+    @property
+    def reads(self) -> tuple[str, ...]:  # the core tables it measures: re-measured when one changes
+        return (self.child.rsplit(".", 1)[0], self.parent.rsplit(".", 1)[0])
+
+    @property
+    def watermark(self) -> str:  # the ops.watermarks entry: the last core change it was measured after
+        return f"{WATERMARK}:{self.feature}"
 
 
 GATES = (
@@ -121,7 +131,22 @@ UPSERT_GATE = """
 
 def evaluate_gates(conn, threshold: float = DEFAULT_THRESHOLD) -> list[GateResult]:
     """Measure every gate and store it in ``ops.feature_gates`` (caller's transaction)."""
-    results = [measure(conn, gate, threshold) for gate in GATES]
+    return _store(conn, [measure(conn, gate, threshold) for gate in GATES])
+
+
+def refresh_gates(conn, change: int) -> tuple[list[GateResult], list[str]]:
+    """Measure again the gates one of whose tables an ingestion changed since the gate was last
+    measured (the others are as stored), store them and record ``change``, the last core change,
+    for them. Returns every gate's result and the features measured again."""
+    stale = [g.feature for g in GATES if watermarks.changed_since(conn, g.watermark, g.reads)]
+    _store(conn, [measure(conn, g) for g in GATES if g.feature in stale])
+    for gate in GATES:
+        if gate.feature in stale:
+            watermarks.advance(conn, gate.watermark, change)
+    return stored_gates(conn), stale
+
+
+def _store(conn, results: list[GateResult]) -> list[GateResult]:
     with conn.cursor() as cur:
         for r in results:
             cur.execute(UPSERT_GATE, (r.gate.feature, r.gate.relationship, r.match_rate, r.numerator,
