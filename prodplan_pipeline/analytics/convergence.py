@@ -10,7 +10,7 @@ A day is pending for an aggregate when a snapshot later than the one the day ref
 it. Every refresh reads the latest snapshot *before* it reads core and records that one, so a
 snapshot that commits during a refresh is never marked as reflected (at worst a day is
 refreshed twice). A transaction-level advisory lock serialises refreshes of one aggregate, so
-two runs replacing the same days never interleave their delete-then-insert.
+two runs replacing the same days never interleave their deletes and inserts.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Rows kept but flagged: orphan references and impossible dates, into ``ops.data_quality_issues``.
 
-The table is replaced as a whole on every evaluation (in one transaction), so re-running gives
-the same rows. Each issue is one SQL statement: a code, the table, the record's key, a detail.
+Each kind's rows are replaced as a whole when it is looked for again (in one transaction), so
+re-running gives the same rows; a kind none of whose tables changed since is not looked for
+again (``refresh_issues``). Each issue is one SQL statement: a code, the table, the record's key, a detail.
 Orphan checks are generated from the contract: every column that ``references`` another sheet's
 key gets one (``orphan:<Sheet>.<Header>``).
 """

@@ -1,8 +1,8 @@
 """The analytics layer: daily partitioned aggregates, the current layers (WIP, phase flow, the
 defect Pareto, orders at risk) and the materialized views.
 
-A partition's rows are replaced atomically (delete-then-insert in one transaction), so any day
-can be re-run. Backfills of many days run as one run with one set-based statement per table
+A partition's rows are replaced atomically (in one transaction: recomputed, and the rows that
+differ deleted and inserted), so any day can be re-run. Backfills of many days run as one run with one set-based statement per table
 (``BackfillPolicy.single_run()``), not one run per day.
 """
 
