@@ -53,7 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import drop, scratch_warehouse  # noqa: E402
 from workbooks import OUT, sample_workbook  # noqa: E402
 
-from prodplan_pipeline.analytics.aggregates import bump_cache_version, refresh_all  # noqa: E402
+from prodplan_pipeline.analytics.aggregates import refresh_all  # noqa: E402
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version  # noqa: E402
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream  # noqa: E402
 from prodplan_pipeline.analytics.views import refresh_views  # noqa: E402
 from prodplan_pipeline.ingest.pipeline import ingest_workbook  # noqa: E402

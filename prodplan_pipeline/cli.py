@@ -341,7 +341,7 @@ def _program() -> str:
 
 
 def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int:
-    from prodplan_pipeline.ingest.outcome import EXIT_OK, unchanged_outcome
+    from prodplan_pipeline.outcome import EXIT_OK, unchanged_outcome
     from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
 
     try:

@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prodplan_pipeline.analytics.aggregates import ORDER_STATS, bump_cache_version, refresh
+from prodplan_pipeline.analytics.aggregates import ORDER_STATS, refresh
 from prodplan_pipeline.analytics.convergence import LAYERS
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.analytics.views import refresh_views
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.serving import cursors, queries

@@ -149,3 +149,13 @@ def test_refresh_ranges_merge_the_smallest_gaps_first():
     # far-apart clusters stay separate runs
     clusters = [day + timedelta(n) for start in range(0, 900, 100) for n in range(start, start + 3)]
     assert len(refresh_ranges(clusters, max_runs=8)) == 8
+
+
+def test_the_daily_window_is_dagsters_daily_partitions():
+    """analytics.convergence.daily_window computes the partitions' bounds without Dagster (the
+    warehouse-side rooms and the CLI's unchanged-workbook answer use it); it must stay the
+    first and the last window of the DAILY partitions definition the assets use."""
+    from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
+
+    assert partition_bounds() == (DAILY.get_first_partition_window().start.date(),
+                                  DAILY.get_last_partition_window().end.date())

@@ -97,7 +97,7 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(first_inges
 
 def test_an_unchanged_workbook_is_answered_only_when_every_layer_reflects_it(first_ingest, ingested_env,
                                                                              small_sample):
-    from prodplan_pipeline.ingest.current import reflected_run
+    from prodplan_pipeline.up_to_date import reflected_run
     from prodplan_pipeline.settings import Settings
     from prodplan_pipeline.workbook.inspect import file_sha256
 

@@ -16,12 +16,13 @@ two runs replacing the same days never interleave their deletes and inserts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from prodplan_pipeline import watermarks
-from prodplan_pipeline.analytics.aggregates import AGGREGATES, RefreshReport, bump_cache_version, refresh
+from prodplan_pipeline.analytics.aggregates import AGGREGATES, RefreshReport, refresh
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS, WIP, refresh_current, snapshot_data_as_of
 from prodplan_pipeline.analytics.views import refresh_views
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.warehouse.locks import lock_key
 
 WIP_LAYER = WIP.table
@@ -63,6 +64,13 @@ MAX_REFRESH_RUNS = 8
 # start-up and bookkeeping (1% of the phase rows changed, spread over six years: 8 runs
 # covering ~2,000 of 2,172 days).
 ONE_RUN_SHARE = 0.5
+
+
+def daily_window(partitions_start: date) -> tuple[date, date]:
+    """The first day of the daily partitions and the day after the last (exclusive end): the
+    partitions end with today's, in UTC (Dagster's DAILY has end_offset=1; test_definitions
+    holds the two equal)."""
+    return partitions_start, datetime.now(timezone.utc).date() + timedelta(days=1)
 
 
 def contiguous_ranges(days) -> list[tuple[date, date]]:

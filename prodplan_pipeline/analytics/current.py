@@ -14,12 +14,7 @@ from datetime import datetime
 
 from prodplan_pipeline.contract import plausible
 
-# The newest plausible phase start or end in core: the snapshot's "now".
-DATA_AS_OF = f"""
-    SELECT greatest(max(fase_of_inicio) FILTER (WHERE {plausible('fase_of_inicio')}),
-                    max(fase_of_fim) FILTER (WHERE {plausible('fase_of_fim')}))
-    FROM core.fases_ordem_fabrico"""
-RECORD_DATA_AS_OF = f"UPDATE ops.ingestion_runs SET data_as_of = ({DATA_AS_OF}) WHERE run_id = %(run_id)s"
+# A snapshot's "now" is measured and recorded by its commit: ingest.runs.record_data_as_of.
 # The data_as_of of a snapshot: the one recorded by the run that committed it.
 SNAPSHOT_DATA_AS_OF = "SELECT data_as_of FROM ops.ingestion_runs WHERE run_id = %(snapshot)s"
 THROUGHPUT_DAYS = 30
@@ -170,12 +165,6 @@ ORDERS_AT_RISK = CurrentLayer(
        FROM analytics.orders_at_risk_current""",
 )
 CURRENT_LAYERS = {layer.table: layer for layer in (WIP, PHASE_FLOW, DEFECT_PARETO, ORDERS_AT_RISK)}
-
-
-def record_data_as_of(conn, run_id: int) -> None:
-    """Record the snapshot's data_as_of on the run that commits it (the caller's transaction)."""
-    with conn.cursor() as cur:
-        cur.execute(RECORD_DATA_AS_OF, {"run_id": run_id})
 
 
 def snapshot_data_as_of(conn, snapshot: int) -> datetime | None:

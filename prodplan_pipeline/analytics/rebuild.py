@@ -7,13 +7,14 @@ daily aggregate, WIP, the views) in seconds rather than a Dagster run per partit
 
 from __future__ import annotations
 
-from prodplan_pipeline.analytics.aggregates import bump_cache_version, days_with_data
-from prodplan_pipeline.analytics.convergence import (CURRENT_LAYERS, refresh_current_layer, refresh_everything,
-                                                     refresh_views_layer)
+from prodplan_pipeline.analytics.aggregates import days_with_data
+from prodplan_pipeline.analytics.convergence import (CURRENT_LAYERS, daily_window, refresh_current_layer,
+                                                     refresh_everything, refresh_views_layer)
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import reconcile_orphans
-from prodplan_pipeline.orchestration.partitions import partition_bounds
 from prodplan_pipeline.quality.gates import evaluate_gates
+from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 
 
 def rebuild_downstream(warehouse) -> int:
@@ -24,7 +25,7 @@ def rebuild_downstream(warehouse) -> int:
         reconcile_orphans(conn)
         evaluate_gates(conn)
         first, last = days_with_data(conn)
-        bounds = partition_bounds()
+        bounds = daily_window(Settings.from_env().partitions_start)  # as the Dagster partitions
         if first is not None:
             refresh_everything(conn, [(first, last)], *bounds)
         else:

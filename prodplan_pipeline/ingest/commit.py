@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from prodplan_pipeline.analytics.aggregates import bump_cache_version
-from prodplan_pipeline.analytics.current import record_data_as_of
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, Sheet
 from prodplan_pipeline.derived.backfill import backfill_defects
 from prodplan_pipeline.ingest import runs
@@ -118,7 +117,7 @@ class SnapshotCommit:
             _record_refusal(conn, self.run_id, self.sheets, outcome, refusal)
             conn.commit()
             return outcome
-        record_data_as_of(conn, self.run_id)  # the snapshot's own "now", committed with it
+        runs.record_data_as_of(conn, self.run_id)  # the snapshot's own "now", committed with it
         if outcome.rows_changed:
             bump_cache_version(conn)  # API caches must not serve the previous snapshot
         conn.commit()

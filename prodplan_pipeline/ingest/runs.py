@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from prodplan_pipeline.contract import plausible
 from prodplan_pipeline.warehouse.connection import fetch_dicts
 from prodplan_pipeline.workbook.inspect import WorkbookInfo
 
@@ -161,3 +162,19 @@ def close_failed_run(conn, run_id: int, status: str, message: str | None) -> Non
     """A run that failed or was stopped by a check is closed with its reason (once)."""
     with conn.cursor() as cur:
         cur.execute(CLOSE_FAILED_RUN, (status, message, run_id))
+
+
+# The newest plausible phase start or end in core: the snapshot's "now", which the current
+# analytics layers are measured as of (never the clock: re-serving an old export gives the
+# same numbers).
+DATA_AS_OF = f"""
+    SELECT greatest(max(fase_of_inicio) FILTER (WHERE {plausible('fase_of_inicio')}),
+                    max(fase_of_fim) FILTER (WHERE {plausible('fase_of_fim')}))
+    FROM core.fases_ordem_fabrico"""
+RECORD_DATA_AS_OF = f"UPDATE ops.ingestion_runs SET data_as_of = ({DATA_AS_OF}) WHERE run_id = %(run_id)s"
+
+
+def record_data_as_of(conn, run_id: int) -> None:
+    """Record the snapshot's data_as_of on the run that commits it (the caller's transaction)."""
+    with conn.cursor() as cur:
+        cur.execute(RECORD_DATA_AS_OF, {"run_id": run_id})

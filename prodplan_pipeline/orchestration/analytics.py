@@ -11,7 +11,7 @@ import warnings
 
 from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, BetaWarning, MaterializeResult, asset
 
-from prodplan_pipeline.analytics.aggregates import AGGREGATES, Aggregate, bump_cache_version, outside_range
+from prodplan_pipeline.analytics.aggregates import AGGREGATES, Aggregate, outside_range
 from prodplan_pipeline.analytics.convergence import (VIEWS_LAYER, WIP_LAYER, RefreshRange, refresh_current_layer,
                                                      refresh_days, refresh_views_layer)
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS, CurrentLayer
@@ -22,6 +22,7 @@ from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
 from prodplan_pipeline.orchestration.quality import DERIVED_PHASES
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.orchestration.table_metadata import ROW_COUNT, count_rows, table_definition
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 
 ORDERS = core_key(sheet("OrdensFabrico"))
 EMPLOYEE_LINKS = core_key(sheet("FuncionariosFaseOrdemFabrico"))

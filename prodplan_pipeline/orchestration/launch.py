@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
-from prodplan_pipeline.ingest.outcome import (
+from prodplan_pipeline.outcome import (
     EXIT_CHECK_FAILED,
     EXIT_ERROR,
     EXIT_OK,

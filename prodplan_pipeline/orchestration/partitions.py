@@ -4,6 +4,7 @@ from datetime import date
 
 from dagster import DailyPartitionsDefinition
 
+from prodplan_pipeline.analytics.convergence import daily_window
 from prodplan_pipeline.settings import Settings
 
 # Configurable so a deployment with older history can start earlier (PRODPLAN_PARTITIONS_START).
@@ -19,8 +20,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def partition_bounds() -> tuple[date, date]:
     """The first day of the daily partitions and the day after the last (exclusive end)."""
-    return (DAILY.get_first_partition_window().start.date(),
-            DAILY.get_last_partition_window().end.date())
+    return daily_window(date.fromisoformat(PARTITIONS_START))
 
 
 def partition_days(days) -> tuple[list[date], list[date]]:

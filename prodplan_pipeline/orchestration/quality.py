@@ -23,7 +23,7 @@ from dagster import (
     multi_asset_check,
 )
 
-from prodplan_pipeline.analytics.aggregates import bump_cache_version
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, sheet
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import ISSUES, refresh_issues, stored_issue_counts

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import psycopg2
 
-from prodplan_pipeline.analytics.aggregates import CACHE_VERSION_CHANNEL as CHANNEL
+from prodplan_pipeline.warehouse.cache_version import CACHE_VERSION_CHANNEL as CHANNEL
 
 log = logging.getLogger("prodplan.api")
 

@@ -15,34 +15,14 @@ from collections.abc import Iterator
 
 import psycopg2
 from psycopg2 import sql
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.lost import database_lost_message
+from prodplan_pipeline.warehouse.urls import DatabaseConfigError, normalise_url
 
 MIN_SERVER_VERSION = 150000  # MERGE and UNIQUE NULLS NOT DISTINCT need PostgreSQL 15
 WAREHOUSE_DATABASE = "prodplan"
-
-
-class DatabaseConfigError(ValueError):
-    """The configured database cannot serve as ProdPlan's warehouse (a user error, not a bug)."""
-
-
-def normalise_url(url: str) -> URL:
-    """Parse a configured URL; refuse anything that is not PostgreSQL with one clear sentence."""
-    try:
-        parsed = make_url(url)
-    except Exception:
-        raise DatabaseConfigError(
-            f"PRODPLAN_DATABASE_URL is not a valid database URL ({url!r}); expected "
-            "postgresql://user@host:port/database."
-        ) from None
-    if parsed.get_backend_name() not in ("postgresql", "postgres"):
-        raise DatabaseConfigError(
-            f"PRODPLAN_DATABASE_URL points at {parsed.get_backend_name()!r}, but ProdPlan's "
-            "warehouse must be PostgreSQL 15 or newer (postgresql://user@host:port/database); "
-            "unset it to use the embedded PostgreSQL server."
-        )
-    return parsed.set(drivername="postgresql+psycopg2")
 
 
 def server_url(settings: Settings, database: str = WAREHOUSE_DATABASE) -> URL:
@@ -58,8 +38,6 @@ def server_url(settings: Settings, database: str = WAREHOUSE_DATABASE) -> URL:
 
 def ensure_database(url: URL) -> None:
     """Check the server is reachable and recent enough; create the database when missing."""
-    from prodplan_pipeline.warehouse.lost import database_lost_message
-
     try:
         conn = _connect_or_create(url)
     except psycopg2.OperationalError as exc:

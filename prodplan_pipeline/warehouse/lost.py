@@ -11,6 +11,7 @@ neither psycopg2, SQLAlchemy nor Dagster.
 from __future__ import annotations
 
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.urls import DatabaseConfigError, normalise_url
 
 # psycopg2 gives SQLSTATE classes 08 and 57P of its own names (AdminShutdown ...); a serialized
 # error keeps only its class's own name, so they are listed besides their base classes. A lost
@@ -108,8 +109,6 @@ def _first_line(message: str) -> str:
 def _server_name(settings: Settings | None) -> str:
     """The configured URL without its password, or the embedded server's data directory; never
     starts the embedded server (this runs while reporting that a server is gone)."""
-    from prodplan_pipeline.warehouse.connection import DatabaseConfigError, normalise_url
-
     if settings is None:
         return "the configured server"
     if not settings.database_url:

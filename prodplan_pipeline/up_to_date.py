@@ -8,11 +8,11 @@ day) sends the command the whole way, which repairs it.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from pathlib import Path
 
 from prodplan_pipeline import watermarks
-from prodplan_pipeline.analytics.convergence import lagging_layers, pending_days
+from prodplan_pipeline.analytics.convergence import daily_window, lagging_layers, pending_days
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_REPORT
@@ -35,7 +35,7 @@ def reflected_run(conn, sha256: str, reports: Path, partitions_start: date) -> i
         return None
     if any(needs_validation(conn, s) for s in SHEETS) or lagging_layers(conn):
         return None
-    if pending_days(conn, partitions_start, _partitions_end()):
+    if pending_days(conn, *daily_window(partitions_start)):
         return None  # e.g. a day that only became a partition today
     if not all((reports / name).exists() for name in (GATES_REPORT, DICTIONARY_REPORT)):
         return None
@@ -46,8 +46,3 @@ def _unfinished(conn) -> bool:
     with conn.cursor() as cur:
         cur.execute(UNFINISHED_RUNS)
         return cur.fetchone()[0]
-
-
-def _partitions_end() -> date:
-    """The day after the last daily partition: the daily partitions end with today's (UTC)."""
-    return datetime.now(timezone.utc).date() + timedelta(days=1)

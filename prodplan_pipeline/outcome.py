@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prodplan_pipeline.analytics.aggregates import AGGREGATES
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS
-from prodplan_pipeline.ingest.current import reflected_run
+from prodplan_pipeline.up_to_date import reflected_run
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, try_advisory_lock

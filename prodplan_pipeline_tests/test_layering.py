@@ -1,0 +1,68 @@
+"""The map in CONTRIBUTING.md is true: a module imports only from its own room and the rooms
+above it in the rooms table (local imports included: they hid a room importing one below it)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from prodplan_pipeline_tests.conftest import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "prodplan_pipeline"
+# The rooms table of CONTRIBUTING.md, top to bottom; a room on one row may import its row-mates.
+ROOMS = [
+    {"contract"}, {"paths", "settings", "textui", "watermarks"}, {"workbook"}, {"warehouse"},
+    {"derived"}, {"ingest"}, {"quality"}, {"analytics"}, {"serving"},
+    {"up_to_date", "outcome", "status", "alerts"}, {"orchestration"}, {"cli"},
+]
+RANK = {room: row for row, rooms in enumerate(ROOMS) for room in rooms}
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "prodplan_pipeline" and len(parts) > 1 else None
+
+
+def _imports(path: Path):
+    """(line, imported room) for every import of a prodplan_pipeline module in ``path``."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "prodplan_pipeline":  # from prodplan_pipeline import watermarks
+                yield from ((node.lineno, alias.name) for alias in node.names)
+            elif _room(node.module):
+                yield node.lineno, _room(node.module)
+        elif isinstance(node, ast.Import):
+            yield from ((node.lineno, _room(a.name)) for a in node.names if _room(a.name))
+
+
+def test_every_module_is_in_a_room_of_the_map():
+    rooms = {path.relative_to(PACKAGE).parts[0].removesuffix(".py") for path in PACKAGE.rglob("*.py")}
+    assert rooms - {"__init__"} <= set(RANK), f"not in CONTRIBUTING's rooms table: {rooms - set(RANK) - {'__init__'}}"
+
+
+def test_no_module_imports_a_room_below_its_own():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        if own == "__init__":
+            continue
+        wrong += [f"{path.relative_to(REPO_ROOT)}:{line}: {own} imports {room}"
+                  for line, room in _imports(path) if RANK[room] > RANK[own]]
+    assert wrong == []
+
+
+def test_the_check_sees_a_downward_import(tmp_path):
+    """The check itself: a local import of a lower room is found."""
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from prodplan_pipeline.orchestration.launch import run_ingestion\n")
+    assert list(_imports(module)) == [(2, "orchestration")]
+
+
+def test_the_rooms_are_those_of_the_contributing_table_in_its_order():
+    import re
+
+    text = (REPO_ROOT / "CONTRIBUTING.md").read_text()
+    table = text[text.index("| room | holds |"):].split("\n\n")[0]
+    rows = [{name.rstrip("/").removesuffix(".py") for name in re.findall(r"`([\w./]+)`", line.split("|")[1])}
+            for line in table.splitlines()[2:]]
+    assert rows == ROOMS
