@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from prodplan_pipeline.warehouse.lost import database_lost_message
+
 log = logging.getLogger("prodplan.alerts")
 
 
@@ -87,6 +89,21 @@ def post_webhook(url: str, payload: dict[str, Any], attempts: int = 3, backoff: 
     log.error("alert webhook gave up after %d attempts; alert not delivered: %s",
               attempts, payload.get("text"))
     return False
+
+
+def step_failure_text(step_failure, settings=None) -> str:
+    """What a failed step (its STEP_FAILURE event) tells a person, the same in `prodplan
+    ingest`'s error and in the run-failure alert: its Failure's description (the pipeline's
+    one-paragraph refusals), else the lost-database paragraph, else the innermost cause of its
+    error."""
+    data = step_failure.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    lost = database_lost_message(data.error, settings)  # the whole chain: the cause may be a context
+    if lost:
+        return lost
+    cause = root_cause(data.error)
+    return f"step {step_failure.step_key} failed" + (f": {cause.message.strip()}" if cause else "")
 
 
 def root_cause(error):

@@ -20,7 +20,7 @@ from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, Sheet
 from prodplan_pipeline.derived.backfill import backfill_defects
 from prodplan_pipeline.ingest import runs
-from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK, MergeCounts, ShrinkRefused, merge_sheet
+from prodplan_pipeline.ingest.merge import MergeCounts, ShrinkRefused, merge_sheet
 from prodplan_pipeline.ingest.reconcile import Reconciliation, count_sheet, record
 from prodplan_pipeline.warehouse import Warehouse
 
@@ -56,13 +56,6 @@ class _NotCommitted(Exception):
     def __init__(self, message: str, sheet: str | None = None):
         super().__init__(message)
         self.sheet = sheet
-
-
-def commit_snapshot(warehouse: Warehouse, run_id: int, sheets: list[Sheet] | None = None,
-                    max_shrink: float = DEFAULT_MAX_SHRINK) -> SnapshotOutcome:
-    """Merge, derive and reconcile every (already staged) sheet of the snapshot in one transaction."""
-    with SnapshotCommit(warehouse, run_id, sheets or list(SHEETS), max_shrink) as snapshot:
-        return snapshot.finish()
 
 
 class SnapshotCommit:

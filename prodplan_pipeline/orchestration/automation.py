@@ -64,8 +64,8 @@ SENSOR_INTERVAL_SECONDS = 30
 # A workbook modified less than this long ago may still be being written (Excel, a copy over
 # the network): hash it on a later tick rather than launch a run on half a file.
 SETTLE_SECONDS = 5.0
-# Bounds on one tick's work, so a backlog never pushes a tick past Dagster's 60 s timeout.
-MAX_INGESTIONS_PER_TICK = 20
+# A bound on one tick's work, so a backlog never pushes a tick past Dagster's 60 s timeout (the
+# workbook sensor requests at most one ingestion per tick: there is one workbook).
 MAX_CHECK_EVALUATIONS_PER_TICK = 100
 WEBHOOK_ATTEMPTS, WEBHOOK_BACKOFF, WEBHOOK_TIMEOUT = 3, 0.5, 3.0
 
@@ -211,13 +211,12 @@ def _check_payload(record) -> dict:
 
 
 def _failure_message(context: RunFailureSensorContext) -> str:
-    # The run's failure event says "Execution of run for X failed. Steps failed: [...]"; the
-    # root cause of the first step's error (Dagster wraps it) is what the reader needs.
+    # The run's failure event says "Execution of run for X failed. Steps failed: [...]"; what
+    # the first failed step says (as `prodplan ingest` prints it) is what the reader needs.
     parts = [context.failure_event.message or ""]
     step_failures = context.get_step_failure_events()
-    error = alerts.root_cause(step_failures[0].event_specific_data.error) if step_failures else None
-    if error is not None:
-        parts.append(error.message.strip())
+    if step_failures:
+        parts.append(alerts.step_failure_text(step_failures[0]))
     return " | ".join(p for p in parts if p)
 
 

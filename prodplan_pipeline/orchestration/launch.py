@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from prodplan_pipeline.alerts import step_failure_text
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
 from prodplan_pipeline.outcome import (
@@ -137,7 +138,7 @@ def _outcome(result, settings: Settings) -> IngestOutcome:
             if not evaluation.passed and evaluation.severity.value == "ERROR":
                 failed_checks.append(evaluation.asset_check_key.to_user_string())
         elif event.event_type_value == "STEP_FAILURE":
-            errors.append(_failure_message(event, settings))
+            errors.append(step_failure_text(event, settings))
     if failed_checks:
         code = EXIT_CHECK_FAILED
     elif errors or not result.success:
@@ -146,19 +147,6 @@ def _outcome(result, settings: Settings) -> IngestOutcome:
         code = EXIT_OK
     return IngestOutcome(code, result.run_id, failed_checks=failed_checks,
                          error=" ".join(dict.fromkeys(errors)) or None)
-
-
-def _failure_message(event, settings: Settings) -> str:
-    from prodplan_pipeline.alerts import root_cause
-    from prodplan_pipeline.warehouse.lost import database_lost_message
-
-    data = event.step_failure_data
-    if data.user_failure_data and data.user_failure_data.description:
-        return data.user_failure_data.description
-    lost = database_lost_message(data.error, settings)  # the whole chain: the cause may be a context
-    if lost:
-        return lost
-    return f"step {event.step_key} failed: {root_cause(data.error).message.strip()}"
 
 
 def _add_sheet_summary(outcome: IngestOutcome, warehouse: Warehouse, reports: Path) -> None:
