@@ -171,6 +171,12 @@ def test_gate_and_expectation_figures_are_numbers(runs):
     for key, metadata in done[2].checks.items():
         if key.name == EXPECTATIONS:
             assert value(metadata, "expectations_met") == value(done[1].checks[key], "expectations_met")
+    # Evaluated by the first run's quality step, stored, and reported by its check step from the
+    # store (no in-process channel); the third run only carried them over.
+    evaluated = {run: {k: m["evaluated"].value for k, m in done[run].checks.items() if k.name == EXPECTATIONS}
+                 for run in (0, 2)}
+    assert set(evaluated[0].values()) == {"now"} and len(evaluated[0]) == len(SHEETS)
+    assert all(text.startswith("carried over from ") for text in evaluated[2].values())
 
 
 def test_column_descriptions_are_the_data_dictionarys(runs):

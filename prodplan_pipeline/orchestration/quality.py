@@ -3,7 +3,6 @@ dictionary: the assets and checks that run after the core tables are merged and 
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
 import functools
-import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from prodplan_pipeline.orchestration.table_metadata import (
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_NAME
 from prodplan_pipeline.quality.dictionary import write_dictionary
-from prodplan_pipeline.quality.expectations import needs_validation, store_result, stored_result
+from prodplan_pipeline.quality.expectations import expectation_specs, needs_validation, store_result, stored_result
 from prodplan_pipeline.quality.gates import (
     GATES,
     SUPPORTED,
@@ -252,24 +251,18 @@ quality_assets = [derived_and_quality]
     can_subset=True, name="core_expectations",
 )
 def core_expectations(context: AssetCheckExecutionContext, warehouse: WarehouseResource):
-    """Validate each core table an ingestion changed; unchanged tables keep their last outcome.
-    A table the quality step of this run has validated already is reported from that result."""
+    """Report each core table's expectation outcome from ops.expectation_results: evaluated by
+    this run (its quality step, or here when an ingestion changed the table since its last
+    validation and no step of this run validated it), else carried over from the run that did."""
     wh = warehouse.get_warehouse()
     for s in SHEETS:
         if AssetCheckKey(core_key(s), EXPECTATIONS) not in context.selected_asset_check_keys:
             continue
-        validated = _VALIDATED.pop((context.run.run_id, s.core_table), None)
-        if validated is not None:
-            yield validated
-            continue
         with wh.connect() as conn:
             changed = needs_validation(conn, s)
-        yield _validated(wh, s) if changed else _carried_over(wh, s)
-
-
-# Results the quality step computed for this process's runs, by (Dagster run id, table): GX's
-# Python work then overlaps the issue, gate and dictionary scans, which wait on PostgreSQL.
-_VALIDATED: dict[tuple[str, str], AssetCheckResult] = {}
+        if changed:
+            _validate_and_store(wh, s, context.run.run_id)
+        yield _reported(wh, s, context.run.run_id)
 
 
 def _changed_since_validation(wh) -> list:
@@ -279,49 +272,38 @@ def _changed_since_validation(wh) -> list:
 
 
 def _validate(run_id: str, sheets: list, wh) -> tuple[list[str], list]:
-    """Validate ``sheets``' core tables, for core_expectations to report."""
+    """Validate ``sheets``' core tables and store the outcomes, for core_expectations to report."""
     for s in sheets:
-        _VALIDATED[(run_id, s.core_table)] = _validated(wh, s)
+        _validate_and_store(wh, s, run_id)
     return [], []
 
 
-def _validated(wh, s) -> AssetCheckResult:
-    from prodplan_pipeline.quality.expectations import run_expectations  # GX: ~4 s to import
+def _validate_and_store(wh, s, run_id: str) -> None:
+    from prodplan_pipeline.quality.expectations import run_expectations  # GX: ~2.5 s to import
 
     report = run_expectations(wh.url, s)
-    metadata = report.as_metadata()
     with wh.connect() as conn:
-        store_result(conn, s.core_table, report, metadata)
+        store_result(conn, s.core_table, report, run_id)
     progress.info(report.summary())
-    return AssetCheckResult(asset_key=core_key(s), check_name=EXPECTATIONS, passed=report.success,
-                            severity=AssetCheckSeverity.WARN, description=report.summary(),
-                            metadata={**metadata, "expectations": MetadataValue.md(metadata["expectations"]),
-                                      **_met(len(report.results), len(report.failed)), "evaluated": "now"})
 
 
-def _carried_over(wh, s) -> AssetCheckResult:
+def _reported(wh, s, run_id: str) -> AssetCheckResult:
+    """The table's stored outcome as this run's check result."""
     with wh.connect() as conn:
-        success, summary, failed, unexpected, details, evaluated_at = stored_result(conn, s.core_table)
-    return AssetCheckResult(
-        asset_key=core_key(s), check_name=EXPECTATIONS, passed=success, severity=AssetCheckSeverity.WARN,
-        description=f"{summary} (unchanged since validated {evaluated_at:%Y-%m-%d %H:%M})",
-        metadata={"failed_expectations": failed, "unexpected_total": unexpected,
-                  "expectations": MetadataValue.md(details), **_met(_evaluated_count(summary, s), failed),
-                  "evaluated": f"carried over from {evaluated_at.isoformat()}"})
-
-
-# ExpectationReport.summary() begins "<table>: <met> of <evaluated> expectations met".
-SUMMARY_COUNTS = re.compile(r": (\d+) of (\d+) expectations met")
-
-
-def _evaluated_count(summary: str, s) -> int:
-    """How many expectations the stored outcome evaluated (the suite may have grown since)."""
-    found = SUMMARY_COUNTS.search(summary or "")
-    if found:
-        return int(found.group(2))
-    from prodplan_pipeline.quality.expectations import expectation_specs  # no GX import
-
-    return len(expectation_specs(s))
+        stored = stored_result(conn, s.core_table)
+    # NULL in outcomes stored before migration 012: the suite's size now
+    evaluated = stored["evaluated_expectations"] or len(expectation_specs(s))
+    now = stored["dagster_run_id"] == run_id
+    description = stored["summary"] if now else \
+        f"{stored['summary']} (unchanged since validated {stored['evaluated_at']:%Y-%m-%d %H:%M})"
+    metadata = {"failed_expectations": stored["failed_expectations"], "unexpected_total": stored["unexpected_total"],
+                "expectations": MetadataValue.md(stored["details_markdown"]),
+                **_met(evaluated, stored["failed_expectations"]),
+                "evaluated": "now" if now else f"carried over from {stored['evaluated_at'].isoformat()}"}
+    if stored["duration_seconds"] is not None:
+        metadata["duration_seconds"] = round(stored["duration_seconds"], 2)
+    return AssetCheckResult(asset_key=core_key(s), check_name=EXPECTATIONS, passed=stored["success"],
+                            severity=AssetCheckSeverity.WARN, description=description, metadata=metadata)
 
 
 def _met(evaluated: int, failed: int) -> dict:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prodplan_pipeline.contract import Sheet
+from prodplan_pipeline.warehouse.connection import fetch_dicts
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -260,30 +261,36 @@ def needs_validation(conn, sheet: Sheet) -> bool:
 # --- Running a suite with Great Expectations ------------------------------------------------
 
 STORED_RESULT = """SELECT success, summary, failed_expectations, unexpected_total, details_markdown,
-                          evaluated_at FROM ops.expectation_results WHERE table_name = %s"""
+                          evaluated_at, evaluated_expectations, duration_seconds, dagster_run_id
+                   FROM ops.expectation_results WHERE table_name = %s"""
 STORE_RESULT = """
     INSERT INTO ops.expectation_results AS e (table_name, success, summary, failed_expectations,
-        unexpected_total, details_markdown, ingestion_run_id, evaluated_at)
-    VALUES (%s, %s, %s, %s, %s, %s, (SELECT max(run_id) FROM ops.ingestion_runs), now())
+        unexpected_total, details_markdown, ingestion_run_id, evaluated_at, evaluated_expectations,
+        duration_seconds, dagster_run_id)
+    VALUES (%(table)s, %(success)s, %(summary)s, %(failed_expectations)s, %(unexpected_total)s,
+            %(expectations)s, (SELECT max(run_id) FROM ops.ingestion_runs), now(),
+            %(evaluated_expectations)s, %(duration_seconds)s, %(dagster_run_id)s)
     ON CONFLICT (table_name) DO UPDATE SET success = EXCLUDED.success, summary = EXCLUDED.summary,
         failed_expectations = EXCLUDED.failed_expectations,
         unexpected_total = EXCLUDED.unexpected_total, details_markdown = EXCLUDED.details_markdown,
-        ingestion_run_id = EXCLUDED.ingestion_run_id, evaluated_at = EXCLUDED.evaluated_at"""
+        ingestion_run_id = EXCLUDED.ingestion_run_id, evaluated_at = EXCLUDED.evaluated_at,
+        evaluated_expectations = EXCLUDED.evaluated_expectations,
+        duration_seconds = EXCLUDED.duration_seconds, dagster_run_id = EXCLUDED.dagster_run_id"""
 
 
-def store_result(conn, table: str, report: ExpectationReport, metadata: dict) -> None:
-    """Keep a table's outcome (``metadata``: ``report.as_metadata()``): a table no later
-    ingestion changes reports it again."""
+def store_result(conn, table: str, report: ExpectationReport, dagster_run_id: str | None = None) -> None:
+    """Keep a table's outcome, with the Dagster run that evaluated it: whichever step or process
+    reports it next reads it from here (a table no later ingestion changes reports it again)."""
     with conn.cursor() as cur:
-        cur.execute(STORE_RESULT, (table, report.success, report.summary(), metadata["failed_expectations"],
-                                   metadata["unexpected_total"], metadata["expectations"]))
+        cur.execute(STORE_RESULT, {"table": table, "success": report.success, "summary": report.summary(),
+                                   "dagster_run_id": dagster_run_id, **report.as_metadata()})
 
 
-def stored_result(conn, table: str) -> tuple:
-    """(success, summary, failed, unexpected, details, evaluated_at) of the table's last outcome."""
+def stored_result(conn, table: str) -> dict | None:
+    """The table's last outcome, by column name (None: never validated)."""
     with conn.cursor() as cur:
-        cur.execute(STORED_RESULT, (table,))
-        return cur.fetchone()
+        rows = fetch_dicts(cur, STORED_RESULT, (table,))
+    return rows[0] if rows else None
 
 
 def run_expectations(database_url: str | URL, sheet: Sheet) -> ExpectationReport:
@@ -367,7 +374,7 @@ def _new_datasource(connection_string: str):
 
 
 def preload(database_url: str | URL) -> None:
-    """Import Great Expectations and build the datasource now, in the calling thread (~4 s of
+    """Import Great Expectations and build the datasource now, in the calling thread (~2.5 s of
     Python). Imports must not run in two threads at once: a thread importing GX while another
     imported SQLAlchemy met a partially initialised module."""
     with _quiet_gx():
