@@ -123,3 +123,22 @@ def test_a_failing_migration_rolls_back_and_is_not_recorded(empty_database, tmp_
                     "(SELECT count(*) FROM ops.schema_migrations WHERE version = '999')")
         assert cur.fetchone() == (None, 0)
     conn.close()
+
+
+def test_the_snapshot_labels_wait_for_every_registered_analytics_layer(empty_database):
+    """ops.snapshot_labels (SQL: it names the layers) says the analytics reflect a snapshot when
+    every layer's watermark does. A layer added to a registry (an aggregate, a current layer)
+    without the view's migration would be left out of the API's labels silently: caught here."""
+    import re
+
+    from prodplan_pipeline.analytics.convergence import LAYERS
+
+    conn = connect(empty_database)
+    apply_migrations(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_get_viewdef('ops.snapshot_labels'::regclass)")
+        definition = cur.fetchone()[0]
+    conn.close()
+    named = set(re.findall(r"'(analytics\.\w+)'", definition))
+    assert named == set(LAYERS), f"the view names {sorted(named)}, the registries {sorted(LAYERS)}"
+    assert f"count(*) = {len(LAYERS)}" in definition
