@@ -34,7 +34,7 @@ from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer
 from .conftest import RECENT_PARTITIONS, cli_environment, run_cli_forked
-from .test_ingest import query
+from .warehouse_queries import query
 from .workbook_edit import edited
 from .test_snapshot_faults import Ingest, _re_export, re_exported, warehouse_of
 

@@ -24,7 +24,7 @@ from prodplan_pipeline.orchestration.table_metadata import COLUMN_SCHEMA, ROW_CO
 from prodplan_pipeline.quality.gates import GATES
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES
-from prodplan_pipeline_tests.test_ingest import query
+from prodplan_pipeline_tests.warehouse_queries import query
 from prodplan_pipeline_tests.workbook_edit import edited, header_index
 
 GRAPH = defs.resolve_asset_graph()

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from datetime import date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -42,6 +40,7 @@ from prodplan_pipeline.orchestration.resources import SettingsResource, Warehous
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.webhook import Webhook
 
 # The alert sensors as the definitions build them with the default interval.
 CHECK_ALERT_SENSOR, RUN_FAILURE_ALERT_SENSOR = automation.alert_sensors()
@@ -61,37 +60,6 @@ def tick(sensor_def, cursor: dict | None = None, **context) -> tuple[list, dict 
     assert isinstance(result, SensorResult)
     skip = result.skip_reason.skip_message if result.skip_reason else None
     return list(result.run_requests or []), json.loads(result.cursor), skip
-
-
-class Webhook:
-    """A local HTTP server recording JSON POSTs; answers ``fail_first`` requests with HTTP 500."""
-
-    def __init__(self, fail_first: int = 0):
-        self.bodies: list[dict] = []
-        self.requests = 0
-        self.fail_first = fail_first
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.requests += 1
-                failing = hook.requests <= hook.fail_first
-                if not failing:
-                    hook.bodies.append(json.loads(body))
-                self.send_response(500 if failing else 200)
-                self.end_headers()
-
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def shutdown(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from prodplan_pipeline.orchestration.partitions import partition_bounds
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT, run_cli, run_cli_forked
-from prodplan_pipeline_tests.test_automation import Webhook
+from prodplan_pipeline_tests.webhook import Webhook
 
 STARTUP_SECONDS = 180
 DAILY_AGGREGATES = ("agg_phase_stats_daily", "agg_order_stats_daily", "agg_quality_daily")

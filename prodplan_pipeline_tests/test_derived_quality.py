@@ -11,7 +11,7 @@ from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders
 from prodplan_pipeline.derived.orphans import reconcile_orphans
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.quality.gates import NOT_SUPPORTED, SUPPORTED, evaluate_gates, write_gates_report
-from prodplan_pipeline_tests.test_ingest import fresh_warehouse, query
+from prodplan_pipeline_tests.warehouse_queries import query
 
 FACT_OF_GATE = {
     "kpis_by_employee": "ffo_faseofid_distinct_in_faseof_id",
@@ -24,7 +24,7 @@ FACT_OF_GATE = {
 
 @pytest.fixture(scope="module")
 def derived(databases, real_sample):
-    warehouse = fresh_warehouse(databases, "derived")
+    warehouse = databases.warehouse("derived")
     assert ingest_workbook(warehouse, real_sample.path).passed
     with warehouse.connect() as conn:
         reports = {"phases": backfill_phases(conn), "orders": backfill_orders(conn),

@@ -27,17 +27,12 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import REPO_ROOT
+from prodplan_pipeline_tests.warehouse_queries import query
 
 FASES = sheet("FasesOrdemFabrico")
 # Phase rows whose end is moved before their start: 4% of the rows with both, enough to take the
 # share below the 98% the suite accepts.
 INVERTED_SHARE = 0.04
-
-
-def query(warehouse: Warehouse, statement: str) -> list[tuple]:
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(statement)
-        return cur.fetchall() if cur.description else []
 
 
 @pytest.fixture(scope="module")

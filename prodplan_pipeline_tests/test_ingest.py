@@ -18,38 +18,15 @@ from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.sample import write_sample
+from prodplan_pipeline_tests.warehouse_queries import checksums, query
 from prodplan_pipeline_tests.workbook_edit import edited, header_index
-
-
-def fresh_warehouse(databases, purpose: str) -> Warehouse:
-    return databases.warehouse(purpose)
-
-
-def query(warehouse: Warehouse, statement: str, params: tuple = ()) -> list[tuple]:
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        return cur.fetchall()
-
-
-def table_checksum(cur, table: str) -> str:
-    """Row count and an order-independent md5 of ``table``'s content (a name from a registry,
-    not input), read through ``cur``: a transaction's own cursor sees its uncommitted rows."""
-    cur.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
-                f"FROM {table} t")
-    return cur.fetchone()[0]
-
-
-def checksums(warehouse: Warehouse) -> dict[str, str]:
-    """A checksum of every core table's content (order-independent)."""
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        return {s.table: table_checksum(cur, s.core_table) for s in SHEETS}
 
 
 # --- the real sample (or its generated stand-in, see conftest.real_sample) ------------------------
 
 @pytest.fixture(scope="module")
 def real(databases, real_sample):
-    warehouse = fresh_warehouse(databases, "real")
+    warehouse = databases.warehouse("real")
     result = ingest_workbook(warehouse, real_sample.path)
     return warehouse, result, real_sample.facts
 
@@ -117,7 +94,7 @@ def test_a_second_ingest_changes_nothing(real, real_sample):
 # --- synthetic workbooks: changes between snapshots ---------------------------------------------
 
 def test_shrink_guard_refuses_a_sheet_that_lost_too_many_rows(databases, small_sample, tmp_path):
-    warehouse = fresh_warehouse(databases, "shrink")
+    warehouse = databases.warehouse("shrink")
     assert ingest_workbook(warehouse, small_sample).passed
     before = checksums(warehouse)
 
@@ -145,7 +122,7 @@ def test_changed_phases_move_partition_and_record_exactly_their_days(databases, 
     must move (one row per fase_of_id), and the changed days are its old and new day."""
     from prodplan_pipeline.derived.backfill import backfill_phases
 
-    warehouse = fresh_warehouse(databases, "moves")
+    warehouse = databases.warehouse("moves")
     assert ingest_workbook(warehouse, small_sample).passed
     phase_id, inicio = query(warehouse, """
         SELECT fase_of_id, fase_of_inicio FROM core.fases_ordem_fabrico
@@ -191,8 +168,8 @@ def test_a_process_killed_mid_merge_leaves_core_whole_and_the_rerun_completes(da
     workbook = tmp_path / "kill.xlsx"
     # big enough that the phase merge runs for a while (it is polled every 5 ms), no bigger
     write_sample(workbook, scale=0.05, seed=3)
-    victim = fresh_warehouse(databases, "killed")
-    reference = fresh_warehouse(databases, "reference")
+    victim = databases.warehouse("killed")
+    reference = databases.warehouse("reference")
     env = {**os.environ, "PRODPLAN_HOME": str(tmp_path / "home")}
     script = ("import sys; from prodplan_pipeline.warehouse import Warehouse; "
               "from prodplan_pipeline.ingest.pipeline import ingest_workbook; "
@@ -242,7 +219,7 @@ def test_sheets_merge_as_they_are_staged_in_the_order_their_values_need(database
     from prodplan_pipeline.ingest.commit import SnapshotCommit
     from prodplan_pipeline.workbook.inspect import inspect_workbook
 
-    warehouse = fresh_warehouse(databases, "pipelined")
+    warehouse = databases.warehouse("pipelined")
     info = inspect_workbook(small_sample)
     with warehouse.connect() as conn:
         run_id = runs.start_run(conn, "pipelined", info, False)
@@ -264,7 +241,7 @@ def test_sheets_merge_as_they_are_staged_in_the_order_their_values_need(database
                 commit.staged(s)
         outcome = commit.finish()
     assert outcome.committed and all(r.passed for r in outcome.reconciled.values())
-    staged_first = fresh_warehouse(databases, "staged_first")
+    staged_first = databases.warehouse("staged_first")
     assert ingest_workbook(staged_first, small_sample).passed
     assert checksums(warehouse) == checksums(staged_first)
     timed = query(warehouse, f"SELECT count(*) FROM {defects.core_table} WHERE ofch_event_time IS NOT NULL")

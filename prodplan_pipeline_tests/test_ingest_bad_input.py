@@ -44,6 +44,7 @@ from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment, run_cli,
                                               run_cli_forked, run_cli_in_process)
+from prodplan_pipeline_tests.warehouse_queries import TABLE_CHECKSUM
 from prodplan_pipeline_tests.workbook_edit import VALUE, Rows, join_sheet, split_sheet
 
 SCALE, SEED = 0.01, 7
@@ -67,9 +68,7 @@ def query(env: dict[str, str], statement: str, params: tuple = ()) -> list[tuple
 
 def core_checksums(env: dict[str, str]) -> dict[str, str]:
     """Row count and an order-independent md5 of every core table's content."""
-    return {s.table: query(env, f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' "
-                                f"ORDER BY t::text)), '') FROM {s.core_table} t")[0][0]
-            for s in SHEETS}
+    return {s.table: query(env, TABLE_CHECKSUM.format(table=s.core_table))[0][0] for s in SHEETS}
 
 
 def ingestion_run_count(env: dict[str, str]) -> int:

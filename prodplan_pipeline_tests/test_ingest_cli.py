@@ -33,7 +33,7 @@ from .conftest import (
     run_cli,
     run_cli_forked,
 )
-from .test_ingest import query, table_checksum
+from .warehouse_queries import query, table_checksum
 from .workbook_edit import edited, header_index
 
 

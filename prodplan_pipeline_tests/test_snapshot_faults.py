@@ -24,7 +24,7 @@ from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment,
                                               run_cli_forked, start_cli_forked)
-from prodplan_pipeline_tests.test_ingest import checksums, query
+from prodplan_pipeline_tests.warehouse_queries import checksums, query
 from prodplan_pipeline_tests.workbook_edit import edited, header_index
 from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.test_ingest import fresh_warehouse
 from prodplan_pipeline_tests.workbook_edit import edited
 
 
 def test_a_watermark_is_caught_up_until_an_ingestion_changes_core(databases, tmp_path):
-    warehouse = fresh_warehouse(databases, "watermarks")
+    warehouse = databases.warehouse("watermarks")
     first, second = tmp_path / "a.xlsx", tmp_path / "b.xlsx"
     write_sample(first, scale=0.005, seed=1)
 
