@@ -61,16 +61,16 @@ class Gate:
         return f"{WATERMARK}:{self.feature}"
 
 
-GATES = (
-    Gate("kpis_by_employee", "FuncionariosFaseOrdemFabrico.FuncionarioFaseOf_FaseOfId",
-         "productivity per employee (durations of the phase rows each employee worked)"),
-    Gate("kpis_by_product_attributes", "OrdensFabrico.Of_ProdutoId",
-         "KPIs by product attributes (weights, gelcoat quantities)"),
-    Gate("quality_by_phase_timing", "OrdemFabricoErros.Erro_FaseOfAvaliacao",
-         "defects placed in time by their inspection phase"),
-    Gate("quality_by_order", "OrdemFabricoErros.Erro_OfId", "defects per order and product"),
-    Gate("phases_by_order", "FasesOrdemFabrico.FaseOf_OfId", "phase statistics per order and product"),
-)
+# Each gate a constant, so whatever names one (the API's gated endpoints) names a declared gate.
+KPIS_BY_EMPLOYEE = Gate("kpis_by_employee", "FuncionariosFaseOrdemFabrico.FuncionarioFaseOf_FaseOfId",
+                        "productivity per employee (durations of the phase rows each employee worked)")
+KPIS_BY_PRODUCT_ATTRIBUTES = Gate("kpis_by_product_attributes", "OrdensFabrico.Of_ProdutoId",
+                                  "KPIs by product attributes (weights, gelcoat quantities)")
+QUALITY_BY_PHASE_TIMING = Gate("quality_by_phase_timing", "OrdemFabricoErros.Erro_FaseOfAvaliacao",
+                               "defects placed in time by their inspection phase")
+QUALITY_BY_ORDER = Gate("quality_by_order", "OrdemFabricoErros.Erro_OfId", "defects per order and product")
+PHASES_BY_ORDER = Gate("phases_by_order", "FasesOrdemFabrico.FaseOf_OfId", "phase statistics per order and product")
+GATES = (KPIS_BY_EMPLOYEE, KPIS_BY_PRODUCT_ATTRIBUTES, QUALITY_BY_PHASE_TIMING, QUALITY_BY_ORDER, PHASES_BY_ORDER)
 
 
 @dataclass(frozen=True)

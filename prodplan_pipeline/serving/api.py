@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from prodplan_pipeline.contract import PLAUSIBLE_FROM, PLAUSIBLE_TO
+from prodplan_pipeline.quality import gates
 
 from prodplan_pipeline.serving import cursors, problems, queries
 from prodplan_pipeline.serving.cache import (READ_VERSION, NullCache, RedisCache, Version, VersionSource,
@@ -48,13 +49,13 @@ from prodplan_pipeline.warehouse.connection import libpq_dsn
 
 # Endpoints answered NOT_SUPPORTED_BY_DATA while their gate (ops.feature_gates) is off.
 ENDPOINT_GATES = {
-    "/api/kpis/by-employee": "kpis_by_employee",
-    "/api/kpis/by-phase": "phases_by_order",
-    "/api/quality/by-phase": "quality_by_phase_timing",
-    "/api/quality/by-product": "quality_by_order",
+    "/api/kpis/by-employee": gates.KPIS_BY_EMPLOYEE.feature,
+    "/api/kpis/by-phase": gates.PHASES_BY_ORDER.feature,
+    "/api/quality/by-phase": gates.QUALITY_BY_PHASE_TIMING.feature,
+    "/api/quality/by-product": gates.QUALITY_BY_ORDER.feature,
 }
 # by-product always answers per product; the attributes (weights, gelcoat) only with this gate on.
-ATTRIBUTES_GATE = "kpis_by_product_attributes"
+ATTRIBUTES_GATE = gates.KPIS_BY_PRODUCT_ATTRIBUTES.feature
 UNITS = {"durations": "seconds", "ages": "seconds", "lead_times": "seconds", "weights": "kg",
          "rates": "ratio 0..1", "timestamps": "factory local time, ISO 8601",
          "as_of": "UTC, ISO 8601"}
