@@ -20,9 +20,12 @@ CHANGED_SINCE = """
         WHERE r.sheet = ANY (%(sheets)s) AND r.status = 'merged'
           AND r.rows_inserted + r.rows_updated + r.rows_deleted > 0
           AND r.run_id > (SELECT value::bigint FROM ops.watermarks WHERE name = %(name)s))"""
+# Never backwards: two runs that computed a layer for different snapshots may record them in
+# either order (a refresh that read an older snapshot commits after one that read a newer).
 ADVANCE = """
-    INSERT INTO ops.watermarks (name, value, updated_at) VALUES (%s, %s, now())
-    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"""
+    INSERT INTO ops.watermarks AS w (name, value, updated_at) VALUES (%s, %s, now())
+    ON CONFLICT (name) DO UPDATE
+    SET value = greatest(w.value::bigint, EXCLUDED.value::bigint)::text, updated_at = now()"""
 
 
 def last_core_change(conn) -> int:

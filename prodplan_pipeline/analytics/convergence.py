@@ -44,10 +44,6 @@ MARK_REFLECTED = """
     FROM generate_series(%(start)s::date, %(end)s::date - 1, interval '1 day') d
     ON CONFLICT (aggregate, day) DO UPDATE
     SET snapshot_run_id = greatest(r.snapshot_run_id, EXCLUDED.snapshot_run_id), refreshed_at = now()"""
-ADVANCE = """
-    INSERT INTO ops.watermarks AS w (name, value, updated_at) VALUES (%(name)s, %(value)s, now())
-    ON CONFLICT (name) DO UPDATE
-    SET value = greatest(w.value::bigint, EXCLUDED.value::bigint)::text, updated_at = now()"""
 CHANGED_OUTSIDE = """
     SELECT DISTINCT day FROM ops.changed_days WHERE day < %(first)s OR day >= %(end)s ORDER BY 1"""
 LEAST_WATERMARK = """
@@ -196,7 +192,7 @@ def refresh_days(conn, table: str, start: date, end: date, first: date, last_end
     with conn.cursor() as cur:
         cur.execute(MARK_REFLECTED, {"aggregate": table, "snapshot": snapshot, "start": start, "end": end})
     if not pending_days(conn, first, last_end, snapshot, (table,)):
-        _advance(conn, table, snapshot)
+        watermarks.advance(conn, table, snapshot)
     return report
 
 
@@ -207,7 +203,7 @@ def refresh_current_layer(conn, table: str) -> dict:
     snapshot = latest_snapshot(conn)
     data_as_of = snapshot_data_as_of(conn, snapshot)
     counts = refresh_current(conn, CURRENT_LAYERS[table], data_as_of)
-    _advance(conn, table, snapshot)
+    watermarks.advance(conn, table, snapshot)
     return {**counts, "data_as_of": data_as_of}
 
 
@@ -217,7 +213,7 @@ def settle(conn, first: date, last_end: date, snapshot: int | None = None) -> No
     snapshot = latest_snapshot(conn) if snapshot is None else snapshot
     for table in AGGREGATES:
         if not pending_days(conn, first, last_end, snapshot, (table,)):
-            _advance(conn, table, snapshot)
+            watermarks.advance(conn, table, snapshot)
 
 
 def refresh_views_layer(conn, first: date, last_end: date) -> dict[str, float]:
@@ -226,7 +222,7 @@ def refresh_views_layer(conn, first: date, last_end: date) -> dict[str, float]:
     settle(conn, first, last_end)
     snapshot = min(latest_snapshot(conn), _watermark(conn, [*AGGREGATES, WIP_LAYER]))
     seconds = refresh_views(conn)
-    _advance(conn, VIEWS_LAYER, snapshot)
+    watermarks.advance(conn, VIEWS_LAYER, snapshot)
     return seconds
 
 
@@ -246,11 +242,6 @@ def _watermark(conn, names: list[str]) -> int:
     with conn.cursor() as cur:
         cur.execute(LEAST_WATERMARK, {"names": names})
         return cur.fetchone()[0] or 0
-
-
-def _advance(conn, name: str, snapshot: int) -> None:
-    with conn.cursor() as cur:
-        cur.execute(ADVANCE, {"name": name, "value": str(snapshot)})
 
 
 def _serialise(conn, layer: str) -> None:
