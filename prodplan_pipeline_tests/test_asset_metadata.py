@@ -17,6 +17,7 @@ from prodplan_pipeline.orchestration.partitions import INGEST_JOB
 from prodplan_pipeline.orchestration.quality import EXPECTATIONS, FEATURE_GATES, gate_check_name
 from prodplan_pipeline.orchestration.resources import (
     IngestionLockResource,
+    SettingsResource,
     WarehouseResource,
     WorkbookResource,
 )
@@ -192,3 +193,30 @@ def test_column_descriptions_are_the_data_dictionarys(runs):
     for s in SHEETS:
         for column in schema_of(core_key(s)).columns:
             assert meanings[(s.core_table, column.name)] in column.description, (s.name, column.name)
+
+
+def test_the_mismatch_report_goes_where_the_settings_resource_says(databases, tmp_path, monkeypatch):
+    """The snapshot step writes CRITICAL_MISMATCHES.md to the reports folder SettingsResource
+    gives, as the gates and the dictionary do (it read the environment's folder, ignoring a
+    resource override)."""
+    monkeypatch.setenv("PRODPLAN_HOME", str(tmp_path / "home"))
+    book = tmp_path / "book.xlsx"
+    write_sample(book, scale=0.005, seed=5)
+
+    def lose_half_the_phases(workbook):
+        phases = workbook["FasesOrdemFabrico"]
+        phases.delete_rows(2, (phases.max_row - 1) // 2)
+
+    half = edited(book, tmp_path / "half.xlsx", lose_half_the_phases)
+    url = databases.warehouse("reports").url.render_as_string(hide_password=False)
+    reports = tmp_path / "elsewhere"
+    with DagsterInstance.ephemeral() as instance:
+        for workbook in (book, half):
+            resource = WarehouseResource(database_url=url)
+            defs.resolve_job_def(INGEST_JOB).execute_in_process(
+                instance=instance, run_config=QUIET, raise_on_error=False, resources={
+                    "warehouse": resource, "workbook_file": WorkbookResource(path=str(workbook)),
+                    "ingestion_lock": IngestionLockResource(warehouse=resource),
+                    "settings": SettingsResource(reports_dir=str(reports))})
+    assert "--max-shrink" in (reports / "CRITICAL_MISMATCHES.md").read_text()
+    assert not (tmp_path / "home" / "reports" / "CRITICAL_MISMATCHES.md").exists()

@@ -8,6 +8,7 @@ what a data engineer wants to see in the UI: row counts by outcome, seconds, has
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.
 import logging
+from pathlib import Path
 from dataclasses import replace
 
 from dagster import (
@@ -30,6 +31,7 @@ from prodplan_pipeline.ingest.commit import SnapshotCommit
 from prodplan_pipeline.ingest.reconcile import write_mismatch_report
 from prodplan_pipeline.orchestration.resources import (
     IngestionLockResource,
+    SettingsResource,
     WarehouseResource,
     WorkbookResource,
 )
@@ -122,7 +124,8 @@ COUNT_CHECKS = [AssetCheckSpec(COUNT_RECONCILIATION, asset=core_key(s), blocking
 
 @multi_asset(specs=[*RAW_SPECS, *CORE_SPECS], check_specs=COUNT_CHECKS, can_subset=True, name="snapshot")
 def snapshot(context: AssetExecutionContext, warehouse: WarehouseResource,
-             workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource):
+             workbook_file: WorkbookResource, ingestion_lock: IngestionLockResource,
+             settings: SettingsResource):
     """Stage every sheet, and merge each into the snapshot's single transaction as soon as it
     is staged: the merges run in PostgreSQL while the sheets still being read are parsed (one
     after the other took ~1.3x as long). The workbook is one snapshot, so the commit comes
@@ -138,7 +141,7 @@ def snapshot(context: AssetExecutionContext, warehouse: WarehouseResource,
     with SnapshotCommit(wh, run_id, merging, workbook_file.shrink_limit()) as commit:
         yield from _stage(context, wh, run_id, info, workbook_file, commit)
         if merging:
-            yield from _commit(context, wh, run_id, workbook_file, commit)
+            yield from _commit(context, wh, run_id, settings.get().reports, commit)
 
 
 def _stage(context, wh, run_id: int, info, workbook_file, commit: SnapshotCommit):
@@ -180,7 +183,7 @@ def _stage_metadata(outcome, info, sheet: Sheet, staged_rows: int) -> dict:
     return metadata
 
 
-def _commit(context, wh, run_id: int, workbook_file, commit: SnapshotCommit):
+def _commit(context, wh, run_id: int, reports: Path, commit: SnapshotCommit):
     """Finish the snapshot's transaction, then report every core table and its count check."""
     outcome = commit.finish()
     if not outcome.committed:
@@ -190,7 +193,7 @@ def _commit(context, wh, run_id: int, workbook_file, commit: SnapshotCommit):
         yield MaterializeResult(asset_key=core_key(sheet),
                                 metadata=_merge_metadata(context, merged, checked, sheet))
         yield _reconciliation_result(context, checked, sheet)
-    report = write_mismatch_report(wh, run_id, workbook_file.reports_dir())
+    report = write_mismatch_report(wh, run_id, reports)
     if report:
         say(context, f"blocking count checks failed: see {report}")
 

@@ -65,9 +65,6 @@ class WorkbookResource(ConfigurableResource):
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser() if self.path else Settings.from_env().workbook_path
 
-    def reports_dir(self) -> Path:
-        return Settings.from_env().reports
-
     def snapshot(self) -> tuple[Path, str]:
         """Copy the workbook into the private store: (the copy every step reads, its SHA-256)."""
         from prodplan_pipeline.workbook.snapshot import snapshot_copy
