@@ -24,7 +24,7 @@ from prodplan_pipeline.analytics.aggregates import AGGREGATES, days_with_data, r
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases  # noqa: E402
 from prodplan_pipeline.ingest.pipeline import ingest_workbook  # noqa: E402
 from prodplan_pipeline.analytics.convergence import contiguous_ranges, refresh_ranges  # noqa: E402
-from prodplan_pipeline.orchestration.partitions import DAILY, partition_days  # noqa: E402
+from prodplan_pipeline.orchestration.daily_partitions import DAILY, partition_days  # noqa: E402
 from prodplan_pipeline.textui import format_table  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def dagster_range_run(warehouse, first, last) -> float:
     from dagster import DagsterInstance
 
     from prodplan_pipeline.orchestration.definitions import defs
-    from prodplan_pipeline.orchestration.partitions import DAILY_REFRESH_JOB, range_tags
+    from prodplan_pipeline.orchestration.daily_partitions import DAILY_REFRESH_JOB, range_tags
 
     os.environ["PRODPLAN_DATABASE_URL"] = warehouse.url.render_as_string(hide_password=False)
     job = defs.resolve_job_def(DAILY_REFRESH_JOB)

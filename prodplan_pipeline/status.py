@@ -4,7 +4,7 @@ gates, cache version, partitions."""
 from __future__ import annotations
 
 from prodplan_pipeline.warehouse.connection import fetch_dicts
-from prodplan_pipeline.warehouse.partitions import partition_summary
+from prodplan_pipeline.warehouse.monthly_partitions import partition_summary
 
 RECENT_RUNS = """
     SELECT run_id, status, started_at, finished_at, workbook_sha256, message

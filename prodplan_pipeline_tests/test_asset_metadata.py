@@ -13,7 +13,7 @@ from dagster import DagsterInstance, FloatMetadataValue, IntMetadataValue
 from prodplan_pipeline.contract import SHEETS, sheet
 from prodplan_pipeline.orchestration.definitions import defs
 from prodplan_pipeline.orchestration.ingestion import core_key, raw_key
-from prodplan_pipeline.orchestration.partitions import INGEST_JOB
+from prodplan_pipeline.orchestration.daily_partitions import INGEST_JOB
 from prodplan_pipeline.orchestration.quality import EXPECTATIONS, FEATURE_GATES, gate_check_name
 from prodplan_pipeline.orchestration.resources import (
     IngestionLockResource,

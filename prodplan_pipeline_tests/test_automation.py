@@ -35,7 +35,7 @@ from dagster._core.storage.tags import (
 from prodplan_pipeline import alerts
 from prodplan_pipeline.orchestration import automation
 from prodplan_pipeline.analytics.convergence import MAX_REFRESH_RUNS, contiguous_ranges
-from prodplan_pipeline.orchestration.partitions import partition_bounds, partition_days
+from prodplan_pipeline.orchestration.daily_partitions import partition_bounds, partition_days
 from prodplan_pipeline.orchestration.resources import SettingsResource, WarehouseResource
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.inspect import file_sha256
@@ -191,7 +191,7 @@ def refresh(resource: WarehouseResource, first: str, last: str) -> None:
     """What a refresh run of first..last does to the durable records (core is empty here)."""
     from prodplan_pipeline.analytics.aggregates import AGGREGATES
     from prodplan_pipeline.analytics.convergence import refresh_days
-    from prodplan_pipeline.orchestration.partitions import partition_bounds
+    from prodplan_pipeline.orchestration.daily_partitions import partition_bounds
 
     with resource.get_warehouse().connect() as conn:
         for table in AGGREGATES:
@@ -201,7 +201,7 @@ def refresh(resource: WarehouseResource, first: str, last: str) -> None:
 
 def refresh_current(resource: WarehouseResource) -> None:
     from prodplan_pipeline.analytics.convergence import CURRENT_LAYERS, refresh_current_layer, refresh_views_layer
-    from prodplan_pipeline.orchestration.partitions import partition_bounds
+    from prodplan_pipeline.orchestration.daily_partitions import partition_bounds
 
     with resource.get_warehouse().connect() as conn:
         for table in CURRENT_LAYERS:
@@ -276,7 +276,7 @@ def test_changed_days_sensor_waits_for_refresh_runs_in_flight(warehouse_resource
     from dagster import DagsterRunStatus
     from dagster._core.storage.dagster_run import DagsterRun
 
-    from prodplan_pipeline.orchestration.partitions import DAILY_REFRESH_JOB
+    from prodplan_pipeline.orchestration.daily_partitions import DAILY_REFRESH_JOB
 
     add_snapshot(warehouse_resource, {"order_finish": ["2024-05-10"]})
     run = instance.add_run(DagsterRun(job_name=DAILY_REFRESH_JOB, run_id="f" * 36,

@@ -21,7 +21,7 @@ import openpyxl
 import pytest
 
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS
-from prodplan_pipeline.orchestration.partitions import partition_bounds
+from prodplan_pipeline.orchestration.daily_partitions import partition_bounds
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT, run_cli, run_cli_forked

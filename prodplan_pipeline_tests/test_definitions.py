@@ -12,11 +12,11 @@ from pathlib import Path
 from prodplan_pipeline.analytics.aggregates import AGGREGATES
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.orchestration.definitions import defs
-from prodplan_pipeline.orchestration.partitions import PARTITIONS_START
+from prodplan_pipeline.orchestration.daily_partitions import PARTITIONS_START
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse.embedded import stop_embedded_server
-from prodplan_pipeline.warehouse.partitions import partition_summary
+from prodplan_pipeline.warehouse.monthly_partitions import partition_summary
 from prodplan_pipeline_tests.conftest import PRODPLAN_VARIABLES, REPO_ROOT, developer_settings
 from prodplan_pipeline_tests.definitions_snapshot import describe
 
@@ -155,7 +155,7 @@ def test_the_daily_window_is_dagsters_daily_partitions():
     """analytics.convergence.daily_window computes the partitions' bounds without Dagster (the
     warehouse-side rooms and the CLI's unchanged-workbook answer use it); it must stay the
     first and the last window of the DAILY partitions definition the assets use."""
-    from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
+    from prodplan_pipeline.orchestration.daily_partitions import DAILY, partition_bounds
 
     assert partition_bounds() == (DAILY.get_first_partition_window().start.date(),
                                   DAILY.get_last_partition_window().end.date())

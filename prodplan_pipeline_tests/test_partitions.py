@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from prodplan_pipeline.warehouse.partitions import (
+from prodplan_pipeline.warehouse.monthly_partitions import (
     ensure_partitions,
     maintain_partitions,
     partition_summary,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from prodplan_pipeline.contract import Sheet
 from prodplan_pipeline.ingest import statements as q
-from prodplan_pipeline.warehouse.partitions import ensure_partitions
+from prodplan_pipeline.warehouse.monthly_partitions import ensure_partitions
 
 DEFAULT_MAX_SHRINK = 0.20
 

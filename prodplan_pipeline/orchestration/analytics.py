@@ -18,7 +18,7 @@ from prodplan_pipeline.analytics.current import CURRENT_LAYERS, CurrentLayer
 from prodplan_pipeline.analytics.views import VIEWS
 from prodplan_pipeline.contract import sheet
 from prodplan_pipeline.orchestration.ingestion import OWNERS, core_key, say
-from prodplan_pipeline.orchestration.partitions import DAILY, partition_bounds
+from prodplan_pipeline.orchestration.daily_partitions import DAILY, partition_bounds
 from prodplan_pipeline.orchestration.quality import DERIVED_PHASES
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.orchestration.table_metadata import ROW_COUNT, count_rows, table_definition

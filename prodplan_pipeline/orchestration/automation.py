@@ -49,7 +49,7 @@ from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.analytics.convergence import RefreshRange, pending_work
 from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
-from prodplan_pipeline.orchestration.partitions import (
+from prodplan_pipeline.orchestration.daily_partitions import (
     DAILY_REFRESH_JOB,
     INGEST_JOB,
     partition_bounds,

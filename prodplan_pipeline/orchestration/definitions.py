@@ -9,7 +9,7 @@ from prodplan_pipeline.orchestration.freshness import freshness_definitions
 from prodplan_pipeline.orchestration.instance import bound_storage_retries
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.orchestration.quality import quality_assets, quality_checks
-from prodplan_pipeline.orchestration.partitions import DAILY_REFRESH_JOB, INGEST_JOB
+from prodplan_pipeline.orchestration.daily_partitions import DAILY_REFRESH_JOB, INGEST_JOB
 from prodplan_pipeline.orchestration.resources import build_resources
 from prodplan_pipeline.settings import Settings
 

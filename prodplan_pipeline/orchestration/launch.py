@@ -23,7 +23,7 @@ from prodplan_pipeline.outcome import (
 )
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
 from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
-from prodplan_pipeline.orchestration.partitions import (
+from prodplan_pipeline.orchestration.daily_partitions import (
     DAILY_REFRESH_JOB,
     partition_bounds,
     range_tags,

@@ -4,7 +4,7 @@
 from dagster import In, Nothing, OpExecutionContext, job, op
 
 from prodplan_pipeline.orchestration.resources import WarehouseResource
-from prodplan_pipeline.warehouse.partitions import maintain_partitions
+from prodplan_pipeline.warehouse.monthly_partitions import maintain_partitions
 
 MONTHS_AHEAD = 6
 
