@@ -34,33 +34,12 @@ from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer, server_env
 from .conftest import REPO_ROOT, run_cli
-from .test_cache import together
-from .test_derived_quality import FACT_OF_GATE
+from .api_helpers import approx, ok, sql, together, url_of
+from .workbook_facts import FACT_OF_GATE
 from .workbook_edit import edited
 
 API_KEY = "test-key-0123456789abcdef"
 PERIOD = (date(2023, 3, 1), date(2023, 3, 31))
-
-
-def approx(value):
-    """Equal to 9 significant digits (sums in another order); None only equals None."""
-    return None if value is None else pytest.approx(float(value), rel=1e-9, abs=1e-6)
-
-
-def url_of(warehouse) -> str:
-    return warehouse.url.render_as_string(hide_password=False)
-
-
-def sql(warehouse, statement: str, params=None) -> list[dict]:
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        names = [c.name for c in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def ok(response: httpx.Response) -> dict:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 @pytest.fixture(scope="module")

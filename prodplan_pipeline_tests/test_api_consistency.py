@@ -36,7 +36,7 @@ from .api_server import ApiServer
 from .conftest import RECENT_PARTITIONS, cli_environment, run_cli_forked
 from .warehouse_queries import query
 from .workbook_edit import edited
-from .test_snapshot_faults import Ingest, _re_export, re_exported, warehouse_of
+from .cli_runs import Ingest, re_export, re_exported, warehouse_of
 
 CLIENTS = 6  # ~9,000 responses per run; twelve gave ~13,000 for 7 s more of a 2-core machine
 SETTLE = 2.0  # seconds the clients keep sampling after the ingest exited
@@ -63,11 +63,11 @@ def digest(body: dict) -> str:
 def workbooks(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("consistency")
     write_sample(first := folder / "A.xlsx", scale=0.02, seed=5)
-    return {"A": first, "B": edited(first, folder / "B.xlsx", _re_export)}
+    return {"A": first, "B": edited(first, folder / "B.xlsx", re_export)}
 
 
 def changed_order(workbook: Path) -> int:
-    """An order B changes twice: its due date and its phases' ends (as _re_export edits them)."""
+    """An order B changes twice: its due date and its phases' ends (as re_export edits them)."""
     book = openpyxl.load_workbook(workbook, read_only=True)
     phases, orders = re_exported(book)
     phased = {row[1].value for row in phases}

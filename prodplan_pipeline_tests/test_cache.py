@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -20,6 +19,7 @@ from prodplan_pipeline.serving.cache import (ComputeFailed, InProcessCache, Redi
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
 
+from .api_helpers import together
 from .conftest import REPO_ROOT
 
 # A dedicated DB number and a random namespace per test: shared Redis servers stay untouched.
@@ -40,21 +40,6 @@ def namespace(redis_client):
 
 def redis_cache(client, namespace, **kwargs) -> RedisCache:
     return RedisCache(client, namespace=namespace, **kwargs)
-
-
-def together(n: int, call) -> list:
-    """``call(i)`` from threads i = 0..n-1 released at once; the results or exceptions raised."""
-    barrier = threading.Barrier(n)
-
-    def one(i):
-        barrier.wait()
-        try:
-            return call(i)
-        except Exception as exc:  # noqa: BLE001 - the tests inspect what each thread saw
-            return exc
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 class SlowCompute:

@@ -12,14 +12,8 @@ from prodplan_pipeline.derived.orphans import reconcile_orphans
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.quality.gates import NOT_SUPPORTED, SUPPORTED, evaluate_gates, write_gates_report
 from prodplan_pipeline_tests.warehouse_queries import query
+from prodplan_pipeline_tests.workbook_facts import FACT_OF_GATE
 
-FACT_OF_GATE = {
-    "kpis_by_employee": "ffo_faseofid_distinct_in_faseof_id",
-    "kpis_by_product_attributes": "of_produtoid_distinct_in_modelos",
-    "quality_by_phase_timing": "erro_faseofavaliacao_distinct_in_faseof_id",
-    "quality_by_order": "erro_ofid_distinct_in_ordensfabrico",
-    "phases_by_order": "faseof_ofid_distinct_in_ordensfabrico",
-}
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,16 @@ def test_the_rooms_are_those_of_the_contributing_table_in_its_order():
     rows = [{name.rstrip("/").removesuffix(".py") for name in re.findall(r"`([\w./]+)`", line.split("|")[1])}
             for line in table.splitlines()[2:]]
     assert rows == ROOMS
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in helper modules (CONTRIBUTING, Tests): a test module imported by
+    another runs its import-time work twice and ties the two modules' fixtures together."""
+    tests = REPO_ROOT / "prodplan_pipeline_tests"
+    wrong = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.rsplit(".", 1)[-1].startswith("test_"):
+                wrong.append(f"{path.name}:{node.lineno}: imports {node.module}")
+    assert wrong == []

@@ -23,7 +23,7 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer, server_env
-from .test_api import approx, ok, sql, url_of
+from .api_helpers import approx, ok, sql, url_of
 from .workbook_facts import data_as_of, defect_keys, orders_at_risk, phase_flow, read_frames
 
 PARETO_BY = {"description": ("Erro_Descricao", None), "culprit_phase": ("culprit_phase", "culprit_reason"),

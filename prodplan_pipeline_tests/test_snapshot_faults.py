@@ -6,11 +6,7 @@ with a clean ingest of the same workbook."""
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -23,9 +19,10 @@ from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment,
-                                              run_cli_forked, start_cli_forked)
+                                              run_cli_forked)
+from prodplan_pipeline_tests.cli_runs import Ingest, re_export, warehouse_of
 from prodplan_pipeline_tests.warehouse_queries import checksums, query
-from prodplan_pipeline_tests.workbook_edit import edited, header_index
+from prodplan_pipeline_tests.workbook_edit import edited
 from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
 
 
@@ -36,39 +33,8 @@ def workbooks(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("snapshots")
     first = folder / "first.xlsx"
     write_sample(first, scale=0.02, seed=5)
-    second = edited(first, folder / "second.xlsx", _re_export)
+    second = edited(first, folder / "second.xlsx", re_export)
     return {"first": first, "second": second}
-
-
-# Where a re-export's edits start: the first day of the partitions (RECENT_PARTITIONS), so that
-# every layer, the daily aggregates included, changes with them.
-RE_EXPORTED_FROM = dt.datetime.fromisoformat(RECENT_PARTITIONS)
-
-
-def re_exported(book) -> tuple[list, list]:
-    """The rows a re-export edits: the first 400 phases and the first 60 orders that start on
-    or after RE_EXPORTED_FROM (works on a read-only workbook too)."""
-    def recent(sheet: str, column: str, count: int) -> list:
-        ws = book[sheet]
-        at = header_index(ws, column) - 1
-        rows = (r for r in ws.iter_rows(min_row=2)
-                if isinstance(r[at].value, dt.datetime) and r[at].value >= RE_EXPORTED_FROM)
-        return list(itertools.islice(rows, count))
-    return recent("FasesOrdemFabrico", "FaseOf_Inicio", 400), recent("OrdensFabrico", "Of_DataCriacao", 60)
-
-
-def _re_export(book) -> None:
-    phases, orders = re_exported(book)
-    fim = header_index(book["FasesOrdemFabrico"], "FaseOf_Fim") - 1
-    inicio = header_index(book["FasesOrdemFabrico"], "FaseOf_Inicio") - 1
-    for row in phases:  # every phase of those rows ends two days later
-        row[fim].value = row[inicio].value + dt.timedelta(days=2, hours=3)
-    transporte = header_index(book["OrdensFabrico"], "Of_DataTransporte") - 1
-    criacao = header_index(book["OrdensFabrico"], "Of_DataCriacao") - 1
-    for row in orders:  # new due dates
-        row[transporte].value = row[criacao].value + dt.timedelta(days=20)
-    defects = book["OrdemFabricoErros"]
-    defects.delete_rows(defects.max_row - 24, 25)  # the 25 newest defects withdrawn
 
 
 @pytest.fixture(scope="module")
@@ -99,41 +65,6 @@ def first_ingested(clean_runs, clean, databases, tmp_path) -> dict[str, str]:
 
 def environment(databases, home: Path) -> dict[str, str]:
     return cli_environment(databases, home, "faults", PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS)
-
-
-def warehouse_of(env: dict[str, str]) -> Warehouse:
-    return Warehouse(make_url(env["PRODPLAN_DATABASE_URL"]))
-
-
-class Ingest:
-    """`prodplan ingest` in its own process group (forked: start_cli_forked), its progress lines
-    read as they come."""
-
-    def __init__(self, env: dict[str, str], workbook: Path):
-        self.lines: list[str] = []
-        progress, writer = os.pipe()
-        with open(os.devnull, "w") as devnull:
-            self.process = start_cli_forked(["ingest", "--workbook", str(workbook)], env,
-                                            stdout=devnull.fileno(), stderr=writer)
-        os.close(writer)  # the child holds it: the reader ends when the child does
-        threading.Thread(target=self._read, args=(progress,), daemon=True).start()
-
-    def _read(self, progress: int) -> None:
-        with open(progress, encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                self.lines.append(line)
-
-    def wait_for(self, text: str, timeout: float = 240) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            if any(text in line for line in self.lines):
-                return True
-            time.sleep(0.01)
-        return any(text in line for line in self.lines)
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        assert self.process.wait(timeout=30) == -signal.SIGKILL, "killed while it ran"
 
 
 def wait_until_idle(warehouse: Warehouse) -> None:
@@ -223,7 +154,7 @@ def test_a_half_broken_snapshot_changes_no_core_table_until_allowed(workbooks, f
     before = checksums(warehouse_of(env))
 
     def new_orders_and_half_the_phases(book):
-        _re_export(book)  # orders and defects changed ...
+        re_export(book)  # orders and defects changed ...
         phases = book["FasesOrdemFabrico"]
         phases.delete_rows(2, (phases.max_row - 1) // 2)  # ... and half the phases lost
 

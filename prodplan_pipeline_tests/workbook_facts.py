@@ -15,6 +15,15 @@ import pandas as pd
 
 from prodplan_pipeline.contract import SHEETS
 
+# Each feature gate and the facts-file entry holding its relationship's match rate.
+FACT_OF_GATE = {
+    "kpis_by_employee": "ffo_faseofid_distinct_in_faseof_id",
+    "kpis_by_product_attributes": "of_produtoid_distinct_in_modelos",
+    "quality_by_phase_timing": "erro_faseofavaliacao_distinct_in_faseof_id",
+    "quality_by_order": "erro_ofid_distinct_in_ordensfabrico",
+    "phases_by_order": "faseof_ofid_distinct_in_ordensfabrico",
+}
+
 PHASES, ORDERS = "FasesOrdemFabrico", "OrdensFabrico"
 # (child sheet, column) -> (parent sheet, column), named as in the shared facts file.
 MATCH_RATES = {
