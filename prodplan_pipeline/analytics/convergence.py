@@ -161,6 +161,13 @@ class PendingWork:
     lagging: list[str]  # layers whose watermark is behind the snapshot
     outside: list[date]  # changed days outside the partitions: never aggregated, reported
 
+    @property
+    def refreshes(self) -> list[RefreshRange | None]:
+        """The refresh runs to make, for the CLI and the sensor alike: one per range (each
+        refreshes the current layers and the views after its days), else, when only a current
+        layer, the views or a watermark lag, one run of those alone (None)."""
+        return list(self.ranges) or ([None] if self.lagging else [])
+
     def outside_note(self) -> str | None:
         if not self.outside:
             return None

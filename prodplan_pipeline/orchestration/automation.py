@@ -134,9 +134,11 @@ IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunSt
              DagsterRunStatus.STARTED]
 
 
-def _refresh_request(snapshot: int, attempt: int, planned: RefreshRange) -> RunRequest:
-    first, last, selection = planned.first, planned.last, refresh_selection(planned)
+def _refresh_request(snapshot: int, attempt: int, planned: RefreshRange | None) -> RunRequest:
     tags = {"prodplan/snapshot_run_id": str(snapshot)}
+    if planned is None:  # the current layers and the views alone
+        return RunRequest(run_key=f"converge-{snapshot}-{attempt}-current", asset_selection=UNPARTITIONED, tags=tags)
+    first, last, selection = planned.first, planned.last, refresh_selection(planned)
     key = f"converge-{snapshot}-{attempt}-{first}-{last}"
     if first == last:  # a plain partition run: the UI shows it as that day's materialization
         return RunRequest(run_key=key, partition_key=first.isoformat(), tags=tags, asset_selection=selection)
@@ -170,17 +172,15 @@ def changed_days_sensor(context: SensorEvaluationContext, warehouse: WarehouseRe
         if lock_holder_pid(conn, INGESTION_LOCK) is not None:
             return SkipReason("an ingestion is running: it brings the analytics up to its snapshot itself")
         work = pending_work(conn, *partition_bounds())
-    snapshot, ranges = work.snapshot, work.ranges
+    snapshot = work.snapshot
     notes = [work.outside_note()] if work.outside else []
-    if not ranges and not work.lagging:
+    if not work.refreshes:
         return SkipReason("; ".join([f"every analytics layer reflects snapshot {snapshot}", *notes]))
     in_flight = _refreshes_in_flight(context)
     if in_flight:
         return SkipReason(f"{in_flight} refresh run(s) in flight; the pending work is re-checked after them")
     attempt = int(cursor.get("attempt", 0)) + 1  # a new key: the last attempt may have failed
-    requests = ([_refresh_request(snapshot, attempt, planned) for planned in ranges] or
-                [RunRequest(run_key=f"converge-{snapshot}-{attempt}-current", asset_selection=UNPARTITIONED,
-                            tags={"prodplan/snapshot_run_id": str(snapshot)})])
+    requests = [_refresh_request(snapshot, attempt, planned) for planned in work.refreshes]
     for note in notes:
         context.log.info(note)
     return SensorResult(run_requests=requests, cursor=json.dumps({"snapshot": snapshot, "attempt": attempt}))

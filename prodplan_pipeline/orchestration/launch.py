@@ -89,28 +89,35 @@ def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: S
     """Refresh every aggregate day that a snapshot changed since the day last reflected one
     (whichever run changed it, and whatever refresh was killed since), then the current layers and the views:
     all of it through Dagster runs, so the UI shows every day the warehouse holds."""
-    from prodplan_pipeline.analytics.convergence import lagging_layers, refresh_plan
+    from prodplan_pipeline.analytics.convergence import lagging_layers, pending_work
 
     with warehouse.connect() as conn:
-        plan = refresh_plan(conn, *partition_bounds())
-    for planned in plan:
-        # a range run refreshes the current layers and the views after its days
-        label = f"{planned.first}..{planned.last} ({planned.days:,} days)"
-        if not planned.every_aggregate:
-            label += f" of {', '.join(planned.aggregates)}"
-        if not _dagster_refresh(instance, outcome, settings, range_tags(planned.first, planned.last), label,
-                                refresh_selection(planned)):
+        work = pending_work(conn, *partition_bounds())
+    for planned in work.refreshes:
+        if not _refresh(instance, outcome, settings, planned):
             return
     with warehouse.connect() as conn:
         lagging = lagging_layers(conn)
-    if lagging:  # nothing (more) to re-aggregate, but a current layer, the views or a watermark lag
-        if not _dagster_refresh(instance, outcome, settings, {}, "current layers and views", UNPARTITIONED):
+    if lagging and None not in work.refreshes:  # a range run left a current layer, the views or a watermark behind
+        if not _refresh(instance, outcome, settings, None):
             return
         with warehouse.connect() as conn:
             lagging = lagging_layers(conn)
     if lagging:
         outcome.exit_code = EXIT_ERROR
         outcome.error = f"the analytics layers {', '.join(lagging)} did not catch up with the snapshot"
+
+
+def _refresh(instance, outcome: IngestOutcome, settings: Settings, planned) -> bool:
+    """One refresh run: a range of days (then the current layers and the views), or (None) the
+    current layers and the views alone."""
+    if planned is None:
+        return _dagster_refresh(instance, outcome, settings, {}, "current layers and views", UNPARTITIONED)
+    label = f"{planned.first}..{planned.last} ({planned.days:,} days)"
+    if not planned.every_aggregate:
+        label += f" of {', '.join(planned.aggregates)}"
+    return _dagster_refresh(instance, outcome, settings, range_tags(planned.first, planned.last), label,
+                            refresh_selection(planned))
 
 
 def _dagster_refresh(instance, outcome: IngestOutcome, settings: Settings, tags: dict, label: str,
