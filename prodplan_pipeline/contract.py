@@ -194,7 +194,8 @@ ORDENS_FABRICO = Sheet(
         Column("Of_DataTransporte", TS, required=False, description="shipping (due) date"),
     ),
     derived=(
-        DerivedColumn("lead_time_seconds", "double precision", "finished - created, when ordered",
+        DerivedColumn("lead_time_seconds", "double precision",
+                      "finish - creation, when finished after created (both plausible), else NULL",
                       f"CASE WHEN of_data_acabamento >= of_data_criacao AND {plausible('of_data_criacao')} "
                       f"AND {plausible('of_data_acabamento')} THEN extract(epoch FROM "
                       "of_data_acabamento - of_data_criacao)::double precision END"),
@@ -226,9 +227,11 @@ FASES_ORDEM_FABRICO = Sheet(
         Column("FaseOf_Sequencia", INT),
     ),
     derived=(
-        DerivedColumn("event_time", "timestamp without time zone", "coalesce(fim, inicio); partition key",
+        DerivedColumn("event_time", "timestamp without time zone",
+                      "coalesce(fim, inicio): the partition key, set by the merge",
                       "coalesce(fase_of_fim, fase_of_inicio)", required=True),
-        DerivedColumn("duration_seconds", "double precision", "fim - inicio when fim >= inicio",
+        DerivedColumn("duration_seconds", "double precision",
+                      "fim - inicio when fim >= inicio (both plausible), else NULL",
                       f"CASE WHEN fase_of_fim >= fase_of_inicio AND {plausible('fase_of_inicio')} "
                       f"AND {plausible('fase_of_fim')} "
                       "THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END"),
@@ -267,7 +270,9 @@ ORDEM_FABRICO_ERROS = Sheet(
     derived=(
         # A defect happened when its inspection phase row happened; without that row, when its
         # order finished, else when the order was created; NULL only when the order is unknown.
-        DerivedColumn("ofch_event_time", "timestamp without time zone", "inspection event time",
+        DerivedColumn("ofch_event_time", "timestamp without time zone",
+                      "the inspection phase row's event time, else the order's finish, else its creation; "
+                      "NULL only for defects of orders missing from OrdensFabrico",
                       f"coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END, "
                       f"CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END, "
                       f"CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END)"),

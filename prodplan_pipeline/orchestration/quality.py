@@ -74,22 +74,21 @@ class BackfillConfig(Config):
     full: bool = False  # recompute every row, not only the rows the last merges wrote
 
 
+def _derived_spec(key: AssetKey, s, reads: list[AssetKey], note: str = "") -> AssetSpec:
+    """A derived asset, described from the contract's derived columns of ``s``."""
+    columns = "; ".join(f"{d.name}: {d.description}" for d in s.derived)
+    return AssetSpec(key, deps=[core_key(s), *reads], group_name="derived", kinds={"postgres"}, owners=OWNERS,
+                     skippable=True, metadata=_derived_definition(s),
+                     description=f"{s.core_table}'s derived columns ({columns}). Written by the merge with "
+                                 f"every row, verified (and repaired) here.{note}")
+
+
+# Each derived asset waits for its core table and for the tables its values read.
 DERIVED_SPECS = [
-    AssetSpec(DERIVED_PHASES, deps=[core_key(PHASES)], group_name="derived", kinds={"postgres"},
-              owners=OWNERS, skippable=True, metadata=_derived_definition(PHASES), description=(
-                  "core.fases_ordem_fabrico's derived columns: duration_seconds (fim - inicio when "
-                  "fim >= inicio, else NULL), is_open, is_done; event_time checked (the merge sets "
-                  "it). Incremental: only rows the merge wrote, unless run with full=true.")),
-    AssetSpec(DERIVED_ORDERS, deps=[core_key(ORDERS)], group_name="derived", kinds={"postgres"},
-              owners=OWNERS, skippable=True, metadata=_derived_definition(ORDERS), description=(
-                  "core.ordens_fabrico's lead_time_seconds (finish - creation when ordered) and "
-                  "is_on_time (finished by the end of the shipping day).")),
-    AssetSpec(DERIVED_DEFECTS, deps=[core_key(DEFECTS), DERIVED_PHASES, core_key(ORDERS)],
-              group_name="derived", kinds={"postgres"}, owners=OWNERS, skippable=True,
-              metadata=_derived_definition(DEFECTS),
-              description=("core.erros_ordem_fabrico's ofch_event_time: the inspection phase row's "
-                           "event time, else the order's finish, else its creation; NULL only for "
-                           "defects of orders missing from OrdensFabrico.")),
+    _derived_spec(DERIVED_PHASES, PHASES, [],
+                  " Incremental: only rows the merge wrote, unless run with full=true."),
+    _derived_spec(DERIVED_ORDERS, ORDERS, []),
+    _derived_spec(DERIVED_DEFECTS, DEFECTS, [DERIVED_PHASES, core_key(ORDERS)]),
 ]
 REPORT_SPECS = [
     AssetSpec(DATA_QUALITY_ISSUES, deps=ALL_CORE + [DERIVED_PHASES], group_name="derived",
