@@ -345,7 +345,7 @@ def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int
     from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
 
     try:
-        info = inspect_workbook(workbook)  # not a workbook: fails here, in a second
+        info = inspect_workbook(workbook, settings.max_uncompressed)  # not a workbook: fails here, in a second
     except WorkbookError as error:
         if args.json:  # the promised last line of stdout, even for a bad file
             print(json.dumps({"exit_code": 1, "error": str(error), "sheets": []}))

@@ -84,6 +84,11 @@ class Settings:
         return self.home / "exports"
 
     @property
+    def max_uncompressed(self) -> int:
+        """``max_uncompressed_mb`` in bytes, as ``workbook.inspect.inspect_workbook`` takes it."""
+        return self.max_uncompressed_mb * 2**20
+
+    @property
     def reports(self) -> Path:
         return self.reports_dir or self.home / "reports"
 

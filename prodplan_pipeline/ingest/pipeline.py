@@ -14,7 +14,7 @@ from prodplan_pipeline.ingest.commit import MergeOutcome, SnapshotCommit
 from prodplan_pipeline.ingest.reconcile import Reconciliation
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
-from prodplan_pipeline.workbook.inspect import WorkbookError, inspect_workbook
+from prodplan_pipeline.workbook.inspect import DEFAULT_MAX_UNCOMPRESSED, WorkbookError, inspect_workbook
 
 
 @dataclass
@@ -30,10 +30,11 @@ class IngestionResult:
 
 
 def ingest_workbook(warehouse: Warehouse, path: str | Path, force: bool = False,
-                    max_shrink: float = 0.20, on_stage: Callable[[str], None] | None = None) -> IngestionResult:
+                    max_shrink: float = 0.20, on_stage: Callable[[str], None] | None = None,
+                    max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> IngestionResult:
     """Stage every sheet, merging each as soon as it is staged, and reconcile them all in one
     commit; under the ingestion lock."""
-    workbook = inspect_workbook(path)
+    workbook = inspect_workbook(path, max_uncompressed)
     with warehouse.connect() as lock_conn, advisory_lock(lock_conn, INGESTION_LOCK):
         with warehouse.connect() as conn:
             result = IngestionResult(runs.start_run(conn, f"plain-{uuid.uuid4()}", workbook, force))

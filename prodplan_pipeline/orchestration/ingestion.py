@@ -79,9 +79,9 @@ def _core_description(sheet: Sheet) -> str:
             "snapshot deleted (refused when the sheet shrinks by more than the shrink limit).")
 
 
-def _inspect(path) -> object:
+def _inspect(path, workbook_file: WorkbookResource) -> object:
     try:
-        return inspect_workbook(path)
+        return inspect_workbook(path, workbook_file.max_uncompressed())
     except WorkbookError as error:
         raise Failure(description=str(error), allow_retries=False) from None
 
@@ -92,9 +92,9 @@ def workbook(context: AssetExecutionContext, warehouse: WarehouseResource,
     """The ERP export Folha_IA.xlsx: checked to be a readable .xlsx, hashed as a whole and per
     sheet (from the zip's stored bytes, no cell parsed), and registered as an ingestion run."""
     source = workbook_file.resolved_path()
-    _inspect(source)  # a file that is not a workbook is refused naming the user's path
+    _inspect(source, workbook_file)  # a file that is not a workbook is refused naming the user's path
     copy, _ = workbook_file.snapshot()
-    info = replace(_inspect(copy), source=source)
+    info = replace(_inspect(copy, workbook_file), source=source)
     with warehouse.get_warehouse().connect() as conn:
         for closed_id, _, started_at in runs.close_interrupted(conn):  # under the ingestion lock
             say(context, f"ingestion run {closed_id} (started {started_at:%Y-%m-%d %H:%M:%S}) was "
@@ -136,7 +136,7 @@ def snapshot(context: AssetExecutionContext, warehouse: WarehouseResource,
     with wh.connect() as conn:
         run_id, sha256 = runs.run_id_for(conn, context.run.run_id), runs.workbook_sha256(conn, context.run.run_id)
         # The bytes the workbook step hashed, whatever the user's path holds by now.
-        info = replace(_inspect(workbook_file.copy_of(sha256)), source=workbook_file.resolved_path())
+        info = replace(_inspect(workbook_file.copy_of(sha256), workbook_file), source=workbook_file.resolved_path())
         merging = _selected(context, core_key)
     with SnapshotCommit(wh, run_id, merging, workbook_file.shrink_limit()) as commit:
         yield from _stage(context, wh, run_id, info, workbook_file, commit)

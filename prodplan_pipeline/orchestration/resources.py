@@ -62,6 +62,10 @@ class WorkbookResource(ConfigurableResource):
     def shrink_limit(self) -> float:
         return Settings.from_env().max_shrink if self.max_shrink is None else self.max_shrink
 
+    def max_uncompressed(self) -> int:
+        """Bytes of XML a workbook may declare (PRODPLAN_MAX_UNCOMPRESSED_MB)."""
+        return Settings.from_env().max_uncompressed
+
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser() if self.path else Settings.from_env().workbook_path
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
+from prodplan_pipeline.settings import Settings
+
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
 # An encrypted (password-protected) .xlsx is an OLE2 file holding this stream (UTF-16 name).
@@ -63,9 +65,14 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def inspect_workbook(path: str | Path, max_uncompressed: int | None = None) -> WorkbookInfo:
+# The default limit: a deployment's own comes from its settings, passed in by the caller
+# (PRODPLAN_MAX_UNCOMPRESSED_MB).
+DEFAULT_MAX_UNCOMPRESSED = Settings.max_uncompressed_mb * 2**20
+
+
+def inspect_workbook(path: str | Path, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> WorkbookInfo:
     """Check that ``path`` is a readable .xlsx workbook of a sane size; hash it and each of its
-    sheets. ``max_uncompressed``: bytes (default: ``PRODPLAN_MAX_UNCOMPRESSED_MB``)."""
+    sheets. ``max_uncompressed``: bytes of XML the workbook may declare."""
     path = Path(path).expanduser()
     _check_file(path)
     try:
@@ -83,14 +90,10 @@ def inspect_workbook(path: str | Path, max_uncompressed: int | None = None) -> W
                         sheet_parts=parts, sheet_sha256=hashes, sheet_sizes=sizes)
 
 
-def _check_inflated_size(path: Path, archive: zipfile.ZipFile, limit: int | None) -> None:
+def _check_inflated_size(path: Path, archive: zipfile.ZipFile, limit: int) -> None:
     """Refuse, before reading a cell, a workbook that declares more uncompressed bytes than the
     limit: a few megabytes can inflate to gigabytes, and parsing them takes that much memory.
     (A part that inflates past what it declares fails its CRC check when it is read.)"""
-    if limit is None:
-        from prodplan_pipeline.settings import Settings
-
-        limit = Settings.from_env().max_uncompressed_mb * 2**20
     declared = sum(info.file_size for info in archive.infolist())
     if declared > limit:
         biggest = max(archive.infolist(), key=lambda info: info.file_size)
