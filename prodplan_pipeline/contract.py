@@ -140,6 +140,16 @@ class Sheet:
         return self.derived_joins.format(row=row)
 
     @property
+    def merges_after(self) -> tuple[str, ...]:
+        """The sheets whose merge must come first in the snapshot's one transaction: those whose
+        rows this sheet's derived values join (a defect's time: its inspection phase row and its
+        order), and those that record the days of this sheet's facts before they change
+        (``moves_dependent_days``: the orders, for the phases and the defects)."""
+        joined = set(re.findall(r"JOIN (core\.\w+)", self.derived_joins))
+        return tuple(s.name for s in SHEETS if s is not self and (
+            s.core_table in joined or (s.moves_dependent_days and self.changed_days is not None)))
+
+    @property
     def core_table(self) -> str:
         return f"core.{self.table}"
 

@@ -89,3 +89,20 @@ def test_contract_names_are_unique_and_keys_exist():
         assert len(set(sheet.column_names)) == len(sheet.columns)
         for header in sheet.key or ():
             sheet.column(header)
+
+
+def test_the_merge_order_comes_from_the_contract_and_has_no_cycle():
+    """Sheet.merges_after (which sheets the snapshot's transaction merges first) is derived from
+    the derived values' joins and from moves_dependent_days: a defect waits for the phases and
+    the orders it reads, a phase for the orders that record its days; no sheet waits on itself,
+    directly or not (the commit would never find it ready)."""
+    from graphlib import TopologicalSorter
+
+    from prodplan_pipeline.contract import sheet
+
+    waits = {s.name: set(s.merges_after) for s in SHEETS}
+    assert set().union(*waits.values()) <= set(waits) and all(name not in w for name, w in waits.items())
+    list(TopologicalSorter(waits).static_order())  # raises CycleError on a cycle
+    assert waits["OrdemFabricoErros"] == {"OrdensFabrico", "FasesOrdemFabrico"}
+    assert waits["FasesOrdemFabrico"] == {"OrdensFabrico"} and sheet("OrdensFabrico").moves_dependent_days
+    assert not waits["OrdensFabrico"] and not waits["Funcionarios"]

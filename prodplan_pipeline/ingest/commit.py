@@ -24,11 +24,6 @@ from prodplan_pipeline.ingest.merge import MergeCounts, ShrinkRefused, merge_she
 from prodplan_pipeline.ingest.reconcile import Reconciliation, count_sheet, record
 from prodplan_pipeline.warehouse import Warehouse
 
-# Within the one transaction a sheet's merge may read other sheets' merged rows: the orders'
-# merge records the days of their phases and defects before those change, and a defect's time
-# comes from its inspection phase row and its order. Every other sheet merges once staged.
-MERGE_AFTER = {"FasesOrdemFabrico": ("OrdensFabrico",),
-               "OrdemFabricoErros": ("OrdensFabrico", "FasesOrdemFabrico")}
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,8 @@ class SnapshotCommit:
     def _next_ready(self) -> Sheet | None:
         names = {s.name for s in self.sheets}
         return next((s for s in self.sheets if s.name in self._staged and s.name not in self.outcome.merged
-                     and all(d in self.outcome.merged or d not in names for d in MERGE_AFTER.get(s.name, ()))),
+                     # a sheet whose merge reads others' merged rows waits for them (contract)
+                     and all(d in self.outcome.merged or d not in names for d in s.merges_after)),
                     None)
 
     def finish(self) -> SnapshotOutcome:
