@@ -7,19 +7,22 @@ is advanced in the same transaction as the work it describes, so it never runs a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from prodplan_pipeline.contract import SHEETS
+
+T = TypeVar("T")  # an issue kind, a gate: anything with a ``watermark`` and the tables it ``reads``
 
 LAST_CORE_CHANGE = """
     SELECT coalesce(max(run_id), 0) FROM ops.ingestion_sheet_runs
     WHERE status = 'merged' AND rows_inserted + rows_updated + rows_deleted > 0"""
 READ = "SELECT value FROM ops.watermarks WHERE name = %s"
-# Whether one of the sheets changed in core after the run a watermark records (or it has none).
-CHANGED_SINCE = """
-    SELECT NOT EXISTS (SELECT 1 FROM ops.watermarks WHERE name = %(name)s) OR EXISTS (
-        SELECT 1 FROM ops.ingestion_sheet_runs r
-        WHERE r.sheet = ANY (%(sheets)s) AND r.status = 'merged'
-          AND r.rows_inserted + r.rows_updated + r.rows_deleted > 0
-          AND r.run_id > (SELECT value::bigint FROM ops.watermarks WHERE name = %(name)s))"""
+# The last run that changed each sheet's core table.
+LAST_CHANGE_BY_SHEET = """
+    SELECT sheet, max(run_id) FROM ops.ingestion_sheet_runs
+    WHERE status = 'merged' AND rows_inserted + rows_updated + rows_deleted > 0 GROUP BY sheet"""
+READ_MANY = "SELECT name, value FROM ops.watermarks WHERE name = ANY (%s)"
 # Never backwards: two runs that computed a layer for different snapshots may record them in
 # either order (a refresh that read an older snapshot commits after one that read a newer).
 ADVANCE = """
@@ -47,13 +50,19 @@ def advance(conn, name: str, value: object) -> None:
         cur.execute(ADVANCE, (name, str(value)))
 
 
-def changed_since(conn, name: str, tables: tuple[str, ...]) -> bool:
-    """Whether an ingestion changed one of the core ``tables`` after the run watermark ``name``
-    records (True when it records none: never computed)."""
-    sheets = [s.name for s in SHEETS if s.core_table in tables]
+def stale(conn, entries: Iterable[T]) -> list[T]:
+    """The entries (each with its own ``watermark`` name and the core tables it ``reads``) one of
+    whose tables an ingestion changed after the run their watermark records, or that have no
+    watermark yet (never computed): two queries, however many entries."""
+    entries = list(entries)
+    core_table = {s.name: s.core_table for s in SHEETS}
     with conn.cursor() as cur:
-        cur.execute(CHANGED_SINCE, {"name": name, "sheets": sheets})
-        return cur.fetchone()[0]
+        cur.execute(LAST_CHANGE_BY_SHEET)
+        changed = {core_table.get(sheet): run for sheet, run in cur.fetchall()}
+        cur.execute(READ_MANY, ([e.watermark for e in entries],))
+        recorded = {name: int(value) for name, value in cur.fetchall()}
+    return [e for e in entries if e.watermark not in recorded
+            or any(changed.get(table, 0) > recorded[e.watermark] for table in e.reads)]
 
 
 def caught_up(conn, name: str) -> tuple[bool, int]:

@@ -2,7 +2,8 @@
 
 Each kind's rows are replaced as a whole when it is looked for again (in one transaction), so
 re-running gives the same rows; a kind none of whose tables changed since is not looked for
-again (``refresh_issues``). Each issue is one SQL statement: a code, the table, the record's key, a detail.
+again (``refresh_issues``). Each issue is one SQL statement: a code, the table, the record's
+key, a detail.
 Orphan checks are generated from the contract: every column that ``references`` another sheet's
 key gets one (``orphan:<Sheet>.<Header>``).
 """
@@ -13,7 +14,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from prodplan_pipeline import watermarks
-
 from prodplan_pipeline.contract import (
     PLAUSIBLE_FROM,
     PLAUSIBLE_TO,
@@ -41,7 +41,6 @@ class Issue:
     def watermark(self) -> str:
         """The ops.watermarks entry recording the last core change this kind was looked for after."""
         return f"{WATERMARK}:{self.code}"
-
 
 
 def _record_key(sheet: Sheet, alias: str) -> str:
@@ -95,15 +94,15 @@ def reconcile_orphans(conn, only: Collection[str] | None = None) -> dict[str, in
     """Replace ``ops.data_quality_issues``' rows of every issue kind (or of the codes in
     ``only``) with the current issues; return counts by code, of every kind (within the
     caller's transaction, so readers see the old set or the new one)."""
-    counts = stored_issue_counts(conn) if only is not None else {}
+    chosen = [issue for issue in ISSUES if only is None or issue.code in only]
+    counts = {} if only is None else stored_issue_counts(conn)
     with conn.cursor() as cur:
-        if only is None:
+        if only is None:  # every row, a retired kind's too
             cur.execute("DELETE FROM ops.data_quality_issues")
-        for issue in ISSUES:
-            if only is not None and issue.code not in only:
-                continue
-            if only is not None:
-                cur.execute("DELETE FROM ops.data_quality_issues WHERE issue_code = %s", (issue.code,))
+        else:
+            cur.execute("DELETE FROM ops.data_quality_issues WHERE issue_code = ANY (%s)",
+                        ([issue.code for issue in chosen],))
+        for issue in chosen:
             cur.execute(
                 f"INSERT INTO ops.data_quality_issues (issue_code, table_name, record_key, detail) "
                 f"SELECT %s, %s, k, d FROM ({issue.select}) AS found(k, d)",
@@ -118,12 +117,11 @@ def refresh_issues(conn, change: int) -> tuple[dict[str, int], list[str]]:
     was last looked for (an employees-only change leaves the ~287k orphan links of the phase
     rows as they were); record ``change``, the last core change, for them. Returns the counts
     of every kind and the codes looked for again."""
-    stale = [i.code for i in ISSUES if watermarks.changed_since(conn, i.watermark, i.reads)]
-    counts = reconcile_orphans(conn, stale)
-    for issue in ISSUES:
-        if issue.code in stale:
-            watermarks.advance(conn, issue.watermark, change)
-    return counts, stale
+    stale = watermarks.stale(conn, ISSUES)
+    counts = reconcile_orphans(conn, [issue.code for issue in stale])
+    for issue in stale:
+        watermarks.advance(conn, issue.watermark, change)
+    return counts, [issue.code for issue in stale]
 
 
 def stored_issue_counts(conn) -> dict[str, int]:

@@ -25,7 +25,6 @@ from prodplan_pipeline.ingest.reconcile import Reconciliation, count_sheet, reco
 from prodplan_pipeline.warehouse import Warehouse
 
 
-
 @dataclass(frozen=True)
 class MergeOutcome:
     sheet: str

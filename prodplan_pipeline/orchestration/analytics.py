@@ -2,8 +2,8 @@
 defect Pareto, orders at risk) and the materialized views.
 
 A partition's rows are replaced atomically (in one transaction: recomputed, and the rows that
-differ deleted and inserted), so any day can be re-run. Backfills of many days run as one run with one set-based statement per table
-(``BackfillPolicy.single_run()``), not one run per day.
+differ deleted and inserted), so any day can be re-run. Backfills of many days run as one run
+with one set-based statement per table (``BackfillPolicy.single_run()``), not one run per day.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations.

@@ -138,12 +138,11 @@ def refresh_gates(conn, change: int) -> tuple[list[GateResult], list[str]]:
     """Measure again the gates one of whose tables an ingestion changed since the gate was last
     measured (the others are as stored), store them and record ``change``, the last core change,
     for them. Returns every gate's result and the features measured again."""
-    stale = [g.feature for g in GATES if watermarks.changed_since(conn, g.watermark, g.reads)]
-    _store(conn, [measure(conn, g) for g in GATES if g.feature in stale])
-    for gate in GATES:
-        if gate.feature in stale:
-            watermarks.advance(conn, gate.watermark, change)
-    return stored_gates(conn), stale
+    stale = watermarks.stale(conn, GATES)
+    _store(conn, [measure(conn, gate) for gate in stale])
+    for gate in stale:
+        watermarks.advance(conn, gate.watermark, change)
+    return stored_gates(conn), [gate.feature for gate in stale]
 
 
 def _store(conn, results: list[GateResult]) -> list[GateResult]:
