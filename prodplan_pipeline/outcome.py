@@ -32,13 +32,15 @@ class IngestOutcome:
     analytics: list[dict] = field(default_factory=list)  # one entry per refresh run
     analytics_rows: dict[str, int] = field(default_factory=dict)  # rows now in each analytics table
     unchanged: bool = False  # the workbook is the snapshot every layer reflects: nothing was run
+    quality: dict | None = None  # the quality reports' run beside the analytics, when it had one
 
     def as_json(self) -> dict:
         return {"exit_code": self.exit_code, "ingestion_run_id": self.run_id,
                 "dagster_run_id": self.dagster_run_id, "unchanged": self.unchanged,
                 "seconds": round(self.seconds, 3), "error": self.error,
                 "failed_checks": self.failed_checks, "report": str(self.report) if self.report else None,
-                "sheets": self.sheets, "analytics": self.analytics, "analytics_rows": self.analytics_rows}
+                "sheets": self.sheets, "analytics": self.analytics, "analytics_rows": self.analytics_rows,
+                "quality": self.quality}
 
 
 def analytics_rows(warehouse: Warehouse) -> dict[str, int]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from sqlalchemy.engine import make_url
 
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
@@ -268,3 +269,26 @@ def test_a_re_export_that_changes_only_phases_refreshes_only_the_aggregates_of_t
                     assert table_checksum(cur, table) == before, table
         finally:
             conn.rollback()
+
+
+def test_the_quality_reports_run_beside_the_analytics_in_a_dagster_run_of_their_own(first_ingest):
+    from dagster._serdes import deserialize_value
+
+    from prodplan_pipeline.orchestration.quality import BESIDE_ANALYTICS_ASSETS, BESIDE_ANALYTICS_CHECKS
+
+    summary, stderr = first_ingest.summary, first_ingest.result.stderr
+    quality = summary["quality"]
+    assert quality["success"] is True and quality["dagster_run_id"] != summary["dagster_run_id"]
+    env = first_ingest.env
+    dagster = Warehouse(make_url(env["PRODPLAN_DATABASE_URL"]).set(database=env["PRODPLAN_DAGSTER_DATABASE"]))
+    runs = {run.run_id: run for run in (deserialize_value(body) for (body,) in query(dagster, "SELECT run_body FROM runs"))}
+    ingest, beside = runs[summary["dagster_run_id"]], runs[quality["dagster_run_id"]]
+    assert beside.asset_selection == BESIDE_ANALYTICS_ASSETS
+    assert beside.asset_check_selection == BESIDE_ANALYTICS_CHECKS
+    assert not ingest.asset_selection & BESIDE_ANALYTICS_ASSETS
+    assert not ingest.asset_check_selection & BESIDE_ANALYTICS_CHECKS
+    assert any(key.name == "count_reconciliation" for key in ingest.asset_check_selection), "the blocking checks stay"
+    assert beside.tags["prodplan/pid"] != ingest.tags["prodplan/pid"], "a process of its own"
+    # started before the refresh, whose runs follow it
+    assert stderr.index("beside the analytics") < stderr.index("analytics: ")
+    assert {r["dagster_run_id"] for r in summary["analytics"]} <= set(runs)

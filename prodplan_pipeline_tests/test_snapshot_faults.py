@@ -78,14 +78,18 @@ def wait_until_idle(warehouse: Warehouse) -> None:
 
 
 # Progress lines at which a kill lands, and what the killed run is then: killed while staging
-# (its ingestion run never finished), just after the snapshot's commit or in the quality layer
-# (the ingestion run finished, its Dagster run did not), in the middle of the set-based
-# analytics refresh (both runs finished; only the analytics layers lag).
+# (its ingestion run never finished), just after the snapshot's commit, at its gates or in the
+# quality run beside the analytics (the ingestion run finished, a Dagster run did not), at the start of the
+# set-based analytics refresh (both runs finished; only the analytics layers lag). The Dagster
+# runs' statuses: each set is one the kill may leave, as the rerun records it; at "analytics:"
+# the quality run beside the refresh may have been created when the kill lands, or not yet.
+SUCCESS, INTERRUPTED = frozenset({"SUCCESS"}), frozenset({"FAILURE", "SUCCESS"})
 FIRST_LOAD_POINTS = {
-    "rows, 0 rejected": (["interrupted", "succeeded"], {"FAILURE", "SUCCESS"}),
-    "merged into core.fases_ordem_fabrico": (["succeeded", "succeeded"], {"FAILURE", "SUCCESS"}),
-    "gate kpis_by_employee": (["succeeded", "succeeded"], {"FAILURE", "SUCCESS"}),
-    "analytics:": (["succeeded", "succeeded"], {"SUCCESS"}),
+    "rows, 0 rejected": (["interrupted", "succeeded"], {INTERRUPTED}),
+    "merged into core.fases_ordem_fabrico": (["succeeded", "succeeded"], {INTERRUPTED}),
+    "gate kpis_by_employee": (["succeeded", "succeeded"], {INTERRUPTED}),
+    "expectations met": (["succeeded", "succeeded"], {INTERRUPTED}),  # in the run beside the analytics
+    "analytics:": (["succeeded", "succeeded"], {SUCCESS, INTERRUPTED}),
 }
 
 
@@ -104,8 +108,9 @@ def test_a_first_ingest_killed_anywhere_converges_on_the_plain_rerun(point, work
     assert differences(fingerprint(warehouse_of(env)), clean["first"]) == []
     runs, dagster_runs = FIRST_LOAD_POINTS[point]
     assert [s for (s,) in query(warehouse_of(env), "SELECT status FROM ops.ingestion_runs ORDER BY run_id")] == runs
-    assert dagster_statuses(env) == dagster_runs
-    if "FAILURE" in dagster_runs:
+    statuses = frozenset(dagster_statuses(env))
+    assert statuses in dagster_runs, "no Dagster run is left started: the rerun closed what the kill left"
+    if "FAILURE" in statuses:
         assert "was interrupted" in rerun.stderr, "the rerun says, in one line, what it closed"
 
 

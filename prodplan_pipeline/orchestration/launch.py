@@ -5,6 +5,7 @@ returns."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -23,8 +24,11 @@ from prodplan_pipeline.outcome import (
 )
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
 from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
+from prodplan_pipeline.orchestration.quality import BESIDE_ANALYTICS_ASSETS, BESIDE_ANALYTICS_CHECKS
+from prodplan_pipeline.orchestration.side_run import SideRun
 from prodplan_pipeline.orchestration.daily_partitions import (
     DAILY_REFRESH_JOB,
+    INGEST_JOB,
     partition_bounds,
     range_tags,
 )
@@ -53,10 +57,11 @@ QUIET_CONSOLE = {"console": {"config": {"log_level": "CRITICAL"}}}  # Dagster's 
 
 
 def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
-                  max_shrink: float = DEFAULT_MAX_SHRINK, job_name: str = "ingest_workbook") -> IngestOutcome:
+                  max_shrink: float = DEFAULT_MAX_SHRINK, job_name: str = INGEST_JOB) -> IngestOutcome:
     """The whole command under the ingestion lock: close what a killed run left, ingest the
     workbook through the Dagster graph, then bring every analytics layer up to the latest
-    snapshot. Exit 0 only when every layer reflects it."""
+    snapshot, with the quality reports in a run of their own beside it. Exit 0 only when every
+    layer reflects it."""
     from prodplan_pipeline.orchestration.instance import dagster_environment, open_instance
     from prodplan_pipeline.orchestration.location_runs import run_job
 
@@ -67,18 +72,63 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
                                                    "max_shrink": max_shrink}}},
         "loggers": QUIET_CONSOLE,
     }
+    # Forked before this process opens anything (side_run.py says why). None: one run does all.
+    beside = SideRun.fork(functools.partial(_quality_run, settings, job_name, run_config))
     warehouse = Warehouse.from_settings(settings)  # resolved once: each resolution connects
     with open_instance() as instance, warehouse.connect() as lock_conn, \
             advisory_lock(lock_conn, INGESTION_LOCK, on_wait=_say):
-        close_interrupted(instance, warehouse)
-        result = run_job(instance, job_name, run_config=run_config, tags=cli_run_tags())
-        outcome = _outcome(result, settings)
-        _add_sheet_summary(outcome, warehouse, settings.reports)
-        if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
-            converge(instance, warehouse, outcome, settings)
-            outcome.analytics_rows = analytics_rows(warehouse)
+        try:
+            close_interrupted(instance, warehouse)
+            assets, checks = _snapshot_part(job_name) if beside else (None, None)
+            result = run_job(instance, job_name, run_config=run_config, tags=cli_run_tags(),
+                             asset_selection=assets, asset_check_selection=checks)
+            outcome = _outcome(result, settings)
+            _add_sheet_summary(outcome, warehouse, settings.reports)
+            if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
+                if beside:
+                    beside.start({})
+                    _say("quality: data-quality issues, dictionary and expectations in a run beside the analytics")
+                converge(instance, warehouse, outcome, settings)
+                if beside:
+                    _add_quality(outcome, beside.answer())
+                    beside = None
+                outcome.analytics_rows = analytics_rows(warehouse)
+        finally:
+            if beside:  # not started: it exits; started: its run ends under this lock
+                beside.cancel()
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _snapshot_part(job_name: str) -> tuple[frozenset, frozenset]:
+    """The ingestion job without what runs beside the analytics: its assets and checks."""
+    from prodplan_pipeline.orchestration.location_runs import job_definition
+
+    layer = job_definition(job_name).asset_layer
+    assets = frozenset(layer.selected_asset_keys) - BESIDE_ANALYTICS_ASSETS
+    return assets, frozenset(layer.asset_graph.get_check_keys_for_assets(assets)) - BESIDE_ANALYTICS_CHECKS
+
+
+def _quality_run(settings: Settings, job_name: str, run_config: dict, _request: dict) -> dict:
+    """In the forked child: the quality reports and checks of the snapshot just committed."""
+    from prodplan_pipeline.orchestration.instance import open_instance
+    from prodplan_pipeline.orchestration.location_runs import run_job
+
+    started = time.perf_counter()
+    with open_instance() as instance:
+        result = run_job(instance, job_name, run_config=run_config, tags=cli_run_tags(),
+                         asset_selection=BESIDE_ANALYTICS_ASSETS, asset_check_selection=BESIDE_ANALYTICS_CHECKS)
+    return {"dagster_run_id": result.run_id, "success": result.success,
+            "seconds": round(time.perf_counter() - started, 2), "error": _outcome(result, settings).error}
+
+
+def _add_quality(outcome: IngestOutcome, answer: dict) -> None:
+    outcome.quality = answer
+    if not answer.get("success"):
+        outcome.exit_code = EXIT_ERROR
+        run = f" (Dagster run {answer['dagster_run_id']})" if answer.get("dagster_run_id") else ""
+        failure = f"the quality reports' run{run} failed: {answer.get('error')}; the next run catches it up"
+        outcome.error = f"{outcome.error} {failure}" if outcome.error else failure
 
 
 def _say(message: str) -> None:
