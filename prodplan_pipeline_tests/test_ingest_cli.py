@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 
 import psycopg2
@@ -292,3 +293,33 @@ def test_the_quality_reports_run_beside_the_analytics_in_a_dagster_run_of_their_
     # started before the refresh, whose runs follow it
     assert stderr.index("beside the analytics") < stderr.index("analytics: ")
     assert {r["dagster_run_id"] for r in summary["analytics"]} <= set(runs)
+
+
+def test_a_ranged_runs_materializations_are_stored_as_dagster_serializes_each(first_ingest):
+    """The storage serializes a ranged run's per-day materializations once and puts each one's
+    partition and time in (orchestration/storage.py): each stored text must be what Dagster's
+    serdes makes of that event, and its columns the event's own."""
+    from dagster._serdes import deserialize_value, serialize_value
+
+    env = first_ingest.env
+    dagster = Warehouse(make_url(env["PRODPLAN_DATABASE_URL"]).set(database=env["PRODPLAN_DAGSTER_DATABASE"]))
+    rows = query(dagster, """SELECT event, partition, asset_key, step_key, timestamp FROM event_logs
+                             WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND partition IS NOT NULL""")
+    assert len({(asset_key, partition) for _, partition, asset_key, _, _ in rows}) == len(rows) > 3 * 30
+    for text, partition, asset_key, step_key, stored_at in rows:
+        event = deserialize_value(text)
+        assert serialize_value(event) == text
+        assert event.dagster_event.partition == partition and event.dagster_event.asset_key.to_string() == asset_key
+        assert event.dagster_event.step_key == step_key
+        assert abs(stored_at.replace(tzinfo=timezone.utc).timestamp() - event.timestamp) < 1e-3
+    assert len({json.loads(text)["timestamp"] for text, *_ in rows}) > 1, "each event keeps its own time"
+    # One aggregate's events of one run take the shared serialization; one that differs, not.
+    from prodplan_pipeline.orchestration.storage import serialized_alike
+
+    texts = [text for text, _, asset_key, _, _ in rows if asset_key == rows[0][2]]
+    events = [deserialize_value(text) for text in texts]
+    assert len(events) > 30 and serialized_alike(events) == texts
+    other = events[1].dagster_event.event_specific_data.materialization._replace(description="another")
+    odd = events[1]._replace(dagster_event=events[1].dagster_event._replace(
+        event_specific_data=events[1].dagster_event.event_specific_data._replace(materialization=other)))
+    assert serialized_alike([events[0], odd, *events[2:]]) is None

@@ -14,7 +14,10 @@ Four things differ from dagster-postgres' own ``postgres`` storage, all for book
 - events are written in batches of 1,000 (``DAGSTER_EVENT_BATCH_SIZE``, read by Dagster at each
   event; set here as a default because every process that writes events builds this storage);
 - a batch of materializations is one executemany INSERT, not a multi-VALUES statement that
-  SQLAlchemy compiles afresh for every batch.
+  SQLAlchemy compiles afresh for every batch;
+- a ranged run's materializations, equal but for their partition and time, are serialized
+  once: each event's JSON is that text with its own partition and time put in (Dagster's serdes
+  packed each ~3 KB event afresh: ~0.25 ms each, ~1 s of a 2,204-day refresh of two aggregates).
 
 Measured (the refresh job over 2,528 days, 3 daily assets, one process, a small warehouse so
 that nearly all of it is Dagster): 774 s and 38,001 connections as dagster-postgres ships;
@@ -23,6 +26,7 @@ that nearly all of it is Dagster): 774 s and 38,001 connections as dagster-postg
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 
@@ -32,7 +36,7 @@ from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.root import LocalArtifactStorage
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
@@ -116,7 +120,9 @@ class PooledEventLogStorage(_Pooled, PostgresEventLogStorage):
         an event). Any other batch goes the library's way."""
         if not events or any(e.dagster_event_type != DagsterEventType.ASSET_MATERIALIZATION for e in events):
             return super().store_event_batch(events)
-        rows = [self._event_to_row(event) for event in events]
+        serialized = serialized_alike(events)
+        rows = [self._event_to_row(event) for event in events] if serialized is None else \
+            [self._event_to_row_serialized(event, text) for event, text in zip(events, serialized)]
         insert = SqlEventLogStorageTable.insert().returning(
             SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)  # ids in the events' order
         with self._connect() as conn:
@@ -124,6 +130,44 @@ class PooledEventLogStorage(_Pooled, PostgresEventLogStorage):
         with self.index_transaction() as conn:
             self._store_asset_event_tags(conn, events, event_ids)
             self._store_asset_event(conn, events[-1], event_ids[-1])  # the asset's latest event
+
+
+    def _event_to_row_serialized(self, event, text: str) -> dict:
+        """The library's row for ``event`` (``_event_to_row``), its JSON given."""
+        materialization = event.dagster_event
+        return {"run_id": event.run_id, "event": text, "dagster_event_type": materialization.event_type_value,
+                "timestamp": self._event_insert_timestamp(event), "step_key": materialization.step_key,
+                "asset_key": materialization.asset_key.to_string(), "partition": materialization.partition}
+
+
+# Stand-ins put in the one event serialized: a partition key no partitions definition makes, and
+# a time no event has; each must appear exactly once in the text, else every event is packed.
+PARTITION_MARK = "prodplan:partition:7f3a9c"
+TIME_MARK = 0.123456789
+
+
+def serialized_alike(events) -> list[str] | None:
+    """The JSON of each materialization in ``events`` when they differ only by partition and
+    time (a ranged run's: one per partition, the same metadata and tags), by serializing one;
+    None when they differ in anything else."""
+    first = _with(events[0], None, 0.0)
+    if any(_with(event, None, 0.0) != first for event in events[1:]):
+        return None
+    template = serialize_value(_with(events[0], PARTITION_MARK, TIME_MARK))
+    partition_mark, time_mark = json.dumps(PARTITION_MARK), json.dumps(TIME_MARK)
+    if template.count(partition_mark) != 1 or template.count(time_mark) != 1:
+        return None
+    return [template.replace(partition_mark, json.dumps(event.dagster_event.partition))
+            .replace(time_mark, json.dumps(event.timestamp)) for event in events]
+
+
+def _with(event, partition: str | None, timestamp: float):
+    """``event`` (a materialization) with another partition and time."""
+    dagster_event = event.dagster_event
+    data = dagster_event.event_specific_data
+    materialization = data.materialization._replace(partition=partition)
+    return event._replace(timestamp=timestamp, dagster_event=dagster_event._replace(
+        event_specific_data=data._replace(materialization=materialization)))
 
 
 class ProdPlanStorage(DagsterStorage, ConfigurableClass):
