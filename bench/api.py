@@ -54,7 +54,6 @@ from ingest import drop, scratch_warehouse  # noqa: E402
 from workbooks import OUT, sample_workbook  # noqa: E402
 
 from prodplan_pipeline.analytics.aggregates import refresh_all  # noqa: E402
-from prodplan_pipeline.warehouse.cache_version import bump_cache_version  # noqa: E402
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream  # noqa: E402
 from prodplan_pipeline.analytics.views import refresh_views  # noqa: E402
 from prodplan_pipeline.ingest.pipeline import ingest_workbook  # noqa: E402
@@ -62,6 +61,7 @@ from prodplan_pipeline.serving.cache import InProcessCache  # noqa: E402
 from prodplan_pipeline.settings import Settings  # noqa: E402
 from prodplan_pipeline.textui import Progress, format_table  # noqa: E402
 from prodplan_pipeline.warehouse import Warehouse  # noqa: E402
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version  # noqa: E402
 from prodplan_pipeline.warehouse.connection import libpq_dsn, server_url  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -74,10 +74,15 @@ AFTER_BUMP = 5.0  # phase (c) goes on at least this long past commit + TTL, howe
 progress = Progress()
 LRU_ENTRIES = InProcessCache().max_entries  # what build_cache gives each API process
 
-AGGREGATES = {"/api/kpis/overview": 8, "/api/kpis/by-phase": 5, "/api/kpis/by-product": 5,
-              "/api/quality/overview": 6, "/api/quality/by-phase": 5, "/api/quality/by-product": 5}
-FIXED = {"/api/kpis/by-employee": 3, "/api/features": 3, "/api/prodplan/schedule/current": 5,
-         "/api/health": 2}
+AGGREGATES = {
+    "/api/kpis/overview": 8,
+    "/api/kpis/by-phase": 5,
+    "/api/kpis/by-product": 5,
+    "/api/quality/overview": 6,
+    "/api/quality/by-phase": 5,
+    "/api/quality/by-product": 5,
+}
+FIXED = {"/api/kpis/by-employee": 3, "/api/features": 3, "/api/prodplan/schedule/current": 5, "/api/health": 2}
 ORDERS, ORDER, PHASES = "/api/prodplan/orders", "/api/prodplan/orders/{of_id}", "/api/prodplan/orders/{of_id}/phases"
 OTHERS = {ORDERS: 14, ORDER: 15, PHASES: 15}
 # Cache keys of these endpoints (order pages and single orders) are many: they can be evicted from
@@ -90,6 +95,7 @@ LABEL, VARIANT, STATUS, LATENCY, XCACHE, VERSION, SENT = range(7)
 
 
 # --- the warehouse and the parameters -----------------------------------------------------------
+
 
 def build_warehouse(warehouse, scale: float) -> dict:
     """Ingest the sample workbook and rebuild everything downstream; seconds per step."""
@@ -107,8 +113,12 @@ def build_warehouse(warehouse, scale: float) -> dict:
     progress("VACUUM ANALYZE, so that autovacuum does not start on the fresh tables during a phase")
     vacuum_analyze(warehouse)
     done = time.perf_counter()
-    seconds = {"workbook": sampled - started, "ingest": ingested - sampled, "rebuild": rebuilt - ingested,
-               "vacuum analyze": done - rebuilt}
+    seconds = {
+        "workbook": sampled - started,
+        "ingest": ingested - sampled,
+        "rebuild": rebuilt - ingested,
+        "vacuum analyze": done - rebuilt,
+    }
     progress("warehouse ready in " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return {"seconds": seconds, "cache_version": version, "workbook": str(path)}
 
@@ -153,12 +163,15 @@ def pick_parameters(warehouse, n_ids: int, seed: int) -> Params:
         (last,) = cur.fetchone()
     months = [(month_start(last, back), month_start(last, back - 1)) for back in range(6, 0, -1)]
     periods = [(a.isoformat(), (b - timedelta(days=1)).isoformat()) for a, b in months]
-    periods += [(months[3][0].isoformat(), periods[-1][1]),  # the last quarter, and a year before it
-                (month_start(last, 18).isoformat(), (month_start(last, 6) - timedelta(days=1)).isoformat())]
+    periods += [
+        (months[3][0].isoformat(), periods[-1][1]),  # the last quarter, and a year before it
+        (month_start(last, 18).isoformat(), (month_start(last, 6) - timedelta(days=1)).isoformat()),
+    ]
     return Params(ids, products, phases, periods, periods[3:6], months[-1])
 
 
 # --- the request mix ----------------------------------------------------------------------------
+
 
 class Mix:
     """Weighted endpoints; a client's order pages sometimes follow their ``next_cursor``."""
@@ -167,16 +180,23 @@ class Mix:
         self.p = params
         routes = [(label, w, self._aggregate) for label, w in AGGREGATES.items()]
         routes += [(label, w, self._fixed) for label, w in FIXED.items()]
-        routes += [(ORDERS, OTHERS[ORDERS], self._orders), (ORDER, OTHERS[ORDER], self._order),
-                   (PHASES, OTHERS[PHASES], self._phases)]
+        routes += [
+            (ORDERS, OTHERS[ORDERS], self._orders),
+            (ORDER, OTHERS[ORDER], self._order),
+            (PHASES, OTHERS[PHASES], self._phases),
+        ]
         self.labels = [r[0] for r in routes]
         self.builders = [r[2] for r in routes]
         self.cum = list(accumulate(r[1] for r in routes))
         p = params
-        self.filters = ([""] + [f"product={x}" for x in p.products] + [f"phase={x}" for x in p.phases]
-                        + [f"status={s}" for s in ("open", "finished", "on_time", "late")]
-                        + [f"product={x}&status=finished" for x in p.products[:3]]
-                        + [f"created_from={a}&created_to={b}" for a, b in p.created])
+        self.filters = (
+            [""]
+            + [f"product={x}" for x in p.products]
+            + [f"phase={x}" for x in p.phases]
+            + [f"status={s}" for s in ("open", "finished", "on_time", "late")]
+            + [f"product={x}&status=finished" for x in p.products[:3]]
+            + [f"created_from={a}&created_to={b}" for a, b in p.created]
+        )
 
     def next(self, rng: random.Random, state: dict) -> tuple[str, str, str]:
         i = bisect.bisect_right(self.cum, rng.random() * self.cum[-1])
@@ -221,10 +241,11 @@ def next_cursor(body: bytes) -> str | None:
     if at < 0:
         return None
     start = at + len(b'"next_cursor":"')
-    return body[start:body.index(b'"', start)].decode()
+    return body[start : body.index(b'"', start)].decode()
 
 
 # --- the HTTP client ----------------------------------------------------------------------------
+
 
 class HttpConnection:
     """One keep-alive HTTP/1.1 connection: GET, then status, headers and a Content-Length (or
@@ -237,7 +258,7 @@ class HttpConnection:
         self.tail = f" HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: keep-alive\r\n\r\n".encode()
 
     async def open(self) -> HttpConnection:
-        self.reader, self.writer = await asyncio.open_connection(HOST, self.port, limit=2 ** 20)
+        self.reader, self.writer = await asyncio.open_connection(HOST, self.port, limit=2**20)
         return self
 
     def close(self) -> None:
@@ -279,6 +300,7 @@ class HttpConnection:
 
 # --- the load -----------------------------------------------------------------------------------
 
+
 @dataclass
 class Load:
     records: list[tuple]
@@ -288,8 +310,9 @@ class Load:
     action: dict | None
 
 
-async def virtual_client(conn: HttpConnection, mix: Mix, rng: random.Random, clock: dict,
-                         t0: float, records: list, errors: list) -> None:
+async def virtual_client(
+    conn: HttpConnection, mix: Mix, rng: random.Random, clock: dict, t0: float, records: list, errors: list
+) -> None:
     """Closed loop: the next request goes out when the previous answer has fully arrived."""
     state: dict = {}
     while (sent := time.perf_counter()) < clock["deadline"] or clock["action_pending"]:
@@ -306,8 +329,9 @@ async def virtual_client(conn: HttpConnection, mix: Mix, rng: random.Random, clo
         latency = time.perf_counter() - sent
         version = headers.get(b"x-cache-version")
         xcache = headers.get(b"x-cache")
-        records.append((label, variant, status, latency, xcache and xcache.decode(),
-                        int(version) if version else None, sent - t0))
+        records.append(
+            (label, variant, status, latency, xcache and xcache.decode(), int(version) if version else None, sent - t0)
+        )
         if status != 200 and len(errors) < 20:
             errors.append({"path": path, "status": status, "body": body[:300].decode(errors="replace")})
         if label == ORDERS:
@@ -324,8 +348,10 @@ async def generate_load(port: int, mix: Mix, args, seconds: float, name: str, ac
     loop = asyncio.get_running_loop()
     doing = loop.create_task(_later(loop, action, t0, clock)) if action else None
     ticker = loop.create_task(_tick(name, records, t0, clock))
-    tasks = [loop.create_task(virtual_client(conn, mix, random.Random(args.seed * 1000 + i), clock,
-                                             t0, records, errors)) for i, conn in enumerate(conns)]
+    tasks = [
+        loop.create_task(virtual_client(conn, mix, random.Random(args.seed * 1000 + i), clock, t0, records, errors))
+        for i, conn in enumerate(conns)
+    ]
     pending = set(tasks)
     while pending and (clock["action_pending"] or time.perf_counter() < clock["deadline"] + GRACE):
         _, pending = await asyncio.wait(pending, timeout=1.0)
@@ -355,13 +381,16 @@ async def _tick(name: str, records: list, t0: float, clock: dict) -> None:
     while True:
         await asyncio.sleep(5)
         bad = sum(1 for r in records if r[STATUS] != 200)
-        progress(f"{name}: {time.perf_counter() - t0:4.0f}/{clock['deadline'] - t0:.0f} s, "
-                 f"{len(records):,} responses, {bad:,} errors")
+        progress(
+            f"{name}: {time.perf_counter() - t0:4.0f}/{clock['deadline'] - t0:.0f} s, "
+            f"{len(records):,} responses, {bad:,} errors"
+        )
 
 
 def run_load(*args, **kwargs) -> Load:
     try:
         import uvloop  # the client's own loop overhead counts against the server's CPU
+
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(generate_load(*args, **kwargs))
     except ImportError:
@@ -369,6 +398,7 @@ def run_load(*args, **kwargs) -> Load:
 
 
 # --- the server ---------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -390,12 +420,20 @@ def control_get(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
 class Server:
     """``prodplan serve`` as a subprocess in a session of its own, so its workers stop with it."""
 
-    def __init__(self, url: str, home: Path, workers: int, cached: bool, redis_url: str | None,
-                 metrics: bool = True):
+    def __init__(self, url: str, home: Path, workers: int, cached: bool, redis_url: str | None, metrics: bool = True):
         self.port, self.workers = free_port(), workers
-        self.env = {k: v for k, v in os.environ.items() if k not in
-                    ("PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE", "PRODPLAN_API_KEY", "PRODPLAN_WORKBOOK",
-                     "PRODPLAN_API_METRICS")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "PRODPLAN_REDIS_URL",
+                "PRODPLAN_API_CACHE",
+                "PRODPLAN_API_KEY",
+                "PRODPLAN_WORKBOOK",
+                "PRODPLAN_API_METRICS",
+            )
+        }
         self.env.update(PRODPLAN_DATABASE_URL=url, PRODPLAN_HOME=str(home))
         if not metrics:
             self.env["PRODPLAN_API_METRICS"] = "off"
@@ -409,9 +447,21 @@ class Server:
     def __enter__(self) -> Server:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "prodplan_pipeline.cli", "serve", "--port", str(self.port),
-                 "--workers", str(self.workers)], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "prodplan_pipeline.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             self._wait_ready()
         except BaseException:
@@ -481,6 +531,7 @@ class Server:
 
 # --- the phases ---------------------------------------------------------------------------------
 
+
 def refresh_month(warehouse, first: date, end: date, t0: float) -> dict:
     """What a refresh run does, in one transaction: the month's aggregates, the views, the bump."""
     progress(f"refresh: {first}..{end - timedelta(days=1)} + views + version bump")
@@ -491,19 +542,24 @@ def refresh_month(warehouse, first: date, end: date, t0: float) -> dict:
         version = bump_cache_version(conn)
     committed = time.perf_counter()
     progress(f"refresh: committed version {version} after {committed - started:.2f} s")
-    return {"month": first.isoformat(), "started_s": started - t0, "committed_s": committed - t0,
-            "seconds": committed - started, "version": version}
+    return {
+        "month": first.isoformat(),
+        "started_s": started - t0,
+        "committed_s": committed - t0,
+        "seconds": committed - started,
+        "version": version,
+    }
 
 
-def run_phase(name: str, ctx: dict, seconds: float, cached: bool, refresh: bool = False,
-              metrics: bool = True) -> dict:
+def run_phase(name: str, ctx: dict, seconds: float, cached: bool, refresh: bool = False, metrics: bool = True) -> dict:
     args, params = ctx["args"], ctx["params"]
     clear_redis(ctx)  # every cached phase starts cold, as its fresh in-process cache does
-    with Server(ctx["url"], ctx["home"], args.workers, cached, args.redis if cached else None,
-                metrics) as server:
+    with Server(ctx["url"], ctx["home"], args.workers, cached, args.redis if cached else None, metrics) as server:
         idle = machine_busy_pct(1.0)
-        progress(f"{name}: server pid {server.proc.pid} on port {server.port} ready (machine {idle:.0f}% "
-                 f"busy before the load); {args.clients} clients for {args.warmup:g} + {seconds:g} s")
+        progress(
+            f"{name}: server pid {server.proc.pid} on port {server.port} ready (machine {idle:.0f}% "
+            f"busy before the load); {args.clients} clients for {args.warmup:g} + {seconds:g} s"
+        )
         action = None
         if refresh:
             first, end = params.refresh
@@ -513,13 +569,23 @@ def run_phase(name: str, ctx: dict, seconds: float, cached: bool, refresh: bool 
         used = cpu.used(load.wall)
         stats = server.cache_stats() if cached else []
     result = summarise(load.records, args.warmup, load.seconds)
-    result.update(name=name, cached=cached, seconds=load.seconds, wall=load.wall, errors_sample=load.errors,
-                  cpu={**used, "machine_busy_before_pct": idle}, timeline=timeline(load.records),
-                  cache_stats=[{k: v for k, v in s.items() if k != "computations_by_key"} for s in stats])
+    result.update(
+        name=name,
+        cached=cached,
+        seconds=load.seconds,
+        wall=load.wall,
+        errors_sample=load.errors,
+        cpu={**used, "machine_busy_before_pct": idle},
+        timeline=timeline(load.records),
+        cache_stats=[{k: v for k, v in s.items() if k != "computations_by_key"} for s in stats],
+    )
     if refresh and load.action:
-        result["refresh"] = {**load.action, **bump_check(load.records, load.action),
-                             "new_version_keys": computations(stats, load.action["version"]),
-                             "old_version_keys": computations(stats, load.action["version"] - 1)}
+        result["refresh"] = {
+            **load.action,
+            **bump_check(load.records, load.action),
+            "new_version_keys": computations(stats, load.action["version"]),
+            "old_version_keys": computations(stats, load.action["version"] - 1),
+        }
     elif cached:
         versions = {r[VERSION] for r in load.records if r[VERSION] is not None}
         result["keys"] = [computations(stats, v) for v in sorted(versions)]
@@ -584,9 +650,14 @@ class CpuMeter:
         client, server, machine = self.start
         postgres = sum(v - self.first.get(pid, 0.0) for pid, v in self.last.items())  # new ones from 0
         c, s, m = time.process_time() - client, self.server.cpu_seconds() - server, _busy(psutil.cpu_times()) - machine
-        return {"client_s": c, "server_s": s, "postgres_s": postgres, "other_s": max(0.0, m - c - s - postgres),
-                "machine_busy_pct": 100 * m / (wall * psutil.cpu_count()),
-                "postgres_sessions_opened": None if self.sessions is None else self._sessions() - self.sessions - 1}
+        return {
+            "client_s": c,
+            "server_s": s,
+            "postgres_s": postgres,
+            "other_s": max(0.0, m - c - s - postgres),
+            "machine_busy_pct": 100 * m / (wall * psutil.cpu_count()),
+            "postgres_sessions_opened": None if self.sessions is None else self._sessions() - self.sessions - 1,
+        }
 
 
 def clear_redis(ctx: dict) -> None:
@@ -602,13 +673,21 @@ def clear_redis(ctx: dict) -> None:
 
 # --- the figures --------------------------------------------------------------------------------
 
+
 def endpoint_stats(rows: list[tuple], seconds: float) -> dict:
     ms = np.array([r[LATENCY] for r in rows]) * 1000
     p50, p95, p99 = (float(x) for x in np.percentile(ms, [50, 95, 99]))
     cached = [r[XCACHE] for r in rows if r[XCACHE] is not None]
-    return {"requests": len(rows), "rps": len(rows) / seconds, "p50_ms": p50, "p95_ms": p95,
-            "p99_ms": p99, "max_ms": float(ms.max()), "errors": sum(r[STATUS] != 200 for r in rows),
-            "hit_rate": cached.count("hit") / len(cached) if cached else None}
+    return {
+        "requests": len(rows),
+        "rps": len(rows) / seconds,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "max_ms": float(ms.max()),
+        "errors": sum(r[STATUS] != 200 for r in rows),
+        "hit_rate": cached.count("hit") / len(cached) if cached else None,
+    }
 
 
 def summarise(records: list[tuple], warmup: float, seconds: float) -> dict:
@@ -618,11 +697,13 @@ def summarise(records: list[tuple], warmup: float, seconds: float) -> dict:
     for r in measured:
         groups[r[LABEL]].append(r)
         variants[f"{r[LABEL]} [{r[VARIANT]}]" if r[VARIANT] else r[LABEL]].append(r)
-    return {"endpoints": {k: endpoint_stats(v, seconds) for k, v in sorted(groups.items())},
-            "variants": {k: endpoint_stats(v, seconds) for k, v in sorted(variants.items())},
-            "overall": endpoint_stats(measured, seconds) if measured else {},
-            "statuses": {str(s): n for s, n in sorted(_count(r[STATUS] for r in measured).items())},
-            "unmeasured_warmup_requests": len(records) - len(measured)}
+    return {
+        "endpoints": {k: endpoint_stats(v, seconds) for k, v in sorted(groups.items())},
+        "variants": {k: endpoint_stats(v, seconds) for k, v in sorted(variants.items())},
+        "overall": endpoint_stats(measured, seconds) if measured else {},
+        "statuses": {str(s): n for s, n in sorted(_count(r[STATUS] for r in measured).items())},
+        "unmeasured_warmup_requests": len(records) - len(measured),
+    }
 
 
 def _count(values) -> dict:
@@ -637,12 +718,18 @@ def timeline(records: list[tuple]) -> list[dict]:
     buckets = defaultdict(list)
     for r in records:
         buckets[int(r[SENT])].append(r)
-    return [{"second": s, "requests": len(rs),
-             "p95_ms": float(np.percentile([r[LATENCY] * 1000 for r in rs], 95)),
-             "hits": sum(r[XCACHE] == "hit" for r in rs), "misses": sum(r[XCACHE] == "miss" for r in rs),
-             "errors": sum(r[STATUS] != 200 for r in rs),
-             "versions": dict(_count(r[VERSION] for r in rs if r[VERSION] is not None))}
-            for s, rs in sorted(buckets.items())]
+    return [
+        {
+            "second": s,
+            "requests": len(rs),
+            "p95_ms": float(np.percentile([r[LATENCY] * 1000 for r in rs], 95)),
+            "hits": sum(r[XCACHE] == "hit" for r in rs),
+            "misses": sum(r[XCACHE] == "miss" for r in rs),
+            "errors": sum(r[STATUS] != 200 for r in rs),
+            "versions": dict(_count(r[VERSION] for r in rs if r[VERSION] is not None)),
+        }
+        for s, rs in sorted(buckets.items())
+    ]
 
 
 def bump_check(records: list[tuple], action: dict) -> dict:
@@ -652,12 +739,14 @@ def bump_check(records: list[tuple], action: dict) -> dict:
     after_ttl = [r for r in versioned if r[SENT] > commit + VERSION_TTL]
     new_at = [r[SENT] + r[LATENCY] for r in versioned if r[VERSION] >= new]
     old_at = [r[SENT] + r[LATENCY] for r in versioned if r[VERSION] < new]
-    return {"version_ttl_s": VERSION_TTL, "checked_responses": len(after_ttl),
-            "stale_responses": sum(r[VERSION] < new for r in after_ttl),
-            "old_version_within_ttl": sum(commit < r[SENT] <= commit + VERSION_TTL and r[VERSION] < new
-                                          for r in versioned),
-            "lag_first_new_s": min(new_at) - commit if new_at else None,
-            "last_old_response_s": max(old_at) - commit if old_at else None}
+    return {
+        "version_ttl_s": VERSION_TTL,
+        "checked_responses": len(after_ttl),
+        "stale_responses": sum(r[VERSION] < new for r in after_ttl),
+        "old_version_within_ttl": sum(commit < r[SENT] <= commit + VERSION_TTL and r[VERSION] < new for r in versioned),
+        "lag_first_new_s": min(new_at) - commit if new_at else None,
+        "last_old_response_s": max(old_at) - commit if old_at else None,
+    }
 
 
 def computations(stats: list[dict], version: int) -> dict:
@@ -667,8 +756,7 @@ def computations(stats: list[dict], version: int) -> dict:
     processes = []
     for s in stats:
         keys = {k: n for k, n in s["computations_by_key"].items() if k.startswith(prefix)}
-        by_endpoint: dict = defaultdict(lambda: {"keys": 0, "computations": 0, "computed_more_than_once": 0,
-                                                 "max": 0})
+        by_endpoint: dict = defaultdict(lambda: {"keys": 0, "computations": 0, "computed_more_than_once": 0, "max": 0})
         for key, n in keys.items():
             e = by_endpoint[key.split(":")[2]]
             e["keys"] += 1
@@ -676,15 +764,24 @@ def computations(stats: list[dict], version: int) -> dict:
             e["computed_more_than_once"] += n > 1
             e["max"] = max(e["max"], n)
         hot = [n for k, n in keys.items() if k.split(":")[2] not in LONG_TAIL_KEYS]
-        processes.append({"pid": s["pid"], "backend": s["backend"], "keys": len(keys),
-                          "computations": sum(keys.values()), "max_per_key": max(keys.values(), default=0),
-                          "keys_computed_more_than_once": sum(n > 1 for n in keys.values()),
-                          "hot_keys_computed_more_than_once": sum(n > 1 for n in hot),
-                          "waits_total": s["waits"], "by_endpoint": dict(by_endpoint)})
+        processes.append(
+            {
+                "pid": s["pid"],
+                "backend": s["backend"],
+                "keys": len(keys),
+                "computations": sum(keys.values()),
+                "max_per_key": max(keys.values(), default=0),
+                "keys_computed_more_than_once": sum(n > 1 for n in keys.values()),
+                "hot_keys_computed_more_than_once": sum(n > 1 for n in hot),
+                "waits_total": s["waits"],
+                "by_endpoint": dict(by_endpoint),
+            }
+        )
     return {"version": version, "processes": processes}
 
 
 # --- the report ---------------------------------------------------------------------------------
+
 
 def describe(args, cached: bool) -> str:
     cache = ("Redis" if args.redis else "in-process") + " cache" if cached else "cache off"
@@ -693,23 +790,50 @@ def describe(args, cached: bool) -> str:
 
 def print_phase(args, phase: dict) -> None:
     o, cpu = phase["overall"], phase["cpu"]
-    print(f"\n== {phase['name']}: {describe(args, phase['cached'])}, {phase['seconds']:.1f} s measured "
-          f"(+{args.warmup:g} s warm-up): {o['requests']:,} requests, {o['rps']:,.0f} req/s, "
-          f"{o['errors']:,} errors")
-    rows = [(label, s["requests"], round(s["rps"], 1), s["p50_ms"], s["p95_ms"], s["p99_ms"], s["errors"],
-             None if s["hit_rate"] is None else 100 * s["hit_rate"]) for label, s in phase["endpoints"].items()]
-    rows.append(("all", o["requests"], round(o["rps"], 1), o["p50_ms"], o["p95_ms"], o["p99_ms"], o["errors"],
-                 None if o["hit_rate"] is None else 100 * o["hit_rate"]))
+    print(
+        f"\n== {phase['name']}: {describe(args, phase['cached'])}, {phase['seconds']:.1f} s measured "
+        f"(+{args.warmup:g} s warm-up): {o['requests']:,} requests, {o['rps']:,.0f} req/s, "
+        f"{o['errors']:,} errors"
+    )
+    rows = [
+        (
+            label,
+            s["requests"],
+            round(s["rps"], 1),
+            s["p50_ms"],
+            s["p95_ms"],
+            s["p99_ms"],
+            s["errors"],
+            None if s["hit_rate"] is None else 100 * s["hit_rate"],
+        )
+        for label, s in phase["endpoints"].items()
+    ]
+    rows.append(
+        (
+            "all",
+            o["requests"],
+            round(o["rps"], 1),
+            o["p50_ms"],
+            o["p95_ms"],
+            o["p99_ms"],
+            o["errors"],
+            None if o["hit_rate"] is None else 100 * o["hit_rate"],
+        )
+    )
     print(format_table(["endpoint", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hit %"], rows))
-    print(f"CPU over the phase ({phase['wall']:.1f} s wall, {psutil.cpu_count()} cores, machine "
-          f"{cpu['machine_busy_pct']:.0f}% busy; {cpu['machine_busy_before_pct']:.0f}% before the load): "
-          f"load generator {cpu['client_s']:.1f} s, API server {cpu['server_s']:.1f} s, PostgreSQL backends "
-          f"{cpu['postgres_s']:.1f} s ({cpu['postgres_sessions_opened'] or '-'} sessions opened), other "
-          f"{cpu['other_s']:.1f} s")
+    print(
+        f"CPU over the phase ({phase['wall']:.1f} s wall, {psutil.cpu_count()} cores, machine "
+        f"{cpu['machine_busy_pct']:.0f}% busy; {cpu['machine_busy_before_pct']:.0f}% before the load): "
+        f"load generator {cpu['client_s']:.1f} s, API server {cpu['server_s']:.1f} s, PostgreSQL backends "
+        f"{cpu['postgres_s']:.1f} s ({cpu['postgres_sessions_opened'] or '-'} sessions opened), other "
+        f"{cpu['other_s']:.1f} s"
+    )
     if not phase["cached"] and o.get("hit_rate"):
-        print(f"WARNING: {100 * o['hit_rate']:.0f}% of the answers say X-Cache: hit although the server runs "
-              "with PRODPLAN_API_CACHE=off: this baseline is not uncached, and the ratios below are not "
-              "against an uncached API")
+        print(
+            f"WARNING: {100 * o['hit_rate']:.0f}% of the answers say X-Cache: hit although the server runs "
+            "with PRODPLAN_API_CACHE=off: this baseline is not uncached, and the ratios below are not "
+            "against an uncached API"
+        )
     if phase["errors_sample"]:
         print(f"statuses: {phase['statuses']}; first errors:")
         for e in phase["errors_sample"][:5]:
@@ -721,13 +845,17 @@ def print_phase(args, phase: dict) -> None:
 def print_computations(keys: dict) -> None:
     for p in keys["processes"]:
         lru = f" (the in-process LRU holds {LRU_ENTRIES:,})" if p["backend"] == "in-process" else ""
-        print(f"keys of version {keys['version']} computed by pid {p['pid']} ({p['backend']}): {p['keys']:,} "
-              f"keys{lru}, {p['computations']:,} computations, max {p['max_per_key']} per key, "
-              f"{p['keys_computed_more_than_once']:,} keys computed more than once "
-              f"({p['hot_keys_computed_more_than_once']} of them KPI/quality/features/schedule keys); "
-              f"waits (misses that joined another's computation) {p['waits_total']:,}")
-        rows = [(e, v["keys"], v["computations"], v["computed_more_than_once"], v["max"])
-                for e, v in sorted(p["by_endpoint"].items())]
+        print(
+            f"keys of version {keys['version']} computed by pid {p['pid']} ({p['backend']}): {p['keys']:,} "
+            f"keys{lru}, {p['computations']:,} computations, max {p['max_per_key']} per key, "
+            f"{p['keys_computed_more_than_once']:,} keys computed more than once "
+            f"({p['hot_keys_computed_more_than_once']} of them KPI/quality/features/schedule keys); "
+            f"waits (misses that joined another's computation) {p['waits_total']:,}"
+        )
+        rows = [
+            (e, v["keys"], v["computations"], v["computed_more_than_once"], v["max"])
+            for e, v in sorted(p["by_endpoint"].items())
+        ]
         print(format_table(["endpoint (key)", "keys", "computations", "keys computed > 1", "max per key"], rows))
 
 
@@ -735,18 +863,32 @@ def print_refresh(phase: dict) -> None:
     r = phase["refresh"]
     lag = "-" if r["lag_first_new_s"] is None else f"{r['lag_first_new_s']:.3f} s"
     last = "-" if r["last_old_response_s"] is None else f"{r['last_old_response_s']:.3f} s"
-    print(f"\nrefresh of {r['month']} (aggregates + views + bump, one transaction): started at "
-          f"{r['started_s']:.2f} s, committed at {r['committed_s']:.2f} s ({r['seconds']:.2f} s), version "
-          f"{r['version']}")
-    print(f"stale responses (sent > commit + {r['version_ttl_s']:g} s, older version): "
-          f"{r['stale_responses']:,} of {r['checked_responses']:,}; old-version answers sent within the TTL "
-          f"window: {r['old_version_within_ttl']:,}; first new-version response {lag} after the commit, "
-          f"last old-version response {last} after it")
+    print(
+        f"\nrefresh of {r['month']} (aggregates + views + bump, one transaction): started at "
+        f"{r['started_s']:.2f} s, committed at {r['committed_s']:.2f} s ({r['seconds']:.2f} s), version "
+        f"{r['version']}"
+    )
+    print(
+        f"stale responses (sent > commit + {r['version_ttl_s']:g} s, older version): "
+        f"{r['stale_responses']:,} of {r['checked_responses']:,}; old-version answers sent within the TTL "
+        f"window: {r['old_version_within_ttl']:,}; first new-version response {lag} after the commit, "
+        f"last old-version response {last} after it"
+    )
     print_computations(r["new_version_keys"])
     start, end = int(r["started_s"]) - 2, int(r["committed_s"]) + 5
-    rows = [(t["second"], t["requests"], t["p95_ms"], t["hits"], t["misses"], t["errors"],
-             " ".join(f"v{v}:{n}" for v, n in sorted(t["versions"].items())))
-            for t in phase["timeline"] if start <= t["second"] <= end]
+    rows = [
+        (
+            t["second"],
+            t["requests"],
+            t["p95_ms"],
+            t["hits"],
+            t["misses"],
+            t["errors"],
+            " ".join(f"v{v}:{n}" for v, n in sorted(t["versions"].items())),
+        )
+        for t in phase["timeline"]
+        if start <= t["second"] <= end
+    ]
     print("around the refresh, per second sent:")
     print(format_table(["s", "requests", "p95 ms", "hits", "misses", "errors", "versions"], rows))
 
@@ -789,51 +931,75 @@ def targets(phases: dict) -> list[tuple]:
         twice = sum(p["keys_computed_more_than_once"] for p in processes)
         hot = sum(p["hot_keys_computed_more_than_once"] for p in processes)
         rows.append(("no stale responses after commit + TTL", None, None, stale, "met" if stale == 0 else "NOT MET"))
-        rows.append(("no new-version key computed twice in a process", None, None, twice,
-                     "met" if twice == 0 else "NOT MET"))
-        rows.append(("  of which hot keys (KPI, quality, features, schedule)", None, None, hot,
-                     "met" if hot == 0 else "NOT MET"))
+        rows.append(
+            ("no new-version key computed twice in a process", None, None, twice, "met" if twice == 0 else "NOT MET")
+        )
+        rows.append(
+            (
+                "  of which hot keys (KPI, quality, features, schedule)",
+                None,
+                None,
+                hot,
+                "met" if hot == 0 else "NOT MET",
+            )
+        )
     return rows
 
 
 def code_state() -> dict:
     """The commit and the files changed since: which API code these figures belong to."""
+
     def git(*argv):
         found = subprocess.run(["git", *argv], cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
         return found.stdout.rstrip() if found.returncode == 0 else None
-    return {"commit": git("rev-parse", "HEAD"), "changed": (git("status", "--porcelain") or "").splitlines(),
-            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "changed": (git("status", "--porcelain") or "").splitlines(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def report(args, build: dict, params: Params, phases: dict) -> None:
     built = ", ".join(f"{k} {v:.1f} s" for k, v in build["seconds"].items()) or f"reused {build['reused']}"
     print(f"\nwarehouse (scale {args.scale:g}): {built}")
-    print(f"parameters: {len(params.ids):,} order ids; products {params.products}; phases {params.phases}; "
-          f"periods {params.periods[0][0]}..{params.periods[5][1]} (6 months, a quarter, a year); "
-          f"refreshed month {params.refresh[0]}")
+    print(
+        f"parameters: {len(params.ids):,} order ids; products {params.products}; phases {params.phases}; "
+        f"periods {params.periods[0][0]}..{params.periods[5][1]} (6 months, a quarter, a year); "
+        f"refreshed month {params.refresh[0]}"
+    )
     for phase in phases.values():
         print_phase(args, phase)
         if phase.get("refresh"):
             print_refresh(phase)
-    result = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "code": code_state(), "build": build, "parameters": {**params.__dict__, "ids": len(params.ids)},
-              "phases": phases}
+    result = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "code": code_state(),
+        "build": build,
+        "parameters": {**params.__dict__, "ids": len(params.ids)},
+        "phases": phases,
+    }
     if "a" in phases:
         rows = comparison(phases)
         print("\ncached (b) against the baseline (a):")
         print(format_table(["endpoint", "req/s cached / uncached", "p95 uncached / cached"], rows))
-        result["comparison"] = [dict(zip(("endpoint", "rps_ratio", "p95_ratio"), r)) for r in rows]
+        result["comparison"] = [dict(zip(("endpoint", "rps_ratio", "p95_ratio"), r, strict=True)) for r in rows]
     if "m" in phases:  # the cost of /metrics' counting: (b) with it against (m) without, run
         # before and after (b) so that a drift of the machine's speed cancels out
         with_metrics, without = phases["b"]["overall"], [phases[k]["overall"] for k in ("m", "m2")]
         cpu = {k: server_cpu_per_request(phases[k]) for k in ("b", "m", "m2")}
-        cost = {"rps_ratio": with_metrics["rps"] / (sum(w["rps"] for w in without) / 2),
-                "p95_ratio": with_metrics["p95_ms"] / (sum(w["p95_ms"] for w in without) / 2),
-                "server_cpu_us_per_request": cpu, "cpu_ratio": cpu["b"] / ((cpu["m"] + cpu["m2"]) / 2)}
-        print(f"\nmetrics cost: cached req/s with metrics / without = {cost['rps_ratio']:.3f} "
-              f"(target >= 0.95); p95 with / without = {cost['p95_ratio']:.3f}; the server's CPU per "
-              f"request {cpu['b']:.0f} us with, {cpu['m']:.0f} and {cpu['m2']:.0f} us without "
-              f"(ratio {cost['cpu_ratio']:.3f}: the steadier figure when the machine's speed drifts)")
+        cost = {
+            "rps_ratio": with_metrics["rps"] / (sum(w["rps"] for w in without) / 2),
+            "p95_ratio": with_metrics["p95_ms"] / (sum(w["p95_ms"] for w in without) / 2),
+            "server_cpu_us_per_request": cpu,
+            "cpu_ratio": cpu["b"] / ((cpu["m"] + cpu["m2"]) / 2),
+        }
+        print(
+            f"\nmetrics cost: cached req/s with metrics / without = {cost['rps_ratio']:.3f} "
+            f"(target >= 0.95); p95 with / without = {cost['p95_ratio']:.3f}; the server's CPU per "
+            f"request {cpu['b']:.0f} us with, {cpu['m']:.0f} and {cpu['m2']:.0f} us without "
+            f"(ratio {cost['cpu_ratio']:.3f}: the steadier figure when the machine's speed drifts)"
+        )
         result["metrics_cost"] = cost
     rows = targets(phases)
     print("\ntargets:")
@@ -846,6 +1012,7 @@ def report(args, build: dict, params: Params, phases: dict) -> None:
 
 # --- main ---------------------------------------------------------------------------------------
 
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
@@ -854,16 +1021,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--baseline-duration", type=float, default=10.0, help="phase (a); 0 skips it")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--metrics-cost", action="store_true",
-                        help="also run (b) with PRODPLAN_API_METRICS=off, before and after it, and "
-                             "print the ratio")
-    parser.add_argument("--redis", nargs="?", const=REDIS_URL, default=None, metavar="URL",
-                        help=f"cache in Redis (default URL {REDIS_URL})")
+    parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="also run (b) with PRODPLAN_API_METRICS=off, before and after it, and print the ratio",
+    )
+    parser.add_argument(
+        "--redis",
+        nargs="?",
+        const=REDIS_URL,
+        default=None,
+        metavar="URL",
+        help=f"cache in Redis (default URL {REDIS_URL})",
+    )
     parser.add_argument("--ids", type=int, default=2000, help="distinct order ids the clients ask for")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    parser.add_argument("--database", metavar="NAME", help="skip the build: use this database kept by an "
-                        "earlier --keep run (same --scale); it is not dropped")
+    parser.add_argument(
+        "--database",
+        metavar="NAME",
+        help="skip the build: use this database kept by an earlier --keep run (same --scale); it is not dropped",
+    )
     parser.add_argument("--out", type=Path, default=OUT / "api.json")
     return parser.parse_args()
 
@@ -882,8 +1060,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupted)
     home = Path(tempfile.mkdtemp(prefix="prodplan_bench_api_"))
     warehouse = existing_warehouse(args.database) if args.database else scratch_warehouse("api")
-    ctx = {"args": args, "home": home, "warehouse": warehouse,
-           "url": warehouse.url.render_as_string(hide_password=False)}
+    ctx = {
+        "args": args,
+        "home": home,
+        "warehouse": warehouse,
+        "url": warehouse.url.render_as_string(hide_password=False),
+    }
     progress(f"{'existing' if args.database else 'scratch'} database {warehouse.url.database}")
     try:
         build = {"seconds": {}, "reused": args.database} if args.database else build_warehouse(warehouse, args.scale)
@@ -893,8 +1075,9 @@ def main() -> int:
         if args.baseline_duration > 0:
             phases["a"] = run_phase("(a) baseline", ctx, args.baseline_duration, cached=False)
         if args.metrics_cost:
-            phases["m"] = run_phase("(m) cached, PRODPLAN_API_METRICS=off", ctx, args.duration, cached=True,
-                                    metrics=False)
+            phases["m"] = run_phase(
+                "(m) cached, PRODPLAN_API_METRICS=off", ctx, args.duration, cached=True, metrics=False
+            )
         phases["b"] = run_phase("(b) cached", ctx, args.duration, cached=True)
         if args.metrics_cost:
             phases["m2"] = run_phase("(m) again", ctx, args.duration, cached=True, metrics=False)

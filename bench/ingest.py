@@ -55,6 +55,7 @@ STDERR_TAIL = 40  # lines of a failed command's stderr worth reading
 @dataclass
 class Command:
     """One whole `prodplan ingest` run: what the benchmark reads of it."""
+
     label: str
     seconds: float
     rss_mb: float
@@ -125,6 +126,7 @@ class Scratch:
 
 # --- the floor ------------------------------------------------------------------------------
 
+
 def floor_seconds(path: Path, scratch: Scratch) -> float:
     """Read every sheet untyped, write it as CSV, COPY it into text columns: one thread, in order."""
     import fastexcel
@@ -155,13 +157,17 @@ def floor_seconds(path: Path, scratch: Scratch) -> float:
 
 # --- whole commands -------------------------------------------------------------------------
 
+
 def child_environment(scratch: Scratch) -> tuple[dict[str, str], Warehouse]:
     """The caller's environment without its PRODPLAN_* and DAGSTER_* settings, pointed at a
     scratch warehouse, a scratch Dagster storage on the same server and a fresh home."""
     warehouse = Warehouse(scratch.database("ingest"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODPLAN_", "DAGSTER_"))}
-    env.update(PRODPLAN_DATABASE_URL=libpq_dsn(warehouse.url),
-               PRODPLAN_DAGSTER_DATABASE=scratch.name("dagster"), PRODPLAN_HOME=str(scratch.home))
+    env.update(
+        PRODPLAN_DATABASE_URL=libpq_dsn(warehouse.url),
+        PRODPLAN_DAGSTER_DATABASE=scratch.name("dagster"),
+        PRODPLAN_HOME=str(scratch.home),
+    )
     return env, warehouse
 
 
@@ -180,8 +186,19 @@ sys.exit(code)"""
 def run_ingest(label: str, workbook: Path, env: dict[str, str], home: Path, verbose: bool) -> Command:
     """`prodplan ingest --json` as a child: wall seconds, peak RSS, the JSON summary."""
     out, err, usage = home / f"{label}.stdout", home / f"{label}.stderr", home / f"{label}.usage"
-    command = [sys.executable, "-c", LAUNCHER, str(usage),
-               sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(workbook), "--json"]
+    command = [
+        sys.executable,
+        "-c",
+        LAUNCHER,
+        str(usage),
+        sys.executable,
+        "-m",
+        "prodplan_pipeline.cli",
+        "ingest",
+        "--workbook",
+        str(workbook),
+        "--json",
+    ]
     with out.open("w") as stdout, err.open("w") as stderr:
         returncode = subprocess.call(command, stdout=stdout, stderr=stderr, env=env)
     measured = json.loads(usage.read_text())
@@ -191,8 +208,10 @@ def run_ingest(label: str, workbook: Path, env: dict[str, str], home: Path, verb
     outcome = _summary(out.read_text())
     if returncode != 0 or outcome is None or outcome["exit_code"] != 0:
         tail = "\n".join(progress.splitlines()[-STDERR_TAIL:])
-        raise SystemExit(f"{label}: `prodplan ingest` exited {returncode} "
-                         f"(summary: {outcome and outcome.get('error')}); its stderr ends:\n{tail}")
+        raise SystemExit(
+            f"{label}: `prodplan ingest` exited {returncode} "
+            f"(summary: {outcome and outcome.get('error')}); its stderr ends:\n{tail}"
+        )
     return Command(label, measured["seconds"], measured["rss_kb"] / 1024, outcome)  # KB on Linux
 
 
@@ -207,8 +226,9 @@ def _summary(stdout: str) -> dict | None:
 
 def ingestion_window(warehouse: Warehouse, run_id: int) -> float:
     with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT extract(epoch FROM finished_at - started_at) FROM ops.ingestion_runs "
-                    "WHERE run_id = %s", (run_id,))
+        cur.execute(
+            "SELECT extract(epoch FROM finished_at - started_at) FROM ops.ingestion_runs WHERE run_id = %s", (run_id,)
+        )
         return float(cur.fetchone()[0])
 
 
@@ -230,8 +250,10 @@ def window_to_commit_end(warehouse: Warehouse, dagster_url, command: Command) ->
     finally:
         conn.close()
     with warehouse.connect() as wconn, wconn.cursor() as cur:
-        cur.execute("SELECT started_at AT TIME ZONE 'UTC' FROM ops.ingestion_runs WHERE run_id = %s",
-                    (command.outcome["ingestion_run_id"],))
+        cur.execute(
+            "SELECT started_at AT TIME ZONE 'UTC' FROM ops.ingestion_runs WHERE run_id = %s",
+            (command.outcome["ingestion_run_id"],),
+        )
         started = cur.fetchone()[0]
     return (ended - started).total_seconds() if ended else None
 
@@ -244,13 +266,18 @@ def report(command: Command, window: float | None = None) -> None:
         return
     phases = command.sheet(PHASES)
     skipped = sum(s["status"] == "skipped_unchanged" for s in command.outcome["sheets"])
-    print(f"{line}, ingestion run {run}" + (f", window {window:.2f} s" if window is not None else "")
-          + f"; {skipped}/{len(command.outcome['sheets'])} sheets skipped unchanged; phases: "
-          f"{phases['rows_inserted']:,} inserted, {phases['rows_updated']:,} updated, "
-          f"{phases['rows_unchanged']:,} unchanged, {phases['rows_deleted']:,} deleted", flush=True)
+    print(
+        f"{line}, ingestion run {run}"
+        + (f", window {window:.2f} s" if window is not None else "")
+        + f"; {skipped}/{len(command.outcome['sheets'])} sheets skipped unchanged; phases: "
+        f"{phases['rows_inserted']:,} inserted, {phases['rows_updated']:,} updated, "
+        f"{phases['rows_unchanged']:,} unchanged, {phases['rows_deleted']:,} deleted",
+        flush=True,
+    )
 
 
 # --- the 1% change ---------------------------------------------------------------------------
+
 
 def changed_workbook(path: Path) -> tuple[Path, dict[str, int]]:
     """The 1% copy, checked by reading it back: what differs must be what was meant to."""
@@ -259,8 +286,11 @@ def changed_workbook(path: Path) -> tuple[Path, dict[str, int]]:
     meant = change_phase_mix(path, target, share=0.01)
     found = phase_differences(path, target)
     print(f"1% workbook {target.name}: {meant} in {time.perf_counter() - started:.1f} s; read back: {found}")
-    expected = {**meant, "rows changed": meant["weight"] + meant["moved"] + meant["closed"],
-                "appended ids new": meant["appended"]}
+    expected = {
+        **meant,
+        "rows changed": meant["weight"] + meant["moved"] + meant["closed"],
+        "appended ids new": meant["appended"],
+    }
     if any(found[kind] != count for kind, count in expected.items()):
         raise SystemExit("the 1% workbook does not read back as written (see the counts above)")
     return target, meant
@@ -269,14 +299,18 @@ def changed_workbook(path: Path) -> tuple[Path, dict[str, int]]:
 def check_changes(command: Command, meant: dict[str, int]) -> None:
     """Say so when the merge saw other changes than the workbook holds (not a timing: a fact)."""
     phases = command.sheet(PHASES)
-    expected = {"rows_updated": meant["weight"] + meant["moved"] + meant["closed"],
-                "rows_inserted": meant["appended"], "rows_deleted": 0}
+    expected = {
+        "rows_updated": meant["weight"] + meant["moved"] + meant["closed"],
+        "rows_inserted": meant["appended"],
+        "rows_deleted": 0,
+    }
     for column, value in expected.items():
         if phases[column] != value:
             print(f"  NOTE: {PHASES} {column} = {phases[column]:,}, the workbook changed {value:,}")
 
 
 # --- optional comparisons --------------------------------------------------------------------
+
 
 def data_path_seconds(path: Path, scratch: Scratch) -> float:
     """ingest_workbook alone in this process: staging, merge and checks, no Dagster, no analytics."""
@@ -303,8 +337,7 @@ def naive_baseline(path: Path, scratch: Scratch) -> float:
         frames = pd.read_excel(path, sheet_name=None, engine="openpyxl")
         read = time.perf_counter() - started
         for name, frame in frames.items():
-            frame.to_sql(name.lower(), engine, schema="staging", if_exists="replace",
-                         index=False, chunksize=10_000)
+            frame.to_sql(name.lower(), engine, schema="staging", if_exists="replace", index=False, chunksize=10_000)
         total = time.perf_counter() - started
         print(f"naive baseline: read {read:.1f} s, to_sql {total - read:.1f} s, total {total:.1f} s")
         return total
@@ -313,6 +346,7 @@ def naive_baseline(path: Path, scratch: Scratch) -> float:
 
 
 # --- the run ---------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -352,31 +386,44 @@ def measure(args, path: Path, changed_path: Path, meant: dict[str, int], scratch
     floor = min(before, after)
     if not args.skip_baseline:
         extra["naive baseline (pandas + openpyxl + to_sql)"] = baseline = naive_baseline(path, scratch)
-        print(f"naive baseline: {baseline / floor:.1f}x the floor, {baseline / commands['first'].seconds:.1f}x "
-              "the whole first ingest")
+        print(
+            f"naive baseline: {baseline / floor:.1f}x the floor, {baseline / commands['first'].seconds:.1f}x "
+            "the whole first ingest"
+        )
     print_table(floor, before, after, commands, windows, to_commit_end, extra)
     return 0
 
 
-def print_table(floor: float, before: float, after: float, commands: dict[str, Command],
-                windows: dict[str, float], to_commit_end: dict[str, float | None], extra: dict[str, float]) -> None:
+def print_table(
+    floor: float,
+    before: float,
+    after: float,
+    commands: dict[str, Command],
+    windows: dict[str, float],
+    to_commit_end: dict[str, float | None],
+    extra: dict[str, float],
+) -> None:
     def row(what: str, seconds: float | None, target: float | None = None):
         if seconds is None:  # a scenario the CLI answered without an ingestion run
             return (what, None, None, f"≤ {target:g}" if target else None)
         return (what, round(seconds, 2), round(seconds / floor, 2), f"≤ {target:g}" if target else None)
 
-    rows = [row("floor (min of before/after)", floor), row("  floor before the ingests", before),
-            row("  floor after the ingests", after),
-            row("ingestion window, first ingest", windows.get("first"), TARGETS["window"]),
-            row("  to the commit's end (Dagster)", to_commit_end.get("first"), TARGETS["window"]),
-            row("whole first ingest", commands["first"].seconds, TARGETS["first"]),
-            row("unchanged re-ingest", commands["unchanged"].seconds, TARGETS["unchanged"]),
-            row("1% change, whole command", commands["changed"].seconds, TARGETS["changed"]),
-            row("1% change, ingestion window", windows.get("changed")),
-            row("  to the commit's end (Dagster)", to_commit_end.get("changed"))]
+    rows = [
+        row("floor (min of before/after)", floor),
+        row("  floor before the ingests", before),
+        row("  floor after the ingests", after),
+        row("ingestion window, first ingest", windows.get("first"), TARGETS["window"]),
+        row("  to the commit's end (Dagster)", to_commit_end.get("first"), TARGETS["window"]),
+        row("whole first ingest", commands["first"].seconds, TARGETS["first"]),
+        row("unchanged re-ingest", commands["unchanged"].seconds, TARGETS["unchanged"]),
+        row("1% change, whole command", commands["changed"].seconds, TARGETS["changed"]),
+        row("1% change, ingestion window", windows.get("changed")),
+        row("  to the commit's end (Dagster)", to_commit_end.get("changed")),
+    ]
     rows += [row(what, seconds) for what, seconds in extra.items()]
-    rows += [(f"peak RSS, {label} (MB, not s)", round(c.rss_mb), None, f"≤ {MAX_RSS_MB} MB")
-             for label, c in commands.items()]
+    rows += [
+        (f"peak RSS, {label} (MB, not s)", round(c.rss_mb), None, f"≤ {MAX_RSS_MB} MB") for label, c in commands.items()
+    ]
     print()
     print(format_table(["what", "seconds", "× floor", "target"], rows))
 

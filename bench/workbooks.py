@@ -41,8 +41,9 @@ def sample_workbook(scale: float, seed: int = 7, progress=None) -> Path:
     return path
 
 
-def change_phase_rows(source: Path, target: Path, share: float, header: str = "FaseOf_Peso",
-                      seed: int = 1, days: int | None = None) -> int:
+def change_phase_rows(
+    source: Path, target: Path, share: float, header: str = "FaseOf_Peso", seed: int = 1, days: int | None = None
+) -> int:
     """Copy ``source`` with ``share`` of the phase rows given a new ``header`` value; with
     ``days``, the changed rows are taken from that many distinct days only. Returns rows changed."""
     contract = sheet(PHASES)
@@ -64,8 +65,9 @@ def change_phase_rows(source: Path, target: Path, share: float, header: str = "F
     return changed
 
 
-def change_phase_mix(source: Path, target: Path, share: float = 0.01, appended: int = 50,
-                     seed: int = 1, recount_shared: bool = False) -> dict[str, int]:
+def change_phase_mix(
+    source: Path, target: Path, share: float = 0.01, appended: int = 50, seed: int = 1, recount_shared: bool = False
+) -> dict[str, int]:
     """Copy ``source`` with ``share`` of the phase rows changed the ways a day's export changes
     them: most get a new FaseOf_Peso (updated in place), ~10% an end 40 days later (the row moves
     to another monthly partition), at least one open phase is closed (end = start + 1 day); and
@@ -76,8 +78,7 @@ def change_phase_mix(source: Path, target: Path, share: float = 0.01, appended: 
     it was unless ``recount_shared``, as Excel would save it: every sheet's content hash covers
     that part, so recounting makes every sheet look changed and re-read, not just this one."""
     headers = sheet(PHASES).headers
-    key, start, end, weight = (headers.index(h) for h in
-                               ("FaseOf_Id", "FaseOf_Inicio", "FaseOf_Fim", "FaseOf_Peso"))
+    key, start, end, weight = (headers.index(h) for h in ("FaseOf_Id", "FaseOf_Inicio", "FaseOf_Fim", "FaseOf_Peso"))
     rng = random.Random(seed)
     null = _shared_string_index(source, "NULL")
     counts = {"weight": 0, "moved": 0, "closed": 0, "appended": 0}
@@ -111,8 +112,7 @@ def change_phase_mix(source: Path, target: Path, share: float = 0.01, appended: 
             shared_delta += rows[i].count('t="s"')
         first_id = int(max(k for k in keys.values() if k is not None)) + 1
         after = (_row_number(rows[-2]) or len(data) + 1) + 1
-        copies = [_renumbered(rows[rng.choice(unique)], after + n, key, first_id + n)
-                  for n in range(appended)]
+        copies = [_renumbered(rows[rng.choice(unique)], after + n, key, first_id + n) for n in range(appended)]
         shared_delta += sum(row.count('t="s"') for row in copies)
         rows[-1:] = [*copies, rows[-1]]
         counts["appended"] = len(copies)
@@ -120,8 +120,14 @@ def change_phase_mix(source: Path, target: Path, share: float = 0.01, appended: 
     def head(text: str, rows: int) -> str:  # the <dimension>, when present, spans the new rows
         return re.sub(r'(<dimension ref="[A-Z]+\d+:[A-Z]+)\d+"', rf'\g<1>{rows}"', text, count=1)
 
-    _rewrite_part(source, target, PHASES, edit, head=head,
-                  shared=(lambda xml: _shift_count(xml, shared_delta)) if recount_shared else None)
+    _rewrite_part(
+        source,
+        target,
+        PHASES,
+        edit,
+        head=head,
+        shared=(lambda xml: _shift_count(xml, shared_delta)) if recount_shared else None,
+    )
     return counts
 
 
@@ -177,7 +183,7 @@ def _cells(row: str) -> dict[int, re.Match]:
     """Column index -> the cell's match: by its reference when it has one, else by position."""
     cells = {}
     for position, match in enumerate(_CELL.finditer(row)):
-        ref = _REF.search(match.group(0)[:match.group(0).find(">")])
+        ref = _REF.search(match.group(0)[: match.group(0).find(">")])
         cells[_column(ref.group(1)) if ref else position] = match
     return cells
 
@@ -190,7 +196,7 @@ def _splice(row: str, cells: dict[int, re.Match], new: dict[int, str]) -> str:
     for column in sorted(set(cells) | set(new)):
         if column in cells:
             match = cells[column]
-            pieces += [row[at:match.start()], new.get(column, match.group(0))]
+            pieces += [row[at : match.start()], new.get(column, match.group(0))]
             at = match.end()
         else:
             following = [cells[c].start() for c in cells if c > column]
@@ -203,7 +209,7 @@ def _splice(row: str, cells: dict[int, re.Match], new: dict[int, str]) -> str:
 def _number_cell(old: str, value: str, style: str | None = None) -> str:
     """A number cell in place of ``old``: its reference kept, its type dropped (a number has
     none), its style kept unless ``style`` is given (a date's)."""
-    ref = _REF.search(old[:old.find(">")])
+    ref = _REF.search(old[: old.find(">")])
     style = style or _attribute(old, "s")
     attributes = (f' r="{ref.group(1)}{ref.group(2)}"' if ref else "") + (f' s="{style}"' if style else "")
     return f"<c{attributes}><v>{value}</v></c>"
@@ -232,7 +238,7 @@ def _text(value: float) -> str:
 
 
 def _attribute(cell: str, name: str) -> str | None:
-    match = re.search(rf'\b{name}="([^"]*)"', cell[:cell.find(">")])
+    match = re.search(rf'\b{name}="([^"]*)"', cell[: cell.find(">")])
     return match.group(1) if match else None
 
 
@@ -265,8 +271,7 @@ def _shared_string_index(path: Path, text: str) -> int | None:
 
 def _shift_count(xml: str, delta: int) -> str:
     """The shared-string table's count (references to it, all sheets) after ``delta`` more."""
-    return re.sub(r'(<sst\b[^>]*?\bcount=")(\d+)"', lambda m: f'{m.group(1)}{int(m.group(2)) + delta}"',
-                  xml, count=1)
+    return re.sub(r'(<sst\b[^>]*?\bcount=")(\d+)"', lambda m: f'{m.group(1)}{int(m.group(2)) + delta}"', xml, count=1)
 
 
 def _rewrite_part(source: Path, target: Path, sheet_name: str, edit, head=None, shared=None) -> None:
@@ -331,10 +336,14 @@ def phase_differences(source: Path, target: Path) -> dict[str, int]:
         changed, appeared = differs(column)
         any_column = pc.or_(any_column, pc.or_(changed, appeared))
     appended = new.slice(old.num_rows).column("FaseOf_Id")
-    return {"weight": pc.sum(weight).as_py() or 0, "moved": pc.sum(end).as_py() or 0,
-            "closed": pc.sum(closed).as_py() or 0, "rows changed": pc.sum(any_column).as_py() or 0,
-            "appended": len(appended),
-            "appended ids new": len(set(appended.to_pylist()) - set(old.column("FaseOf_Id").to_pylist()))}
+    return {
+        "weight": pc.sum(weight).as_py() or 0,
+        "moved": pc.sum(end).as_py() or 0,
+        "closed": pc.sum(closed).as_py() or 0,
+        "rows changed": pc.sum(any_column).as_py() or 0,
+        "appended": len(appended),
+        "appended ids new": len(set(appended.to_pylist()) - set(old.column("FaseOf_Id").to_pylist())),
+    }
 
 
 def copy(source: Path, target: Path) -> Path:

@@ -15,10 +15,18 @@ from prodplan_pipeline.warehouse.lost import database_lost_message
 log = logging.getLogger("prodplan.alerts")
 
 
-def format_check_alert(*, check_name: str, asset: str, severity: str, passed: bool = False,
-                       blocking: bool | None = None, description: str | None = None,
-                       run_id: str | None = None, timestamp: float | None = None,
-                       partition: str | None = None) -> dict[str, Any]:
+def format_check_alert(
+    *,
+    check_name: str,
+    asset: str,
+    severity: str,
+    passed: bool = False,
+    blocking: bool | None = None,
+    description: str | None = None,
+    run_id: str | None = None,
+    timestamp: float | None = None,
+    partition: str | None = None,
+) -> dict[str, Any]:
     """A failed asset check evaluation as an alert payload (``text`` is what Slack shows)."""
     text = f":warning: check `{asset}:{check_name}` failed ({severity}"
     text += ", blocking)" if blocking else ")"
@@ -44,8 +52,20 @@ def format_check_alert(*, check_name: str, asset: str, severity: str, passed: bo
     }
 
 
-def format_run_failure_alert(*, job_name: str, run_id: str, message: str | None,
-                             timestamp: float | None = None) -> dict[str, Any]:
+def format_freshness_alert(*, asset: str, hours: float, timestamp: float | None = None) -> dict[str, Any]:
+    """An asset whose freshness policy failed (no update within ``hours``) as an alert payload."""
+    return {
+        "text": f":hourglass: `{asset}` is stale: no ingestion updated it within {hours:g} h",
+        "kind": "freshness_failed",
+        "asset": asset,
+        "hours": hours,
+        "timestamp": timestamp,
+    }
+
+
+def format_run_failure_alert(
+    *, job_name: str, run_id: str, message: str | None, timestamp: float | None = None
+) -> dict[str, Any]:
     """A failed Dagster run as an alert payload."""
     text = f":rotating_light: run of `{job_name}` failed (run {run_id})"
     if message:
@@ -65,29 +85,30 @@ def to_log_line(payload: dict[str, Any]) -> str:
     return "prodplan-alert " + json.dumps(payload, sort_keys=True, default=str)
 
 
-def post_webhook(url: str, payload: dict[str, Any], attempts: int = 3, backoff: float = 0.5,
-                 timeout: float = 5) -> bool:
+def post_webhook(
+    url: str, payload: dict[str, Any], attempts: int = 3, backoff: float = 0.5, timeout: float = 5
+) -> bool:
     """POST ``payload`` as JSON; retry with exponential backoff (``backoff``, 2x, 4x ... seconds
     between attempts). True when a 2xx answer came back. Never raises: a sensor must survive a
     down or misconfigured webhook, so every failure is logged and reported as False."""
     body = json.dumps(payload, default=str).encode()
     for attempt in range(1, attempts + 1):
         try:
-            request = urllib.request.Request(url, data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 if 200 <= response.status < 300:
                     return True
                 problem = f"HTTP {response.status}"
         except urllib.error.HTTPError as error:  # a non-2xx answer: retrying a 4xx rarely helps,
-            problem = f"HTTP {error.code}"       # but 429/5xx do, and attempts are few anyway
+            problem = f"HTTP {error.code}"  # but 429/5xx do, and attempts are few anyway
         except Exception as error:  # noqa: BLE001 - connection refused, timeout, bad URL ...
             problem = f"{type(error).__name__}: {error}"
         log.warning("alert webhook attempt %d/%d failed: %s", attempt, attempts, problem)
         if attempt < attempts:
             time.sleep(backoff * 2 ** (attempt - 1))
-    log.error("alert webhook gave up after %d attempts; alert not delivered: %s",
-              attempts, payload.get("text"))
+    log.error("alert webhook gave up after %d attempts; alert not delivered: %s", attempts, payload.get("text"))
     return False
 
 

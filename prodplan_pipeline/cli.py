@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from prodplan_pipeline.settings import DEFAULT_HOME, Settings, SettingError
+from prodplan_pipeline.settings import DEFAULT_HOME, SettingError, Settings
 from prodplan_pipeline.textui import Progress, format_table
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             message = _lost_database(exc) or _user_message(exc, args)
         except Exception:  # noqa: BLE001 - classifying must never hide the error it classifies
             message = None
-        print(f"prodplan {args.command}: {message or _unexpected(exc, args.command, argv)}",
-              file=sys.stderr)
+        print(f"prodplan {args.command}: {message or _unexpected(exc, args.command, argv)}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -125,8 +124,10 @@ def _user_locations(args: argparse.Namespace) -> list[tuple[Path, str]]:
         chosen.append((settings.workbook, f"PRODPLAN_WORKBOOK ({settings.workbook})"))
     if settings.reports_dir:
         chosen.append((settings.reports_dir, f"PRODPLAN_REPORTS_DIR ({settings.reports_dir})"))
-    return [*chosen, (settings.home, f"PRODPLAN_HOME ({settings.home}), which must be a folder "
-                                     "this user can create and write in")]
+    return [
+        *chosen,
+        (settings.home, f"PRODPLAN_HOME ({settings.home}), which must be a folder this user can create and write in"),
+    ]
 
 
 def _within(path: Path, root: Path) -> bool:
@@ -143,8 +144,7 @@ def _raised_in_prodplan(exc: BaseException) -> bool:
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
     package = os.path.dirname(os.path.abspath(__file__))
-    return frame is not None and os.path.abspath(frame.tb_frame.f_code.co_filename).startswith(
-        package + os.sep)
+    return frame is not None and os.path.abspath(frame.tb_frame.f_code.co_filename).startswith(package + os.sep)
 
 
 def _unexpected(exc: Exception, command: str, argv: list[str]) -> str:
@@ -153,10 +153,15 @@ def _unexpected(exc: Exception, command: str, argv: list[str]) -> str:
     if len(detail) > MAX_DETAIL:
         detail = detail[:MAX_DETAIL] + " ..."
     log = _write_log(exc, command, argv)
-    where = (f"Its full traceback is in {log}; please attach that file when reporting it."
-             if log else "No log file could be written (see the traceback below).")
-    message = (f"unexpected error, {detail}. This is a bug in ProdPlan or a problem with its "
-               f"environment, not with your input. {where}")
+    where = (
+        f"Its full traceback is in {log}; please attach that file when reporting it."
+        if log
+        else "No log file could be written (see the traceback below)."
+    )
+    message = (
+        f"unexpected error, {detail}. This is a bug in ProdPlan or a problem with its "
+        f"environment, not with your input. {where}"
+    )
     if log is None:  # the traceback is the only record left: better on the terminal than lost
         message += "\n" + "".join(traceback.format_exception(exc))
     return message
@@ -165,12 +170,12 @@ def _unexpected(exc: Exception, command: str, argv: list[str]) -> str:
 def _write_log(exc: Exception, command: str, argv: list[str]) -> Path | None:
     """Write the traceback under $PRODPLAN_HOME/logs (else the temp folder); the file's path."""
     # PRODPLAN_HOME read here by hand: the error being logged may come from Settings itself.
-    home = Path(os.path.abspath(os.path.expanduser(os.environ.get("PRODPLAN_HOME", "").strip()
-                                                   or DEFAULT_HOME)))
+    home = Path(os.path.abspath(os.path.expanduser(os.environ.get("PRODPLAN_HOME", "").strip() or DEFAULT_HOME)))
     name = f"prodplan-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    text = (f"prodplan {shlex.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}, "
-            f"Python {sys.version.split()[0]}, pid {os.getpid()}\n\n"
-            + "".join(traceback.format_exception(exc)))
+    text = (
+        f"prodplan {shlex.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}, "
+        f"Python {sys.version.split()[0]}, pid {os.getpid()}\n\n" + "".join(traceback.format_exception(exc))
+    )
     for folder in (home / "logs", Path(tempfile.gettempdir()) / "prodplan-logs"):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -189,30 +194,37 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, type=Path, help="where to write the .xlsx")
     sample.add_argument("--scale", type=float, default=1.0, help="1 = the real size, ~1.1 M rows")
     sample.add_argument("--seed", type=int, default=7, help="same seed, same bytes")
-    sample.add_argument("--employee-link-match", type=float, default=None, metavar="RATE",
-                        help="share of employee-link phase ids that exist (default: the real 0.323)")
+    sample.add_argument(
+        "--employee-link-match",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="share of employee-link phase ids that exist (default: the real 0.323)",
+    )
     sample.set_defaults(handler=cmd_sample)
 
     ingest = commands.add_parser(
-        "ingest", help="ingest a workbook: staging, validation, merge, checks",
+        "ingest",
+        help="ingest a workbook: staging, validation, merge, checks",
         description="Ingest a workbook: staging, validation, merge, checks. Exit status 0: every "
-                    "blocking check passed and every analytics layer reflects the snapshot; 2: a "
-                    "count check failed or a sheet was refused (CRITICAL_MISMATCHES.md written, "
-                    "no core table changed); 1: any other error.")
+        "blocking check passed and every analytics layer reflects the snapshot; 2: a "
+        "count check failed or a sheet was refused (CRITICAL_MISMATCHES.md written, "
+        "no core table changed); 1: any other error.",
+    )
     ingest.add_argument("--workbook", type=Path, help="default: PRODPLAN_WORKBOOK or the sample")
     ingest.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
-    ingest.add_argument("--force", action="store_true",
-                        help="re-read and re-merge sheets whose content is unchanged")
+    ingest.add_argument("--force", action="store_true", help="re-read and re-merge sheets whose content is unchanged")
     _add_max_shrink(ingest)
     ingest.set_defaults(handler=cmd_ingest)
 
     demo = commands.add_parser(
-        "demo", help="sample workbook + embedded database + full ingestion",
+        "demo",
+        help="sample workbook + embedded database + full ingestion",
         description="Writes a sample workbook once (under PRODPLAN_HOME/workbooks), ingests it "
-                    "through the Dagster graph, prints what happened to every row, then the "
-                    "commands to try next.")
-    demo.add_argument("--scale", type=float, default=0.1,
-                      help="size of the generated sample (1 = the real 1.1 M rows)")
+        "through the Dagster graph, prints what happened to every row, then the "
+        "commands to try next.",
+    )
+    demo.add_argument("--scale", type=float, default=0.1, help="size of the generated sample (1 = the real 1.1 M rows)")
     demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
     _add_max_shrink(demo)
     demo.set_defaults(handler=cmd_demo, force=False)
@@ -222,38 +234,48 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     ui = commands.add_parser(
-        "ui", help="start the Dagster UI and daemon (dagster dev)",
+        "ui",
+        help="start the Dagster UI and daemon (dagster dev)",
         description="The Dagster UI and daemon (dagster dev) on 127.0.0.1, on ProdPlan's database "
-                    "and Dagster storage, so the runs of other prodplan commands show up there. A "
-                    "busy port is refused before anything starts. Ctrl-C (or SIGTERM, SIGHUP) "
-                    f"stops every Dagster process; any still running {UI_STOP_GRACE:g} s later "
-                    "is killed.")
+        "and Dagster storage, so the runs of other prodplan commands show up there. A "
+        "busy port is refused before anything starts. Ctrl-C (or SIGTERM, SIGHUP) "
+        f"stops every Dagster process; any still running {UI_STOP_GRACE:g} s later "
+        "is killed.",
+    )
     ui.add_argument("--port", type=int, default=3000, help="port of the UI (default 3000)")
     ui.set_defaults(handler=cmd_ui)
 
     serve = commands.add_parser(
-        "serve", help="the read API (KPIs, quality, orders) on 127.0.0.1",
+        "serve",
+        help="the read API (KPIs, quality, orders) on 127.0.0.1",
         description="The read API (KPIs, quality, orders): FastAPI on uvicorn, with interactive "
-                    "docs at /docs that work without internet access.")
+        "docs at /docs that work without internet access.",
+    )
     serve.add_argument("--port", type=int, default=8000, help="port of the API (default 8000)")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="interface to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="processes; with PRODPLAN_REDIS_URL they share one cache")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument("--workers", type=int, default=1, help="processes; with PRODPLAN_REDIS_URL they share one cache")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(handler=cmd_serve)
 
-    env = commands.add_parser("env", help="print the shell exports that point dagster at ProdPlan",
-                              description='Prints the shell exports that point plain dagster '
-                                          'commands at ProdPlan\'s storage: eval "$(prodplan env)"')
+    env = commands.add_parser(
+        "env",
+        help="print the shell exports that point dagster at ProdPlan",
+        description="Prints the shell exports that point plain dagster "
+        'commands at ProdPlan\'s storage: eval "$(prodplan env)"',
+    )
     env.set_defaults(handler=cmd_env)
     return parser
 
 
 def _add_max_shrink(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--max-shrink", metavar="FRACTION", default=None,
-                         help="the largest share of a sheet's rows one snapshot may delete "
-                              "(default: PRODPLAN_MAX_SHRINK, else 0.20)")
+    command.add_argument(
+        "--max-shrink",
+        metavar="FRACTION",
+        default=None,
+        help="the largest share of a sheet's rows one snapshot may delete (default: PRODPLAN_MAX_SHRINK, else 0.20)",
+    )
 
 
 def _max_shrink(args: argparse.Namespace, settings: Settings) -> float:
@@ -273,12 +295,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _check_sample_options(args)
     check_output_path(args.out.expanduser().absolute())  # before minutes of generating rows
     progress = Progress()
-    counts = write_sample(args.out, scale=args.scale, seed=args.seed, progress=progress,
-                          link_match_rate=args.employee_link_match)
+    counts = write_sample(
+        args.out, scale=args.scale, seed=args.seed, progress=progress, link_match_rate=args.employee_link_match
+    )
     rows = [(sheet, n) for sheet, n in counts.items()]
     print(format_table(["sheet", "rows"], [*rows, ("total", sum(counts.values()))]))
-    print(f"wrote {args.out} (scale {args.scale:g}, seed {args.seed}) in "
-          f"{progress.elapsed():.1f} s")
+    print(f"wrote {args.out} (scale {args.scale:g}, seed {args.seed}) in {progress.elapsed():.1f} s")
     return EXIT_OK
 
 
@@ -288,8 +310,9 @@ def _check_sample_options(args: argparse.Namespace) -> None:
     from prodplan_pipeline.workbook.sample import MAX_SCALE
 
     if not 0 < args.scale <= MAX_SCALE:  # also refuses nan
-        raise UserError(f"--scale must be greater than 0 and at most {MAX_SCALE:g} "
-                        f"(1 = the real export's size), got {args.scale:g}")
+        raise UserError(
+            f"--scale must be greater than 0 and at most {MAX_SCALE:g} (1 = the real export's size), got {args.scale:g}"
+        )
     if getattr(args, "seed", 0) < 0:
         raise UserError(f"--seed must be zero or more, got {args.seed}")
     rate = getattr(args, "employee_link_match", None)
@@ -323,9 +346,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _next_steps() -> str:
     program = _program()
-    steps = [("ui", "the Dagster UI on http://127.0.0.1:3000: this run, its assets and their checks"),
-             ("serve", "the read API on http://127.0.0.1:8000 (interactive docs at /docs)"),
-             ("status", "schema version, recent ingestion runs, feature gates, cache version")]
+    steps = [
+        ("ui", "the Dagster UI on http://127.0.0.1:3000: this run, its assets and their checks"),
+        ("serve", "the read API on http://127.0.0.1:8000 (interactive docs at /docs)"),
+        ("status", "schema version, recent ingestion runs, feature gates, cache version"),
+    ]
     return "next:\n" + "\n".join(f"  {program} {name:<6}  {what}" for name, what in steps)
 
 
@@ -367,26 +392,57 @@ def _ingest(settings: Settings, workbook: Path, args: argparse.Namespace) -> int
     if outcome.error and not outcome.failed_checks:
         print(f"prodplan {args.command}: {outcome.error}", file=sys.stderr)
     if outcome.failed_checks:
-        print(f"prodplan {args.command}: blocking checks failed ({', '.join(outcome.failed_checks)}); "
-              f"see {outcome.report}. Nothing downstream was refreshed.", file=sys.stderr)
+        print(
+            f"prodplan {args.command}: blocking checks failed ({', '.join(outcome.failed_checks)}); "
+            f"see {outcome.report}. Nothing downstream was refreshed.",
+            file=sys.stderr,
+        )
     elif outcome.unchanged:
-        print(f"workbook unchanged: it is the snapshot of ingestion run {outcome.run_id}, which every "
-              f"layer reflects; nothing to ingest, no Dagster run started ({outcome.seconds:.1f} s; "
-              "--force re-reads it)")
+        print(
+            f"workbook unchanged: it is the snapshot of ingestion run {outcome.run_id}, which every "
+            f"layer reflects; nothing to ingest, no Dagster run started ({outcome.seconds:.1f} s; "
+            "--force re-reads it)"
+        )
     elif outcome.exit_code == EXIT_OK:
-        print(f"ingestion run {outcome.run_id}: every Excel row reconciled "
-              f"({outcome.seconds:.1f} s, Dagster run {outcome.dagster_run_id[:8]})")
+        print(
+            f"ingestion run {outcome.run_id}: every Excel row reconciled "
+            f"({outcome.seconds:.1f} s, Dagster run {outcome.dagster_run_id[:8]})"
+        )
     if args.json:
         print(json.dumps(outcome.as_json(), default=str))
     return outcome.exit_code
 
 
 def _format_ingest(outcome) -> str:
-    headers = ["sheet", "status", "excel", "inserted", "updated", "unchanged", "deleted",
-               "duplicates", "rejected", "reconciled", "seconds"]
-    rows = [(s["sheet"], s["status"], s["rows_excel"], s["rows_inserted"], s["rows_updated"],
-             s["rows_unchanged"], s["rows_deleted"], s["rows_duplicate"], s["rows_rejected"],
-             s["reconciled"], s["seconds"]) for s in outcome.sheets]
+    headers = [
+        "sheet",
+        "status",
+        "excel",
+        "inserted",
+        "updated",
+        "unchanged",
+        "deleted",
+        "duplicates",
+        "rejected",
+        "reconciled",
+        "seconds",
+    ]
+    rows = [
+        (
+            s["sheet"],
+            s["status"],
+            s["rows_excel"],
+            s["rows_inserted"],
+            s["rows_updated"],
+            s["rows_unchanged"],
+            s["rows_deleted"],
+            s["rows_duplicate"],
+            s["rows_rejected"],
+            s["reconciled"],
+            s["seconds"],
+        )
+        for s in outcome.sheets
+    ]
     return format_table(headers, rows)
 
 
@@ -418,14 +474,34 @@ def _format_status(status: dict) -> str:
         "ingestion runs",
     ]
     runs = status["ingestion_runs"]
-    parts.append(format_table(["run", "status", "started", "finished", "message"], [
-        (r["run_id"], r["status"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
-         f"{r['finished_at']:%H:%M:%S}" if r["finished_at"] else None, r["message"]) for r in runs
-    ]) if runs else "  none yet")
+    parts.append(
+        format_table(
+            ["run", "status", "started", "finished", "message"],
+            [
+                (
+                    r["run_id"],
+                    r["status"],
+                    f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+                    f"{r['finished_at']:%H:%M:%S}" if r["finished_at"] else None,
+                    r["message"],
+                )
+                for r in runs
+            ],
+        )
+        if runs
+        else "  none yet"
+    )
     gates = status["feature_gates"]
-    parts += ["", "feature gates", format_table(["feature", "match rate", "threshold", "status"], [
-        (g["feature"], g["match_rate"], g["threshold"], g["status"]) for g in gates
-    ]) if gates else "  not evaluated yet"]
+    parts += [
+        "",
+        "feature gates",
+        format_table(
+            ["feature", "match rate", "threshold", "status"],
+            [(g["feature"], g["match_rate"], g["threshold"], g["status"]) for g in gates],
+        )
+        if gates
+        else "  not evaluated yet",
+    ]
     return "\n".join(parts)
 
 
@@ -433,8 +509,10 @@ def _format_snapshot(snapshot: dict) -> str:
     facts, aggregates = snapshot["facts_run_id"], snapshot["aggregates_run_id"]
     if not snapshot["aggregates_catching_up"]:
         return f"snapshot       core and analytics reflect ingestion run {facts}"
-    return (f"snapshot       core reflects ingestion run {facts}; analytics still reflect run "
-            f"{aggregates} (catching up: the next `prodplan ingest` or the sensor completes them)")
+    return (
+        f"snapshot       core reflects ingestion run {facts}; analytics still reflect run "
+        f"{aggregates} (catching up: the next `prodplan ingest` or the sensor completes them)"
+    )
 
 
 def _dagster_env() -> dict[str, str]:
@@ -458,12 +536,26 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     _check_port_free(UI_HOST, args.port)
     env = {**os.environ, **_dagster_env()}
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(project_root() / "workspace.yaml"),
-               "-h", UI_HOST, "-p", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(project_root() / "workspace.yaml"),
+        "-h",
+        UI_HOST,
+        "-p",
+        str(args.port),
+    ]
     settings = Settings.from_env()
-    print(f"Dagster UI on http://{UI_HOST}:{args.port} (storage: database "
-          f"'{settings.dagster_database}', Dagster's files under {settings.dagster_home}); "
-          "Ctrl-C stops it.", file=sys.stderr, flush=True)
+    print(
+        f"Dagster UI on http://{UI_HOST}:{args.port} (storage: database "
+        f"'{settings.dagster_database}', Dagster's files under {settings.dagster_home}); "
+        "Ctrl-C stops it.",
+        file=sys.stderr,
+        flush=True,
+    )
     # In the folder of dagster.yaml (DAGSTER_HOME): dagster dev finds no second configuration.
     return _run_process_group(command, env, cwd=project_root())
 
@@ -473,8 +565,7 @@ def _run_process_group(command: list[str], env: dict[str, str], cwd: Path | None
     signal that stopped it. A STOP_SIGNALS signal stops it and its whole process group
     (webserver, daemon, code servers, runs); nothing of the group is left running on return."""
     received: list[int] = []
-    handlers = {sig: signal.signal(sig, lambda signum, _: received.append(signum))
-                for sig in STOP_SIGNALS}
+    handlers = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in STOP_SIGNALS}
     try:
         # Its own session: a terminal's Ctrl-C reaches it once, through us, not twice.
         child = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
@@ -500,8 +591,11 @@ def _supervise(child: subprocess.Popen, received: list[int]) -> int:
     while child.poll() is None:
         if len(received) > acted_on:
             if acted_on == 0:
-                print(f"prodplan ui: stopping Dagster ({signal.Signals(received[0]).name}); "
-                      "again to kill it now", file=sys.stderr, flush=True)
+                print(
+                    f"prodplan ui: stopping Dagster ({signal.Signals(received[0]).name}); again to kill it now",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 # dagster dev handles SIGINT and SIGTERM alike, SIGHUP not at all.
                 child.send_signal(signal.SIGINT if received[0] == signal.SIGINT else signal.SIGTERM)
                 deadline = time.monotonic() + UI_STOP_GRACE
@@ -565,13 +659,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     # Fail here, with one sentence, rather than in every worker with a traceback.
     warehouse = Warehouse.from_settings(settings)
-    print(f"ProdPlan API on http://{args.host}:{args.port} (docs: /docs; database "
-          f"{warehouse.display_url}; cache: {'Redis' if settings.redis_url else 'in-process'}; "
-          f"writes {'enabled' if settings.api_key else 'disabled (no PRODPLAN_API_KEY)'}); "
-          "Ctrl-C stops it.", file=sys.stderr, flush=True)
+    print(
+        f"ProdPlan API on http://{args.host}:{args.port} (docs: /docs; database "
+        f"{warehouse.display_url}; cache: {'Redis' if settings.redis_url else 'in-process'}; "
+        f"writes {'enabled' if settings.api_key else 'disabled (no PRODPLAN_API_KEY)'}); "
+        "Ctrl-C stops it.",
+        file=sys.stderr,
+        flush=True,
+    )
     with multiprocess_folder():  # /metrics sums the workers' counts kept there
-        uvicorn.run("prodplan_pipeline.serving.api:create_app", factory=True, host=args.host,
-                    port=args.port, workers=args.workers, access_log=args.access_log, log_level="warning")
+        uvicorn.run(
+            "prodplan_pipeline.serving.api:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            access_log=args.access_log,
+            log_level="warning",
+        )
     return EXIT_OK
 
 
@@ -583,8 +688,10 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}; "
-                            "is another server using it? Choose another with --port") from None
+            raise UserError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}; "
+                "is another server using it? Choose another with --port"
+            ) from None
 
 
 def run() -> None:

@@ -27,8 +27,7 @@ PLAUSIBLE_FROM, PLAUSIBLE_TO = datetime(1990, 1, 1), datetime(2100, 1, 1)
 
 def plausible(column: str) -> str:
     """SQL: ``column`` is within the plausible-time window (false for NULL)."""
-    return (f"({column} >= timestamp '{PLAUSIBLE_FROM:%Y-%m-%d}' "
-            f"AND {column} < timestamp '{PLAUSIBLE_TO:%Y-%m-%d}')")
+    return f"({column} >= timestamp '{PLAUSIBLE_FROM:%Y-%m-%d}' AND {column} < timestamp '{PLAUSIBLE_TO:%Y-%m-%d}')"
 
 
 class ColumnType(enum.Enum):
@@ -146,8 +145,11 @@ class Sheet:
         order), and those that record the days of this sheet's facts before they change
         (``moves_dependent_days``: the orders, for the phases and the defects)."""
         joined = set(re.findall(r"JOIN (core\.\w+)", self.derived_joins))
-        return tuple(s.name for s in SHEETS if s is not self and (
-            s.core_table in joined or (s.moves_dependent_days and self.changed_days is not None)))
+        return tuple(
+            s.name
+            for s in SHEETS
+            if s is not self and (s.core_table in joined or (s.moves_dependent_days and self.changed_days is not None))
+        )
 
     @property
     def core_table(self) -> str:
@@ -204,14 +206,21 @@ ORDENS_FABRICO = Sheet(
         Column("Of_DataTransporte", TS, required=False, description="shipping (due) date"),
     ),
     derived=(
-        DerivedColumn("lead_time_seconds", "double precision",
-                      "finish - creation, when finished after created (both plausible), else NULL",
-                      f"CASE WHEN of_data_acabamento >= of_data_criacao AND {plausible('of_data_criacao')} "
-                      f"AND {plausible('of_data_acabamento')} THEN extract(epoch FROM "
-                      "of_data_acabamento - of_data_criacao)::double precision END"),
-        DerivedColumn("is_on_time", "boolean", "finished by the end of the shipping (due) day",
-                      f"CASE WHEN {plausible('of_data_acabamento')} AND {plausible('of_data_transporte')} "
-                      "THEN of_data_acabamento < date_trunc('day', of_data_transporte) + interval '1 day' END"),
+        DerivedColumn(
+            "lead_time_seconds",
+            "double precision",
+            "finish - creation, when finished after created (both plausible), else NULL",
+            f"CASE WHEN of_data_acabamento >= of_data_criacao AND {plausible('of_data_criacao')} "
+            f"AND {plausible('of_data_acabamento')} THEN extract(epoch FROM "
+            "of_data_acabamento - of_data_criacao)::double precision END",
+        ),
+        DerivedColumn(
+            "is_on_time",
+            "boolean",
+            "finished by the end of the shipping (due) day",
+            f"CASE WHEN {plausible('of_data_acabamento')} AND {plausible('of_data_transporte')} "
+            "THEN of_data_acabamento < date_trunc('day', of_data_transporte) + interval '1 day' END",
+        ),
     ),
 )
 
@@ -237,14 +246,21 @@ FASES_ORDEM_FABRICO = Sheet(
         Column("FaseOf_Sequencia", INT),
     ),
     derived=(
-        DerivedColumn("event_time", "timestamp without time zone",
-                      "coalesce(fim, inicio): the partition key, set by the merge",
-                      "coalesce(fase_of_fim, fase_of_inicio)", required=True),
-        DerivedColumn("duration_seconds", "double precision",
-                      "fim - inicio when fim >= inicio (both plausible), else NULL",
-                      f"CASE WHEN fase_of_fim >= fase_of_inicio AND {plausible('fase_of_inicio')} "
-                      f"AND {plausible('fase_of_fim')} "
-                      "THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END"),
+        DerivedColumn(
+            "event_time",
+            "timestamp without time zone",
+            "coalesce(fim, inicio): the partition key, set by the merge",
+            "coalesce(fase_of_fim, fase_of_inicio)",
+            required=True,
+        ),
+        DerivedColumn(
+            "duration_seconds",
+            "double precision",
+            "fim - inicio when fim >= inicio (both plausible), else NULL",
+            f"CASE WHEN fase_of_fim >= fase_of_inicio AND {plausible('fase_of_inicio')} "
+            f"AND {plausible('fase_of_fim')} "
+            "THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END",
+        ),
         DerivedColumn("is_open", "boolean", "fim is NULL", "fase_of_fim IS NULL"),
         DerivedColumn("is_done", "boolean", "not is_open", "fase_of_fim IS NOT NULL"),
     ),
@@ -280,16 +296,19 @@ ORDEM_FABRICO_ERROS = Sheet(
     derived=(
         # A defect happened when its inspection phase row happened; without that row, when its
         # order finished, else when the order was created; NULL only when the order is unknown.
-        DerivedColumn("ofch_event_time", "timestamp without time zone",
-                      "the inspection phase row's event time, else the order's finish, else its creation; "
-                      "NULL only for defects of orders missing from OrdensFabrico",
-                      f"coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END, "
-                      f"CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END, "
-                      f"CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END)"),
+        DerivedColumn(
+            "ofch_event_time",
+            "timestamp without time zone",
+            "the inspection phase row's event time, else the order's finish, else its creation; "
+            "NULL only for defects of orders missing from OrdensFabrico",
+            f"coalesce(CASE WHEN {plausible('i.event_time')} THEN i.event_time END, "
+            f"CASE WHEN {plausible('o.of_data_acabamento')} THEN o.of_data_acabamento END, "
+            f"CASE WHEN {plausible('o.of_data_criacao')} THEN o.of_data_criacao END)",
+        ),
     ),
     # fase_of_id is unique in core (the merge keeps it so across partitions).
     derived_joins="LEFT JOIN core.fases_ordem_fabrico i ON i.fase_of_id = {row}.erro_fase_of_avaliacao "
-                  "LEFT JOIN core.ordens_fabrico o ON o.of_id = {row}.erro_of_id",
+    "LEFT JOIN core.ordens_fabrico o ON o.of_id = {row}.erro_of_id",
 )
 
 FUNCIONARIOS = Sheet(

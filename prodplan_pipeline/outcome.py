@@ -9,8 +9,8 @@ from pathlib import Path
 
 from prodplan_pipeline.analytics.aggregates import AGGREGATES
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS
-from prodplan_pipeline.up_to_date import reflected_run
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.up_to_date import reflected_run
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, try_advisory_lock
 from prodplan_pipeline.workbook.inspect import WorkbookInfo
@@ -35,12 +35,20 @@ class IngestOutcome:
     quality: dict | None = None  # the quality reports' run beside the analytics, when it had one
 
     def as_json(self) -> dict:
-        return {"exit_code": self.exit_code, "ingestion_run_id": self.run_id,
-                "dagster_run_id": self.dagster_run_id, "unchanged": self.unchanged,
-                "seconds": round(self.seconds, 3), "error": self.error,
-                "failed_checks": self.failed_checks, "report": str(self.report) if self.report else None,
-                "sheets": self.sheets, "analytics": self.analytics, "analytics_rows": self.analytics_rows,
-                "quality": self.quality}
+        return {
+            "exit_code": self.exit_code,
+            "ingestion_run_id": self.run_id,
+            "dagster_run_id": self.dagster_run_id,
+            "unchanged": self.unchanged,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "failed_checks": self.failed_checks,
+            "report": str(self.report) if self.report else None,
+            "sheets": self.sheets,
+            "analytics": self.analytics,
+            "analytics_rows": self.analytics_rows,
+            "quality": self.quality,
+        }
 
 
 def analytics_rows(warehouse: Warehouse) -> dict[str, int]:
@@ -59,9 +67,14 @@ def unchanged_outcome(settings: Settings, workbook: WorkbookInfo) -> IngestOutco
     started = time.perf_counter()
     warehouse = Warehouse.from_settings(settings)
     with warehouse.connect() as conn, try_advisory_lock(conn, INGESTION_LOCK) as acquired:
-        run_id = acquired and reflected_run(conn, workbook.sha256, settings.reports,
-                                            settings.partitions_start)
+        run_id = acquired and reflected_run(conn, workbook.sha256, settings.reports, settings.partitions_start)
     if not run_id:
         return None
-    return IngestOutcome(EXIT_OK, None, run_id=run_id, unchanged=True, analytics_rows=analytics_rows(warehouse),
-                         seconds=time.perf_counter() - started)
+    return IngestOutcome(
+        EXIT_OK,
+        None,
+        run_id=run_id,
+        unchanged=True,
+        analytics_rows=analytics_rows(warehouse),
+        seconds=time.perf_counter() - started,
+    )

@@ -33,7 +33,7 @@ class Settings:
     max_shrink: float = 0.20  # the largest share of a sheet's rows one snapshot may delete
     exports_keep: int = 5  # private copies of ingested exports kept under $PRODPLAN_HOME/exports
     max_uncompressed_mb: int = 384  # a workbook's XML, uncompressed: ~2x the real export (182 MiB)
-    freshness_hours: float = 26.0  # a daily export, plus slack: older than this and the checks fail
+    freshness_hours: float = 26.0  # a daily export, plus slack: older than this and the assets are stale
     alert_interval_seconds: int = 30  # how often the alert sensors look for failed runs and checks
     partitions_start: date = date(2020, 1, 1)  # the first day of the daily partitions
 
@@ -66,8 +66,9 @@ class Settings:
             exports_keep=_count("PRODPLAN_EXPORTS_KEEP", get("PRODPLAN_EXPORTS_KEEP"), 5),
             max_uncompressed_mb=_count("PRODPLAN_MAX_UNCOMPRESSED_MB", get("PRODPLAN_MAX_UNCOMPRESSED_MB"), 384),
             freshness_hours=_hours("PRODPLAN_FRESHNESS_HOURS", get("PRODPLAN_FRESHNESS_HOURS"), 26.0),
-            alert_interval_seconds=_count("PRODPLAN_ALERT_INTERVAL_SECONDS",
-                                          get("PRODPLAN_ALERT_INTERVAL_SECONDS"), 30),
+            alert_interval_seconds=_count(
+                "PRODPLAN_ALERT_INTERVAL_SECONDS", get("PRODPLAN_ALERT_INTERVAL_SECONDS"), 30
+            ),
             partitions_start=_day("PRODPLAN_PARTITIONS_START", get("PRODPLAN_PARTITIONS_START"), date(2020, 1, 1)),
         )
 
@@ -117,10 +118,13 @@ def _seconds(name: str, text: str | None, default: float) -> float:
     return value
 
 
+MIN_FRESHNESS_HOURS = 1 / 60  # Dagster's freshness policies take no window under a minute
+
+
 def _hours(name: str, text: str | None, default: float) -> float:
     value = _seconds(name, text, default)  # the same parsing; the unit only changes the words
-    if value <= 0:
-        raise SettingError(f"{name} must be a positive number of hours, got {text!r}")
+    if value < MIN_FRESHNESS_HOURS:
+        raise SettingError(f"{name} must be a number of hours, at least one minute (0.0167), got {text!r}")
     return value
 
 

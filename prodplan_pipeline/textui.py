@@ -11,11 +11,15 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """An aligned text table; numbers right-aligned with thousands separators."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows if row[i] is not None)
-               for i in range(len(headers))]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], (int, float)) for row in rows if row[i] is not None)
+        for i in range(len(headers))
+    ]
 
     def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in cells)])

@@ -61,8 +61,11 @@ def stale(conn, entries: Iterable[T]) -> list[T]:
         changed = {core_table.get(sheet): run for sheet, run in cur.fetchall()}
         cur.execute(READ_MANY, ([e.watermark for e in entries],))
         recorded = {name: int(value) for name, value in cur.fetchall()}
-    return [e for e in entries if e.watermark not in recorded
-            or any(changed.get(table, 0) > recorded[e.watermark] for table in e.reads)]
+    return [
+        e
+        for e in entries
+        if e.watermark not in recorded or any(changed.get(table, 0) > recorded[e.watermark] for table in e.reads)
+    ]
 
 
 def caught_up(conn, name: str) -> tuple[bool, int]:

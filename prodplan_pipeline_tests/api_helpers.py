@@ -23,7 +23,7 @@ def sql(warehouse, statement: str, params=None) -> list[dict]:
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute(statement, params)
         names = [c.name for c in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def ok(response: httpx.Response) -> dict:

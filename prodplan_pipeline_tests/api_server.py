@@ -33,8 +33,13 @@ class ApiServer:
         args = ["serve", "--port", str(self.port), "--workers", str(workers)]
         with self.log.open("w") as out:
             if fresh:
-                self.process = subprocess.Popen([sys.executable, "-m", "prodplan_pipeline.cli", *args],
-                                                env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "prodplan_pipeline.cli", *args],
+                    env=env,
+                    cwd=REPO_ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             else:
                 self.process = start_cli_forked(args, env, stdout=out.fileno(), stderr=out.fileno())
         self.client = httpx.Client(base_url=self.url, timeout=30)
@@ -71,9 +76,11 @@ class ApiServer:
 
 def server_env(home: Path, database_url: str | None, **extra: str) -> dict[str, str]:
     """The test process's environment without the user's PRODPLAN_* settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in PRODPLAN_VARIABLES and k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL",
-                                                        "PRODPLAN_API_CACHE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in PRODPLAN_VARIABLES and k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE")
+    }
     env["PRODPLAN_HOME"] = str(home)
     if database_url:
         env["PRODPLAN_DATABASE_URL"] = database_url

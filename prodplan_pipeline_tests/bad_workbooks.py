@@ -12,11 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-
 from prodplan_pipeline.contract import sheet
 from prodplan_pipeline.workbook.inspect import OLE2_MAGIC, inspect_workbook
 from prodplan_pipeline_tests.workbook_edit import VALUE, Rows, join_sheet, split_sheet
-
 
 _SHEET_ENTRY = '<sheet name="{}" '
 
@@ -27,8 +25,12 @@ def sheet_rows(book: Path, name: str) -> Rows:
         return split_sheet(archive.read(part).decode())[1]
 
 
-def rewrite(source: Path, target: Path, edits: dict[str, Callable[[Rows], Rows]] | None = None,
-            drop_sheets: tuple[str, ...] = ()) -> Path:
+def rewrite(
+    source: Path,
+    target: Path,
+    edits: dict[str, Callable[[Rows], Rows]] | None = None,
+    drop_sheets: tuple[str, ...] = (),
+) -> Path:
     """Copy ``source`` to ``target``, editing the rows of the named sheets and dropping sheets
     from the workbook's sheet list."""
     parts = inspect_workbook(source).sheet_parts
@@ -96,8 +98,9 @@ def ole2_container(streams: list[str], payload: int = 4096, directory_last: bool
     fat_count = 1
     while fat_count * (SECTOR // 4) < fat_count + data_sectors + dir_sectors:
         fat_count += 1
-    first_data, first_dir = ((fat_count, fat_count + data_sectors) if directory_last
-                             else (fat_count + dir_sectors, fat_count))
+    first_data, first_dir = (
+        (fat_count, fat_count + data_sectors) if directory_last else (fat_count + dir_sectors, fat_count)
+    )
     fat = [FAT_SECTOR] * fat_count + [0] * (data_sectors + dir_sectors)
     for first, count in ((first_data, data_sectors), (first_dir, dir_sectors)):
         for i in range(count):
@@ -107,24 +110,32 @@ def ole2_container(streams: list[str], payload: int = 4096, directory_last: bool
     header = bytearray(SECTOR)
     header[0:8] = OLE2_MAGIC
     struct.pack_into("<HHHHH", header, 0x18, 0x3E, 3, 0xFFFE, 9, 6)
-    struct.pack_into("<9I", header, 0x28, 0, fat_count, first_dir, 0, 4096, END_OF_CHAIN, 0,
-                     END_OF_CHAIN, 0)
+    struct.pack_into("<9I", header, 0x28, 0, fat_count, first_dir, 0, 4096, END_OF_CHAIN, 0, END_OF_CHAIN, 0)
     struct.pack_into("<109I", header, 0x4C, *range(fat_count), *[NO_STREAM] * (109 - fat_count))
 
     directory = bytearray(dir_sectors * SECTOR)
     for i, name in enumerate(entries):
-        entry = memoryview(directory)[i * 128:(i + 1) * 128]
+        entry = memoryview(directory)[i * 128 : (i + 1) * 128]
         raw = name.encode("utf-16-le")
-        entry[0:len(raw)] = raw
+        entry[0 : len(raw)] = raw
         is_root, is_last = i == 0, i == len(entries) - 1
-        struct.pack_into("<HBBIII", entry, 64, len(raw) + 2, 5 if is_root else 2, 1, NO_STREAM,
-                         NO_STREAM if is_root or is_last else i + 1, 1 if is_root else NO_STREAM)
+        struct.pack_into(
+            "<HBBIII",
+            entry,
+            64,
+            len(raw) + 2,
+            5 if is_root else 2,
+            1,
+            NO_STREAM,
+            NO_STREAM if is_root or is_last else i + 1,
+            1 if is_root else NO_STREAM,
+        )
         start, size = (first_data, payload) if is_last and payload else (END_OF_CHAIN, 0)
         struct.pack_into("<IQ", entry, 116, start, size)
     for i in range(len(entries), dir_sectors * 4):  # unused entries
         struct.pack_into("<III", directory, i * 128 + 68, NO_STREAM, NO_STREAM, NO_STREAM)
 
-    data = (bytes(range(256)) * (data_sectors * SECTOR // 256 + 1))[:data_sectors * SECTOR]
+    data = (bytes(range(256)) * (data_sectors * SECTOR // 256 + 1))[: data_sectors * SECTOR]
     fat_bytes = struct.pack(f"<{len(fat)}I", *fat)
     body = fat_bytes + (data + directory if directory_last else directory + data)
     return bytes(header) + body
@@ -151,7 +162,7 @@ def _text_file(tmp: Path, sample: Path) -> Path:
 def _truncated(tmp: Path, sample: Path) -> Path:
     path = tmp / "truncated.xlsx"
     data = sample.read_bytes()
-    path.write_bytes(data[:len(data) // 2])  # an interrupted download or copy
+    path.write_bytes(data[: len(data) // 2])  # an interrupted download or copy
     return path
 
 
@@ -174,9 +185,8 @@ def _password_big(tmp: Path, sample: Path) -> Path:
     """The real export encrypted is tens of MB of EncryptedPackage stream; a writer may put the
     directory (the stream names) after it, far beyond the file's first MiB."""
     path = tmp / "protected_big.xlsx"
-    path.write_bytes(ole2_container(["EncryptionInfo", "EncryptedPackage"], payload=3 << 20,
-                                    directory_last=True))
-    assert "EncryptedPackage".encode("utf-16-le") not in path.read_bytes()[:1 << 20]
+    path.write_bytes(ole2_container(["EncryptionInfo", "EncryptedPackage"], payload=3 << 20, directory_last=True))
+    assert "EncryptedPackage".encode("utf-16-le") not in path.read_bytes()[: 1 << 20]
     return path
 
 
@@ -210,7 +220,8 @@ def _drop_column(name: str, header: str):
     index = column_index(name, header)
 
     def edit(rows: Rows) -> Rows:
-        return {r: cells[:index] + cells[index + 1:] for r, cells in rows.items()}
+        return {r: cells[:index] + cells[index + 1 :] for r, cells in rows.items()}
+
     return edit
 
 
@@ -220,6 +231,7 @@ def _rename_column(name: str, header: str, new: str):
     def edit(rows: Rows) -> Rows:
         rows[1][index] = text_cell(new)
         return rows
+
     return edit
 
 
@@ -230,6 +242,7 @@ def _swap_columns(name: str, a: str, b: str):
         for cells in rows.values():
             cells[i], cells[j] = cells[j], cells[i]
         return rows
+
     return edit
 
 
@@ -241,27 +254,45 @@ def _extra_column(header: str | None):
             else:
                 cells.append(text_cell(f"note {r}"))
         return rows
+
     return edit
 
 
 SHEET_CASES = {
-    "missing_sheet": ("Fases", dict(drop_sheets=("Fases",)),
-                      ["the sheet 'Fases' is missing", "nothing of this sheet was loaded"]),
-    "missing_column": ("OrdensFabrico",
-                       dict(edits={"OrdensFabrico": _drop_column("OrdensFabrico", "Of_DataTransporte")}),
-                       ["sheet 'OrdensFabrico'", "missing column(s) ['Of_DataTransporte']"]),
-    "renamed_column": ("Modelos",
-                       dict(edits={"Modelos": _rename_column("Modelos", "Produto_Nome", "Produto_Name")}),
-                       ["sheet 'Modelos'", "was 'Produto_Nome' renamed to 'Produto_Name'?"]),
-    "reordered_columns": ("FuncionariosFaseOrdemFabrico",
-                          dict(edits={"FuncionariosFaseOrdemFabrico": _swap_columns(
-                              "FuncionariosFaseOrdemFabrico", "FuncionarioFaseOf_FaseOfId",
-                              "FuncionarioFaseOf_FuncionarioId")}),
-                          ["sheet 'FuncionariosFaseOrdemFabrico'", "in a different order"]),
-    "extra_column": ("OrdemFabricoErros",
-                     dict(edits={"OrdemFabricoErros": _extra_column("Erro_Comentario")}),
-                     ["sheet 'OrdemFabricoErros'", "unexpected column(s) ['Erro_Comentario']"]),
-    "values_without_header": ("FasesStandardModelos",
-                              dict(edits={"FasesStandardModelos": _extra_column(None)}),
-                              ["sheet 'FasesStandardModelos' has values in column 6, which has no header"]),
+    "missing_sheet": (
+        "Fases",
+        dict(drop_sheets=("Fases",)),
+        ["the sheet 'Fases' is missing", "nothing of this sheet was loaded"],
+    ),
+    "missing_column": (
+        "OrdensFabrico",
+        dict(edits={"OrdensFabrico": _drop_column("OrdensFabrico", "Of_DataTransporte")}),
+        ["sheet 'OrdensFabrico'", "missing column(s) ['Of_DataTransporte']"],
+    ),
+    "renamed_column": (
+        "Modelos",
+        dict(edits={"Modelos": _rename_column("Modelos", "Produto_Nome", "Produto_Name")}),
+        ["sheet 'Modelos'", "was 'Produto_Nome' renamed to 'Produto_Name'?"],
+    ),
+    "reordered_columns": (
+        "FuncionariosFaseOrdemFabrico",
+        dict(
+            edits={
+                "FuncionariosFaseOrdemFabrico": _swap_columns(
+                    "FuncionariosFaseOrdemFabrico", "FuncionarioFaseOf_FaseOfId", "FuncionarioFaseOf_FuncionarioId"
+                )
+            }
+        ),
+        ["sheet 'FuncionariosFaseOrdemFabrico'", "in a different order"],
+    ),
+    "extra_column": (
+        "OrdemFabricoErros",
+        dict(edits={"OrdemFabricoErros": _extra_column("Erro_Comentario")}),
+        ["sheet 'OrdemFabricoErros'", "unexpected column(s) ['Erro_Comentario']"],
+    ),
+    "values_without_header": (
+        "FasesStandardModelos",
+        dict(edits={"FasesStandardModelos": _extra_column(None)}),
+        ["sheet 'FasesStandardModelos' has values in column 6, which has no header"],
+    ),
 }

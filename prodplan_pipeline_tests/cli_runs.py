@@ -18,7 +18,6 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, start_cli_forked
 from prodplan_pipeline_tests.workbook_edit import header_index
 
-
 # Where a re-export's edits start: the first day of the partitions (RECENT_PARTITIONS), so that
 # every layer, the daily aggregates included, changes with them.
 RE_EXPORTED_FROM = dt.datetime.fromisoformat(RECENT_PARTITIONS)
@@ -27,12 +26,17 @@ RE_EXPORTED_FROM = dt.datetime.fromisoformat(RECENT_PARTITIONS)
 def re_exported(book) -> tuple[list, list]:
     """The rows a re-export edits: the first 400 phases and the first 60 orders that start on
     or after RE_EXPORTED_FROM (works on a read-only workbook too)."""
+
     def recent(sheet: str, column: str, count: int) -> list:
         ws = book[sheet]
         at = header_index(ws, column) - 1
-        rows = (r for r in ws.iter_rows(min_row=2)
-                if isinstance(r[at].value, dt.datetime) and r[at].value >= RE_EXPORTED_FROM)
+        rows = (
+            r
+            for r in ws.iter_rows(min_row=2)
+            if isinstance(r[at].value, dt.datetime) and r[at].value >= RE_EXPORTED_FROM
+        )
         return list(itertools.islice(rows, count))
+
     return recent("FasesOrdemFabrico", "FaseOf_Inicio", 400), recent("OrdensFabrico", "Of_DataCriacao", 60)
 
 
@@ -64,8 +68,9 @@ class Ingest:
         self.lines: list[str] = []
         progress, writer = os.pipe()
         with open(os.devnull, "w") as devnull:
-            self.process = start_cli_forked(["ingest", "--workbook", str(workbook)], env,
-                                            stdout=devnull.fileno(), stderr=writer)
+            self.process = start_cli_forked(
+                ["ingest", "--workbook", str(workbook)], env, stdout=devnull.fileno(), stderr=writer
+            )
         os.close(writer)  # the child holds it: the reader ends when the child does
         threading.Thread(target=self._read, args=(progress,), daemon=True).start()
 

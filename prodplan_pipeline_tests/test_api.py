@@ -23,20 +23,20 @@ import pytest
 from prodplan_pipeline.analytics.aggregates import ORDER_STATS, refresh
 from prodplan_pipeline.analytics.convergence import LAYERS
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream
-from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.analytics.views import refresh_views
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.serving import cursors, queries
 from prodplan_pipeline.serving.cache import InProcessCache, cache_key, entry_bytes
 from prodplan_pipeline.serving.front import MAX_QUERY, FrontCache
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.warehouse.embedded import embedded_server_uri, stop_embedded_server
 from prodplan_pipeline.workbook.sample import write_sample
 
+from .api_helpers import approx, ok, sql, together, url_of
 from .api_server import ApiServer, server_env
 from .conftest import REPO_ROOT, run_cli
-from .api_helpers import approx, ok, sql, together, url_of
-from .workbook_facts import FACT_OF_GATE
 from .workbook_edit import edited
+from .workbook_facts import FACT_OF_GATE
 
 API_KEY = "test-key-0123456789abcdef"
 PERIOD = (date(2023, 3, 1), date(2023, 3, 31))
@@ -64,8 +64,14 @@ def synthetic(databases, tmp_path_factory):
     rebuild_downstream(warehouse)
     dagster = databases.dagster_storage("api_dagster")
     # A version TTL of a minute: a committed refresh can only be seen within seconds by NOTIFY.
-    env = server_env(home, url_of(warehouse), PRODPLAN_API_KEY=API_KEY, PRODPLAN_WORKBOOK=str(workbook),
-                     PRODPLAN_DAGSTER_DATABASE=dagster.database, PRODPLAN_CACHE_VERSION_TTL="60")
+    env = server_env(
+        home,
+        url_of(warehouse),
+        PRODPLAN_API_KEY=API_KEY,
+        PRODPLAN_WORKBOOK=str(workbook),
+        PRODPLAN_DAGSTER_DATABASE=dagster.database,
+        PRODPLAN_CACHE_VERSION_TTL="60",
+    )
     server = ApiServer(env)
     yield warehouse, server, env
     server.stop()
@@ -96,13 +102,16 @@ def test_kpis_overview_equals_sql_over_core(real, period):
     bounds = {"start": period[0], "end": period[1]} if period else EVERY_DAY
     query = {"from": period[0].isoformat(), "to": period[1].isoformat()} if period else {}
     body = ok(server.get("/api/kpis/overview", params=query))
-    orders, = sql(warehouse, FINISHED_ORDERS, bounds)
-    phases, = sql(warehouse, FINISHED_PHASES, bounds)
+    (orders,) = sql(warehouse, FINISHED_ORDERS, bounds)
+    (phases,) = sql(warehouse, FINISHED_PHASES, bounds)
     assert orders["n"] > 0 and phases["n"] > 0
     assert body["orders"]["finished"] == orders["n"]
     assert body["orders"]["mean_lead_time_seconds"] == approx(orders["mean_lead"])
     assert (body["orders"]["on_time"], body["orders"]["late"], body["orders"]["no_due_date"]) == (
-        orders["on_time"], orders["late"], orders["no_due"])
+        orders["on_time"],
+        orders["late"],
+        orders["no_due"],
+    )
     assert body["phases"]["finished"] == phases["n"] and body["phases"]["rework"] == phases["rework"]
     assert body["phases"]["mean_duration_seconds"] == approx(float(phases["mean"]))
     assert body["quality"]["defects"] == sql(warehouse, DEFECTS, bounds)[0]["n"]
@@ -114,12 +123,18 @@ def test_kpis_overview_equals_sql_over_core(real, period):
 def test_kpis_by_phase_equals_sql_over_core(real):
     warehouse, server = real
     body = ok(server.get("/api/kpis/by-phase"))
-    expected = {r["fase_id"]: r for r in sql(warehouse, """
+    expected = {
+        r["fase_id"]: r
+        for r in sql(
+            warehouse,
+            """
         SELECT f.fase_of_fase_id AS fase_id, count(*) AS n, avg(f.duration_seconds) AS mean,
                min(f.duration_seconds) AS min, max(f.duration_seconds) AS max,
                count(*) FILTER (WHERE f.fase_of_retorno = 1) AS rework
         FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
-        WHERE f.duration_seconds IS NOT NULL GROUP BY 1""")}
+        WHERE f.duration_seconds IS NOT NULL GROUP BY 1""",
+        )
+    }
     got = {i["fase_id"]: i for i in body["items"]}
     assert got.keys() == expected.keys() and len(got) > 5
     for fase_id, e in expected.items():
@@ -142,12 +157,18 @@ def test_kpis_by_product_equals_sql_and_carries_attributes_when_supported(real, 
     else:
         assert body["product_attributes"]["status"] == "NOT_SUPPORTED_BY_DATA"
         assert round(body["product_attributes"]["match_rate"], 4) == round(rate, 4)
-    expected = {r["produto_id"]: r for r in sql(warehouse, """
+    expected = {
+        r["produto_id"]: r
+        for r in sql(
+            warehouse,
+            """
         SELECT o.of_produto_id AS produto_id, count(*) AS n, avg(o.lead_time_seconds) AS mean_lead,
                count(*) FILTER (WHERE o.is_on_time)::float / nullif(count(o.is_on_time), 0) AS on_time_rate,
                m.produto_peso_acabamento::float AS peso
         FROM core.ordens_fabrico o LEFT JOIN core.modelos m ON m.produto_id = o.of_produto_id
-        WHERE o.of_data_acabamento IS NOT NULL GROUP BY 1, m.produto_peso_acabamento""")}
+        WHERE o.of_data_acabamento IS NOT NULL GROUP BY 1, m.produto_peso_acabamento""",
+        )
+    }
     got = {i["produto_id"]: i for i in body["items"] if i["orders_finished"]}
     assert got.keys() == expected.keys()
     for produto_id, e in expected.items():
@@ -179,8 +200,9 @@ def test_features_list_every_gate_with_the_measured_rates(real, real_sample):
     assert items.keys() == FACT_OF_GATE.keys()
     for feature, fact in FACT_OF_GATE.items():
         assert round(items[feature]["match_rate"], 4) == round(facts["match_rates"][fact]["rate"], 4)
-        assert items[feature]["status"] == ("SUPPORTED" if facts["match_rates"][fact]["rate"] >= 0.9
-                                            else "NOT_SUPPORTED_BY_DATA")
+        assert items[feature]["status"] == (
+            "SUPPORTED" if facts["match_rates"][fact]["rate"] >= 0.9 else "NOT_SUPPORTED_BY_DATA"
+        )
     assert "/api/kpis/by-employee" in items["kpis_by_employee"]["endpoints"]
 
 
@@ -189,19 +211,26 @@ def test_quality_endpoints_equal_sql_over_core(real, period):
     warehouse, server = real
     bounds = {"start": period[0], "end": period[1]} if period else EVERY_DAY
     query = {"from": period[0].isoformat(), "to": period[1].isoformat()} if period else {}
-    defects = sql(warehouse, """
+    defects = sql(
+        warehouse,
+        """
         SELECT e.erro_fase_avaliacao AS phase, o.of_produto_id AS product, e.ofch_gravidade AS severity, count(*) AS n
         FROM core.erros_ordem_fabrico e JOIN core.ordens_fabrico o ON o.of_id = e.erro_of_id
-        WHERE e.ofch_event_time::date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2, 3""", bounds)
+        WHERE e.ofch_event_time::date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2, 3""",
+        bounds,
+    )
     overview = ok(server.get("/api/quality/overview", params=query))
     assert overview["defects"] == sum(d["n"] for d in defects) > 0
-    assert overview["by_severity"] == {str(s): sum(d["n"] for d in defects if d["severity"] == s)
-                                       for s in {d["severity"] for d in defects}}
+    assert overview["by_severity"] == {
+        str(s): sum(d["n"] for d in defects if d["severity"] == s) for s in {d["severity"] for d in defects}
+    }
     by_phase = {i["fase_avaliacao_id"]: i for i in ok(server.get("/api/quality/by-phase", params=query))["items"]}
     by_product = {i["produto_id"]: i for i in ok(server.get("/api/quality/by-product", params=query))["items"]}
     for phase in {d["phase"] for d in defects}:
         assert by_phase[phase]["defects"] == sum(d["n"] for d in defects if d["phase"] == phase)
-        assert by_phase[phase]["severity_3"] == sum(d["n"] for d in defects if d["phase"] == phase and d["severity"] == 3)
+        assert by_phase[phase]["severity_3"] == sum(
+            d["n"] for d in defects if d["phase"] == phase and d["severity"] == 3
+        )
     assert by_product.keys() == {d["product"] for d in defects}
     for product, item in by_product.items():
         assert item["defects"] == sum(d["n"] for d in defects if d["product"] == product)
@@ -209,10 +238,16 @@ def test_quality_endpoints_equal_sql_over_core(real, period):
 
 def test_schedule_current_equals_the_open_phases(real):
     warehouse, server = real
-    expected = {r["fase_id"]: r for r in sql(warehouse, """
+    expected = {
+        r["fase_id"]: r
+        for r in sql(
+            warehouse,
+            """
         SELECT f.fase_of_fase_id AS fase_id, count(*) AS n, count(DISTINCT f.fase_of_of_id) AS orders
         FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
-        WHERE f.fase_of_fim IS NULL GROUP BY 1""")}
+        WHERE f.fase_of_fim IS NULL GROUP BY 1""",
+        )
+    }
     items = {i["fase_id"]: i for i in ok(server.get("/api/prodplan/schedule/current"))["items"]}
     assert items.keys() == expected.keys() and items
     for fase_id, e in expected.items():
@@ -222,18 +257,29 @@ def test_schedule_current_equals_the_open_phases(real):
 
 def test_one_order_and_its_phases(real):
     warehouse, server = real
-    chosen, = sql(warehouse, """
+    (chosen,) = sql(
+        warehouse,
+        """
         SELECT o.of_id, o.of_produto_id, o.lead_time_seconds, count(DISTINCT f.fase_of_id) AS phases,
                (SELECT count(*) FROM core.erros_ordem_fabrico e WHERE e.erro_of_id = o.of_id) AS defects
         FROM core.ordens_fabrico o JOIN core.fases_ordem_fabrico f ON f.fase_of_of_id = o.of_id
-        GROUP BY o.of_id ORDER BY 5 DESC, o.of_id LIMIT 1""")
+        GROUP BY o.of_id ORDER BY 5 DESC, o.of_id LIMIT 1""",
+    )
     body = ok(server.get(f"/api/prodplan/orders/{chosen['of_id']}"))
     assert (body["of_id"], body["produto_id"], body["phases"], body["defects"]) == (
-        chosen["of_id"], chosen["of_produto_id"], chosen["phases"], chosen["defects"])
+        chosen["of_id"],
+        chosen["of_produto_id"],
+        chosen["phases"],
+        chosen["defects"],
+    )
     assert body["defects"] > 0 and body["lead_time_seconds"] == chosen["lead_time_seconds"]
     phases = ok(server.get(f"/api/prodplan/orders/{chosen['of_id']}/phases"))["items"]
-    expected = sql(warehouse, """SELECT fase_of_id FROM core.fases_ordem_fabrico WHERE fase_of_of_id = %s
-                                 ORDER BY fase_of_sequencia, fase_of_inicio, fase_of_id""", (chosen["of_id"],))
+    expected = sql(
+        warehouse,
+        """SELECT fase_of_id FROM core.fases_ordem_fabrico WHERE fase_of_of_id = %s
+                                 ORDER BY fase_of_sequencia, fase_of_inicio, fase_of_id""",
+        (chosen["of_id"],),
+    )
     assert [p["fase_of_id"] for p in phases] == [e["fase_of_id"] for e in expected]
 
 
@@ -259,6 +305,7 @@ def test_unknown_orders_are_404_and_bad_ids_422(real):
 
 # --- pagination and parameters ------------------------------------------------------------------
 
+
 def walk(server, params: dict) -> tuple[list[int], int]:
     """Every of_id over every page, and the number of pages."""
     ids, pages, cursor = [], 0, None
@@ -280,8 +327,11 @@ def test_pagination_walks_every_order_exactly_once(real):
 
 def test_filters_select_exactly_the_matching_orders(real):
     warehouse, server = real
-    product, = sql(warehouse, """SELECT of_produto_id AS p FROM core.ordens_fabrico GROUP BY 1
-                                 ORDER BY count(*) DESC, 1 LIMIT 1""")
+    (product,) = sql(
+        warehouse,
+        """SELECT of_produto_id AS p FROM core.ordens_fabrico GROUP BY 1
+                                 ORDER BY count(*) DESC, 1 LIMIT 1""",
+    )
     cases = {
         (("product", product["p"]),): "of_produto_id = %(product)s",
         (("status", "open"),): "of_data_acabamento IS NULL",
@@ -290,8 +340,10 @@ def test_filters_select_exactly_the_matching_orders(real):
     }
     for params, condition in cases.items():
         params = dict(params)
-        expected = [r["of_id"] for r in sql(warehouse, f"SELECT of_id FROM core.ordens_fabrico WHERE {condition} "
-                                                       "ORDER BY of_id", params)]
+        expected = [
+            r["of_id"]
+            for r in sql(warehouse, f"SELECT of_id FROM core.ordens_fabrico WHERE {condition} ORDER BY of_id", params)
+        ]
         assert expected, params
         assert walk(server, {**params, "limit": 50})[0] == expected, params
 
@@ -300,8 +352,11 @@ def test_bad_parameters_are_422_with_a_message(real):
     _, server = real
     first = ok(server.get("/api/prodplan/orders", params={"limit": 5, "status": "open"}))
     bad = {
-        "limit above 500": {"limit": 501}, "limit 0": {"limit": 0}, "status": {"status": "lost"},
-        "date": {"created_from": "2024-13-01"}, "unknown parameter": {"limt": 5},
+        "limit above 500": {"limit": 501},
+        "limit 0": {"limit": 0},
+        "status": {"status": "lost"},
+        "date": {"created_from": "2024-13-01"},
+        "unknown parameter": {"limt": 5},
         "garbage cursor": {"cursor": "not-a-cursor"},
         "cursor of other filters": {"cursor": first["next_cursor"], "status": "finished"},
     }
@@ -316,9 +371,15 @@ def test_bad_parameters_are_422_with_a_message(real):
         assert refused.status_code == 422 and "YYYY-MM-DD" in refused.json()["detail"], day
 
 
-DATED = ("/api/kpis/overview", "/api/kpis/by-phase", "/api/kpis/by-product", "/api/quality/overview",
-         "/api/quality/by-phase", "/api/quality/by-product")
-INT4_OUT = (2**31, -2**31 - 1)
+DATED = (
+    "/api/kpis/overview",
+    "/api/kpis/by-phase",
+    "/api/kpis/by-product",
+    "/api/quality/overview",
+    "/api/quality/by-phase",
+    "/api/quality/by-product",
+)
+INT4_OUT = (2**31, -(2**31) - 1)
 
 
 def out_of_range_cases() -> list[tuple[str, dict, str]]:
@@ -326,13 +387,17 @@ def out_of_range_cases() -> list[tuple[str, dict, str]]:
     no_filters = queries.OrderFilters().as_dict()
     cases = [(path, {"from": "2023-03-02", "to": "2023-03-01"}, "from") for path in DATED]
     cases += [("/api/prodplan/orders", {name: value}, name) for name in ("product", "phase") for value in INT4_OUT]
-    cases += [("/api/prodplan/orders", {"created_from": "2023-03-02", "created_to": "2023-03-01"}, "created_from"),
-              ("/api/prodplan/orders", {"limit": 2**64}, "limit"), ("/api/prodplan/orders", {"status": "x"}, "status"),
-              ("/api/prodplan/orders", {"cursor": cursors.encode(2**31, no_filters)}, "cursor"),
-              ("/api/prodplan/orders", {"cursor": "%%%"}, "cursor"),
-              ("/api/ingestion/runs", {"limit": 101}, "limit"), ("/api/ingestion/runs", {"limit": 0}, "limit"),
-              ("/api/ingestion/runs", {"cursor": cursors.encode(2**63, queries.RUNS_CURSOR_SCOPE)}, "cursor"),
-              ("/api/ingestion/runs", {"cursor": "e30"}, "cursor")]
+    cases += [
+        ("/api/prodplan/orders", {"created_from": "2023-03-02", "created_to": "2023-03-01"}, "created_from"),
+        ("/api/prodplan/orders", {"limit": 2**64}, "limit"),
+        ("/api/prodplan/orders", {"status": "x"}, "status"),
+        ("/api/prodplan/orders", {"cursor": cursors.encode(2**31, no_filters)}, "cursor"),
+        ("/api/prodplan/orders", {"cursor": "%%%"}, "cursor"),
+        ("/api/ingestion/runs", {"limit": 101}, "limit"),
+        ("/api/ingestion/runs", {"limit": 0}, "limit"),
+        ("/api/ingestion/runs", {"cursor": cursors.encode(2**63, queries.RUNS_CURSOR_SCOPE)}, "cursor"),
+        ("/api/ingestion/runs", {"cursor": "e30"}, "cursor"),
+    ]
     cases += [(f"/api/prodplan/orders/{of_id}{tail}", {}, "of_id") for of_id in INT4_OUT for tail in ("", "/phases")]
     return cases
 
@@ -355,8 +420,9 @@ def test_any_date_is_accepted_and_days_beyond_the_window_count_as_its_edges(real
         return {k: v for k, v in ok(server.get(path, params=params)).items() if k not in envelope}
 
     for path in DATED:
-        assert body(path, {"from": "0001-01-01", "to": "9999-12-31"}) == \
-            body(path, {"from": "1990-01-01", "to": "2099-12-31"}), path
+        assert body(path, {"from": "0001-01-01", "to": "9999-12-31"}) == body(
+            path, {"from": "1990-01-01", "to": "2099-12-31"}
+        ), path
         assert body(path, {"from": "0010-01-31"})["period"] == {"from": "1990-01-01", "to": None}
     # days out of order are still a client's mistake, even both beyond one edge
     response = server.get("/api/kpis/overview", params={"from": "1980-01-02", "to": "1980-01-01"})
@@ -370,10 +436,10 @@ def test_the_edges_of_every_range_are_accepted(real):
     _, server = real
     for path in DATED:
         ok(server.get(path, params={"from": "1990-01-01", "to": "2099-12-31"}))
-    edges = {"product": 2**31 - 1, "phase": -2**31, "created_from": "1990-01-01", "created_to": "2099-12-31"}
+    edges = {"product": 2**31 - 1, "phase": -(2**31), "created_from": "1990-01-01", "created_to": "2099-12-31"}
     assert ok(server.get("/api/prodplan/orders", params=edges))["items"] == []
     assert ok(server.get("/api/prodplan/orders", params={"created_from": "2023-03-01", "created_to": "2023-03-01"}))
-    for path in (f"/api/prodplan/orders/{2**31 - 1}", f"/api/prodplan/orders/{-2**31}/phases"):
+    for path in (f"/api/prodplan/orders/{2**31 - 1}", f"/api/prodplan/orders/{-(2**31)}/phases"):
         assert server.get(path).status_code == 404
 
 
@@ -384,12 +450,14 @@ def test_an_overlong_url_is_414_before_routing_and_never_cached(real):
     for _ in range(2):
         response = server.get(overlong)
         assert response.status_code == 414 and "X-Cache" not in response.headers
-        assert assert_problem(response, 414)["error"] == (f"query string is {MAX_QUERY + 20} characters; "
-                                                          f"at most {MAX_QUERY} are accepted")
+        assert assert_problem(response, 414)["error"] == (
+            f"query string is {MAX_QUERY + 20} characters; at most {MAX_QUERY} are accepted"
+        )
     assert server.get(f"/api/prodplan/orders/{'1' * 2000}").json()["error"].startswith("path is")
     after = ok(server.get("/api/cache/stats"))
-    assert {k: after[k] for k in ("hits", "misses", "computations")} == \
-        {k: before[k] for k in ("hits", "misses", "computations")}
+    assert {k: after[k] for k in ("hits", "misses", "computations")} == {
+        k: before[k] for k in ("hits", "misses", "computations")
+    }
 
 
 def held_bytes(store: InProcessCache) -> int:
@@ -426,9 +494,11 @@ def test_the_front_cache_bound_covers_its_keys_and_bodies():
     async def ask_many():
         for n in range(300):
             query = f"n={n}&pad={'q' * (MAX_QUERY - 20)}".encode()
-            await front({"type": "http", "method": "GET", "path": "/api/kpis/overview",
-                         "query_string": query}, None, discard)
+            await front(
+                {"type": "http", "method": "GET", "path": "/api/kpis/overview", "query_string": query}, None, discard
+            )
             assert front.store.bytes_held == held_bytes(front.store) <= 2**20
+
     asyncio.run(ask_many())
     assert 0 < len(front.store) < 300
 
@@ -436,11 +506,23 @@ def test_the_front_cache_bound_covers_its_keys_and_bodies():
 def test_openapi_documents_every_endpoint(real):
     _, server = real
     paths = ok(server.get("/openapi.json"))["paths"]
-    for path in ("/api/health", "/api/kpis/overview", "/api/kpis/by-phase", "/api/kpis/by-product",
-                 "/api/kpis/by-employee", "/api/quality/overview", "/api/quality/by-phase",
-                 "/api/quality/by-product", "/api/prodplan/orders", "/api/prodplan/orders/{of_id}",
-                 "/api/prodplan/orders/{of_id}/phases", "/api/prodplan/schedule/current",
-                 "/api/features", "/api/ingestion/runs", "/api/ingestion/run"):
+    for path in (
+        "/api/health",
+        "/api/kpis/overview",
+        "/api/kpis/by-phase",
+        "/api/kpis/by-product",
+        "/api/kpis/by-employee",
+        "/api/quality/overview",
+        "/api/quality/by-phase",
+        "/api/quality/by-product",
+        "/api/prodplan/orders",
+        "/api/prodplan/orders/{of_id}",
+        "/api/prodplan/orders/{of_id}/phases",
+        "/api/prodplan/schedule/current",
+        "/api/features",
+        "/api/ingestion/runs",
+        "/api/ingestion/run",
+    ):
         assert path in paths, path
     assert "post" in paths["/api/ingestion/run"]
     labels = ok(server.get("/openapi.json"))["components"]["schemas"]["SnapshotLabels"]["properties"]
@@ -454,8 +536,13 @@ def test_a_schema_driven_fuzzer_finds_every_operation_keeping_its_contract(real)
     schema lists is generated for, valid and invalid requests alike, and none breaks it."""
     _, server = real
     operations = sum(len(methods) for methods in ok(server.get("/openapi.json"))["paths"].values())
-    run = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
-                          "--no-color"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json", "--no-color"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     assert "Seed: 20261207" in output, "the project's schemathesis.toml was used"
@@ -467,7 +554,7 @@ def test_a_schema_driven_fuzzer_finds_every_operation_keeping_its_contract(real)
 def test_health_reports_the_warehouse(real):
     warehouse, server = real
     body = ok(server.get("/api/health"))
-    version, = sql(warehouse, "SELECT version FROM ops.cache_version")
+    (version,) = sql(warehouse, "SELECT version FROM ops.cache_version")
     assert body["status"] == "ok" and body["database"] == {"reachable": True}
     assert body["cache_version"] == version["version"] and body["last_successful_ingestion"]
     assert body["feature_gates"]["kpis_by_employee"] == "NOT_SUPPORTED_BY_DATA"
@@ -481,13 +568,23 @@ ANALYTICS_LAYERS = LAYERS  # the view must count every layer the convergence kee
 SET_WATERMARK = """INSERT INTO ops.watermarks (name, value) VALUES (%s, %s)
                    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"""
 # Aggregates, per-order facts, lists and a gated refusal (by-employee is off on the real data).
-LABELLED = ("/api/kpis/overview", "/api/kpis/by-product", "/api/kpis/by-employee", "/api/quality/overview",
-            "/api/prodplan/orders?limit=1", "/api/prodplan/schedule/current", "/api/features")
+LABELLED = (
+    "/api/kpis/overview",
+    "/api/kpis/by-product",
+    "/api/kpis/by-employee",
+    "/api/quality/overview",
+    "/api/prodplan/orders?limit=1",
+    "/api/prodplan/schedule/current",
+    "/api/features",
+)
 
 
 def labels_of(row: dict) -> dict:
-    return {"facts_run_id": row["facts_run_id"], "aggregates_run_id": row["aggregates_run_id"],
-            "catching_up": row["aggregates_catching_up"]}
+    return {
+        "facts_run_id": row["facts_run_id"],
+        "aggregates_run_id": row["aggregates_run_id"],
+        "catching_up": row["aggregates_catching_up"],
+    }
 
 
 def served(server, path: str, version: int) -> dict:
@@ -501,7 +598,7 @@ def served(server, path: str, version: int) -> dict:
 
 def test_every_data_response_carries_the_labels_of_the_view(real):
     warehouse, server = real
-    view, = sql(warehouse, LABELS)
+    (view,) = sql(warehouse, LABELS)
     expected = labels_of(view)
     assert expected["facts_run_id"] >= 1
     of_id = sql(warehouse, "SELECT min(of_id) AS of_id FROM core.ordens_fabrico")[0]["of_id"]
@@ -538,7 +635,7 @@ def set_watermarks(warehouse, runs: dict[str, int]) -> int:
         for name, run_id in runs.items():
             cur.execute(SET_WATERMARK, (name, str(run_id)))
         cur.execute("UPDATE ops.cache_version SET version = version + 1, updated_at = now() RETURNING version")
-        version, = cur.fetchone()
+        (version,) = cur.fetchone()
         cur.execute("SELECT pg_notify('prodplan_cache_version', %s)", (str(version),))
     return version
 
@@ -548,19 +645,31 @@ def test_responses_say_when_the_aggregates_are_catching_up(two_runs):
     first, last = [r["run_id"] for r in sql(warehouse, "SELECT run_id FROM ops.ingestion_runs ORDER BY 1")]
     caught_up = dict.fromkeys(ANALYTICS_LAYERS, last)
     steps = [  # (watermarks, the snapshot a response must carry)
-        ({**caught_up, "analytics.agg_quality_daily": first},  # the least caught-up layer counts
-         {"facts_run_id": last, "aggregates_run_id": first, "catching_up": True,
-          "note": f"aggregates reflect ingestion run {first} and are catching up with run {last}; "
-                  f"per-order facts are from run {last}"}),
-        ({name: last for name in ANALYTICS_LAYERS[:-1]},  # one layer without a watermark yet
-         {"facts_run_id": last, "aggregates_run_id": 0, "catching_up": True,
-          "note": f"aggregates reflect no ingestion run yet and are catching up with run {last}; "
-                  f"per-order facts are from run {last}"}),
+        (
+            {**caught_up, "analytics.agg_quality_daily": first},  # the least caught-up layer counts
+            {
+                "facts_run_id": last,
+                "aggregates_run_id": first,
+                "catching_up": True,
+                "note": f"aggregates reflect ingestion run {first} and are catching up with run {last}; "
+                f"per-order facts are from run {last}",
+            },
+        ),
+        (
+            {name: last for name in ANALYTICS_LAYERS[:-1]},  # one layer without a watermark yet
+            {
+                "facts_run_id": last,
+                "aggregates_run_id": 0,
+                "catching_up": True,
+                "note": f"aggregates reflect no ingestion run yet and are catching up with run {last}; "
+                f"per-order facts are from run {last}",
+            },
+        ),
         (caught_up, {"facts_run_id": last, "aggregates_run_id": last, "catching_up": False, "note": None}),
     ]
     for watermarks, expected in steps:
         version = set_watermarks(warehouse, watermarks)
-        view, = sql(warehouse, LABELS)
+        (view,) = sql(warehouse, LABELS)
         assert view["version"] == version and labels_of(view) == {k: expected[k] for k in labels_of(view)}
         for path in ("/api/kpis/overview", "/api/prodplan/orders?limit=1", "/api/quality/by-phase"):
             assert served(server, path, version)["snapshot"] == expected, (path, watermarks)
@@ -570,15 +679,22 @@ def test_responses_say_when_the_aggregates_are_catching_up(two_runs):
 
 # --- the gate on, and the cache -----------------------------------------------------------------
 
+
 def test_by_employee_serves_real_kpis_when_the_links_match(synthetic):
     warehouse, server, _ = synthetic
-    gate, = sql(warehouse, "SELECT match_rate, status FROM ops.feature_gates WHERE feature = 'kpis_by_employee'")
+    (gate,) = sql(warehouse, "SELECT match_rate, status FROM ops.feature_gates WHERE feature = 'kpis_by_employee'")
     assert gate["status"] == "SUPPORTED" and gate["match_rate"] > 0.9
-    expected = {r["id"]: r for r in sql(warehouse, """
+    expected = {
+        r["id"]: r
+        for r in sql(
+            warehouse,
+            """
         SELECT l.funcionario_fase_of_funcionario_id AS id, count(*) AS n, avg(f.duration_seconds) AS mean,
                count(*) FILTER (WHERE l.funcionario_fase_of_chefe = 1) AS chief
         FROM core.funcionarios_fase_ordem_fabrico l
-        JOIN core.fases_ordem_fabrico f ON f.fase_of_id = l.funcionario_fase_of_fase_of_id GROUP BY 1""")}
+        JOIN core.fases_ordem_fabrico f ON f.fase_of_id = l.funcionario_fase_of_fase_of_id GROUP BY 1""",
+        )
+    }
     body = ok(server.get("/api/kpis/by-employee"))
     assert "status" not in body
     got = {i["funcionario_id"]: i for i in body["items"]}
@@ -598,8 +714,11 @@ def test_product_attributes_are_gated_off_on_the_generated_data(synthetic):
 
 def test_a_refresh_that_commits_is_served_at_once(synthetic):
     warehouse, server, _ = synthetic
-    day, = sql(warehouse, """SELECT snapshot_date AS day, sum(n) AS n FROM analytics.agg_order_stats_daily
-                             GROUP BY 1 ORDER BY 2 DESC LIMIT 1""")
+    (day,) = sql(
+        warehouse,
+        """SELECT snapshot_date AS day, sum(n) AS n FROM analytics.agg_order_stats_daily
+                             GROUP BY 1 ORDER BY 2 DESC LIMIT 1""",
+    )
     before = server.get("/api/kpis/overview")
     assert server.get("/api/kpis/overview").headers["X-Cache"] == "hit"
     old_version = int(before.headers["X-Cache-Version"])
@@ -658,6 +777,7 @@ def test_twenty_concurrent_misses_compute_once_across_processes_with_redis(synth
 
 # --- HTTP conventions: problem details, conditional GET -----------------------------------------
 
+
 def assert_problem(response: httpx.Response, status: int) -> dict:
     """An RFC 9457 problem-details answer, which still carries the earlier ``error`` field."""
     assert response.status_code == status, response.text
@@ -668,18 +788,31 @@ def assert_problem(response: httpx.Response, status: int) -> dict:
     return body
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/api/kpis/overview?from=2024-13-01", 422),  # FastAPI's validation
-    ("GET", "/api/kpis/overview?from=2024-02-01&to=2024-01-01", 422),  # a handler's own check
-    ("GET", "/api/prodplan/orders?limt=5", 422),  # an unknown parameter
-    ("GET", "/api/prodplan/orders?cursor=forged", 422),  # a cursor it did not issue
-    ("GET", "/api/prodplan/orders/2147483000", 404),  # a route's not-found, through the cache
-    ("GET", "/api/no/such/path", 404),  # Starlette's own
-    ("DELETE", "/api/kpis/overview", 405),
-    ("GET", "/api/kpis/overview?from=" + "9" * 3000, 414),  # before routing (raw ASGI)
-    ("GET", "/docs/assets/nothing.js", 404),
-], ids=["validation", "window", "unknown-parameter", "cursor", "unknown-order", "unknown-path", "method",
-        "too-long", "docs-asset"])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/api/kpis/overview?from=2024-13-01", 422),  # FastAPI's validation
+        ("GET", "/api/kpis/overview?from=2024-02-01&to=2024-01-01", 422),  # a handler's own check
+        ("GET", "/api/prodplan/orders?limt=5", 422),  # an unknown parameter
+        ("GET", "/api/prodplan/orders?cursor=forged", 422),  # a cursor it did not issue
+        ("GET", "/api/prodplan/orders/2147483000", 404),  # a route's not-found, through the cache
+        ("GET", "/api/no/such/path", 404),  # Starlette's own
+        ("DELETE", "/api/kpis/overview", 405),
+        ("GET", "/api/kpis/overview?from=" + "9" * 3000, 414),  # before routing (raw ASGI)
+        ("GET", "/docs/assets/nothing.js", 404),
+    ],
+    ids=[
+        "validation",
+        "window",
+        "unknown-parameter",
+        "cursor",
+        "unknown-order",
+        "unknown-path",
+        "method",
+        "too-long",
+        "docs-asset",
+    ],
+)
 def test_every_error_path_answers_problem_details(real, method, path, status):
     _, server = real
     body = assert_problem(server.client.request(method, path), status)
@@ -727,7 +860,8 @@ def test_a_cached_answer_is_revalidated_by_its_etag_until_a_new_snapshot(databas
             time.sleep(0.05)
         assert after.status_code == 200 and after.json()["cache_version"] > version
         assert after.headers["etag"] not in (tag, None) and after.headers["etag"].startswith(
-            f'"v{after.json()["cache_version"]}-')
+            f'"v{after.json()["cache_version"]}-'
+        )
         assert server.get(path, headers={"If-None-Match": after.headers["etag"]}).status_code == 304
     finally:
         server.stop()
@@ -735,19 +869,24 @@ def test_a_cached_answer_is_revalidated_by_its_etag_until_a_new_snapshot(databas
 
 # --- metrics --------------------------------------------------------------------------------------
 
+
 def scrape(server: ApiServer) -> dict[tuple[str, tuple], float]:
     """GET /metrics parsed: (sample name, sorted labels) -> value."""
     from prometheus_client.parser import text_string_to_metric_families
 
     response = server.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def requests_of(samples: dict, route: str, status: int) -> float:
-    return samples.get(("prodplan_api_requests_total",
-                        (("method", "GET"), ("route", route), ("status", str(status)))), 0.0)
+    return samples.get(
+        ("prodplan_api_requests_total", (("method", "GET"), ("route", route), ("status", str(status)))), 0.0
+    )
 
 
 def test_metrics_count_the_requests_a_client_made_by_route_and_status(real):
@@ -761,20 +900,32 @@ def test_metrics_count_the_requests_a_client_made_by_route_and_status(real):
     assert server.get("/api/kpis/overview", params={"to": "x" * (MAX_QUERY + 1)}).status_code == 414
     assert server.get("/no/such/path").status_code == 404
     after = scrape(server)
-    counted = {(route, status): requests_of(after, route, status) - requests_of(before, route, status)
-               for route, status in (("/api/kpis/by-phase", 200), (orders, 404), ("/api/kpis/overview", 414),
-                                     ("(unmatched)", 404))}
-    assert counted == {("/api/kpis/by-phase", 200): 7, (orders, 404): 3, ("/api/kpis/overview", 414): 1,
-                       ("(unmatched)", 404): 1}
+    counted = {
+        (route, status): requests_of(after, route, status) - requests_of(before, route, status)
+        for route, status in (
+            ("/api/kpis/by-phase", 200),
+            (orders, 404),
+            ("/api/kpis/overview", 414),
+            ("(unmatched)", 404),
+        )
+    }
+    assert counted == {
+        ("/api/kpis/by-phase", 200): 7,
+        (orders, 404): 3,
+        ("/api/kpis/overview", 414): 1,
+        ("(unmatched)", 404): 1,
+    }
     latency = ("prodplan_api_request_duration_seconds_count", (("method", "GET"), ("route", "/api/kpis/by-phase")))
     assert after[latency] - before.get(latency, 0.0) == 7
     hits = ("prodplan_api_cache_events_total", (("event", "hits"),))
     assert after[hits] - before.get(hits, 0.0) >= 6, "six repeats of one URL are cache hits"
-    version, = sql(warehouse, "SELECT version FROM ops.cache_version")
+    (version,) = sql(warehouse, "SELECT version FROM ops.cache_version")
     assert after[("prodplan_cache_version", ())] == version["version"]
     assert after[("prodplan_warehouse_reachable", ())] == 1.0
-    last, = sql(warehouse, "SELECT extract(epoch FROM now() - max(finished_at)) AS age FROM ops.ingestion_runs "
-                           "WHERE status = 'succeeded'")
+    (last,) = sql(
+        warehouse,
+        "SELECT extract(epoch FROM now() - max(finished_at)) AS age FROM ops.ingestion_runs WHERE status = 'succeeded'",
+    )
     assert abs(after[("prodplan_seconds_since_last_successful_ingestion", ())] - float(last["age"])) < 5
 
 
@@ -794,6 +945,7 @@ def test_metrics_sum_every_worker_of_the_server(real, tmp_path):
 
 
 # --- writes -------------------------------------------------------------------------------------
+
 
 def test_writes_are_refused_without_a_configured_key(real):
     _, server = real  # started without PRODPLAN_API_KEY
@@ -849,6 +1001,7 @@ def test_serve_refuses_a_busy_port_and_a_bad_one_in_one_sentence(cli_env):
 
 
 # --- the database going away --------------------------------------------------------------------
+
 
 def until(condition, timeout: float = 5.0):
     """Poll ``condition()`` until it returns something truthy (health is re-checked each second)."""

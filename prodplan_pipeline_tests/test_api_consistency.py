@@ -33,10 +33,10 @@ import pytest
 from prodplan_pipeline.workbook.sample import write_sample
 
 from .api_server import ApiServer
+from .cli_runs import Ingest, re_export, re_exported, warehouse_of
 from .conftest import RECENT_PARTITIONS, cli_environment, run_cli_forked
 from .warehouse_queries import query
 from .workbook_edit import edited
-from .cli_runs import Ingest, re_export, re_exported, warehouse_of
 
 CLIENTS = 6  # ~9,000 responses per run; twelve gave ~13,000 for 7 s more of a 2-core machine
 SETTLE = 2.0  # seconds the clients keep sampling after the ingest exited
@@ -48,10 +48,16 @@ CORE = ("order", "order-phases", "orders")  # read from core: one commit, old or
 
 
 def urls(of_id: int) -> dict[str, str]:
-    return {"kpis/overview": "/api/kpis/overview", "kpis/by-phase": "/api/kpis/by-phase",
-            "kpis/by-product": "/api/kpis/by-product", "quality/overview": "/api/quality/overview",
-            "schedule": "/api/prodplan/schedule/current", "order": f"/api/prodplan/orders/{of_id}",
-            "order-phases": f"/api/prodplan/orders/{of_id}/phases", "orders": f"/api/prodplan/orders?created_from={RECENT_PARTITIONS}"}
+    return {
+        "kpis/overview": "/api/kpis/overview",
+        "kpis/by-phase": "/api/kpis/by-phase",
+        "kpis/by-product": "/api/kpis/by-product",
+        "quality/overview": "/api/quality/overview",
+        "schedule": "/api/prodplan/schedule/current",
+        "order": f"/api/prodplan/orders/{of_id}",
+        "order-phases": f"/api/prodplan/orders/{of_id}/phases",
+        "orders": f"/api/prodplan/orders?created_from={RECENT_PARTITIONS}",
+    }
 
 
 def digest(body: dict) -> str:
@@ -159,9 +165,11 @@ def describe(sample: Sample, old: dict[str, dict], new: dict[str, dict]) -> str:
         return f"{sample.server} {sample.name}: HTTP {sample.status} {sample.digest}"
     body = {digest(old[sample.name]): "old", digest(new[sample.name]): "new"}.get(sample.digest, "neither")
     labels = sample.snapshot
-    return (f"{sample.server} {sample.name}: body {body}, version {sample.version}, facts run "
-            f"{labels['facts_run_id']}, aggregates run {labels['aggregates_run_id']}, "
-            f"catching_up {labels['catching_up']}")
+    return (
+        f"{sample.server} {sample.name}: body {body}, version {sample.version}, facts run "
+        f"{labels['facts_run_id']}, aggregates run {labels['aggregates_run_id']}, "
+        f"catching_up {labels['catching_up']}"
+    )
 
 
 COLUMNS = ("old", "new", "between", "labelled catching-up", "wrong", "total")
@@ -169,15 +177,15 @@ COLUMNS = ("old", "new", "between", "labelled catching-up", "wrong", "total")
 
 def report(samples: list[Sample], kinds: list[str]) -> str:
     counts: dict[str, Counter] = {}
-    for sample, kind in zip(samples, kinds):
+    for sample, kind in zip(samples, kinds, strict=True):
         row = counts.setdefault(f"{sample.server} {sample.name}", Counter())
         row[kind] += 1
         row["total"] += 1
         row["labelled catching-up"] += bool(sample.snapshot and sample.snapshot["catching_up"])
     widths = [max(8, len(c) + 2) for c in COLUMNS]
-    lines = [f"{'endpoint':<26}" + "".join(f"{c:>{w}}" for c, w in zip(COLUMNS, widths))]
+    lines = [f"{'endpoint':<26}" + "".join(f"{c:>{w}}" for c, w in zip(COLUMNS, widths, strict=True))]
     for name, row in [*sorted(counts.items()), ("all", sum(counts.values(), Counter()))]:
-        lines.append(f"{name:<26}" + "".join(f"{row[c]:>{w}}" for c, w in zip(COLUMNS, widths)))
+        lines.append(f"{name:<26}" + "".join(f"{row[c]:>{w}}" for c, w in zip(COLUMNS, widths, strict=True)))
     return "\n".join(lines)
 
 
@@ -187,9 +195,16 @@ def serving_a(workbooks, databases, tmp_path_factory):
     (environment, servers, the sampled URLs)."""
     # Partitions from RECENT_PARTITIONS, where B's edits fall: the aggregate answers change with
     # them, so the between-snapshot cases are sampled.
-    env = {k: v for k, v in cli_environment(databases, tmp_path_factory.mktemp("consistency"), "consistency",
-                                            PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS).items()
-           if k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE")}
+    env = {
+        k: v
+        for k, v in cli_environment(
+            databases,
+            tmp_path_factory.mktemp("consistency"),
+            "consistency",
+            PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS,
+        ).items()
+        if k not in ("PRODPLAN_API_KEY", "PRODPLAN_REDIS_URL", "PRODPLAN_API_CACHE")
+    }
     first = run_cli_forked(["ingest", "--workbook", str(workbooks["A"])], env)
     assert first.returncode == 0, first.stderr
     servers = {"cached": ApiServer(env), "uncached": ApiServer({**env, "PRODPLAN_API_CACHE": "off"})}
@@ -227,7 +242,7 @@ def sampled_ingest(load: Load, env: dict[str, str], workbook: Path) -> Ingest:
             ingest.process.wait(timeout=INGEST_TIMEOUT)
         except subprocess.TimeoutExpired:
             ingest.kill()
-            raise AssertionError(f"the ingest ran past {INGEST_TIMEOUT} s:\n{''.join(ingest.lines)}")
+            raise AssertionError(f"the ingest ran past {INGEST_TIMEOUT} s:\n{''.join(ingest.lines)}") from None
         time.sleep(SETTLE)
     finally:
         load.stop.set()
@@ -238,14 +253,16 @@ def sampled_ingest(load: Load, env: dict[str, str], workbook: Path) -> Ingest:
 
 def assert_consistent(samples: list[Sample], old: dict[str, dict], new: dict[str, dict]) -> None:
     assert not any(b["snapshot"]["catching_up"] for b in [*old.values(), *new.values()]), (old, new)
-    assert {b["snapshot"]["facts_run_id"] for b in new.values()} == {
-        old["orders"]["snapshot"]["facts_run_id"] + 1}, "B landed as the next ingestion run"
+    assert {b["snapshot"]["facts_run_id"] for b in new.values()} == {old["orders"]["snapshot"]["facts_run_id"] + 1}, (
+        "B landed as the next ingestion run"
+    )
     unchanged = [name for name in old if digest(old[name]) == digest(new[name])]
     assert not unchanged, f"B changes every sampled answer, but not {unchanged}"
     kinds = [classify(s, old, new) for s in samples]
     print(f"\n{len(samples)} responses sampled by {CLIENTS} clients\n{report(samples, kinds)}")
-    wrong = Counter(describe(s, old, new) for s, k in zip(samples, kinds) if k == "wrong")
+    wrong = Counter(describe(s, old, new) for s, k in zip(samples, kinds, strict=True) if k == "wrong")
     assert not wrong, "responses from neither snapshot, or labelled with the other one:\n" + "\n".join(
-        f"{n} x {what}" for what, n in wrong.most_common(20))
+        f"{n} x {what}" for what, n in wrong.most_common(20)
+    )
     seen = Counter(kinds)
     assert seen["old"] > 0 and seen["new"] > 0, seen

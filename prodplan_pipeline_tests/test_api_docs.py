@@ -26,8 +26,9 @@ RST_MARKUP = re.compile(r"``|:[a-z]+:`|^\s*\.\. [a-z-]+::", re.MULTILINE)
 @pytest.fixture(scope="module")
 def server(databases, tmp_path_factory):
     warehouse = databases.warehouse("api_docs")  # the schema only: the docs need no data
-    api = ApiServer(server_env(tmp_path_factory.mktemp("api_docs"),
-                               warehouse.url.render_as_string(hide_password=False)))
+    api = ApiServer(
+        server_env(tmp_path_factory.mktemp("api_docs"), warehouse.url.render_as_string(hide_password=False))
+    )
     yield api
     api.stop()
 
@@ -37,8 +38,9 @@ def subcommands() -> list[str]:
     return sorted(action.choices)
 
 
-@pytest.mark.parametrize("command", [[], *([name] for name in subcommands())],
-                         ids=lambda command: " ".join(["prodplan", *command]))
+@pytest.mark.parametrize(
+    "command", [[], *([name] for name in subcommands())], ids=lambda command: " ".join(["prodplan", *command])
+)
 def test_help_is_plain_text(clean_env, command):
     result = run_cli([*command, "--help"], clean_env, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -86,8 +88,11 @@ def test_docs_load_only_from_the_api_itself(server):
         parts = urlsplit(url)
         assert not parts.scheme and not parts.netloc and url.startswith("/"), url
     # (tag, rel) -> (content type, at least this many bytes: the real file, not an error page)
-    wanted = {("script", ""): ("javascript", 100_000), ("link", "stylesheet"): ("text/css", 100_000),
-              ("link", "shortcut icon"): ("image/png", 500)}
+    wanted = {
+        ("script", ""): ("javascript", 100_000),
+        ("link", "stylesheet"): ("text/css", 100_000),
+        ("link", "shortcut icon"): ("image/png", 500),
+    }
     assert {(tag, rel) for tag, rel, _ in parser.found} == set(wanted)
     bodies = {}
     for tag, rel, url in parser.found:

@@ -11,9 +11,9 @@ import pytest
 from dagster import DagsterInstance, FloatMetadataValue, IntMetadataValue
 
 from prodplan_pipeline.contract import SHEETS, sheet
+from prodplan_pipeline.orchestration.daily_partitions import INGEST_JOB
 from prodplan_pipeline.orchestration.definitions import defs
 from prodplan_pipeline.orchestration.ingestion import core_key, raw_key
-from prodplan_pipeline.orchestration.daily_partitions import INGEST_JOB
 from prodplan_pipeline.orchestration.quality import EXPECTATIONS, FEATURE_GATES, gate_check_name
 from prodplan_pipeline.orchestration.resources import (
     IngestionLockResource,
@@ -29,8 +29,11 @@ from prodplan_pipeline_tests.warehouse_queries import query
 from prodplan_pipeline_tests.workbook_edit import edited, header_index
 
 GRAPH = defs.resolve_asset_graph()
-TABLES = {key: GRAPH.get(key).metadata[TABLE_NAME] for key in GRAPH.get_all_asset_keys()
-          if TABLE_NAME in GRAPH.get(key).metadata}
+TABLES = {
+    key: GRAPH.get(key).metadata[TABLE_NAME]
+    for key in GRAPH.get_all_asset_keys()
+    if TABLE_NAME in GRAPH.get(key).metadata
+}
 COLUMNS = """
     SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns
     WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position"""
@@ -44,11 +47,14 @@ def schema_of(key):
 
 # --- definition metadata -------------------------------------------------------------------------
 
+
 def test_every_declared_table_and_column_exists_as_declared(warehouse):
     assert {core_key(s) for s in SHEETS} | {raw_key(s) for s in SHEETS} <= set(TABLES)
     for key, table in TABLES.items():
-        actual = {name: (sql_type, nullable) for name, sql_type, nullable in
-                  query(warehouse, COLUMNS, tuple(table.split(".")))}
+        actual = {
+            name: (sql_type, nullable)
+            for name, sql_type, nullable in query(warehouse, COLUMNS, tuple(table.split(".")))
+        }
         assert actual, f"{key.to_user_string()}: {table} does not exist"
         if COLUMN_SCHEMA not in GRAPH.get(key).metadata:
             continue
@@ -65,13 +71,15 @@ def test_core_column_schema_is_the_contract(s):
     assert [(c.name, c.type, not c.constraints.nullable) for c in schema.columns] == list(s.core_columns)
     assert all(c.description for c in schema.columns)
     assert [c.name for c in schema.columns if c.constraints.unique] == (
-        list(s.key_names) if len(s.key_names) == 1 else [])
+        list(s.key_names) if len(s.key_names) == 1 else []
+    )
     assert ", ".join(s.key_names) in schema.constraints.other[0]
     staging = schema_of(raw_key(s))
     assert [c.name for c in staging.columns][4:] == list(s.column_names)
 
 
 # --- materialization metadata: three real runs of the ingest job ----------------------------------
+
 
 @dataclass
 class Run:
@@ -83,13 +91,19 @@ class Run:
 def ingest(instance, url: str, workbook, warehouse) -> Run:
     resource = WarehouseResource(database_url=url)
     result = defs.resolve_job_def(INGEST_JOB).execute_in_process(
-        instance=instance, run_config=QUIET, resources={
-            "warehouse": resource, "workbook_file": WorkbookResource(path=str(workbook)),
-            "ingestion_lock": IngestionLockResource(warehouse=resource)})
+        instance=instance,
+        run_config=QUIET,
+        resources={
+            "warehouse": resource,
+            "workbook_file": WorkbookResource(path=str(workbook)),
+            "ingestion_lock": IngestionLockResource(warehouse=resource),
+        },
+    )
     assert result.success
     materialized = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
-    counts = {key: query(warehouse, f"SELECT count(*) FROM {TABLES[key]}")[0][0]
-              for key in materialized if key in TABLES}
+    counts = {
+        key: query(warehouse, f"SELECT count(*) FROM {TABLES[key]}")[0][0] for key in materialized if key in TABLES
+    }
     checks = {e.asset_check_key: e.metadata for e in result.get_asset_check_evaluations()}
     return Run(materialized, counts, checks)
 
@@ -115,8 +129,9 @@ def runs(databases, tmp_path_factory):
         changed = edited(first_book, folder / "changed.xlsx", change_a_name_and_break_a_coefficient)
         with DagsterInstance.ephemeral() as instance:
             done = [ingest(instance, url, book, warehouse) for book in (first_book, changed, changed)]
-            latest = {s: instance.get_latest_materialization_event(core_key(s)).asset_materialization.metadata
-                      for s in SHEETS}
+            latest = {
+                s: instance.get_latest_materialization_event(core_key(s)).asset_materialization.metadata for s in SHEETS
+            }
         yield done, latest, warehouse, folder / "home" / "reports"
 
 
@@ -144,8 +159,11 @@ def test_core_figures_follow_what_changed(runs):
         assert value(same, "rows_inserted") == value(same, "rows_updated") == value(same, "rows_deleted") == 0
         assert same["status"].value == "skipped_unchanged"
         expected_updates = 1 if s is MODELS else 0
-        assert (value(change, "rows_updated"), value(change, "rows_inserted"), value(change, "rows_deleted")) \
-            == (expected_updates, 0, 0), s.name
+        assert (value(change, "rows_updated"), value(change, "rows_inserted"), value(change, "rows_deleted")) == (
+            expected_updates,
+            0,
+            0,
+        ), s.name
         rejected = 1 if s is ROUTES else 0
         for metadata in (change, same):  # a skipped sheet reports its snapshot's rejects
             assert value(metadata, "rows_rejected") == rejected, s.name
@@ -174,8 +192,9 @@ def test_gate_and_expectation_figures_are_numbers(runs):
             assert value(metadata, "expectations_met") == value(done[1].checks[key], "expectations_met")
     # Evaluated by the first run's quality step, stored, and reported by its check step from the
     # store (no in-process channel); the third run only carried them over.
-    evaluated = {run: {k: m["evaluated"].value for k, m in done[run].checks.items() if k.name == EXPECTATIONS}
-                 for run in (0, 2)}
+    evaluated = {
+        run: {k: m["evaluated"].value for k, m in done[run].checks.items() if k.name == EXPECTATIONS} for run in (0, 2)
+    }
     assert set(evaluated[0].values()) == {"now"} and len(evaluated[0]) == len(SHEETS)
     assert all(text.startswith("carried over from ") for text in evaluated[2].values())
 
@@ -214,9 +233,15 @@ def test_the_mismatch_report_goes_where_the_settings_resource_says(databases, tm
         for workbook in (book, half):
             resource = WarehouseResource(database_url=url)
             defs.resolve_job_def(INGEST_JOB).execute_in_process(
-                instance=instance, run_config=QUIET, raise_on_error=False, resources={
-                    "warehouse": resource, "workbook_file": WorkbookResource(path=str(workbook)),
+                instance=instance,
+                run_config=QUIET,
+                raise_on_error=False,
+                resources={
+                    "warehouse": resource,
+                    "workbook_file": WorkbookResource(path=str(workbook)),
                     "ingestion_lock": IngestionLockResource(warehouse=resource),
-                    "settings": SettingsResource(reports_dir=str(reports))})
+                    "settings": SettingsResource(reports_dir=str(reports)),
+                },
+            )
     assert "--max-shrink" in (reports / "CRITICAL_MISMATCHES.md").read_text()
     assert not (tmp_path / "home" / "reports" / "CRITICAL_MISMATCHES.md").exists()

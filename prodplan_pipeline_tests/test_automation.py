@@ -33,8 +33,8 @@ from dagster._core.storage.tags import (
 )
 
 from prodplan_pipeline import alerts
-from prodplan_pipeline.orchestration import automation
 from prodplan_pipeline.analytics.convergence import MAX_REFRESH_RUNS, contiguous_ranges
+from prodplan_pipeline.orchestration import automation
 from prodplan_pipeline.orchestration.daily_partitions import partition_bounds, partition_days
 from prodplan_pipeline.orchestration.resources import SettingsResource, WarehouseResource
 from prodplan_pipeline.warehouse import Warehouse
@@ -88,8 +88,7 @@ def set_mtime(path, seconds_ago: float) -> None:
     os.utime(path, (stamp, stamp))
 
 
-def test_workbook_sensor_requests_one_run_per_distinct_content(clean_env, monkeypatch, tmp_path,
-                                                               warehouse_resource):
+def test_workbook_sensor_requests_one_run_per_distinct_content(clean_env, monkeypatch, tmp_path, warehouse_resource):
     path = tmp_path / "Folha_IA.xlsx"
     monkeypatch.setenv("PRODPLAN_WORKBOOK", str(path))
     resources = {"resources": {"warehouse": warehouse_resource}}
@@ -105,10 +104,8 @@ def test_workbook_sensor_requests_one_run_per_distinct_content(clean_env, monkey
     requests, cursor, _ = tick(automation.workbook_sensor, cursor, **resources)
     sha = file_sha256(path)
     assert [r.run_key for r in requests] == [f"{sha}-after-run-0"]  # the warehouse holds nothing
-    assert requests[0].run_config == {
-        "resources": {"workbook_file": {"config": {"path": str(path)}}}}
-    assert cursor == {"mtime_ns": path.stat().st_mtime_ns, "size": path.stat().st_size,
-                      "sha256": sha}
+    assert requests[0].run_config == {"resources": {"workbook_file": {"config": {"path": str(path)}}}}
+    assert cursor == {"mtime_ns": path.stat().st_mtime_ns, "size": path.stat().st_size, "sha256": sha}
 
     requests, cursor, skip = tick(automation.workbook_sensor, cursor, **resources)
     assert not requests and "unchanged" in skip
@@ -129,8 +126,7 @@ def test_workbook_sensor_requests_one_run_per_distinct_content(clean_env, monkey
     assert not requests and "does not exist" in skip and after == cursor
 
 
-def test_workbook_sensor_knows_what_any_launcher_ingested(clean_env, monkeypatch, tmp_path,
-                                                          warehouse_resource):
+def test_workbook_sensor_knows_what_any_launcher_ingested(clean_env, monkeypatch, tmp_path, warehouse_resource):
     """A workbook that `prodplan ingest` (or any run) ingested already launches nothing; one
     changed back to an older export while the warehouse holds a newer one is ingested again."""
     path = tmp_path / "Folha_IA.xlsx"
@@ -140,17 +136,21 @@ def test_workbook_sensor_knows_what_any_launcher_ingested(clean_env, monkeypatch
     set_mtime(path, 60)
     sha = file_sha256(path)
     with warehouse_resource.get_warehouse().connect() as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
-                    "status, finished_at) VALUES ('cli', %s, %s, 'succeeded', now()) RETURNING run_id",
-                    (str(path), sha))
+        cur.execute(
+            "INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
+            "status, finished_at) VALUES ('cli', %s, %s, 'succeeded', now()) RETURNING run_id",
+            (str(path), sha),
+        )
         first_run = cur.fetchone()[0]
     requests, cursor, skip = tick(automation.workbook_sensor, **resources)
     assert not requests and f"ingestion run {first_run}" in skip and cursor["sha256"] == sha
 
     with warehouse_resource.get_warehouse().connect() as conn, conn.cursor() as cur:  # a newer export
-        cur.execute("INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
-                    "status, finished_at) VALUES ('cli2', %s, 'other', 'succeeded', now()) RETURNING run_id",
-                    (str(path),))
+        cur.execute(
+            "INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
+            "status, finished_at) VALUES ('cli2', %s, 'other', 'succeeded', now()) RETURNING run_id",
+            (str(path),),
+        )
         newer_run = cur.fetchone()[0]
     set_mtime(path, 30)  # the old export copied back over it
     requests, _, _ = tick(automation.workbook_sensor, {**cursor, "sha256": "other"}, **resources)
@@ -178,9 +178,11 @@ def add_snapshot(resource: WarehouseResource, days: dict[str, list[str]] | None 
     with resource.get_warehouse().connect() as conn, conn.cursor() as cur:
         cur.execute(INSERT_RUN, ("succeeded", "succeeded"))
         run_id = cur.fetchone()[0]
-        cur.execute("""INSERT INTO ops.ingestion_sheet_runs (run_id, sheet, status, rows_inserted,
+        cur.execute(
+            """INSERT INTO ops.ingestion_sheet_runs (run_id, sheet, status, rows_inserted,
                        rows_updated, rows_deleted, reconciled) VALUES (%s, 'Fases', 'merged', 1, 0, 0, true)""",
-                    (run_id,))
+            (run_id,),
+        )
         for kind, kind_days in (days or {}).items():
             for day in kind_days:
                 cur.execute("INSERT INTO ops.changed_days VALUES (%s, %s, %s)", (run_id, kind, day))
@@ -195,8 +197,13 @@ def refresh(resource: WarehouseResource, first: str, last: str) -> None:
 
     with resource.get_warehouse().connect() as conn:
         for table in AGGREGATES:
-            refresh_days(conn, table, date.fromisoformat(first),
-                         date.fromisoformat(last) + timedelta(days=1), *partition_bounds())
+            refresh_days(
+                conn,
+                table,
+                date.fromisoformat(first),
+                date.fromisoformat(last) + timedelta(days=1),
+                *partition_bounds(),
+            )
 
 
 def refresh_current(resource: WarehouseResource) -> None:
@@ -221,18 +228,26 @@ def test_changed_days_sensor_converges_to_the_latest_snapshot(warehouse_resource
     refresh records that they reflect the snapshot, whatever happened to earlier requests."""
     resources = {"warehouse": warehouse_resource}
     refresh(warehouse_resource, "2020-01-01", "2020-01-01")  # not a first load
-    run_id = add_snapshot(warehouse_resource, {
-        "phase_event": ["2024-03-01", "2024-03-05", "2006-05-01"],
-        "order_finish": ["2024-03-02"], "defect": ["2024-03-01"]})
+    run_id = add_snapshot(
+        warehouse_resource,
+        {
+            "phase_event": ["2024-03-01", "2024-03-05", "2006-05-01"],
+            "order_finish": ["2024-03-02"],
+            "defect": ["2024-03-01"],
+        },
+    )
     requests, cursor, _ = tick(automation.changed_days_sensor, resources=resources)
-    assert [requested_range(r) for r in requests] == [("2024-03-01", "2024-03-02"),
-                                                      ("2024-03-05", "2024-03-05")]
-    assert [r.run_key for r in requests] == [f"converge-{run_id}-1-2024-03-01-2024-03-02",
-                                             f"converge-{run_id}-1-2024-03-05-2024-03-05"]
+    assert [requested_range(r) for r in requests] == [("2024-03-01", "2024-03-02"), ("2024-03-05", "2024-03-05")]
+    assert [r.run_key for r in requests] == [
+        f"converge-{run_id}-1-2024-03-01-2024-03-02",
+        f"converge-{run_id}-1-2024-03-05-2024-03-05",
+    ]
     # those runs were killed: the same days are requested again, under new run keys
     requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
-    assert [r.run_key for r in requests] == [f"converge-{run_id}-2-2024-03-01-2024-03-02",
-                                             f"converge-{run_id}-2-2024-03-05-2024-03-05"]
+    assert [r.run_key for r in requests] == [
+        f"converge-{run_id}-2-2024-03-01-2024-03-02",
+        f"converge-{run_id}-2-2024-03-05-2024-03-05",
+    ]
     refresh(warehouse_resource, "2024-03-01", "2024-03-02")  # one of them completed
     requests, cursor, _ = tick(automation.changed_days_sensor, cursor, resources=resources)
     assert [requested_range(r) for r in requests] == [("2024-03-05", "2024-03-05")]
@@ -279,8 +294,7 @@ def test_changed_days_sensor_waits_for_refresh_runs_in_flight(warehouse_resource
     from prodplan_pipeline.orchestration.daily_partitions import DAILY_REFRESH_JOB
 
     add_snapshot(warehouse_resource, {"order_finish": ["2024-05-10"]})
-    run = instance.add_run(DagsterRun(job_name=DAILY_REFRESH_JOB, run_id="f" * 36,
-                                      status=DagsterRunStatus.STARTED))
+    run = instance.add_run(DagsterRun(job_name=DAILY_REFRESH_JOB, run_id="f" * 36, status=DagsterRunStatus.STARTED))
     resources = {"warehouse": warehouse_resource}
     requests, _, skip = tick(automation.changed_days_sensor, resources=resources, instance=instance)
     assert not requests and "1 refresh run(s) in flight" in skip
@@ -347,20 +361,27 @@ def test_changed_days_sensor_after_real_ingestions(warehouse_resource, tmp_path)
     phase_stats = AssetKey(["analytics", "agg_phase_stats_daily"])
     for request in requests:
         assert phase_stats in request.asset_selection
-        assert not {AssetKey(["analytics", "agg_order_stats_daily"]),
-                    AssetKey(["analytics", "agg_quality_daily"])} & set(request.asset_selection)
+        assert not {
+            AssetKey(["analytics", "agg_order_stats_daily"]),
+            AssetKey(["analytics", "agg_quality_daily"]),
+        } & set(request.asset_selection)
         assert set(automation.UNPARTITIONED) <= set(request.asset_selection)
 
 
 # --------------------------------------------------------------------------------- alerting
 
 
-@asset(check_specs=[AssetCheckSpec("always_fails", asset="warn_probe"),
-                    AssetCheckSpec("always_passes", asset="warn_probe")])
+@asset(
+    check_specs=[
+        AssetCheckSpec("always_fails", asset="warn_probe"),
+        AssetCheckSpec("always_passes", asset="warn_probe"),
+    ]
+)
 def warn_probe():
     yield Output(1)
-    yield AssetCheckResult(check_name="always_fails", passed=False,
-                           severity=AssetCheckSeverity.WARN, description="failed on purpose")
+    yield AssetCheckResult(
+        check_name="always_fails", passed=False, severity=AssetCheckSeverity.WARN, description="failed on purpose"
+    )
     yield AssetCheckResult(check_name="always_passes", passed=True)
 
 
@@ -379,8 +400,7 @@ def blocking_probe():
 def alert_lines(capfd) -> list[dict]:
     """The structured alert lines the sensor's logger printed (Dagster's console handler)."""
     err = capfd.readouterr().err
-    return [json.loads(line.split("prodplan-alert ", 1)[1]) for line in err.splitlines()
-            if "prodplan-alert " in line]
+    return [json.loads(line.split("prodplan-alert ", 1)[1]) for line in err.splitlines() if "prodplan-alert " in line]
 
 
 def test_check_alert_sensor_alerts_once_per_failed_evaluation(instance, webhook, capfd):
@@ -404,8 +424,39 @@ def test_check_alert_sensor_alerts_once_per_failed_evaluation(instance, webhook,
 
     assert not materialize([blocking_probe], instance=instance, raise_on_error=False).success
     _, cursor, _ = tick(CHECK_ALERT_SENSOR, cursor, instance=instance)
-    assert [(b["check_name"], b["blocking"], b["severity"]) for b in webhook.bodies[1:]] == [
-        ("blocks", True, "ERROR")]
+    assert [(b["check_name"], b["blocking"], b["severity"]) for b in webhook.bodies[1:]] == [("blocks", True, "ERROR")]
+
+
+def report_freshness_change(instance, key: AssetKey, new_state: str) -> None:
+    """A change of an asset's freshness state, recorded as the daemon's freshness daemon does."""
+    from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
+    instance._report_runless_asset_event(  # noqa: SLF001 - the daemon's own way to record it
+        FreshnessStateChange(
+            key=key,
+            previous_state=FreshnessState.PASS,
+            new_state=FreshnessState(new_state),
+            state_change_timestamp=datetime.now().timestamp(),
+        )
+    )
+
+
+def test_check_alert_sensor_alerts_when_a_freshness_policy_fails(instance, webhook):
+    materialize([warn_probe], instance=instance)  # a failed check first: alerts keep the events' order
+    report_freshness_change(instance, AssetKey("workbook"), "FAIL")
+    report_freshness_change(instance, AssetKey(["core", "modelos"]), "WARN")
+    report_freshness_change(instance, AssetKey(["core", "funcionarios"]), "FAIL")
+    _, cursor, _ = tick(CHECK_ALERT_SENSOR, instance=instance)
+    assert [(b["kind"], b.get("check_key") or b["asset"]) for b in webhook.bodies] == [
+        ("asset_check_failed", "warn_probe:always_fails"),
+        ("freshness_failed", "workbook"),
+        ("freshness_failed", "core/funcionarios"),
+    ]
+    assert "no ingestion updated it within 26 h" in webhook.bodies[1]["text"]
+
+    report_freshness_change(instance, AssetKey("workbook"), "PASS")  # ingested again: no alert
+    _, cursor, _ = tick(CHECK_ALERT_SENSOR, cursor, instance=instance)
+    assert len(webhook.bodies) == 3
 
 
 def test_check_alert_sensor_survives_a_down_webhook(instance, webhook, caplog):
@@ -442,9 +493,12 @@ def test_run_failure_sensor_posts_once(instance, webhook):
     result = doomed_job.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     context = build_run_status_sensor_context(
-        sensor_name="run_failure_alert_sensor", dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance, dagster_run=result.dagster_run,
-        resources={"settings": SettingsResource()}).for_run_failure()
+        sensor_name="run_failure_alert_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"settings": SettingsResource()},
+    ).for_run_failure()
     RUN_FAILURE_ALERT_SENSOR(context)
     assert len(webhook.bodies) == 1
     body = webhook.bodies[0]
@@ -457,8 +511,9 @@ def test_post_webhook_retries_with_backoff_then_delivers():
     try:
         assert alerts.post_webhook(hook.url, {"text": "hello"}, attempts=3, backoff=0.01)
         assert hook.requests == 3 and hook.bodies == [{"text": "hello"}]
-        assert not alerts.post_webhook(hook.url.replace("http", "nope"), {"text": "x"},
-                                       attempts=2, backoff=0.01)  # never raises
+        assert not alerts.post_webhook(
+            hook.url.replace("http", "nope"), {"text": "x"}, attempts=2, backoff=0.01
+        )  # never raises
     finally:
         hook.shutdown()
 
@@ -472,7 +527,6 @@ def test_daily_refresh_schedule_requests_yesterdays_partition_in_lisbon():
         # 06:00 Lisbon in summer is 05:00 UTC: still the same Lisbon day
         (datetime(2025, 7, 1, 5, 0, tzinfo=ZoneInfo("UTC")), "2025-06-30"),
     ]:
-        request = automation.daily_refresh_schedule(
-            build_schedule_context(scheduled_execution_time=scheduled))
+        request = automation.daily_refresh_schedule(build_schedule_context(scheduled_execution_time=scheduled))
         assert request.partition_key == expected
     # its cron and time zone, like every schedule's, are in the definitions snapshot

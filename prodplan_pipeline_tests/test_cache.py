@@ -14,13 +14,20 @@ import uuid
 import pytest
 import redis
 
-from prodplan_pipeline.serving.cache import (ComputeFailed, InProcessCache, RedisCache,
-                                             VersionSource, build_cache, cache_key)
+from prodplan_pipeline.serving.cache import (
+    ComputeFailed,
+    InProcessCache,
+    RedisCache,
+    VersionSource,
+    build_cache,
+    cache_key,
+)
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
 
 from .api_helpers import together
 from .conftest import REPO_ROOT
+
 
 # A dedicated DB number and a random namespace per test: shared Redis servers stay untouched.
 @pytest.fixture
@@ -61,15 +68,21 @@ class SlowCompute:
 
 # --- keys ---------------------------------------------------------------------------------------
 
+
 def test_cache_key_normalises_parameters():
-    a = cache_key(7, "/kpis/daily", {"line": "L1", "limit": 10, "from": dt.date(2026, 1, 2),
-                                     "shift": None, "fields": ["b", "a"], "active": True})
-    b = cache_key(7, "/kpis/daily", {"fields": ["b", "a"], "from": "2026-01-02", "active": "true",
-                                     "limit": "10", "line": "L1"})
+    a = cache_key(
+        7,
+        "/kpis/daily",
+        {"line": "L1", "limit": 10, "from": dt.date(2026, 1, 2), "shift": None, "fields": ["b", "a"], "active": True},
+    )
+    b = cache_key(
+        7, "/kpis/daily", {"fields": ["b", "a"], "from": "2026-01-02", "active": "true", "limit": "10", "line": "L1"}
+    )
     assert a == b
     assert a.startswith("pp:v7:kpis_daily:") and len(a.rsplit(":", 1)[1]) == 32
     assert cache_key(7, "/kpis/daily", {"fields": ["a", "b"]}) != cache_key(
-        7, "/kpis/daily", {"fields": ["b", "a"]})  # list order is meaningful
+        7, "/kpis/daily", {"fields": ["b", "a"]}
+    )  # list order is meaningful
     assert cache_key(8, "/kpis/daily", {}) != cache_key(7, "/kpis/daily", {})
     assert cache_key(7, "/kpis/weekly", {}) != cache_key(7, "/kpis/daily", {})
     assert cache_key(7, "/x", {"n": {"b": 1, "a": None}}) == cache_key(7, "/x", {"n": {"b": "1"}})
@@ -86,6 +99,7 @@ def test_build_cache_uses_redis_when_configured(tmp_path, redis_url):
 
 
 # --- in-process ---------------------------------------------------------------------------------
+
 
 def test_in_process_concurrent_misses_compute_once():
     cache, compute = InProcessCache(), SlowCompute(value={"rows": [1, 2, 3]})
@@ -123,6 +137,7 @@ def test_returned_values_are_copies():
 
 
 # --- the version --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cache_warehouse(databases) -> Warehouse:
@@ -170,6 +185,7 @@ def test_version_source_is_thread_safe_and_cheap(cache_warehouse):
 
 # --- Redis --------------------------------------------------------------------------------------
 
+
 def test_redis_concurrent_misses_across_two_caches_compute_once(redis_client, namespace):
     caches = [redis_cache(redis_client, namespace), redis_cache(redis_client, namespace)]
     compute = SlowCompute(value={"ok": True})
@@ -209,9 +225,16 @@ print(json.dumps({"results": results, "stats": cache.stats()}))
 
 
 def test_redis_singleflight_across_real_processes(redis_client, redis_url, namespace):
-    children = [subprocess.Popen([sys.executable, "-c", CHILD, redis_url, namespace],
-                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True) for _ in range(3)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, redis_url, namespace],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     deadline = time.monotonic() + 30
     while int(redis_client.get(namespace + "ready") or 0) < len(children):
         assert time.monotonic() < deadline, "the child processes did not start"
@@ -231,8 +254,7 @@ def test_redis_singleflight_across_real_processes(redis_client, redis_url, names
 def test_redis_dead_lock_holder_is_outlived_not_waited_on_forever(redis_client, namespace):
     # A holder that took the lock and died: the lock only goes away by expiry.
     redis_client.set(namespace + "lock:k", "dead-holder", px=600)
-    caches = [redis_cache(redis_client, namespace, lock_ms=600),
-              redis_cache(redis_client, namespace, lock_ms=600)]
+    caches = [redis_cache(redis_client, namespace, lock_ms=600), redis_cache(redis_client, namespace, lock_ms=600)]
     compute = SlowCompute(seconds=0.1, value="recomputed")
     started = time.monotonic()
     results = together(6, lambda i: caches[i % 2].get_or_compute("k", compute))

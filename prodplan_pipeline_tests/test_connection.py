@@ -67,8 +67,10 @@ def test_embedded_server_is_started_once_and_reused_by_a_second_process(clean_en
 
 
 # Imported first ("ready"), then released together by a line on stdin: the race is in the call.
-ENSURE_USER = "import sys; from prodplan_pipeline.warehouse.embedded import ensure_server_user; " \
-              "print('ready', flush=True); sys.stdin.readline(); print(ensure_server_user(sys.argv[1]))"
+ENSURE_USER = (
+    "import sys; from prodplan_pipeline.warehouse.embedded import ensure_server_user; "
+    "print('ready', flush=True); sys.stdin.readline(); print(ensure_server_user(sys.argv[1]))"
+)
 
 
 def test_processes_creating_the_servers_user_at_once_all_get_the_same_user():
@@ -77,8 +79,16 @@ def test_processes_creating_the_servers_user_at_once_all_get_the_same_user():
     pgserver's own unlocked ``useradd`` raced (one "already exists"). Not root: no user."""
     name = f"prodplan_t{uuid.uuid4().hex[:8]}"  # never the real user: this test deletes it
     try:
-        processes = [subprocess.Popen([sys.executable, "-c", ENSURE_USER, name], text=True, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", ENSURE_USER, name],
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
         assert [p.stdout.readline() for p in processes] == ["ready\n"] * 4
         for process in processes:
             process.stdin.write("go\n")
@@ -98,6 +108,7 @@ def test_processes_creating_the_servers_user_at_once_all_get_the_same_user():
 
 
 # --- connections a process reuses (IDLE_CONNECTIONS) -------------------------------------------
+
 
 def _backend(conn) -> int:
     with conn.cursor() as cur:

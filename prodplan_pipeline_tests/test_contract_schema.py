@@ -55,30 +55,41 @@ def test_core_key_matches_the_contract(warehouse, sheet: Sheet):
 def test_staging_table_is_the_contracts_columns_typed(warehouse, sheet: Sheet):
     schema, table = sheet.staging_table.split(".")
     actual = fetch(warehouse, COLUMNS, (schema, table))
-    assert actual == [(EXCEL_ROW, "integer", True), (REJECTED, "boolean", True),
-                      (KEY_REPEATED, "boolean", True), (DUPLICATE_OF, "integer", False)] + [
-        (c.name, c.type.sql_type, False) for c in sheet.columns]
-    persistence = fetch(warehouse, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass",
-                        (sheet.staging_table,))
+    assert actual == [
+        (EXCEL_ROW, "integer", True),
+        (REJECTED, "boolean", True),
+        (KEY_REPEATED, "boolean", True),
+        (DUPLICATE_OF, "integer", False),
+    ] + [(c.name, c.type.sql_type, False) for c in sheet.columns]
+    persistence = fetch(
+        warehouse, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass", (sheet.staging_table,)
+    )
     assert persistence == [("u",)], "staging tables are UNLOGGED"
 
 
 def test_fases_is_partitioned_by_month_with_a_default_partition(warehouse):
-    rows = fetch(warehouse, """
+    rows = fetch(
+        warehouse,
+        """
         SELECT p.partstrat, pg_get_partkeydef(p.partrelid),
                (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                 WHERE i.inhparent = p.partrelid AND c.relname = 'fases_ordem_fabrico_default')
-        FROM pg_partitioned_table p WHERE p.partrelid = 'core.fases_ordem_fabrico'::regclass""", ())
+        FROM pg_partitioned_table p WHERE p.partrelid = 'core.fases_ordem_fabrico'::regclass""",
+        (),
+    )
     assert rows == [("r", "RANGE (event_time)", 1)]
 
 
-@pytest.mark.parametrize("header, name", [
-    ("Of_DataCriacao", "of_data_criacao"),
-    ("OFCH_GRAVIDADE", "ofch_gravidade"),
-    ("FuncionarioFaseOf_FaseOfId", "funcionario_fase_of_fase_of_id"),
-    ("ProdutoFase_CoeficienteX", "produto_fase_coeficiente_x"),
-    ("Produto_QtdGelDeck", "produto_qtd_gel_deck"),
-])
+@pytest.mark.parametrize(
+    "header, name",
+    [
+        ("Of_DataCriacao", "of_data_criacao"),
+        ("OFCH_GRAVIDADE", "ofch_gravidade"),
+        ("FuncionarioFaseOf_FaseOfId", "funcionario_fase_of_fase_of_id"),
+        ("ProdutoFase_CoeficienteX", "produto_fase_coeficiente_x"),
+        ("Produto_QtdGelDeck", "produto_qtd_gel_deck"),
+    ],
+)
 def test_snake_case_names(header, name):
     assert snake_case(header) == name
 

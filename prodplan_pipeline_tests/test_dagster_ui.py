@@ -46,13 +46,19 @@ class DagsterUI:
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(self.port)],
-            cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.log_path = log_path
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = json.loads(response.read())
         assert "errors" not in answer, answer
@@ -63,8 +69,10 @@ class DagsterUI:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()
             try:
-                data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries { "
-                                    "locationOrLoadError { __typename } } } } }")
+                data = self.graphql(
+                    "{ workspaceOrError { ... on Workspace { locationEntries { "
+                    "locationOrLoadError { __typename } } } } }"
+                )
                 entries = data["workspaceOrError"]["locationEntries"]
                 if entries and entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation":
                     return
@@ -103,16 +111,19 @@ def loaded_ui(databases, tmp_path_factory):
     write_sample(workbook, scale=0.005, seed=3)
     warehouse_url = databases.create("ui")
     env = {k: v for k, v in os.environ.items() if k not in PRODPLAN_VARIABLES}
-    env.update(PRODPLAN_HOME=str(home / "home"), PRODPLAN_WORKBOOK=str(workbook),
-               PRODPLAN_DATABASE_URL=warehouse_url.render_as_string(hide_password=False),
-               PRODPLAN_DAGSTER_DATABASE=databases.dagster_storage("dagster").database,
-               PRODPLAN_ALERT_WEBHOOK_URL=hook.url,
-               # stale about a second after each ingestion: the freshness sensor's first tick
-               # (as dagster dev starts) already sees a stale workbook; its next tick is 300 s
-               # later, past this module's waits
-               PRODPLAN_FRESHNESS_HOURS="0.0003",
-               # the alert sensors tick every 2 s instead of 30: an alert within seconds
-               PRODPLAN_ALERT_INTERVAL_SECONDS="2")
+    env.update(
+        PRODPLAN_HOME=str(home / "home"),
+        PRODPLAN_WORKBOOK=str(workbook),
+        PRODPLAN_DATABASE_URL=warehouse_url.render_as_string(hide_password=False),
+        PRODPLAN_DAGSTER_DATABASE=databases.dagster_storage("dagster").database,
+        PRODPLAN_ALERT_WEBHOOK_URL=hook.url,
+        # stale a minute after each ingestion (the shortest window Dagster's freshness
+        # policies take), evaluated by the daemon every 2 s instead of 30
+        PRODPLAN_FRESHNESS_HOURS="0.0167",
+        FRESHNESS_DAEMON_INTERVAL_SECONDS="2",
+        # the alert sensors tick every 2 s instead of 30: an alert within seconds
+        PRODPLAN_ALERT_INTERVAL_SECONDS="2",
+    )
     first = run_cli_forked(["ingest", "--workbook", str(workbook)], env)
     assert first.returncode == 0, first.stdout + first.stderr
     ui = DagsterUI(env, home / "dagster-dev.log")
@@ -191,20 +202,32 @@ def test_a_failed_cli_ingest_alerts_through_the_daemons_run_failure_sensor(loade
     assert {r["runId"]: r["status"] for r in runs}[run_id] == "FAILURE"
 
 
-CHECK_EXECUTIONS = """query($key: AssetKeyInput!, $check: String!) {
-    assetCheckExecutions(assetKey: $key, checkName: $check, limit: 5) { status } }"""
+FRESHNESS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+    ... on AssetNode { freshnessStatusInfo { freshnessStatus } } } }"""
 
 
-def test_the_freshness_check_fails_on_a_stale_workbook_and_alerts(loaded_ui):
+def test_a_stale_workbook_and_core_table_fail_their_freshness_policies_and_alert(loaded_ui):
+    """The daemon's freshness daemon evaluates the policies; open-source Dagster alerts on no
+    freshness failure by itself, so the check alert sensor must see it."""
     ui, hook, _, _ = loaded_ui
 
-    def failed_execution():
-        executions = ui.graphql(CHECK_EXECUTIONS, {"key": {"path": ["workbook"]}, "check": "freshness_check"})
-        return any(e["status"] == "FAILED" for e in executions["assetCheckExecutions"])
+    def status(path: list[str]) -> str:
+        node = ui.graphql(FRESHNESS, {"key": {"path": path}})["assetNodeOrError"]
+        return node["freshnessStatusInfo"]["freshnessStatus"]
 
-    wait_for("a failed freshness check on the workbook", failed_execution, 240)
-    wait_for("the freshness alert", lambda: [
-        b for b in hook.bodies if b.get("check_key") == "workbook:freshness_check"], 120)
+    def alerted(asset: str):
+        return [b for b in hook.bodies if b.get("kind") == "freshness_failed" and b["asset"] == asset]
+
+    wait_for("the workbook's freshness alert", lambda: alerted("workbook"), 150)
+    wait_for("a core table's freshness alert", lambda: alerted("core/fases_ordem_fabrico"), 30)
+    assert status(["workbook"]) == status(["core", "fases_ordem_fabrico"]) == "DEGRADED"
+    assert "no ingestion updated it within 0.0167 h" in alerted("workbook")[0]["text"]
+    assert (
+        ui.graphql(FRESHNESS, {"key": {"path": ["analytics", "agg_wip_current"]}})["assetNodeOrError"][
+            "freshnessStatusInfo"
+        ]
+        is None
+    ), "only the workbook and the core tables carry a policy"
 
 
 def test_the_workbook_sensor_does_not_re_ingest_what_the_cli_ingested(loaded_ui):
@@ -221,4 +244,3 @@ def test_plain_dagster_dev_warns_of_no_second_instance_configuration(loaded_ui):
     assert "Launching Dagster services" in log
     assert "Found a dagster instance configuration" not in log
     assert "Traceback" not in log, log
-

@@ -91,6 +91,7 @@ def assert_lost_paragraph(message: str | None, server: str) -> None:
 
 # --- (a) real exceptions from really terminated sessions -----------------------------------------
 
+
 def test_a_terminated_idle_session_is_recognised_then_its_closed_connection(db):
     url, settings = db
     conn = connect(url)
@@ -109,8 +110,9 @@ def test_a_session_terminated_in_the_middle_of_a_query_is_recognised(db):
     url, settings = db
     conn = connect(url)
     pid, errors = conn.get_backend_pid(), []
-    worker = threading.Thread(target=lambda: errors.append(raised(
-        lambda: conn.cursor().execute("SELECT pg_sleep(30)"))))
+    worker = threading.Thread(
+        target=lambda: errors.append(raised(lambda: conn.cursor().execute("SELECT pg_sleep(30)")))
+    )
     worker.start()
     _wait_for_active(url, pid)
     terminate(url, pid)
@@ -191,16 +193,19 @@ def _statement_error(url, statement: str) -> BaseException:
         conn.close()
 
 
-@pytest.mark.parametrize("make", [
-    lambda url: _statement_error(url, "SELECT 1 / 0"),
-    lambda url: _statement_error(url, "SELECT * FROM no_such_table"),
-    # QueryCanceled is an OperationalError too
-    lambda url: _statement_error(url, "SET statement_timeout = 50; SELECT pg_sleep(2)"),
-    lambda url: raised(lambda: connect(url.set(database="prodplan_no_such_database"))),
-    lambda url: ValueError("connection refused"),  # the words alone do not make a lost database
-    lambda url: KeyError("server closed the connection unexpectedly"),
-], ids=["division-by-zero", "undefined-table", "statement-timeout", "no-such-database", "value-error",
-        "key-error"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda url: _statement_error(url, "SELECT 1 / 0"),
+        lambda url: _statement_error(url, "SELECT * FROM no_such_table"),
+        # QueryCanceled is an OperationalError too
+        lambda url: _statement_error(url, "SET statement_timeout = 50; SELECT pg_sleep(2)"),
+        lambda url: raised(lambda: connect(url.set(database="prodplan_no_such_database"))),
+        lambda url: ValueError("connection refused"),  # the words alone do not make a lost database
+        lambda url: KeyError("server closed the connection unexpectedly"),
+    ],
+    ids=["division-by-zero", "undefined-table", "statement-timeout", "no-such-database", "value-error", "key-error"],
+)
 def test_unrelated_errors_are_not_recognised(db, make):
     from dagster._utils.error import serializable_error_info_from_exc_info
 
@@ -216,6 +221,7 @@ def test_unrelated_errors_are_not_recognised(db, make):
 
 # --- Dagster's storage retries ---------------------------------------------------------------------
 
+
 def test_storage_retries_are_bounded_once_per_outage(databases):
     """dagster-postgres alone retries each connection for ~12 s; bounded, the first connection to
     a dead server gives up after the budget and the next ones at their first attempt."""
@@ -224,8 +230,7 @@ def test_storage_retries_are_bounded_once_per_outage(databases):
     from prodplan_pipeline.orchestration.instance import _OutageRetries
 
     retry = _OutageRetries(1.0)
-    dead = sa.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x",
-                            poolclass=sa.pool.NullPool)
+    dead = sa.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x", poolclass=sa.pool.NullPool)
     started = time.monotonic()
     first = raised(lambda: retry(dead.connect))
     first_seconds, started = time.monotonic() - started, time.monotonic()
@@ -243,16 +248,20 @@ def test_storage_retries_are_bounded_once_per_outage(databases):
 
 
 def test_loading_the_code_location_bounds_the_storage_retries():
-    code = ("import prodplan_pipeline.orchestration.definitions, dagster_postgres.utils as u; "
-            "from dagster_postgres.event_log import event_log as e; "
-            "r = u.retry_pg_connection_fn; print(type(r).__name__, r.seconds, e.retry_pg_connection_fn is r)")
+    code = (
+        "import prodplan_pipeline.orchestration.definitions, dagster_postgres.utils as u; "
+        "from dagster_postgres.event_log import event_log as e; "
+        "r = u.retry_pg_connection_fn; print(type(r).__name__, r.seconds, e.retry_pg_connection_fn is r)"
+    )
     env = {**os.environ, "PRODPLAN_DB_RETRY_SECONDS": "2.5"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            cwd=REPO_ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
     assert result.stdout.split() == ["_OutageRetries", "2.5", "True"], result.stderr
 
 
 # --- (b) end to end: a server that is not there ---------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def workbook(tmp_path_factory) -> Path:
@@ -284,12 +293,18 @@ def test_an_unreachable_server_ends_the_command_with_one_paragraph(clean_env, wo
 
 # --- (c) end to end: the database lost in the middle of `prodplan ingest` ----------------------------
 
+
 def _ingest_and_end_the_merge(env: dict[str, str], workbook: Path, dsn: str, database: str, end):
     """Start `prodplan ingest`, wait for an active core statement, ``end(pid)``; (result, seconds
     from the loss to the exit)."""
-    process = subprocess.Popen([sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook",
-                                str(workbook)], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(workbook)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     admin = psycopg2.connect(dsn)
     admin.autocommit = True
     try:
@@ -324,8 +339,12 @@ def test_a_backend_terminated_mid_ingest_ends_without_a_traceback(cli_env, datab
     paragraph); either way: a failing exit, a last line from prodplan, no traceback."""
     url = make_url(cli_env["PRODPLAN_DATABASE_URL"])
     result, seconds = _ingest_and_end_the_merge(
-        cli_env, workbook, libpq_dsn(databases.server.set(database="postgres")), url.database,
-        lambda pid: terminate(databases.server.set(database="postgres"), pid))
+        cli_env,
+        workbook,
+        libpq_dsn(databases.server.set(database="postgres")),
+        url.database,
+        lambda pid: terminate(databases.server.set(database="postgres"), pid),
+    )
     last = result.stderr.strip().splitlines()[-1]
     print(f"exit {result.returncode}, {seconds:.1f} s after the termination; last line:\n{last}")
     assert result.returncode != 0
@@ -340,15 +359,15 @@ def test_the_embedded_server_stopped_mid_ingest_gives_one_paragraph_and_comes_ba
     try:
         assert run_cli(["status"], clean_env).returncode == 0  # starts the embedded server
         dsn = embedded_server_uri(pgdata)  # the running server, reused
-        result, seconds = _ingest_and_end_the_merge(clean_env, workbook, dsn, "prodplan",
-                                                    lambda pid: _crash(pgdata))
+        result, seconds = _ingest_and_end_the_merge(clean_env, workbook, dsn, "prodplan", lambda pid: _crash(pgdata))
         paragraph = result.stderr.strip().splitlines()[-1]
         print(f"exit {result.returncode}, {seconds:.1f} s after the crash\n{result.stderr}")
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         # lost (a session of the run saw the crash) or refused (only reconnections did)
-        assert paragraph.startswith(("prodplan ingest: the connection to PostgreSQL at ",
-                                     "prodplan ingest: cannot connect to PostgreSQL at "))
+        assert paragraph.startswith(
+            ("prodplan ingest: the connection to PostgreSQL at ", "prodplan ingest: cannot connect to PostgreSQL at ")
+        )
         assert f"the embedded server under {pgdata}" in paragraph
         assert "the next `prodplan` command restarts the embedded server" in paragraph
         assert seconds < BOUND
@@ -361,5 +380,4 @@ def test_the_embedded_server_stopped_mid_ingest_gives_one_paragraph_and_comes_ba
 
 def _crash(pgdata: Path) -> None:
     """Stop the server the way a crash does: every backend killed, no checkpoint."""
-    _pgserver().pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata,
-                       user="pgserver" if _is_root() else None)
+    _pgserver().pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata, user="pgserver" if _is_root() else None)

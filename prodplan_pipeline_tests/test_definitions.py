@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prodplan_pipeline.analytics.aggregates import AGGREGATES
 from prodplan_pipeline.contract import SHEETS
-from prodplan_pipeline.orchestration.definitions import defs
 from prodplan_pipeline.orchestration.daily_partitions import PARTITIONS_START
+from prodplan_pipeline.orchestration.definitions import defs
 from prodplan_pipeline.orchestration.resources import WarehouseResource
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse.embedded import stop_embedded_server
@@ -29,7 +29,11 @@ def test_dagster_definitions_validate_against_postgres_storage(databases):
     env["PRODPLAN_DAGSTER_STORAGE_URL"] = storage.render_as_string(hide_password=False)
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr
@@ -37,8 +41,13 @@ def test_dagster_definitions_validate_against_postgres_storage(databases):
 
 def _fresh_checkout(target) -> None:
     """The repository's files as a clone has them (tracked and new, not ignored)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in filter(None, listed.split("\0")):
         source = REPO_ROOT / name
         if source.is_file():
@@ -53,8 +62,14 @@ def test_plain_dagster_definitions_validate_in_a_fresh_clone_with_no_environment
     _fresh_checkout(clone)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODPLAN_", "DAGSTER_"))}
     try:
-        result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate"],
-                                cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "dagster", "definitions", "validate"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         stop_embedded_server(clone / ".prodplan" / "pgdata")
     output = result.stdout + result.stderr
@@ -85,8 +100,9 @@ def test_the_definitions_equal_their_snapshot():
     described = describe(defs)
     if os.environ.get("PRODPLAN_UPDATE_SNAPSHOT") == "1":
         SNAPSHOT.write_text(json.dumps(described, indent=1, ensure_ascii=False) + "\n")
-    assert described == json.loads(SNAPSHOT.read_text()), \
+    assert described == json.loads(SNAPSHOT.read_text()), (
         f"the definitions differ from {SNAPSHOT.name}: rerun with PRODPLAN_UPDATE_SNAPSHOT=1 and review the diff"
+    )
 
 
 def test_the_suite_sees_none_of_the_developers_settings():
@@ -124,8 +140,7 @@ def test_the_readme_lists_every_aggregate_from_its_registry_entry():
 
 
 def test_loading_the_code_location_does_not_import_great_expectations():
-    code = ("import sys, prodplan_pipeline.orchestration.definitions; "
-            "print('great_expectations' in sys.modules)")
+    code = "import sys, prodplan_pipeline.orchestration.definitions; print('great_expectations' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -137,10 +152,12 @@ def test_refresh_ranges_merge_the_smallest_gaps_first():
 
     day = date(2024, 3, 1)
     days = [day, day + timedelta(1), day + timedelta(5), day + timedelta(6), day + timedelta(30)]
-    assert contiguous_ranges(days) == [(day, day + timedelta(1)), (day + timedelta(5), day + timedelta(6)),
-                                       (day + timedelta(30), day + timedelta(30))]
-    assert refresh_ranges(days, max_runs=2) == [(day, day + timedelta(6)),
-                                                (day + timedelta(30), day + timedelta(30))]
+    assert contiguous_ranges(days) == [
+        (day, day + timedelta(1)),
+        (day + timedelta(5), day + timedelta(6)),
+        (day + timedelta(30), day + timedelta(30)),
+    ]
+    assert refresh_ranges(days, max_runs=2) == [(day, day + timedelta(6)), (day + timedelta(30), day + timedelta(30))]
     assert refresh_ranges(days, max_runs=3) == contiguous_ranges(days)
     # merged ranges that cover most of the span anyway: one run over the span
     spread = [day + timedelta(n) for n in range(0, 100) if n % 3]
@@ -157,5 +174,7 @@ def test_the_daily_window_is_dagsters_daily_partitions():
     first and the last window of the DAILY partitions definition the assets use."""
     from prodplan_pipeline.orchestration.daily_partitions import DAILY, partition_bounds
 
-    assert partition_bounds() == (DAILY.get_first_partition_window().start.date(),
-                                  DAILY.get_last_partition_window().end.date())
+    assert partition_bounds() == (
+        DAILY.get_first_partition_window().start.date(),
+        DAILY.get_last_partition_window().end.date(),
+    )

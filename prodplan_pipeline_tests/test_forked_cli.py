@@ -14,8 +14,11 @@ import pytest
 from .conftest import REPO_ROOT, run_cli, run_cli_forked, start_cli_forked
 
 
-@pytest.mark.parametrize("args", [["--help"], ["ingest", "--workbook", "/nonexistent/Folha_IA.xlsx"],
-                                  ["sample", "--scale", "lots"], ["env"]], ids=["help", "exit-1", "usage", "env"])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["ingest", "--workbook", "/nonexistent/Folha_IA.xlsx"], ["sample", "--scale", "lots"], ["env"]],
+    ids=["help", "exit-1", "usage", "env"],
+)
 def test_a_forked_command_prints_and_exits_as_in_a_fresh_interpreter(args, cli_env):
     fresh, forked = run_cli(args, cli_env), run_cli_forked(args, cli_env)
     assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
@@ -25,15 +28,19 @@ def test_a_forked_command_prints_and_exits_as_in_a_fresh_interpreter(args, cli_e
 def test_each_forked_command_has_only_its_own_environment(cli_env, tmp_path):
     homes = [tmp_path / "one", tmp_path / "two"]
     outputs = [run_cli_forked(["env"], {**cli_env, "PRODPLAN_HOME": str(home)}).stdout for home in homes]
-    for home, output, other in zip(homes, outputs, reversed(homes)):
+    for home, output, other in zip(homes, outputs, reversed(homes), strict=True):
         assert f"PRODPLAN_WORKBOOK={home}/workbooks/" in output and str(other) not in output
 
 
 def test_a_forked_command_runs_in_its_own_session_and_dies_with_its_group(cli_env, tmp_path):
     env = cli_env
     with open(tmp_path / "out", "w") as out:  # a 1.1M-row workbook: seconds of work to interrupt
-        process = start_cli_forked(["sample", "--scale", "1", "--out", str(tmp_path / "big.xlsx")], env,
-                                   stdout=out.fileno(), stderr=out.fileno())
+        process = start_cli_forked(
+            ["sample", "--scale", "1", "--out", str(tmp_path / "big.xlsx")],
+            env,
+            stdout=out.fileno(),
+            stderr=out.fileno(),
+        )
     child = psutil.Process(process.pid)
     assert os.getpgid(process.pid) == process.pid and os.getsid(process.pid) == process.pid
     assert Path(child.cwd()) == REPO_ROOT

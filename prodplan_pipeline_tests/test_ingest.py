@@ -21,8 +21,8 @@ from prodplan_pipeline.workbook.sample import write_sample
 from prodplan_pipeline_tests.warehouse_queries import checksums, query
 from prodplan_pipeline_tests.workbook_edit import edited, header_index
 
-
 # --- the real sample (or its generated stand-in, see conftest.real_sample) ------------------------
+
 
 @pytest.fixture(scope="module")
 def real(databases, real_sample):
@@ -62,18 +62,27 @@ def test_every_defect_row_lands(real):
 
 def test_phase_quirks_are_kept_not_rejected(real):
     warehouse, _, facts = real
-    (inverted, open_, orphans), = query(warehouse, """
+    ((inverted, open_, orphans),) = query(
+        warehouse,
+        """
         SELECT count(*) FILTER (WHERE fase_of_fim < fase_of_inicio),
                count(*) FILTER (WHERE fase_of_fim IS NULL),
                count(*) FILTER (WHERE fase_of_of_id NOT IN (SELECT of_id FROM core.ordens_fabrico))
-        FROM core.fases_ordem_fabrico""")
+        FROM core.fases_ordem_fabrico""",
+    )
     assert inverted == facts["phases"]["fim_lt_inicio_rows"]
     assert open_ == facts["phases"]["open_phases_fim_null"]
     assert orphans == facts["phases"]["orphan_ofid_rows"]
     # event_time is set by the merge, and every row sits in its month's partition
     assert query(warehouse, "SELECT count(*) FROM core.fases_ordem_fabrico_default")[0][0] == 0
-    assert query(warehouse, "SELECT count(*) FROM core.fases_ordem_fabrico "
-                            "WHERE event_time IS DISTINCT FROM coalesce(fase_of_fim, fase_of_inicio)")[0][0] == 0
+    assert (
+        query(
+            warehouse,
+            "SELECT count(*) FROM core.fases_ordem_fabrico "
+            "WHERE event_time IS DISTINCT FROM coalesce(fase_of_fim, fase_of_inicio)",
+        )[0][0]
+        == 0
+    )
 
 
 def test_a_second_ingest_changes_nothing(real, real_sample):
@@ -93,6 +102,7 @@ def test_a_second_ingest_changes_nothing(real, real_sample):
 
 # --- synthetic workbooks: changes between snapshots ---------------------------------------------
 
+
 def test_shrink_guard_refuses_a_sheet_that_lost_too_many_rows(databases, small_sample, tmp_path):
     warehouse = databases.warehouse("shrink")
     assert ingest_workbook(warehouse, small_sample).passed
@@ -108,6 +118,7 @@ def test_shrink_guard_refuses_a_sheet_that_lost_too_many_rows(databases, small_s
     assert not result.passed and not check.passed and check.status == "refused"
     assert "more than the 20% allowed" in check.likely_causes()
     assert checksums(warehouse) == before, "a refused merge changes nothing"
+
     # a smaller loss is a real deletion and goes through
     def drop_5_percent(book):
         ws = book["FuncionariosFaseOrdemFabrico"]
@@ -124,9 +135,12 @@ def test_changed_phases_move_partition_and_record_exactly_their_days(databases, 
 
     warehouse = databases.warehouse("moves")
     assert ingest_workbook(warehouse, small_sample).passed
-    phase_id, inicio = query(warehouse, """
+    phase_id, inicio = query(
+        warehouse,
+        """
         SELECT fase_of_id, fase_of_inicio FROM core.fases_ordem_fabrico
-        WHERE fase_of_fim IS NULL ORDER BY fase_of_id LIMIT 1""")[0]
+        WHERE fase_of_fim IS NULL ORDER BY fase_of_id LIMIT 1""",
+    )[0]
     closed_at = inicio.replace(microsecond=0) + timedelta(days=40)
 
     def close_phase(book):
@@ -141,27 +155,33 @@ def test_changed_phases_move_partition_and_record_exactly_their_days(databases, 
     result = ingest_workbook(warehouse, edited(small_sample, tmp_path / "closed.xlsx", close_phase))
     assert result.passed
     assert result.merged["FasesOrdemFabrico"].counts.updated == 1
-    rows = query(warehouse, "SELECT tableoid::regclass::text, event_time FROM core.fases_ordem_fabrico "
-                            "WHERE fase_of_id = %s", (phase_id,))
+    rows = query(
+        warehouse,
+        "SELECT tableoid::regclass::text, event_time FROM core.fases_ordem_fabrico WHERE fase_of_id = %s",
+        (phase_id,),
+    )
     assert rows == [(f"core.fases_ordem_fabrico_p{closed_at:%Y%m}", closed_at)]
-    days = query(warehouse, "SELECT kind, day FROM ops.changed_days WHERE run_id = %s ORDER BY day",
-                 (result.run_id,))
+    days = query(warehouse, "SELECT kind, day FROM ops.changed_days WHERE run_id = %s ORDER BY day", (result.run_id,))
     phase_days = [d for k, d in days if k == "phase_event"]
     assert phase_days == sorted({inicio.date(), closed_at.date()})
     # the merge wrote the derived values with the row: the backfill finds nothing to fix
-    assert query(warehouse, "SELECT is_open, duration_seconds FROM core.fases_ordem_fabrico "
-                            "WHERE fase_of_id = %s", (phase_id,)) == [(False, (closed_at - inicio).total_seconds())]
+    assert query(
+        warehouse, "SELECT is_open, duration_seconds FROM core.fases_ordem_fabrico WHERE fase_of_id = %s", (phase_id,)
+    ) == [(False, (closed_at - inicio).total_seconds())]
     with warehouse.connect() as conn:
         assert backfill_phases(conn).rows_written == 0
         assert backfill_phases(conn, full=True).rows_written == 0
-    assert query(warehouse, "SELECT is_open, duration_seconds FROM core.fases_ordem_fabrico "
-                            "WHERE fase_of_id = %s", (phase_id,)) == [(False, (closed_at - inicio).total_seconds())]
+    assert query(
+        warehouse, "SELECT is_open, duration_seconds FROM core.fases_ordem_fabrico WHERE fase_of_id = %s", (phase_id,)
+    ) == [(False, (closed_at - inicio).total_seconds())]
 
 
 # --- a process killed in the middle of a merge --------------------------------------------------
 
-MERGE_STATEMENT = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE %s "
-                   "AND state = 'active' AND pid <> pg_backend_pid()")
+MERGE_STATEMENT = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE %s "
+    "AND state = 'active' AND pid <> pg_backend_pid()"
+)
 
 
 def test_a_process_killed_mid_merge_leaves_core_whole_and_the_rerun_completes(databases, tmp_path):
@@ -171,11 +191,14 @@ def test_a_process_killed_mid_merge_leaves_core_whole_and_the_rerun_completes(da
     victim = databases.warehouse("killed")
     reference = databases.warehouse("reference")
     env = {**os.environ, "PRODPLAN_HOME": str(tmp_path / "home")}
-    script = ("import sys; from prodplan_pipeline.warehouse import Warehouse; "
-              "from prodplan_pipeline.ingest.pipeline import ingest_workbook; "
-              "ingest_workbook(Warehouse(sys.argv[1]), sys.argv[2])")
-    process = subprocess.Popen([sys.executable, "-c", script,
-                                victim.url.render_as_string(hide_password=False), str(workbook)], env=env)
+    script = (
+        "import sys; from prodplan_pipeline.warehouse import Warehouse; "
+        "from prodplan_pipeline.ingest.pipeline import ingest_workbook; "
+        "ingest_workbook(Warehouse(sys.argv[1]), sys.argv[2])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, victim.url.render_as_string(hide_password=False), str(workbook)], env=env
+    )
     killed_during = _kill_when_merging(process, victim)
     assert killed_during, "the merge of the phases was never seen running"
     # The killed transaction is rolled back. A new connection per look: pg_stat_activity is one
@@ -184,8 +207,9 @@ def test_a_process_killed_mid_merge_leaves_core_whole_and_the_rerun_completes(da
     while query(victim, MERGE_STATEMENT, (victim.url.database, "%INTO core.fases_ordem_fabrico%")):
         assert time.monotonic() < deadline, "the killed merge was still running after 30 s"
         time.sleep(0.1)
-    assert query(victim, "SELECT count(*) FROM core.fases_ordem_fabrico")[0][0] == 0, \
+    assert query(victim, "SELECT count(*) FROM core.fases_ordem_fabrico")[0][0] == 0, (
         "the interrupted merge left no half-loaded table"
+    )
     assert ingest_workbook(victim, workbook).passed
     assert ingest_workbook(reference, workbook).passed
     assert checksums(victim) == checksums(reference)
@@ -223,8 +247,9 @@ def test_sheets_merge_as_they_are_staged_in_the_order_their_values_need(database
     info = inspect_workbook(small_sample)
     with warehouse.connect() as conn:
         run_id = runs.start_run(conn, "pipelined", info, False)
-    orders, phases, defects, employees = (sheet(n) for n in (
-        "OrdensFabrico", "FasesOrdemFabrico", "OrdemFabricoErros", "Funcionarios"))
+    orders, phases, defects, employees = (
+        sheet(n) for n in ("OrdensFabrico", "FasesOrdemFabrico", "OrdemFabricoErros", "Funcionarios")
+    )
     with SnapshotCommit(warehouse, run_id, list(SHEETS), 0.2) as commit:
         for s in (defects, phases, employees):
             steps.stage(warehouse, run_id, info, s)

@@ -40,11 +40,27 @@ from prodplan_pipeline.contract import SHEETS, ColumnType, sheet
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 from prodplan_pipeline.workbook.inspect import inspect_workbook
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment, run_cli,
-                                              run_cli_forked, run_cli_in_process)
-from prodplan_pipeline_tests.bad_workbooks import (DATE_STYLE, FILE_CASES, FORMATTED_EMPTY, SHEET_CASES, column_index,
-                                                   formula_cell, number_cell, number_of, rewrite, sheet_rows,
-                                                   text_cell)
+from prodplan_pipeline_tests.bad_workbooks import (
+    DATE_STYLE,
+    FILE_CASES,
+    FORMATTED_EMPTY,
+    SHEET_CASES,
+    column_index,
+    formula_cell,
+    number_cell,
+    number_of,
+    rewrite,
+    sheet_rows,
+    text_cell,
+)
+from prodplan_pipeline_tests.conftest import (
+    RECENT_PARTITIONS,
+    cli_environment,
+    copied_environment,
+    run_cli,
+    run_cli_forked,
+    run_cli_in_process,
+)
 from prodplan_pipeline_tests.warehouse_queries import TABLE_CHECKSUM
 from prodplan_pipeline_tests.workbook_edit import Rows
 
@@ -52,6 +68,7 @@ SCALE, SEED = 0.01, 7
 
 
 # --- environments and queries ------------------------------------------------------------------
+
 
 def new_env(databases, home: Path, purpose: str) -> dict[str, str]:
     return cli_environment(databases, home, purpose, PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS)
@@ -106,6 +123,7 @@ def ingest(env: dict[str, str], workbook: Path, run=run_cli_forked) -> Ingest:
 
 # --- the good sample, and the warehouse it leaves (the bad workbooks: bad_workbooks.py) -----------
 
+
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> tuple[Path, dict[str, int]]:
     """The good workbook and its rows per sheet."""
@@ -157,6 +175,7 @@ def assert_one_paragraph(outcome: Ingest, path: Path, *phrases: str) -> None:
 
 # --- file level: not a workbook at all ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", list(FILE_CASES))
 def test_a_file_that_is_not_a_workbook_fails_with_one_paragraph(case, unchanged, sample, tmp_path):
     make, phrases = FILE_CASES[case]
@@ -194,7 +213,7 @@ def test_damaged_sheet_data_inside_an_intact_zip_fails_naming_the_sheet(unchange
     data = bytearray(changed.read_bytes())
     with zipfile.ZipFile(changed) as archive:
         info = archive.getinfo(inspect_workbook(changed).sheet_parts["Fases"])
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_len + extra_len
     for i in range(start + 200, start + 400):
         data[i] ^= 0x5A
@@ -206,6 +225,7 @@ def test_damaged_sheet_data_inside_an_intact_zip_fails_naming_the_sheet(unchange
 
 
 # --- sheet level: a missing sheet, a header that differs from the contract ------------------------
+
 
 @pytest.mark.parametrize("case", list(SHEET_CASES))
 def test_a_sheet_that_differs_from_the_contract_fails_and_core_is_untouched(case, loaded, sample, tmp_path):
@@ -220,11 +240,15 @@ def test_a_sheet_that_differs_from_the_contract_fails_and_core_is_untouched(case
     run_id = outcome.summary["ingestion_run_id"]
     assert query(loaded, "SELECT status FROM ops.ingestion_runs WHERE run_id = %s", (run_id,)) == [("failed",)]
     # nothing of the run was merged, not even the sheets that were fine
-    assert query(loaded, "SELECT count(*) FROM ops.ingestion_sheet_runs WHERE run_id = %s "
-                         "AND (status = 'merged' OR reconciled)", (run_id,)) == [(0,)]
+    assert query(
+        loaded,
+        "SELECT count(*) FROM ops.ingestion_sheet_runs WHERE run_id = %s AND (status = 'merged' OR reconciled)",
+        (run_id,),
+    ) == [(0,)]
 
 
 # --- row level: one workbook with a defect per row, ingested once over the good sample ------------
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -245,13 +269,14 @@ REJECTED_CELLS = {
     "text_in_nullable_decimal": Cell("Modelos", "Produto_PesoDesmolde", text_cell("abc"), "abc", "bad_type"),
     "impossible_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("31/02/2024"), "31/02/2024", "bad_type"),
     "not_a_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("not a date"), "not a date", "bad_type"),
-    "not_a_date_nullable": Cell("OrdensFabrico", "Of_DataAcabamento", text_cell("not a date"),
-                                "not a date", "bad_type"),
-    "impossible_iso_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("2024-02-30"), "2024-02-30",
-                                "bad_type"),
+    "not_a_date_nullable": Cell(
+        "OrdensFabrico", "Of_DataAcabamento", text_cell("not a date"), "not a date", "bad_type"
+    ),
+    "impossible_iso_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("2024-02-30"), "2024-02-30", "bad_type"),
     "day_first_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("15/01/2024"), "15/01/2024", "bad_type"),
-    "day_first_date_nullable": Cell("OrdensFabrico", "Of_DataTransporte", text_cell("15/01/2024"),
-                                    "15/01/2024", "bad_type"),
+    "day_first_date_nullable": Cell(
+        "OrdensFabrico", "Of_DataTransporte", text_cell("15/01/2024"), "15/01/2024", "bad_type"
+    ),
     "garbage_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("garbage"), "garbage", "bad_type"),
     "null_in_required_date": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("NULL"), "NULL", "required_null"),
     "null_in_required_int": Cell("FasesOrdemFabrico", "FaseOf_FaseId", text_cell("NULL"), "NULL", "required_null"),
@@ -260,42 +285,57 @@ REJECTED_CELLS = {
     "fraction_in_int_phase": Cell("FasesOrdemFabrico", "FaseOf_Sequencia", number_cell(4.5), "4.5", "bad_type"),
     "fraction_in_smallint": Cell("OrdemFabricoErros", "OFCH_GRAVIDADE", number_cell(2.5), "2.5", "bad_type"),
     # the raw value is the text the user sees in Excel, whatever the cell holds
-    "quotes_and_tab_in_int": Cell("OrdensFabrico", "Of_ProdutoId", text_cell('5" kayak\tC:\\x'),
-                                  '5" kayak\tC:\\x', "bad_type"),
-    "date_cell_in_int": Cell("OrdensFabrico", "Of_ProdutoId", f'<c s="{DATE_STYLE}"><v>45306.5</v></c>',
-                             "2024-01-15 12:00:00", "bad_type"),
-    "error_cell_in_int": Cell("OrdensFabrico", "Of_ProdutoId", '<c t="e"><v>#DIV/0!</v></c>', "#DIV/0!",
-                              "bad_type"),
+    "quotes_and_tab_in_int": Cell(
+        "OrdensFabrico", "Of_ProdutoId", text_cell('5" kayak\tC:\\x'), '5" kayak\tC:\\x', "bad_type"
+    ),
+    "date_cell_in_int": Cell(
+        "OrdensFabrico", "Of_ProdutoId", f'<c s="{DATE_STYLE}"><v>45306.5</v></c>', "2024-01-15 12:00:00", "bad_type"
+    ),
+    "error_cell_in_int": Cell("OrdensFabrico", "Of_ProdutoId", '<c t="e"><v>#DIV/0!</v></c>', "#DIV/0!", "bad_type"),
     # read as text (nullable), an error cell has no text: it must not become a silent NULL
-    "error_cell_in_nullable_date": Cell("OrdensFabrico", "Of_DataAcabamento", '<c t="e"><v>#N/A</v></c>',
-                                        "#N/A", "bad_type"),
+    "error_cell_in_nullable_date": Cell(
+        "OrdensFabrico", "Of_DataAcabamento", '<c t="e"><v>#N/A</v></c>', "#N/A", "bad_type"
+    ),
     # a serial date beyond year 9999 (no datetime can hold it): one bad cell, not an aborted run
-    "huge_serial_in_date": Cell("OrdensFabrico", "Of_DataCriacao", f'<c s="{DATE_STYLE}"><v>10000000</v></c>',
-                                "10000000", "bad_type"),
-    "huge_serial_in_nullable_date": Cell("OrdensFabrico", "Of_DataAcabamento",
-                                         f'<c s="{DATE_STYLE}"><v>10000000</v></c>', "10000000", "bad_type"),
+    "huge_serial_in_date": Cell(
+        "OrdensFabrico", "Of_DataCriacao", f'<c s="{DATE_STYLE}"><v>10000000</v></c>', "10000000", "bad_type"
+    ),
+    "huge_serial_in_nullable_date": Cell(
+        "OrdensFabrico", "Of_DataAcabamento", f'<c s="{DATE_STYLE}"><v>10000000</v></c>', "10000000", "bad_type"
+    ),
     # a boolean is not a number, in a 0/1 flag column as in any other number column
     "true_in_flag": Cell("FasesOrdemFabrico", "FaseOf_Retorno", '<c t="b"><v>1</v></c>', "TRUE", "bad_type"),
-    "true_in_nullable_int": Cell("FasesOrdemFabrico", "FaseOf_Turno", '<c t="b"><v>1</v></c>', "TRUE",
-                                 "bad_type"),
+    "true_in_nullable_int": Cell("FasesOrdemFabrico", "FaseOf_Turno", '<c t="b"><v>1</v></c>', "TRUE", "bad_type"),
     # too large for any number type: the raw value is the digits as typed, not "inf"
-    "huge_number": Cell("FasesOrdemFabrico", "FaseOf_Coeficiente", f"<c><v>{'9' * 400}</v></c>", "9" * 400,
-                        "bad_type"),
+    "huge_number": Cell("FasesOrdemFabrico", "FaseOf_Coeficiente", f"<c><v>{'9' * 400}</v></c>", "9" * 400, "bad_type"),
 }
 ACCEPTED_CELLS = {
-    "iso_text_datetime": Cell("OrdensFabrico", "Of_DataCriacao", text_cell("2024-01-15 08:30"), None, None,
-                              datetime(2024, 1, 15, 8, 30)),
-    "iso_text_date_nullable": Cell("OrdensFabrico", "Of_DataTransporte", text_cell("2024-01-15"), None, None,
-                                   datetime(2024, 1, 15)),
+    "iso_text_datetime": Cell(
+        "OrdensFabrico", "Of_DataCriacao", text_cell("2024-01-15 08:30"), None, None, datetime(2024, 1, 15, 8, 30)
+    ),
+    "iso_text_date_nullable": Cell(
+        "OrdensFabrico", "Of_DataTransporte", text_cell("2024-01-15"), None, None, datetime(2024, 1, 15)
+    ),
     "formula_int": Cell("OrdensFabrico", "Of_ProdutoId", formula_cell("40000+123", 40123), None, None, 40123),
-    "formula_datetime": Cell("OrdensFabrico", "Of_DataCriacao",
-                             formula_cell("DATE(2023,6,30)+0.5", 45107.5, DATE_STYLE), None, None,
-                             datetime(2023, 6, 30, 12, 0)),
-    "formula_date_nullable": Cell("OrdensFabrico", "Of_DataAcabamento",
-                                  formula_cell("DATE(2024,3,1)", 45352, DATE_STYLE), None, None,
-                                  datetime(2024, 3, 1)),
-    "number_as_text_decimal": Cell("FasesOrdemFabrico", "FaseOf_Peso", text_cell(" 12.5 "), None, None,
-                                   Decimal("12.5")),
+    "formula_datetime": Cell(
+        "OrdensFabrico",
+        "Of_DataCriacao",
+        formula_cell("DATE(2023,6,30)+0.5", 45107.5, DATE_STYLE),
+        None,
+        None,
+        datetime(2023, 6, 30, 12, 0),
+    ),
+    "formula_date_nullable": Cell(
+        "OrdensFabrico",
+        "Of_DataAcabamento",
+        formula_cell("DATE(2024,3,1)", 45352, DATE_STYLE),
+        None,
+        None,
+        datetime(2024, 3, 1),
+    ),
+    "number_as_text_decimal": Cell(
+        "FasesOrdemFabrico", "FaseOf_Peso", text_cell(" 12.5 "), None, None, Decimal("12.5")
+    ),
     "number_as_text_int": Cell("FasesOrdemFabrico", "FaseOf_Sequencia", text_cell("7"), None, None, 7),
 }
 BLANK_ROW_SHEET = "FuncionariosFaseOrdemFabrico"
@@ -323,14 +363,15 @@ class RowLevel:
 def keyless_rows(env: dict[str, str], cells) -> dict[str, Counter]:
     """Every core row of each keyless sheet the cases edit, as a multiset of its source values."""
     names = {c.sheet for c in cells.values() if sheet(c.sheet).key is None}
-    return {name: Counter(query(env, f"SELECT {', '.join(sheet(name).column_names)} "
-                                     f"FROM {sheet(name).core_table}")) for name in names}
+    return {
+        name: Counter(query(env, f"SELECT {', '.join(sheet(name).column_names)} FROM {sheet(name).core_table}"))
+        for name in names
+    }
 
 
 def core_row(env: dict[str, str], sheet_name: str, key: int) -> dict | None:
     s = sheet(sheet_name)
-    rows = query(env, f"SELECT row_to_json(t)::text FROM {s.core_table} t WHERE {s.key_names[0]} = %s",
-                 (key,))
+    rows = query(env, f"SELECT row_to_json(t)::text FROM {s.core_table} t WHERE {s.key_names[0]} = %s", (key,))
     assert len(rows) <= 1
     return json.loads(rows[0][0]) if rows else None
 
@@ -347,8 +388,7 @@ def _pick_rows(book: Path) -> tuple[dict[str, int], dict[str, int | None]]:
             for value in firsts.values():
                 seen[value] = seen.get(value, 0) + 1
             unique = sheet(cell.sheet).key is None or cell.sheet == "Funcionarios"
-            candidates[cell.sheet] = [(r, v) for r, v in sorted(firsts.items())
-                                      if r >= 3 and (unique or seen[v] == 1)]
+            candidates[cell.sheet] = [(r, v) for r, v in sorted(firsts.items()) if r >= 3 and (unique or seen[v] == 1)]
         row, key = candidates[cell.sheet].pop(0)
         rows[case] = row
         keys[case] = int(key) if sheet(cell.sheet).key and key is not None else None
@@ -364,6 +404,7 @@ def _row_level_workbook(source: Path, target: Path, rows: dict[str, int], blank_
                 if cell.sheet == name:
                     data[rows[case]][column_index(name, cell.header)] = cell.cell
             return data
+
         return edit
 
     def blank(data: Rows) -> Rows:  # an empty row inserted between data rows
@@ -401,26 +442,44 @@ def row_level(databases, tmp_path_factory, sample, good_ingest) -> RowLevel:
     assert outcome.code == 0, outcome.result.stderr
     run_id = outcome.summary["ingestion_run_id"]
     rejects = {}
-    for sheet_name, excel_row, reason, column, raw, detail, raw_row in query(env, """
+    for sheet_name, excel_row, reason, column, raw, detail, raw_row in query(
+        env,
+        """
             SELECT sheet, excel_row, reason_code, column_name, raw_value, detail, raw_row::text
-            FROM quarantine.rejects WHERE run_id = %s""", (run_id,)):
+            FROM quarantine.rejects WHERE run_id = %s""",
+        (run_id,),
+    ):
         assert (sheet_name, excel_row) not in rejects, "one reject per Excel row"
-        rejects[(sheet_name, excel_row)] = dict(reason_code=reason, column_name=column, raw_value=raw,
-                                                detail=detail, raw_row=json.loads(raw_row))
+        rejects[(sheet_name, excel_row)] = dict(
+            reason_code=reason, column_name=column, raw_value=raw, detail=detail, raw_row=json.loads(raw_row)
+        )
     sheet_runs = {}
-    for record in query(env, "SELECT row_to_json(r)::text FROM ops.ingestion_sheet_runs r WHERE run_id = %s",
-                        (run_id,)):
+    for record in query(
+        env, "SELECT row_to_json(r)::text FROM ops.ingestion_sheet_runs r WHERE run_id = %s", (run_id,)
+    ):
         run = json.loads(record[0])
         sheet_runs[run["sheet"]] = run
     after = {case: core_row(env, cells[case].sheet, key) for case, key in keys.items() if key is not None}
     staged = {}
     for case, cell in cells.items():
         s = sheet(cell.sheet)
-        found = query(env, f"SELECT row_to_json(t)::text FROM {s.staging_table} t WHERE excel_row = %s",
-                      (rows[case],))
+        found = query(env, f"SELECT row_to_json(t)::text FROM {s.staging_table} t WHERE excel_row = %s", (rows[case],))
         staged[case] = json.loads(found[0][0])
-    return RowLevel(env, counts, outcome, rows, keys, blank_row, rejects, sheet_runs, before, after, staged,
-                    keyless_before, keyless_rows(env, cells))
+    return RowLevel(
+        env,
+        counts,
+        outcome,
+        rows,
+        keys,
+        blank_row,
+        rejects,
+        sheet_runs,
+        before,
+        after,
+        staged,
+        keyless_before,
+        keyless_rows(env, cells),
+    )
 
 
 def test_the_run_succeeds_and_every_sheet_reconciles(row_level):
@@ -430,13 +489,16 @@ def test_the_run_succeeds_and_every_sheet_reconciles(row_level):
     for name, run in row_level.sheet_runs.items():
         assert run["reconciled"] is True, (name, run)
         edited = name in {c.sheet for c in REJECTED_CELLS.values()} | {BLANK_ROW_SHEET, TRAILING_SHEET}
-        assert run["status"] == "merged" if edited else run["status"] in ("merged", "skipped_unchanged"), \
-            (name, run["status"])  # an edited sheet is read again
+        assert run["status"] == "merged" if edited else run["status"] in ("merged", "skipped_unchanged"), (
+            name,
+            run["status"],
+        )  # an edited sheet is read again
         rejected = sum(1 for (s, _) in row_level.rejects if s == name)
         assert run["rows_rejected"] == rejected, name
         assert run["rows_in_core"] + run["rows_duplicate"] + run["rows_rejected"] == run["rows_excel"], name
-    assert query(row_level.env, "SELECT status FROM ops.ingestion_runs WHERE run_id = %s",
-                 (summary["ingestion_run_id"],)) == [("succeeded",)]
+    assert query(
+        row_level.env, "SELECT status FROM ops.ingestion_runs WHERE run_id = %s", (summary["ingestion_run_id"],)
+    ) == [("succeeded",)]
 
 
 def test_the_rejects_are_exactly_the_defective_rows(row_level):
@@ -483,9 +545,10 @@ def assert_core_row_kept(row_level: RowLevel, case: str) -> None:
         assert len(removed) == 1, (case, removed)
         raw_row = row_level.rejects[(name, row_level.rows[case])]["raw_row"]
         kept = {c.name: raw_row[c.header] for c in sheet(name).columns if c.header != REJECTED_CELLS[case].header}
-        values = dict(zip(sheet(name).column_names, removed[0]))
-        assert {k: None if v is None else str(v) for k, v in values.items() if k in kept} == \
-            {k: v or None for k, v in kept.items()}, (case, values, raw_row)
+        values = dict(zip(sheet(name).column_names, removed[0], strict=True))
+        assert {k: None if v is None else str(v) for k, v in values.items() if k in kept} == {
+            k: v or None for k, v in kept.items()
+        }, (case, values, raw_row)
         return
     assert row_level.before[case] is not None
     assert row_level.after[case] == row_level.before[case], case
@@ -497,8 +560,9 @@ def test_text_in_a_number_column_is_rejected_as_bad_type(row_level, case):
     assert_core_row_kept(row_level, case)
 
 
-@pytest.mark.parametrize("case", ["impossible_date", "not_a_date", "not_a_date_nullable", "impossible_iso_date",
-                                  "garbage_date"])
+@pytest.mark.parametrize(
+    "case", ["impossible_date", "not_a_date", "not_a_date_nullable", "impossible_iso_date", "garbage_date"]
+)
 def test_an_unparseable_date_is_rejected_as_bad_type(row_level, case):
     assert_rejected(row_level, case)
     assert_core_row_kept(row_level, case)
@@ -521,9 +585,9 @@ def test_a_blank_row_between_data_rows_is_rejected_as_blank_row(row_level):
     assert run["rows_rejected"] == 1
     # the rows after the blank one were read (not cut off at the gap) and landed
     s = sheet(BLANK_ROW_SHEET)
-    (last_staged,), = query(row_level.env, f"SELECT max(excel_row) FROM {s.staging_table} WHERE NOT rejected")
+    ((last_staged,),) = query(row_level.env, f"SELECT max(excel_row) FROM {s.staging_table} WHERE NOT rejected")
     assert last_staged == row_level.counts[BLANK_ROW_SHEET] + 2
-    (in_core,), = query(row_level.env, f"SELECT count(*) FROM {s.core_table}")
+    ((in_core,),) = query(row_level.env, f"SELECT count(*) FROM {s.core_table}")
     assert in_core == run["rows_in_core"] == run["rows_excel"] - 1 - run["rows_duplicate"]
 
 
@@ -534,7 +598,7 @@ def test_trailing_empty_rows_and_columns_are_ignored(row_level):
     assert run["rows_rejected"] == 0
     assert not [k for k in row_level.rejects if k[0] == TRAILING_SHEET]
     s = sheet(TRAILING_SHEET)
-    (in_core,), = query(row_level.env, f"SELECT count(*) FROM {s.core_table}")
+    ((in_core,),) = query(row_level.env, f"SELECT count(*) FROM {s.core_table}")
     assert in_core == row_level.counts[TRAILING_SHEET]
 
 
@@ -565,15 +629,18 @@ def test_a_fraction_in_an_integer_column_is_rejected_not_truncated(row_level, ca
     assert_core_row_kept(row_level, case)
 
 
-@pytest.mark.parametrize("case", ["quotes_and_tab_in_int", "date_cell_in_int", "error_cell_in_int",
-                                  "error_cell_in_nullable_date"])
+@pytest.mark.parametrize(
+    "case", ["quotes_and_tab_in_int", "date_cell_in_int", "error_cell_in_int", "error_cell_in_nullable_date"]
+)
 def test_a_cell_of_the_wrong_kind_is_rejected_with_its_text_as_excel_shows_it(row_level, case):
     assert_rejected(row_level, case)
     assert_core_row_kept(row_level, case)
 
 
-@pytest.mark.parametrize("case", ["huge_serial_in_date", "huge_serial_in_nullable_date", "true_in_flag",
-                                  "true_in_nullable_int", "huge_number"])
+@pytest.mark.parametrize(
+    "case",
+    ["huge_serial_in_date", "huge_serial_in_nullable_date", "true_in_flag", "true_in_nullable_int", "huge_number"],
+)
 def test_a_value_no_column_type_can_hold_is_one_bad_cell_with_its_raw_text(row_level, case):
     assert_rejected(row_level, case)
     assert_core_row_kept(row_level, case)
@@ -644,8 +711,11 @@ def _styled_and_empty_text_rows_after_the_data(data: Rows) -> Rows:
 def layout(databases, tmp_path_factory, sample, good_ingest):
     book, counts = sample
     env = ingested_copy(databases, good_ingest, tmp_path_factory.mktemp("home_layout") / "home")
-    edited = rewrite(book, tmp_path_factory.mktemp("layout") / "layout.xlsx", {
-        LEADING_SHEET: _styled_rows_above_the_header, TAIL_SHEET: _styled_and_empty_text_rows_after_the_data})
+    edited = rewrite(
+        book,
+        tmp_path_factory.mktemp("layout") / "layout.xlsx",
+        {LEADING_SHEET: _styled_rows_above_the_header, TAIL_SHEET: _styled_and_empty_text_rows_after_the_data},
+    )
     outcome = ingest(env, edited)
     assert outcome.code == 0, outcome.result.stderr
     return env, counts, outcome.summary["ingestion_run_id"]
@@ -653,18 +723,26 @@ def layout(databases, tmp_path_factory, sample, good_ingest):
 
 def test_excel_row_numbers_are_right_whatever_precedes_the_header(layout):
     env, counts, run_id = layout
-    rejects = query(env, "SELECT excel_row, column_name, raw_value FROM quarantine.rejects "
-                         "WHERE run_id = %s AND sheet = %s", (run_id, LEADING_SHEET))
+    rejects = query(
+        env,
+        "SELECT excel_row, column_name, raw_value FROM quarantine.rejects WHERE run_id = %s AND sheet = %s",
+        (run_id, LEADING_SHEET),
+    )
     assert rejects == [(12, "Produto_PesoDesmolde", "abc")]
-    (rows_excel,), = query(env, "SELECT rows_excel FROM ops.ingestion_sheet_runs WHERE run_id = %s "
-                                "AND sheet = %s", (run_id, LEADING_SHEET))
+    ((rows_excel,),) = query(
+        env, "SELECT rows_excel FROM ops.ingestion_sheet_runs WHERE run_id = %s AND sheet = %s", (run_id, LEADING_SHEET)
+    )
     assert rows_excel == counts[LEADING_SHEET]
 
 
 def test_trailing_styled_and_empty_text_rows_are_not_data_rows(layout):
     env, counts, run_id = layout
-    (rows_excel, rejected, reconciled), = query(env, """SELECT rows_excel, rows_rejected, reconciled
-        FROM ops.ingestion_sheet_runs WHERE run_id = %s AND sheet = %s""", (run_id, TAIL_SHEET))
+    ((rows_excel, rejected, reconciled),) = query(
+        env,
+        """SELECT rows_excel, rows_rejected, reconciled
+        FROM ops.ingestion_sheet_runs WHERE run_id = %s AND sheet = %s""",
+        (run_id, TAIL_SHEET),
+    )
     assert (rows_excel, rejected, reconciled) == (counts[TAIL_SHEET], 0, True)
 
 
@@ -676,8 +754,9 @@ def test_a_title_row_above_the_header_is_named_with_where_the_header_is(unchange
 
     book = rewrite(sample[0], tmp_path / "titled.xlsx", {"Fases": title_row})
     outcome = ingest(unchanged, book, run=run_cli_in_process)
-    assert_one_paragraph(outcome, book, "sheet 'Fases'", "the header was not found on row 1",
-                         "row 2 holds the contract's header")
+    assert_one_paragraph(
+        outcome, book, "sheet 'Fases'", "the header was not found on row 1", "row 2 holds the contract's header"
+    )
 
 
 def test_a_workbook_that_inflates_past_the_limit_is_refused_before_reading(unchanged, sample, tmp_path):
@@ -719,10 +798,14 @@ def implausible(databases, tmp_path_factory, sample):
                 if sheet_name == name:
                     data[row][column_index(name, header)] = cell
             return data
+
         return edit
 
-    edited = rewrite(book, tmp_path_factory.mktemp("implausible") / "implausible.xlsx",
-                     {name: editor(name) for name in ("OrdensFabrico", "FasesOrdemFabrico")})
+    edited = rewrite(
+        book,
+        tmp_path_factory.mktemp("implausible") / "implausible.xlsx",
+        {name: editor(name) for name in ("OrdensFabrico", "FasesOrdemFabrico")},
+    )
     keys = {(s, h, r): number_of(sheet_rows(edited, s)[r][0]) for (s, h, r) in IMPLAUSIBLE}
     outcome = ingest(env, edited)
     assert outcome.code == 0, outcome.result.stderr
@@ -731,27 +814,41 @@ def implausible(databases, tmp_path_factory, sample):
 
 def test_implausible_timestamps_are_kept_and_flagged_by_cell(implausible):
     env, keys = implausible
-    flagged = set(query(env, "SELECT issue_code, record_key FROM ops.data_quality_issues "
-                             "WHERE issue_code LIKE 'implausible_timestamp:%%'"))
+    flagged = set(
+        query(
+            env,
+            "SELECT issue_code, record_key FROM ops.data_quality_issues "
+            "WHERE issue_code LIKE 'implausible_timestamp:%%'",
+        )
+    )
     assert flagged == {(f"implausible_timestamp:{s}.{h}", str(keys[(s, h, r)])) for (s, h, r) in IMPLAUSIBLE}
     assert query(env, "SELECT count(*) FROM quarantine.rejects r JOIN ops.ingestion_runs i USING (run_id)")[0][0] == 0
-    (kept,), = query(env, "SELECT fase_of_fim FROM core.fases_ordem_fabrico WHERE fase_of_id = %s",
-                     (keys[("FasesOrdemFabrico", "FaseOf_Fim", 6)],))
+    ((kept,),) = query(
+        env,
+        "SELECT fase_of_fim FROM core.fases_ordem_fabrico WHERE fase_of_id = %s",
+        (keys[("FasesOrdemFabrico", "FaseOf_Fim", 6)],),
+    )
     assert kept == datetime(9999, 12, 31, 23, 59, 59), "kept as typed"
 
 
 def test_implausible_timestamps_feed_no_duration_lead_time_or_on_time_flag(implausible):
     env, keys = implausible
     for header, row in (("FaseOf_Inicio", 5), ("FaseOf_Fim", 6)):
-        assert query(env, "SELECT duration_seconds FROM core.fases_ordem_fabrico WHERE fase_of_id = %s",
-                     (keys[("FasesOrdemFabrico", header, row)],)) == [(None,)]
-    for header, row, column in (("Of_DataCriacao", 5, "lead_time_seconds"),
-                                ("Of_DataAcabamento", 6, "lead_time_seconds"),
-                                ("Of_DataTransporte", 7, "is_on_time")):
-        assert query(env, f"SELECT {column} FROM core.ordens_fabrico WHERE of_id = %s",
-                     (keys[("OrdensFabrico", header, row)],)) == [(None,)], header
+        assert query(
+            env,
+            "SELECT duration_seconds FROM core.fases_ordem_fabrico WHERE fase_of_id = %s",
+            (keys[("FasesOrdemFabrico", header, row)],),
+        ) == [(None,)]
+    for header, row, column in (
+        ("Of_DataCriacao", 5, "lead_time_seconds"),
+        ("Of_DataAcabamento", 6, "lead_time_seconds"),
+        ("Of_DataTransporte", 7, "is_on_time"),
+    ):
+        assert query(
+            env, f"SELECT {column} FROM core.ordens_fabrico WHERE of_id = %s", (keys[("OrdensFabrico", header, row)],)
+        ) == [(None,)], header
     # and no aggregate holds a 7,985-year duration or a 121-year lead time
-    (longest,), = query(env, "SELECT max(max_duration_seconds) FROM analytics.agg_phase_stats_daily")
+    ((longest,),) = query(env, "SELECT max(max_duration_seconds) FROM analytics.agg_phase_stats_daily")
     assert longest < 10 * 365 * 86400
-    (slowest,), = query(env, "SELECT max(p90_lead_time_seconds) FROM analytics.agg_order_stats_daily")
+    ((slowest,),) = query(env, "SELECT max(p90_lead_time_seconds) FROM analytics.agg_order_stats_daily")
     assert slowest < 10 * 365 * 86400

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import psycopg2
@@ -52,8 +52,9 @@ class FirstIngest:
 @pytest.fixture(scope="module")
 def first_ingest(databases, small_sample, tmp_path_factory) -> FirstIngest:
     """The first `prodplan ingest --json` of the small workbook into fresh databases."""
-    env = cli_environment(databases, tmp_path_factory.mktemp("first-ingest") / "home", "cli",
-                          PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS)
+    env = cli_environment(
+        databases, tmp_path_factory.mktemp("first-ingest") / "home", "cli", PRODPLAN_PARTITIONS_START=RECENT_PARTITIONS
+    )
     return FirstIngest(env, run_cli(["ingest", "--workbook", str(small_sample), "--json"], env))
 
 
@@ -97,10 +98,9 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(first_inges
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"], "the unchanged answer recorded no run"
 
 
-def test_an_unchanged_workbook_is_answered_only_when_every_layer_reflects_it(first_ingest, ingested_env,
-                                                                             small_sample):
-    from prodplan_pipeline.up_to_date import reflected_run
+def test_an_unchanged_workbook_is_answered_only_when_every_layer_reflects_it(first_ingest, ingested_env, small_sample):
     from prodplan_pipeline.settings import Settings
+    from prodplan_pipeline.up_to_date import reflected_run
     from prodplan_pipeline.workbook.inspect import file_sha256
 
     cli_env, run_id = ingested_env, first_ingest.summary["ingestion_run_id"]
@@ -109,12 +109,14 @@ def test_an_unchanged_workbook_is_answered_only_when_every_layer_reflects_it(fir
     conn = psycopg2.connect(libpq_dsn(Warehouse(cli_env["PRODPLAN_DATABASE_URL"]).url))
     behind = {  # each a state that a killed or failed run leaves behind
         "a lagging aggregate": "UPDATE ops.watermarks SET value = '0' WHERE name = 'analytics.agg_quality_daily'",
-        "a pending day": ("DELETE FROM ops.aggregate_days WHERE day = (SELECT min(a.day) FROM "
-                          "ops.aggregate_days a JOIN ops.changed_days c USING (day))"),
+        "a pending day": (
+            "DELETE FROM ops.aggregate_days WHERE day = (SELECT min(a.day) FROM "
+            "ops.aggregate_days a JOIN ops.changed_days c USING (day))"
+        ),
         "gates not re-evaluated": "UPDATE ops.watermarks SET value = '0' WHERE name = 'feature_gates'",
         "expectations not run": "DELETE FROM ops.expectation_results WHERE table_name = 'core.modelos'",
         "an interrupted run": "INSERT INTO ops.ingestion_runs (dagster_run_id, workbook_path, workbook_sha256, "
-                              "forced) VALUES ('killed', 'x', 'y', false)",
+        "forced) VALUES ('killed', 'x', 'y', false)",
     }
     try:
         assert reflected_run(conn, sha, settings.reports, settings.partitions_start) == run_id
@@ -173,11 +175,19 @@ def test_a_second_ingestion_waits_for_the_first(cli_env, small_sample):
     with warehouse.connect() as conn, advisory_lock(conn, INGESTION_LOCK):
         process = subprocess.Popen(
             [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook", str(small_sample)],
-            env=cli_env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=cli_env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # the event itself: its backend queued behind this one's advisory lock
         deadline = time.monotonic() + 120
-        while not query(warehouse, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                                   "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"):
+        while not query(
+            warehouse,
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        ):
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, "the second ingestion never asked for the lock"
             time.sleep(0.05)
@@ -221,7 +231,8 @@ def test_cache_version_moves_with_every_change_and_only_then(ingested_env, small
 
 
 def test_a_re_export_that_changes_only_phases_refreshes_only_the_aggregates_of_their_days(
-        ingested_env, small_sample, tmp_path):
+    ingested_env, small_sample, tmp_path
+):
     import datetime as dt
 
     from prodplan_pipeline.analytics.aggregates import AGGREGATES, refresh
@@ -235,8 +246,11 @@ def test_a_re_export_that_changes_only_phases_refreshes_only_the_aggregates_of_t
             return table_checksum(cur, table)
 
     def days_reflected(aggregate: str) -> list[tuple]:
-        return query(warehouse, "SELECT day, snapshot_run_id FROM ops.aggregate_days WHERE aggregate = %s "
-                                "ORDER BY day", (aggregate,))
+        return query(
+            warehouse,
+            "SELECT day, snapshot_run_id FROM ops.aggregate_days WHERE aggregate = %s ORDER BY day",
+            (aggregate,),
+        )
 
     orders_before, order_days_before = table_digest(order_stats), days_reflected(order_stats)
 
@@ -244,13 +258,15 @@ def test_a_re_export_that_changes_only_phases_refreshes_only_the_aggregates_of_t
         sheet = book["FasesOrdemFabrico"]
         inicio, fim = (header_index(sheet, h) - 1 for h in ("FaseOf_Inicio", "FaseOf_Fim"))
         recent = dt.datetime.fromisoformat(RECENT_PARTITIONS)
-        rows = [r for r in sheet.iter_rows(min_row=2) if isinstance(r[fim].value, dt.datetime)
-                and r[inicio].value >= recent]
+        rows = [
+            r for r in sheet.iter_rows(min_row=2) if isinstance(r[fim].value, dt.datetime) and r[inicio].value >= recent
+        ]
         for row in rows[:40]:
             row[fim].value += dt.timedelta(days=3)
 
-    result = run_cli_forked(["ingest", "--workbook", str(edited(small_sample, tmp_path / "phases.xlsx", move_phase_ends)),
-                      "--json"], env)
+    result = run_cli_forked(
+        ["ingest", "--workbook", str(edited(small_sample, tmp_path / "phases.xlsx", move_phase_ends)), "--json"], env
+    )
     assert result.returncode == 0, result.stderr
     ranges = [a["refreshed"] for a in json.loads(result.stdout.strip().splitlines()[-1])["analytics"]]
     assert ranges and all("agg_phase_stats_daily" in r and order_stats not in r for r in ranges), ranges
@@ -282,7 +298,9 @@ def test_the_quality_reports_run_beside_the_analytics_in_a_dagster_run_of_their_
     assert quality["success"] is True and quality["dagster_run_id"] != summary["dagster_run_id"]
     env = first_ingest.env
     dagster = Warehouse(make_url(env["PRODPLAN_DATABASE_URL"]).set(database=env["PRODPLAN_DAGSTER_DATABASE"]))
-    runs = {run.run_id: run for run in (deserialize_value(body) for (body,) in query(dagster, "SELECT run_body FROM runs"))}
+    runs = {
+        run.run_id: run for run in (deserialize_value(body) for (body,) in query(dagster, "SELECT run_body FROM runs"))
+    }
     ingest, beside = runs[summary["dagster_run_id"]], runs[quality["dagster_run_id"]]
     assert beside.asset_selection == BESIDE_ANALYTICS_ASSETS
     assert beside.asset_check_selection == BESIDE_ANALYTICS_CHECKS
@@ -303,15 +321,18 @@ def test_a_ranged_runs_materializations_are_stored_as_dagster_serializes_each(fi
 
     env = first_ingest.env
     dagster = Warehouse(make_url(env["PRODPLAN_DATABASE_URL"]).set(database=env["PRODPLAN_DAGSTER_DATABASE"]))
-    rows = query(dagster, """SELECT event, partition, asset_key, step_key, timestamp FROM event_logs
-                             WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND partition IS NOT NULL""")
+    rows = query(
+        dagster,
+        """SELECT event, partition, asset_key, step_key, timestamp FROM event_logs
+                             WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND partition IS NOT NULL""",
+    )
     assert len({(asset_key, partition) for _, partition, asset_key, _, _ in rows}) == len(rows) > 3 * 30
     for text, partition, asset_key, step_key, stored_at in rows:
         event = deserialize_value(text)
         assert serialize_value(event) == text
         assert event.dagster_event.partition == partition and event.dagster_event.asset_key.to_string() == asset_key
         assert event.dagster_event.step_key == step_key
-        assert abs(stored_at.replace(tzinfo=timezone.utc).timestamp() - event.timestamp) < 1e-3
+        assert abs(stored_at.replace(tzinfo=UTC).timestamp() - event.timestamp) < 1e-3
     assert len({json.loads(text)["timestamp"] for text, *_ in rows}) > 1, "each event keeps its own time"
     # One aggregate's events of one run take the shared serialization; one that differs, not.
     from prodplan_pipeline.orchestration.storage import serialized_alike
@@ -320,6 +341,9 @@ def test_a_ranged_runs_materializations_are_stored_as_dagster_serializes_each(fi
     events = [deserialize_value(text) for text in texts]
     assert len(events) > 30 and serialized_alike(events) == texts
     other = events[1].dagster_event.event_specific_data.materialization._replace(description="another")
-    odd = events[1]._replace(dagster_event=events[1].dagster_event._replace(
-        event_specific_data=events[1].dagster_event.event_specific_data._replace(materialization=other)))
+    odd = events[1]._replace(
+        dagster_event=events[1].dagster_event._replace(
+            event_specific_data=events[1].dagster_event.event_specific_data._replace(materialization=other)
+        )
+    )
     assert serialized_alike([events[0], odd, *events[2:]]) is None

@@ -11,9 +11,18 @@ from prodplan_pipeline_tests.conftest import REPO_ROOT
 PACKAGE = REPO_ROOT / "prodplan_pipeline"
 # The rooms table of CONTRIBUTING.md, top to bottom; a room on one row may import its row-mates.
 ROOMS = [
-    {"contract"}, {"paths", "settings", "textui", "watermarks"}, {"workbook"}, {"warehouse"},
-    {"derived"}, {"ingest"}, {"quality"}, {"analytics"}, {"serving"},
-    {"up_to_date", "outcome", "status", "alerts"}, {"orchestration"}, {"cli"},
+    {"contract"},
+    {"paths", "settings", "textui", "watermarks"},
+    {"workbook"},
+    {"warehouse"},
+    {"derived"},
+    {"ingest"},
+    {"quality"},
+    {"analytics"},
+    {"serving"},
+    {"up_to_date", "outcome", "status", "alerts"},
+    {"orchestration"},
+    {"cli"},
 ]
 RANK = {room: row for row, rooms in enumerate(ROOMS) for room in rooms}
 
@@ -46,8 +55,11 @@ def test_no_module_imports_a_room_below_its_own():
         own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
         if own == "__init__":
             continue
-        wrong += [f"{path.relative_to(REPO_ROOT)}:{line}: {own} imports {room}"
-                  for line, room in _imports(path) if RANK[room] > RANK[own]]
+        wrong += [
+            f"{path.relative_to(REPO_ROOT)}:{line}: {own} imports {room}"
+            for line, room in _imports(path)
+            if RANK[room] > RANK[own]
+        ]
     assert wrong == []
 
 
@@ -62,9 +74,11 @@ def test_the_rooms_are_those_of_the_contributing_table_in_its_order():
     import re
 
     text = (REPO_ROOT / "CONTRIBUTING.md").read_text()
-    table = text[text.index("| room | holds |"):].split("\n\n")[0]
-    rows = [{name.rstrip("/").removesuffix(".py") for name in re.findall(r"`([\w./]+)`", line.split("|")[1])}
-            for line in table.splitlines()[2:]]
+    table = text[text.index("| room | holds |") :].split("\n\n")[0]
+    rows = [
+        {name.rstrip("/").removesuffix(".py") for name in re.findall(r"`([\w./]+)`", line.split("|")[1])}
+        for line in table.splitlines()[2:]
+    ]
     assert rows == ROOMS
 
 
@@ -75,7 +89,6 @@ def test_no_test_module_imports_another():
     wrong = []
     for path in sorted(tests.glob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ImportFrom) and node.module and \
-                    node.module.rsplit(".", 1)[-1].startswith("test_"):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.rsplit(".", 1)[-1].startswith("test_"):
                 wrong.append(f"{path.name}:{node.lineno}: imports {node.module}")
     assert wrong == []

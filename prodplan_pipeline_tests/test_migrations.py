@@ -41,8 +41,10 @@ def test_migrations_apply_once_and_a_second_apply_changes_nothing(empty_database
     assert apply_migrations(conn) == []
     assert snapshot(conn) == first
     with conn.cursor() as cur:
-        cur.execute("SELECT nspname FROM pg_namespace WHERE nspname IN "
-                    "('staging', 'core', 'quarantine', 'ops', 'analytics') ORDER BY 1")
+        cur.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname IN "
+            "('staging', 'core', 'quarantine', 'ops', 'analytics') ORDER BY 1"
+        )
         assert [r[0] for r in cur.fetchall()] == ["analytics", "core", "ops", "quarantine", "staging"]
     conn.close()
 
@@ -113,14 +115,14 @@ def test_an_edited_applied_migration_is_refused(empty_database, tmp_path):
 def test_a_failing_migration_rolls_back_and_is_not_recorded(empty_database, tmp_path):
     directory = tmp_path / "migrations"
     shutil.copytree(discover()[0].path.parent, directory)
-    (directory / "999_broken.sql").write_text(
-        "CREATE TABLE ops.half_done (id int);\nSELECT no_such_function();\n")
+    (directory / "999_broken.sql").write_text("CREATE TABLE ops.half_done (id int);\nSELECT no_such_function();\n")
     conn = connect(empty_database)
     with pytest.raises(MigrationError, match="999_broken.sql failed"):
         apply_migrations(conn, directory)
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('ops.half_done'), "
-                    "(SELECT count(*) FROM ops.schema_migrations WHERE version = '999')")
+        cur.execute(
+            "SELECT to_regclass('ops.half_done'), (SELECT count(*) FROM ops.schema_migrations WHERE version = '999')"
+        )
         assert cur.fetchone() == (None, 0)
     conn.close()
 

@@ -22,12 +22,15 @@ from prodplan_pipeline.ingest.pipeline import ingest_workbook
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.workbook.sample import write_sample
 
-from .api_server import ApiServer, server_env
 from .api_helpers import approx, ok, sql, url_of
+from .api_server import ApiServer, server_env
 from .workbook_facts import data_as_of, defect_keys, orders_at_risk, phase_flow, read_frames
 
-PARETO_BY = {"description": ("Erro_Descricao", None), "culprit_phase": ("culprit_phase", "culprit_reason"),
-             "product": ("product", "product_reason")}
+PARETO_BY = {
+    "description": ("Erro_Descricao", None),
+    "culprit_phase": ("culprit_phase", "culprit_reason"),
+    "product": ("product", "product_reason"),
+}
 ENVELOPE = ("cache_version", "as_of", "snapshot")  # when it was served, not what
 
 
@@ -152,17 +155,29 @@ def test_orders_at_risk_equal_an_eta_from_the_workbooks_routes_and_medians(plann
     assert first["share_assessed"] == approx(len(slack) / total)
 
 
-@pytest.mark.parametrize("path, params", [
-    ("/api/quality/pareto", {"by": "colour"}),
-    ("/api/quality/pareto", {}),
-    ("/api/quality/pareto", {"by": "product", "from": "2024-02-01", "to": "2024-01-01"}),
-    ("/api/quality/pareto", {"by": "product", "from": "yesterday"}),
-    ("/api/quality/pareto", {"by": "product", "since": "2024-01-01"}),
-    ("/api/prodplan/orders/at-risk", {"limit": 0}),
-    ("/api/prodplan/orders/at-risk", {"cursor": "not-a-cursor"}),
-    ("/api/kpis/bottlenecks", {"window": 7}),
-], ids=["unknown-by", "no-by", "from-after-to", "not-a-date", "unknown-parameter", "zero-limit",
-        "forged-cursor", "bottlenecks-unknown-parameter"])
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/api/quality/pareto", {"by": "colour"}),
+        ("/api/quality/pareto", {}),
+        ("/api/quality/pareto", {"by": "product", "from": "2024-02-01", "to": "2024-01-01"}),
+        ("/api/quality/pareto", {"by": "product", "from": "yesterday"}),
+        ("/api/quality/pareto", {"by": "product", "since": "2024-01-01"}),
+        ("/api/prodplan/orders/at-risk", {"limit": 0}),
+        ("/api/prodplan/orders/at-risk", {"cursor": "not-a-cursor"}),
+        ("/api/kpis/bottlenecks", {"window": 7}),
+    ],
+    ids=[
+        "unknown-by",
+        "no-by",
+        "from-after-to",
+        "not-a-date",
+        "unknown-parameter",
+        "zero-limit",
+        "forged-cursor",
+        "bottlenecks-unknown-parameter",
+    ],
+)
 def test_bad_parameters_are_422_naming_them(planner, path, params):
     response = planner.server.get(path, params=params)
     assert response.status_code == 422, response.text
@@ -172,8 +187,12 @@ def test_bad_parameters_are_422_naming_them(planner, path, params):
 
 def _figures(server) -> dict:
     """Every planner figure, and the WIP ages (without when each was computed)."""
-    paths = ["/api/kpis/bottlenecks", "/api/prodplan/orders/at-risk?limit=500", "/api/prodplan/schedule/current",
-             *(f"/api/quality/pareto?by={by}" for by in PARETO_BY)]
+    paths = [
+        "/api/kpis/bottlenecks",
+        "/api/prodplan/orders/at-risk?limit=500",
+        "/api/prodplan/schedule/current",
+        *(f"/api/quality/pareto?by={by}" for by in PARETO_BY),
+    ]
     figures = {p: {k: v for k, v in ok(server.get(p)).items() if k not in ENVELOPE} for p in paths}
     for item in figures["/api/prodplan/schedule/current"]["items"]:
         item.pop("as_of")

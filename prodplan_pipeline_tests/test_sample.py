@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import math
 from collections import Counter, defaultdict
+from itertools import pairwise
 
 import fastexcel
 import numpy as np
@@ -17,7 +18,7 @@ import openpyxl
 import pytest
 
 from prodplan_pipeline import contract
-from prodplan_pipeline.contract import ColumnType, NULL_TEXT
+from prodplan_pipeline.contract import NULL_TEXT, ColumnType
 from prodplan_pipeline.workbook import xlsx_writer as xw
 from prodplan_pipeline.workbook.sample import write_sample
 
@@ -48,6 +49,7 @@ DESMOLDE, FINAL_QC, DELIVERED = 6, 8, 12
 
 # --- fixtures --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     path = tmp_path_factory.mktemp("sample") / "Folha_IA.xlsx"
@@ -68,7 +70,7 @@ def book(generated) -> dict[str, list[tuple]]:
 
 def records(book, name: str) -> list[dict]:
     header, *rows = book[name]
-    return [dict(zip(header, row)) for row in rows]
+    return [dict(zip(header, row, strict=True)) for row in rows]
 
 
 def null(value) -> bool:
@@ -99,6 +101,7 @@ def phase_by_id(phases):
 
 
 # --- shape and cell types --------------------------------------------------------------------------
+
 
 def test_sheets_headers_and_row_counts(generated, book):
     _, counts, messages = generated
@@ -144,8 +147,9 @@ def test_cell_types_follow_the_contract(book, sheet):
         for v in values:
             if null(v) and column.type != ColumnType.TEXT:
                 continue
-            assert isinstance(v, _PYTHON_TYPES[column.type]) and not isinstance(v, bool), \
+            assert isinstance(v, _PYTHON_TYPES[column.type]) and not isinstance(v, bool), (
                 f"{sheet.name}.{column.header}: {v!r}"
+            )
             if isinstance(v, float):
                 assert math.isfinite(v)
             if isinstance(v, dt.datetime):
@@ -175,6 +179,7 @@ def test_fastexcel_reads_the_workbook(generated):
 
 
 # --- catalogue quirks ------------------------------------------------------------------------------
+
 
 def test_funcionarios_repeats_301_employees_as_exact_copies(book):
     rows = book["Funcionarios"][1:]
@@ -224,6 +229,7 @@ def test_products_have_gapped_ids_and_routes(book):
 
 # --- orders ------------------------------------------------------------------------------------------
 
+
 def test_orders(book, orders):
     rows = list(orders.values())
     ids = [r["Of_Id"] for r in rows]
@@ -249,10 +255,11 @@ def test_distinct_product_match_rate(book, orders):
 
 # --- phases ------------------------------------------------------------------------------------------
 
+
 def test_phase_quirks(phases, orders):
     n = len(phases)
     ids = [r["FaseOf_Id"] for r in phases]
-    assert all(a <= b for a, b in zip(ids, ids[1:]))  # increasing; equal only for exact copies
+    assert all(a <= b for a, b in pairwise(ids))  # increasing; equal only for exact copies
     assert (max(ids) - min(ids)) > 3 * n  # sparse ids
     assert n - len({tuple(r.values()) for r in phases}) >= 1  # exact duplicate rows
     open_rows = [r for r in phases if null(r["FaseOf_Fim"])]
@@ -286,7 +293,7 @@ def test_phases_follow_the_route_in_time(book, phases, orders):
     checked = 0
     for of_id, rows in _phases_by_order(phases).items():
         assert [r["FaseOf_Sequencia"] for r in rows] == list(range(1, len(rows) + 1))
-        for prev, cur in zip(rows, rows[1:]):
+        for prev, cur in pairwise(rows):
             assert cur["FaseOf_Inicio"] >= prev["FaseOf_Inicio"]
             if not null(prev["FaseOf_Fim"]) and prev["FaseOf_Fim"] >= prev["FaseOf_Inicio"]:
                 assert cur["FaseOf_Inicio"] >= prev["FaseOf_Fim"], of_id  # starts after the previous ends
@@ -296,7 +303,7 @@ def test_phases_follow_the_route_in_time(book, phases, orders):
         done = [r["FaseOf_FaseId"] for r in rows if r["FaseOf_Retorno"] == 0]
         route = routes[order["Of_ProdutoId"]]
         if null(order["Of_DataAcabamento"]):
-            assert done == route[:len(done)] and len(done) < len(route)
+            assert done == route[: len(done)] and len(done) < len(route)
         else:
             assert done == route
             if order["Of_DataAcabamento"] >= order["Of_DataCriacao"]:
@@ -315,6 +322,7 @@ def test_open_orders_current_phase_is_their_first_open_phase(phases, orders):
 
 # --- employee links ----------------------------------------------------------------------------------
 
+
 def test_employee_links(book, phase_by_id):
     rows = book["FuncionariosFaseOrdemFabrico"][1:]
     assert len({(r[0], r[1]) for r in rows}) == len(rows)
@@ -327,6 +335,7 @@ def test_employee_links(book, phase_by_id):
 
 
 # --- defects -----------------------------------------------------------------------------------------
+
 
 def test_defects_reference_real_inspection_rows(book, orders, phase_by_id):
     defects = records(book, "OrdemFabricoErros")
@@ -349,6 +358,7 @@ def test_defects_reference_real_inspection_rows(book, orders, phase_by_id):
 
 
 # --- determinism and arguments -----------------------------------------------------------------------
+
 
 def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -390,8 +400,9 @@ def test_link_match_rate_sets_the_share_of_links_whose_phase_exists(tmp_path):
     write_sample(path, scale=0.01, link_match_rate=0.95)
     reader = fastexcel.read_excel(path)
     phases = set(reader.load_sheet("FasesOrdemFabrico").to_arrow().column("FaseOf_Id").to_pylist())
-    links = set(reader.load_sheet("FuncionariosFaseOrdemFabrico").to_arrow()
-                .column("FuncionarioFaseOf_FaseOfId").to_pylist())
+    links = set(
+        reader.load_sheet("FuncionariosFaseOrdemFabrico").to_arrow().column("FuncionarioFaseOf_FaseOfId").to_pylist()
+    )
     assert abs(len(links & phases) / len(links) - 0.95) < 0.01
 
 
@@ -401,6 +412,7 @@ def test_tiny_scale_still_writes_every_sheet(tmp_path):
 
 
 # --- the writer alone --------------------------------------------------------------------------------
+
 
 def test_writer_round_trip(tmp_path):
     path = tmp_path / "w.xlsx"

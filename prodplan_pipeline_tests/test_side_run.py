@@ -52,8 +52,9 @@ elif case == "orphan":
 
 
 def run_case(case: str, tmp_path) -> dict:
-    done = subprocess.run([sys.executable, "-c", SCRIPT, case, str(tmp_path / "ran")], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, case, str(tmp_path / "ran")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -73,8 +74,12 @@ def test_a_failed_side_run_says_why(tmp_path):
 
 
 def test_a_side_run_dies_with_its_parent_killed_alone(tmp_path):
-    parent = subprocess.Popen([sys.executable, "-c", SCRIPT, "orphan", str(tmp_path / "ran")],
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "orphan", str(tmp_path / "ran")],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         json.loads(parent.stdout.readline())
         mark = tmp_path / "ran"

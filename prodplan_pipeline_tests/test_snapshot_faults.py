@@ -18,12 +18,11 @@ from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.workbook.inspect import file_sha256
 from prodplan_pipeline.workbook.sample import write_sample
-from prodplan_pipeline_tests.conftest import (RECENT_PARTITIONS, cli_environment, copied_environment,
-                                              run_cli_forked)
 from prodplan_pipeline_tests.cli_runs import Ingest, re_export, warehouse_of
+from prodplan_pipeline_tests.conftest import RECENT_PARTITIONS, cli_environment, copied_environment, run_cli_forked
+from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
 from prodplan_pipeline_tests.warehouse_queries import checksums, query
 from prodplan_pipeline_tests.workbook_edit import edited
-from prodplan_pipeline_tests.warehouse_fingerprint import differences, fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +70,11 @@ def wait_until_idle(warehouse: Warehouse) -> None:
     """A killed client's backend finishes (rolls back) its statement on its own time."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if not query(warehouse, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND pid <> pg_backend_pid() AND state <> 'idle'"):
+        if not query(
+            warehouse,
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state <> 'idle'",
+        ):
             return
         time.sleep(0.1)
 
@@ -127,10 +129,16 @@ def test_a_re_ingest_killed_after_its_commit_converges_to_the_new_snapshot(point
     victim.kill()
     wait_until_idle(warehouse_of(env))
     # Committed rows are whole: new source columns always come with their derived values.
-    assert query(warehouse_of(env), """SELECT count(*) FROM core.fases_ordem_fabrico
+    assert (
+        query(
+            warehouse_of(env),
+            """SELECT count(*) FROM core.fases_ordem_fabrico
         WHERE is_open IS NULL OR is_open <> (fase_of_fim IS NULL)
            OR duration_seconds IS DISTINCT FROM CASE WHEN fase_of_fim >= fase_of_inicio
-              THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END""")[0][0] == 0
+              THEN extract(epoch FROM fase_of_fim - fase_of_inicio)::double precision END""",
+        )[0][0]
+        == 0
+    )
     assert run_cli_forked(["ingest", "--workbook", str(workbooks["second"])], env).returncode == 0
     assert differences(fingerprint(warehouse_of(env)), clean["second"]) == []
 

@@ -33,8 +33,9 @@ STOP_TIMEOUT = UI_STOP_GRACE + 15 + 30
 
 
 def start_ui(env: dict[str, str], port: int, **output) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "prodplan_pipeline.cli", "ui", "--port", str(port)],
-                            env=env, cwd=REPO_ROOT, **output)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prodplan_pipeline.cli", "ui", "--port", str(port)], env=env, cwd=REPO_ROOT, **output
+    )
 
 
 def running(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -54,8 +55,11 @@ def processes_with_home(home: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter():
         try:
-            if (process.pid != os.getpid() and process.status() != psutil.STATUS_ZOMBIE
-                    and process.environ().get("PRODPLAN_HOME") == home):
+            if (
+                process.pid != os.getpid()
+                and process.status() != psutil.STATUS_ZOMBIE
+                and process.environ().get("PRODPLAN_HOME") == home
+            ):
                 found.append(process)
         except psutil.Error:
             continue
@@ -63,6 +67,7 @@ def processes_with_home(home: str) -> list[psutil.Process]:
 
 
 # --- refusals, before anything starts ----------------------------------------------------------
+
 
 def test_ui_refuses_a_busy_port_in_one_line_and_starts_nothing(cli_env):
     with socket.socket() as busy:
@@ -95,12 +100,17 @@ def test_ui_refuses_a_port_out_of_range_in_one_line(cli_env, port):
 
 # --- stopping: nothing left behind ---------------------------------------------------------------
 
-@pytest.mark.parametrize("target, sent, exit_code", [
-    ("prodplan ui", signal.SIGTERM, 128 + signal.SIGTERM),
-    ("prodplan ui", signal.SIGINT, 128 + signal.SIGINT),
-    # dagster dev dying by itself: prodplan ui ends with its status, and stops the orphans
-    ("dagster dev", signal.SIGKILL, 128 + signal.SIGKILL),
-], ids=["sigterm", "sigint", "dagster-dev-killed"])
+
+@pytest.mark.parametrize(
+    "target, sent, exit_code",
+    [
+        ("prodplan ui", signal.SIGTERM, 128 + signal.SIGTERM),
+        ("prodplan ui", signal.SIGINT, 128 + signal.SIGINT),
+        # dagster dev dying by itself: prodplan ui ends with its status, and stops the orphans
+        ("dagster dev", signal.SIGKILL, 128 + signal.SIGKILL),
+    ],
+    ids=["sigterm", "sigint", "dagster-dev-killed"],
+)
 def test_ui_stops_with_every_process_it_started(cli_env, tmp_path, target, sent, exit_code):
     port = free_port()
     log = tmp_path / "ui.log"
@@ -167,11 +177,11 @@ def wait_until_serving(ui: subprocess.Popen, port: int, log: Path) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"the Dagster UI did not answer within {STARTUP_TIMEOUT} s:\n"
-                         f"{log.read_text()[-3000:]}")
+    raise AssertionError(f"the Dagster UI did not answer within {STARTUP_TIMEOUT} s:\n{log.read_text()[-3000:]}")
 
 
 # --- the demo ------------------------------------------------------------------------------------
+
 
 def test_demo_ends_with_the_commands_to_try_next(cli_env):
     result = run_cli(["demo", "--scale", "0.01"], cli_env, timeout=600)

@@ -16,8 +16,9 @@ def test_two_readers_give_the_same_facts(real_sample):
 def test_the_facts_hold_the_real_quirks(real_sample):
     """Whichever workbook the tests use, it carries the quirks they are about."""
     facts = real_sample.facts
-    assert all(facts["phases"][quirk] > 0 for quirk in ("fim_lt_inicio_rows", "open_phases_fim_null",
-                                                        "orphan_ofid_rows"))
+    assert all(
+        facts["phases"][quirk] > 0 for quirk in ("fim_lt_inicio_rows", "open_phases_fim_null", "orphan_ofid_rows")
+    )
     assert facts["sheets"]["Funcionarios"]["exact_duplicate_rows"] > 0
     assert facts["match_rates"]["ffo_faseofid_distinct_in_faseof_id"]["rate"] < 0.9
     if SHARED_SAMPLE.exists():  # the real sample: its facts file was computed by others

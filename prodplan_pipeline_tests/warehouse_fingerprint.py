@@ -18,7 +18,7 @@ SERVED = {
     "analytics.agg_quality_daily": "*",
     # ages are measured at the snapshot's data_as_of, not the clock; as_of is when it ran
     "analytics.agg_wip_current": "fase_id, produto_id, n_open_phases, n_orders, mean_age_seconds, "
-                                 "p90_age_seconds, max_age_seconds",
+    "p90_age_seconds, max_age_seconds",
     "analytics.phase_flow_current": "*",
     "analytics.defect_pareto_current": "*",
     "analytics.orders_at_risk_current": "*",
@@ -38,8 +38,10 @@ EFFECTIVE_REJECTS = """
 
 
 def _digest(cur, relation: str, columns: str = "*") -> str:
-    cur.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
-                f"FROM (SELECT {columns} FROM {relation} x) t")
+    cur.execute(
+        f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+        f"FROM (SELECT {columns} FROM {relation} x) t"
+    )
     return cur.fetchone()[0]
 
 

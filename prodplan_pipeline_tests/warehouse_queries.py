@@ -7,8 +7,7 @@ from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.warehouse import Warehouse
 
 # Row count and an order-independent md5 of a table's content ({table}: a name from a registry).
-TABLE_CHECKSUM = ("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
-                  "FROM {table} t")
+TABLE_CHECKSUM = "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
 
 
 def query(warehouse: Warehouse, statement: str, params: tuple = ()) -> list[tuple]:

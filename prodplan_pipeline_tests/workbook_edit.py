@@ -98,11 +98,11 @@ class Sheet:
         return cells[column - 1]
 
     def iter_rows(self, min_row: int = 1) -> Iterator[tuple[Cell, ...]]:
-        for cells in self._rows[min_row - 1:]:
+        for cells in self._rows[min_row - 1 :]:
             yield tuple(cells)
 
     def delete_rows(self, idx: int, amount: int = 1) -> None:
-        del self._rows[idx - 1:idx - 1 + amount]
+        del self._rows[idx - 1 : idx - 1 + amount]
 
     def xml(self, strings: StringTable) -> str:
         rows = {n: [c.xml(strings) for c in cells] for n, cells in enumerate(self._rows, start=1)}
@@ -158,8 +158,9 @@ def edited(source: Path, target: Path, edit: Callable[[Book], None]) -> Path:
             changed[SHARED_STRINGS] = book.strings.rewritten().encode()
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
             for info in archive.infolist():
-                out.writestr(info, changed.get(info.filename) or archive.read(info.filename),
-                             compress_type=zipfile.ZIP_DEFLATED)
+                out.writestr(
+                    info, changed.get(info.filename) or archive.read(info.filename), compress_type=zipfile.ZIP_DEFLATED
+                )
     return target
 
 
@@ -178,7 +179,7 @@ def _parse(xml: str, strings: list[str]) -> Sheet:
 
 
 def _opening_tag(cell: str) -> str:
-    return cell[:cell.index(">") + 1]
+    return cell[: cell.index(">") + 1]
 
 
 def _decode(xml: str, strings: list[str]):

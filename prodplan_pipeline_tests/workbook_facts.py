@@ -27,15 +27,21 @@ FACT_OF_GATE = {
 PHASES, ORDERS = "FasesOrdemFabrico", "OrdensFabrico"
 # (child sheet, column) -> (parent sheet, column), named as in the shared facts file.
 MATCH_RATES = {
-    "ffo_faseofid_distinct_in_faseof_id":
-        ("FuncionariosFaseOrdemFabrico", "FuncionarioFaseOf_FaseOfId", PHASES, "FaseOf_Id"),
+    "ffo_faseofid_distinct_in_faseof_id": (
+        "FuncionariosFaseOrdemFabrico",
+        "FuncionarioFaseOf_FaseOfId",
+        PHASES,
+        "FaseOf_Id",
+    ),
     "of_produtoid_distinct_in_modelos": (ORDERS, "Of_ProdutoId", "Modelos", "Produto_Id"),
-    "erro_faseofavaliacao_distinct_in_faseof_id":
-        ("OrdemFabricoErros", "Erro_FaseOfAvaliacao", PHASES, "FaseOf_Id"),
-    "erro_faseofculpada_distinct_in_faseof_id":
-        ("OrdemFabricoErros", "Erro_FaseOfCulpada", PHASES, "FaseOf_Id"),
-    "ffo_funcionarioid_distinct_in_funcionarios":
-        ("FuncionariosFaseOrdemFabrico", "FuncionarioFaseOf_FuncionarioId", "Funcionarios", "Funcionario_Id"),
+    "erro_faseofavaliacao_distinct_in_faseof_id": ("OrdemFabricoErros", "Erro_FaseOfAvaliacao", PHASES, "FaseOf_Id"),
+    "erro_faseofculpada_distinct_in_faseof_id": ("OrdemFabricoErros", "Erro_FaseOfCulpada", PHASES, "FaseOf_Id"),
+    "ffo_funcionarioid_distinct_in_funcionarios": (
+        "FuncionariosFaseOrdemFabrico",
+        "FuncionarioFaseOf_FuncionarioId",
+        "Funcionarios",
+        "Funcionario_Id",
+    ),
     "erro_ofid_distinct_in_ordensfabrico": ("OrdemFabricoErros", "Erro_OfId", ORDERS, "Of_Id"),
     "faseof_ofid_distinct_in_ordensfabrico": (PHASES, "FaseOf_OfId", ORDERS, "Of_Id"),
 }
@@ -57,28 +63,34 @@ def _numeric_if_whole(column: pd.Series) -> pd.Series:
 
 
 def compute_facts(frames: dict[str, pd.DataFrame]) -> dict:
-    return {"sheets": {s.name: _sheet_facts(frames[s.name], s) for s in SHEETS},
-            "phases": _phase_facts(frames[PHASES].drop_duplicates(), frames[ORDERS]),
-            "match_rates": {name: _match_rate(frames, *link) for name, link in MATCH_RATES.items()}
-            | {"of_rows_produtoid_in_modelos": _row_match_rate(frames)}}
+    return {
+        "sheets": {s.name: _sheet_facts(frames[s.name], s) for s in SHEETS},
+        "phases": _phase_facts(frames[PHASES].drop_duplicates(), frames[ORDERS]),
+        "match_rates": {name: _match_rate(frames, *link) for name, link in MATCH_RATES.items()}
+        | {"of_rows_produtoid_in_modelos": _row_match_rate(frames)},
+    }
 
 
 def _sheet_facts(frame: pd.DataFrame, s) -> dict:
-    facts = {"rows": len(frame), "columns": list(frame.columns),
-             "exact_duplicate_rows": int(frame.duplicated().sum()),
-             "null_text": {c: int(frame[c].isna().sum()) for c in frame.columns}}
+    facts = {
+        "rows": len(frame),
+        "columns": list(frame.columns),
+        "exact_duplicate_rows": int(frame.duplicated().sum()),
+        "null_text": {c: int(frame[c].isna().sum()) for c in frame.columns},
+    }
     if s.key is not None:
         distinct = len(frame.drop_duplicates(subset=list(s.key)))
-        facts |= {"key": list(s.key), "distinct_keys": distinct,
-                  "rows_beyond_distinct_key": len(frame) - distinct}
+        facts |= {"key": list(s.key), "distinct_keys": distinct, "rows_beyond_distinct_key": len(frame) - distinct}
     return facts
 
 
 def _phase_facts(phases: pd.DataFrame, orders: pd.DataFrame) -> dict:
     """Over the distinct phase rows, which are the ones that reach core."""
-    return {"fim_lt_inicio_rows": int((phases.FaseOf_Fim < phases.FaseOf_Inicio).sum()),
-            "open_phases_fim_null": int(phases.FaseOf_Fim.isna().sum()),
-            "orphan_ofid_rows": int((~phases.FaseOf_OfId.isin(orders.Of_Id)).sum())}
+    return {
+        "fim_lt_inicio_rows": int((phases.FaseOf_Fim < phases.FaseOf_Inicio).sum()),
+        "open_phases_fim_null": int(phases.FaseOf_Fim.isna().sum()),
+        "orphan_ofid_rows": int((~phases.FaseOf_OfId.isin(orders.Of_Id)).sum()),
+    }
 
 
 def _match_rate(frames, child: str, column: str, parent: str, parent_column: str) -> dict:
@@ -93,8 +105,11 @@ def _row_match_rate(frames) -> dict:
 
 
 def _rate(numerator: int, denominator: int) -> dict:
-    return {"numerator": numerator, "denominator": denominator,
-            "rate": round(numerator / denominator, 6) if denominator else None}
+    return {
+        "numerator": numerator,
+        "denominator": denominator,
+        "rate": round(numerator / denominator, 6) if denominator else None,
+    }
 
 
 # --- the planner's figures, as of the export's own time -----------------------------------------
@@ -134,8 +149,11 @@ def phase_flow(frames) -> dict[int, dict]:
         in_progress, done = rows[wip.loc[rows.index]], int(finished.loc[rows.index].sum())
         if len(in_progress) or done:
             ages = (now - in_progress.start).dt.total_seconds()
-            flow[int(phase)] = {"wip": len(in_progress), "finished_30d": done,
-                                "p90_wip_age_seconds": float(ages.quantile(0.9)) if len(ages) else None}
+            flow[int(phase)] = {
+                "wip": len(in_progress),
+                "finished_30d": done,
+                "p90_wip_age_seconds": float(ages.quantile(0.9)) if len(ages) else None,
+            }
     return flow
 
 
@@ -153,9 +171,11 @@ def defect_keys(frames) -> pd.DataFrame:
     defects["product_reason"] = defects["product"].isna().map({True: "order_missing", False: None})
     # the defect's time: its inspection phase row's, else its order's finish, else its creation
     inspected = phase_of.end.fillna(phase_of.start)
-    candidates = [defects.Erro_FaseOfAvaliacao.map(inspected),
-                  defects.Erro_OfId.map(_timestamps(order_of.Of_DataAcabamento)),
-                  defects.Erro_OfId.map(_timestamps(order_of.Of_DataCriacao))]
+    candidates = [
+        defects.Erro_FaseOfAvaliacao.map(inspected),
+        defects.Erro_OfId.map(_timestamps(order_of.Of_DataAcabamento)),
+        defects.Erro_OfId.map(_timestamps(order_of.Of_DataCriacao)),
+    ]
     day = pd.Series(pd.NaT, index=defects.index)
     for candidate in candidates:
         day = day.fillna(candidate.where(_plausible(candidate)))
@@ -170,8 +190,13 @@ def orders_at_risk(frames) -> tuple[dict[int, float], dict[str, int]]:
     open_due = orders[orders.finish.isna() & orders.due.notna()]
     route = frames["FasesStandardModelos"].groupby("ProdutoFase_ProdutoId").ProdutoFase_FaseId.apply(set)
     done = phases[phases.end.notna()].groupby("FaseOf_OfId").FaseOf_FaseId.apply(set)
-    timed = phases[(phases.end >= phases.start) & _plausible(phases.start) & _plausible(phases.end)
-                   & (phases.end > now - pd.DateOffset(years=1)) & (phases.end <= now)].copy()
+    timed = phases[
+        (phases.end >= phases.start)
+        & _plausible(phases.start)
+        & _plausible(phases.end)
+        & (phases.end > now - pd.DateOffset(years=1))
+        & (phases.end <= now)
+    ].copy()
     timed["seconds"] = (timed.end - timed.start).dt.total_seconds()
     timed["product"] = timed.FaseOf_OfId.map(orders.set_index("Of_Id").Of_ProdutoId)
     by_product = timed.groupby(["product", "FaseOf_FaseId"]).seconds.median()

@@ -50,8 +50,11 @@ class Aggregate:
         return f"x.{self.day_source.rsplit('.', 1)[1]}::date"
 
     def readme_row(self) -> str:
-        return f"| `{self.table}` | {self.description} | `{self.day_source}` | " \
-               + ", ".join(f"`{t}`" for t in self.reads) + " |"
+        return (
+            f"| `{self.table}` | {self.description} | `{self.day_source}` | "
+            + ", ".join(f"`{t}`" for t in self.reads)
+            + " |"
+        )
 
 
 PHASE_FACTS = """core.fases_ordem_fabrico x
@@ -61,16 +64,16 @@ ORDER_FACTS = """core.ordens_fabrico x
 DEFECT_FACTS = """core.erros_ordem_fabrico x
     WHERE x.ofch_event_time >= %(start)s AND x.ofch_event_time < %(end)s"""
 # The same facts with their order (inner join: facts of unknown orders are left out, counted).
-PHASE_FACTS_WITH_ORDER = PHASE_FACTS.replace(
-    "x\n", "x JOIN core.ordens_fabrico o ON o.of_id = x.fase_of_of_id\n", 1)
-DEFECT_FACTS_WITH_ORDER = DEFECT_FACTS.replace(
-    "x\n", "x JOIN core.ordens_fabrico o ON o.of_id = x.erro_of_id\n", 1)
+PHASE_FACTS_WITH_ORDER = PHASE_FACTS.replace("x\n", "x JOIN core.ordens_fabrico o ON o.of_id = x.fase_of_of_id\n", 1)
+DEFECT_FACTS_WITH_ORDER = DEFECT_FACTS.replace("x\n", "x JOIN core.ordens_fabrico o ON o.of_id = x.erro_of_id\n", 1)
 
 PHASE_STATS = Aggregate(
     "analytics.agg_phase_stats_daily",
     "Finished phases with a duration, by day of event_time, product and phase: n, sum/min/max/p50/p90 "
     "of duration_seconds, n_rework (retorno = 1).",
-    ("derived.fases_ordem_fabrico", "core.ordens_fabrico"), "core.fases_ordem_fabrico.event_time", PHASE_FACTS,
+    ("derived.fases_ordem_fabrico", "core.ordens_fabrico"),
+    "core.fases_ordem_fabrico.event_time",
+    PHASE_FACTS,
     f"""SELECT x.event_time::date, o.of_produto_id, x.fase_of_fase_id, count(*),
                sum(x.duration_seconds), min(x.duration_seconds), max(x.duration_seconds),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY x.duration_seconds),
@@ -85,7 +88,9 @@ ORDER_STATS = Aggregate(
     "analytics.agg_order_stats_daily",
     "Orders finished that day (of_data_acabamento), by product: n, sum/p50/p90 of lead_time_seconds, "
     "n_on_time, n_late, n_no_due_date.",
-    ("derived.ordens_fabrico",), "core.ordens_fabrico.of_data_acabamento", ORDER_FACTS,
+    ("derived.ordens_fabrico",),
+    "core.ordens_fabrico.of_data_acabamento",
+    ORDER_FACTS,
     f"""SELECT x.of_data_acabamento::date, x.of_produto_id, count(*), sum(x.lead_time_seconds),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY x.lead_time_seconds),
                percentile_cont(0.9) WITHIN GROUP (ORDER BY x.lead_time_seconds),
@@ -97,9 +102,10 @@ ORDER_STATS = Aggregate(
 )
 QUALITY = Aggregate(
     "analytics.agg_quality_daily",
-    "Defects by day of ofch_event_time, product, inspection phase and severity: n_defects and "
-    "n_orders (distinct).",
-    ("derived.erros_ordem_fabrico", "core.ordens_fabrico"), "core.erros_ordem_fabrico.ofch_event_time", DEFECT_FACTS,
+    "Defects by day of ofch_event_time, product, inspection phase and severity: n_defects and n_orders (distinct).",
+    ("derived.erros_ordem_fabrico", "core.ordens_fabrico"),
+    "core.erros_ordem_fabrico.ofch_event_time",
+    DEFECT_FACTS,
     f"""SELECT x.ofch_event_time::date, o.of_produto_id, x.erro_fase_avaliacao, x.ofch_gravidade,
                count(*), count(DISTINCT x.erro_of_id)
         FROM {DEFECT_FACTS_WITH_ORDER}
@@ -138,8 +144,11 @@ def refresh(conn, aggregate: Aggregate, start: date, end: date) -> RefreshReport
         # JIT compiles the plan's expressions per partition of core.fases_ordem_fabrico (~75):
         # ~0.27 s of the phase statistics' ~1.05 s, for a statement that runs once.
         cur.execute("SET LOCAL jit = off")
-        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {aggregate.table} WHERE snapshot_date >= %(start)s "
-                    "AND snapshot_date < %(end)s)", bounds)
+        cur.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {aggregate.table} WHERE snapshot_date >= %(start)s "
+            "AND snapshot_date < %(end)s)",
+            bounds,
+        )
         if cur.fetchone()[0]:
             deleted, written, rows = _write_difference(cur, aggregate, bounds)
         else:  # nothing to compare with (a first load): written as computed
@@ -147,8 +156,7 @@ def refresh(conn, aggregate: Aggregate, start: date, end: date) -> RefreshReport
             deleted, written, rows = 0, cur.rowcount, cur.rowcount
         cur.execute(aggregate.missing_order, bounds)
         missing = cur.fetchone()[0]
-    return RefreshReport(aggregate.table, start, end, deleted, written, rows, missing,
-                         time.perf_counter() - started)
+    return RefreshReport(aggregate.table, start, end, deleted, written, rows, missing, time.perf_counter() - started)
 
 
 def _write_difference(cur, aggregate: Aggregate, bounds: dict) -> tuple[int, int, int]:
@@ -161,10 +169,13 @@ def _write_difference(cur, aggregate: Aggregate, bounds: dict) -> tuple[int, int
     cur.execute(f"INSERT INTO {FRESH} {aggregate.select}", bounds)
     rows = cur.rowcount
     cur.execute(f"ANALYZE {FRESH}")  # planned as a hash join, not a loop over an "empty" table
-    cur.execute(f"""DELETE FROM {aggregate.table} a
+    cur.execute(
+        f"""DELETE FROM {aggregate.table} a
                     WHERE a.snapshot_date >= %(start)s AND a.snapshot_date < %(end)s
                       AND NOT EXISTS (SELECT 1 FROM {FRESH} f
-                                      WHERE {same_key} AND ROW(f.*) IS NOT DISTINCT FROM ROW(a.*))""", bounds)
+                                      WHERE {same_key} AND ROW(f.*) IS NOT DISTINCT FROM ROW(a.*))""",
+        bounds,
+    )
     deleted = cur.rowcount
     # Whatever row still has a fresh row's key is equal to it: the others were just deleted.
     cur.execute(f"""INSERT INTO {aggregate.table} SELECT f.* FROM {FRESH} f
@@ -178,8 +189,11 @@ def outside_range(conn, aggregate: Aggregate, first: date, last_exclusive: date)
     """Facts dated before the first partition or after the last: counted, never dropped silently."""
     everything = {"start": date(1, 1, 1), "end": date(9999, 1, 1)}
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {aggregate.source} AND NOT ({aggregate.day} >= %(first)s "
-                    f"AND {aggregate.day} < %(last)s)", {**everything, "first": first, "last": last_exclusive})
+        cur.execute(
+            f"SELECT count(*) FROM {aggregate.source} AND NOT ({aggregate.day} >= %(first)s "
+            f"AND {aggregate.day} < %(last)s)",
+            {**everything, "first": first, "last": last_exclusive},
+        )
         return cur.fetchone()[0]
 
 
@@ -188,7 +202,8 @@ def days_with_data(conn) -> tuple[date | None, date | None]:
     ops.changed_days records them, not only the rows that are facts)."""
     spans = " UNION ALL ".join(
         f"SELECT min({column})::date AS first, max({column})::date AS last FROM {table}"
-        for table, column in (a.day_source.rsplit(".", 1) for a in AGGREGATES.values()))
+        for table, column in (a.day_source.rsplit(".", 1) for a in AGGREGATES.values())
+    )
     with conn.cursor() as cur:
         cur.execute(f"SELECT min(first), max(last) FROM ({spans}) spans")
         return cur.fetchone()

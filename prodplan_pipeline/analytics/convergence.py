@@ -16,7 +16,7 @@ two runs replacing the same days never interleave their deletes and inserts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.analytics.aggregates import AGGREGATES, RefreshReport, refresh
@@ -66,7 +66,7 @@ def daily_window(partitions_start: date) -> tuple[date, date]:
     """The first day of the daily partitions and the day after the last (exclusive end): the
     partitions end with today's, in UTC (Dagster's DAILY has end_offset=1; test_definitions
     holds the two equal)."""
-    return partitions_start, datetime.now(timezone.utc).date() + timedelta(days=1)
+    return partitions_start, datetime.now(UTC).date() + timedelta(days=1)
 
 
 def contiguous_ranges(days) -> list[tuple[date, date]]:
@@ -89,7 +89,7 @@ def refresh_ranges(days, max_runs: int = MAX_REFRESH_RUNS) -> list[tuple[date, d
     while len(ranges) > max_runs:
         gaps = [(ranges[i + 1][0] - ranges[i][1], i) for i in range(len(ranges) - 1)]
         _, i = min(gaps)
-        ranges[i:i + 2] = [(ranges[i][0], ranges[i + 1][1])]
+        ranges[i : i + 2] = [(ranges[i][0], ranges[i + 1][1])]
     span = (ranges[-1][1] - ranges[0][0]).days + 1
     if sum((last - first).days + 1 for first, last in ranges) >= ONE_RUN_SHARE * span:
         return [(ranges[0][0], ranges[-1][1])]
@@ -101,14 +101,22 @@ def latest_snapshot(conn) -> int:
     return watermarks.last_core_change(conn)
 
 
-def pending_days(conn, first: date, end: date, snapshot: int | None = None,
-                 aggregates: tuple[str, ...] = tuple(AGGREGATES)) -> list[date]:
+def pending_days(
+    conn, first: date, end: date, snapshot: int | None = None, aggregates: tuple[str, ...] = tuple(AGGREGATES)
+) -> list[date]:
     """Days in [first, end) that some aggregate does not reflect yet (up to ``snapshot``)."""
     snapshot = latest_snapshot(conn) if snapshot is None else snapshot
     with conn.cursor() as cur:
-        cur.execute(PENDING_DAYS, {"aggregates": list(aggregates), "snapshot": snapshot,
-                                   "kinds": [AGGREGATES[a].changed_day_kind for a in aggregates],
-                                   "first": first, "end": end})
+        cur.execute(
+            PENDING_DAYS,
+            {
+                "aggregates": list(aggregates),
+                "snapshot": snapshot,
+                "kinds": [AGGREGATES[a].changed_day_kind for a in aggregates],
+                "first": first,
+                "end": end,
+            },
+        )
         return [day for (day,) in cur.fetchall()]
 
 
@@ -147,9 +155,12 @@ def refresh_plan(conn, first: date, last_end: date, snapshot: int | None = None)
     days = sorted(set().union(*by_aggregate.values()))
     if days and not ever_refreshed(conn):
         return [RefreshRange(first, max(days), tuple(AGGREGATES))]
-    return [RefreshRange(start, last, tuple(t for t, pending in by_aggregate.items()
-                                            if any(start <= d <= last for d in pending)))
-            for start, last in refresh_ranges(days)]
+    return [
+        RefreshRange(
+            start, last, tuple(t for t, pending in by_aggregate.items() if any(start <= d <= last for d in pending))
+        )
+        for start, last in refresh_ranges(days)
+    ]
 
 
 @dataclass(frozen=True)
@@ -171,8 +182,10 @@ class PendingWork:
     def outside_note(self) -> str | None:
         if not self.outside:
             return None
-        return (f"{len(self.outside)} changed day(s) outside the daily partitions "
-                f"({self.outside[0]} .. {self.outside[-1]}) are not aggregated")
+        return (
+            f"{len(self.outside)} changed day(s) outside the daily partitions "
+            f"({self.outside[0]} .. {self.outside[-1]}) are not aggregated"
+        )
 
 
 def pending_work(conn, first: date, last_end: date) -> PendingWork:
@@ -180,8 +193,7 @@ def pending_work(conn, first: date, last_end: date) -> PendingWork:
     with conn.cursor() as cur:
         cur.execute(CHANGED_OUTSIDE, {"first": first, "end": last_end})
         outside = [day for (day,) in cur.fetchall()]
-    return PendingWork(snapshot, refresh_plan(conn, first, last_end, snapshot),
-                       lagging_layers(conn, snapshot), outside)
+    return PendingWork(snapshot, refresh_plan(conn, first, last_end, snapshot), lagging_layers(conn, snapshot), outside)
 
 
 def lagging_layers(conn, snapshot: int | None = None) -> list[str]:
@@ -236,8 +248,11 @@ def refresh_views_layer(conn, first: date, last_end: date) -> dict[str, float]:
 def refresh_everything(conn, ranges: list[tuple[date, date]], first: date, last_end: date) -> list[RefreshReport]:
     """Every aggregate over the day ranges (inclusive), the current layers and the views, in the
     caller's transaction; the cache version is bumped with them."""
-    reports = [refresh_days(conn, table, day_from, day_to + timedelta(days=1), first, last_end)
-               for table in AGGREGATES for day_from, day_to in ranges]
+    reports = [
+        refresh_days(conn, table, day_from, day_to + timedelta(days=1), first, last_end)
+        for table in AGGREGATES
+        for day_from, day_to in ranges
+    ]
     for table in CURRENT_LAYERS:
         refresh_current_layer(conn, table)
     refresh_views_layer(conn, first, last_end)

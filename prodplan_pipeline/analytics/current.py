@@ -20,8 +20,10 @@ SNAPSHOT_DATA_AS_OF = "SELECT data_as_of FROM ops.ingestion_runs WHERE run_id = 
 THROUGHPUT_DAYS = 30
 AS_OF = "%(data_as_of)s::timestamp"
 # Started by data_as_of (a plausible start: no age from a typing slip) and not finished by it.
-IN_PROGRESS = (f"{plausible('f.fase_of_inicio')} AND f.fase_of_inicio <= {AS_OF} "
-               f"AND (f.fase_of_fim IS NULL OR f.fase_of_fim > {AS_OF})")
+IN_PROGRESS = (
+    f"{plausible('f.fase_of_inicio')} AND f.fase_of_inicio <= {AS_OF} "
+    f"AND (f.fase_of_fim IS NULL OR f.fase_of_fim > {AS_OF})"
+)
 AGE = f"extract(epoch FROM {AS_OF} - f.fase_of_inicio)"
 
 
@@ -42,15 +44,14 @@ class CurrentLayer:
 
 WIP = CurrentLayer(
     "analytics.agg_wip_current",
-    "Open phases by phase and product: n_open_phases, n_orders, mean/p90/max age in seconds "
-    "since the phase started.",
+    "Open phases by phase and product: n_open_phases, n_orders, mean/p90/max age in seconds since the phase started.",
     ("derived.fases_ordem_fabrico", "core.ordens_fabrico"),
     f"""DELETE FROM analytics.agg_wip_current;
         INSERT INTO analytics.agg_wip_current
         SELECT f.fase_of_fase_id, o.of_produto_id, count(*), count(DISTINCT f.fase_of_of_id),
                avg({AGE}), percentile_cont(0.9) WITHIN GROUP (ORDER BY {AGE}), max({AGE}), now()
         FROM core.fases_ordem_fabrico f JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
-        WHERE f.fase_of_fim IS NULL AND {plausible('f.fase_of_inicio')}  -- no age from a typing slip
+        WHERE f.fase_of_fim IS NULL AND {plausible("f.fase_of_inicio")}  -- no age from a typing slip
         GROUP BY 1, 2""",
     """SELECT (SELECT count(*) FROM analytics.agg_wip_current) AS groups,
               (SELECT coalesce(sum(n_open_phases), 0)::bigint FROM analytics.agg_wip_current) AS open_phases,
@@ -144,7 +145,7 @@ ORDERS_AT_RISK = CurrentLayer(
             GROUP BY 1),
         assessed AS (
             SELECT oo.*, CASE
-                       WHEN NOT {plausible('oo.of_data_transporte')} THEN 'due_date_implausible'
+                       WHEN NOT {plausible("oo.of_data_transporte")} THEN 'due_date_implausible'
                        WHEN NOT EXISTS (SELECT 1 FROM core.fases_standard_modelos r
                                         WHERE r.produto_fase_produto_id = oo.of_produto_id) THEN 'no_route'
                        WHEN coalesce(x.without_history, 0) > 0 THEN 'no_duration_history' END AS reason,
@@ -181,5 +182,5 @@ def refresh_current(conn, layer: CurrentLayer, data_as_of: datetime | None) -> d
     with conn.cursor() as cur:
         cur.execute(layer.refresh, {"data_as_of": data_as_of})
         cur.execute(layer.counts)
-        counts = dict(zip((d.name for d in cur.description), cur.fetchone()))
+        counts = dict(zip((d.name for d in cur.description), cur.fetchone(), strict=True))
     return {**{k: int(v) for k, v in counts.items()}, "seconds": round(time.perf_counter() - started, 3)}

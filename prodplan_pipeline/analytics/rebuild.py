@@ -8,8 +8,13 @@ daily aggregate, WIP, the views) in seconds rather than a Dagster run per partit
 from __future__ import annotations
 
 from prodplan_pipeline.analytics.aggregates import days_with_data
-from prodplan_pipeline.analytics.convergence import (CURRENT_LAYERS, daily_window, refresh_current_layer,
-                                                     refresh_everything, refresh_views_layer)
+from prodplan_pipeline.analytics.convergence import (
+    CURRENT_LAYERS,
+    daily_window,
+    refresh_current_layer,
+    refresh_everything,
+    refresh_views_layer,
+)
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import reconcile_orphans
 from prodplan_pipeline.quality.gates import evaluate_gates

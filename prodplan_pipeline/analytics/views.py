@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 
-VIEWS = ("analytics.mv_phase_durations_by_model", "analytics.mv_order_leadtime_by_model",
-         "analytics.mv_quality_by_phase", "analytics.mv_wip_by_phase_current",
-         "analytics.mv_employee_phase_stats")
+VIEWS = (
+    "analytics.mv_phase_durations_by_model",
+    "analytics.mv_order_leadtime_by_model",
+    "analytics.mv_quality_by_phase",
+    "analytics.mv_wip_by_phase_current",
+    "analytics.mv_employee_phase_stats",
+)
 
 
 def refresh_views(conn) -> dict[str, float]:

@@ -3,7 +3,8 @@
 The merge computes every derived column with the row it writes (the contract's
 ``DerivedColumn.sql``), so committed rows are never waiting for this module. What it adds is
 verification and repair: every statement writes only rows whose derived values differ from what
-they should be, so a re-run (and a normal run) writes nothing. For the phases, an incremental run looks only at rows with ``is_open`` NULL;
+they should be, so a re-run (and a normal run) writes nothing. For the phases, an incremental run
+looks only at rows with ``is_open`` NULL;
 ``full=True`` recomputes every row (and moves any row whose ``event_time`` was wrong into its
 right monthly partition).
 """
@@ -20,8 +21,7 @@ PHASES, ORDERS, DEFECTS = (sheet(n) for n in ("FasesOrdemFabrico", "OrdensFabric
 
 def _recompute(table: str, derived: dict[str, str], where: str = "true") -> str:
     names, values = ", ".join(derived), ", ".join(derived.values())
-    return (f"UPDATE {table} SET ({names}) = ({values}) "
-            f"WHERE {where} AND ({names}) IS DISTINCT FROM ({values})")
+    return f"UPDATE {table} SET ({names}) = ({values}) WHERE {where} AND ({names}) IS DISTINCT FROM ({values})"
 
 
 BACKFILL_PHASES = _recompute(PHASES.core_table, PHASES.computed, "(%(full)s OR is_open IS NULL)")
@@ -44,8 +44,8 @@ ORDER_NULLS = """
 BACKFILL_DEFECTS = f"""
     WITH computed AS (
         SELECT e.row_fingerprint, e.occurrence, e.ofch_event_time AS old_time,
-               {DEFECTS.computed['ofch_event_time']} AS new_time
-        FROM core.erros_ordem_fabrico e {DEFECTS.joins_for('e')}),
+               {DEFECTS.computed["ofch_event_time"]} AS new_time
+        FROM core.erros_ordem_fabrico e {DEFECTS.joins_for("e")}),
     changed AS (SELECT * FROM computed WHERE old_time IS DISTINCT FROM new_time),
     updated AS (
         UPDATE core.erros_ordem_fabrico e SET ofch_event_time = c.new_time
@@ -94,19 +94,31 @@ def backfill_phases(conn, full: bool = False) -> BackfillReport:
     started = time.perf_counter()
     written = _run(conn, BACKFILL_PHASES, {"full": full})
     with_duration, open_, inverted = _one(conn, PHASE_NULLS)
-    return BackfillReport("core.fases_ordem_fabrico", written, time.perf_counter() - started, {
-        "duration_set": with_duration, "duration_null_open_phase": open_,
-        "duration_null_ends_before_start": inverted})
+    return BackfillReport(
+        "core.fases_ordem_fabrico",
+        written,
+        time.perf_counter() - started,
+        {"duration_set": with_duration, "duration_null_open_phase": open_, "duration_null_ends_before_start": inverted},
+    )
 
 
 def backfill_orders(conn) -> BackfillReport:
     started = time.perf_counter()
     written = _run(conn, BACKFILL_ORDERS)
     lead, open_, inverted, on_time_set, no_due = _one(conn, ORDER_NULLS)
-    return BackfillReport("core.ordens_fabrico", written, time.perf_counter() - started, {
-        "lead_time_set": lead, "lead_time_null_open_order": open_,
-        "lead_time_null_finished_before_created": inverted, "on_time_set": on_time_set,
-        "on_time_null_no_due_date": no_due, "on_time_null_open_order": open_})
+    return BackfillReport(
+        "core.ordens_fabrico",
+        written,
+        time.perf_counter() - started,
+        {
+            "lead_time_set": lead,
+            "lead_time_null_open_order": open_,
+            "lead_time_null_finished_before_created": inverted,
+            "on_time_set": on_time_set,
+            "on_time_null_no_due_date": no_due,
+            "on_time_null_open_order": open_,
+        },
+    )
 
 
 def backfill_defects(conn, run_id: int | None = None) -> BackfillReport:
@@ -117,6 +129,14 @@ def backfill_defects(conn, run_id: int | None = None) -> BackfillReport:
         cur.execute(BACKFILL_DEFECTS, {"run_id": run_id})
         written = cur.fetchone()[0]
     phase, finished, created, missing = _one(conn, DEFECT_SOURCES)
-    return BackfillReport("core.erros_ordem_fabrico", written, time.perf_counter() - started, {
-        "time_from_inspection_phase": phase, "time_from_order_finish": finished,
-        "time_from_order_creation": created, "time_null_order_missing": missing})
+    return BackfillReport(
+        "core.erros_ordem_fabrico",
+        written,
+        time.perf_counter() - started,
+        {
+            "time_from_inspection_phase": phase,
+            "time_from_order_finish": finished,
+            "time_from_order_creation": created,
+            "time_null_order_missing": missing,
+        },
+    )

@@ -25,7 +25,6 @@ from prodplan_pipeline.contract import (
 )
 from prodplan_pipeline.contract import sheet as contract_sheet
 
-
 WATERMARK = "data_quality_issues"  # the issues as a whole; each kind has its own beside it
 
 
@@ -53,40 +52,55 @@ def _orphan_issue(child: Sheet, column: Column) -> Issue:
     parent = contract_sheet(parent_name)
     parent_column = parent.column(parent_header).name
     return Issue(
-        f"orphan:{child.name}.{column.header}", child.core_table,
+        f"orphan:{child.name}.{column.header}",
+        child.core_table,
         f"{child.name} rows whose {column.header} is not a {parent_name}.{parent_header}",
-        f"""SELECT {_record_key(child, 'x')}, '{column.header} ' || x.{column.name} || ' is not in {parent_name}'
+        f"""SELECT {_record_key(child, "x")}, '{column.header} ' || x.{column.name} || ' is not in {parent_name}'
             FROM {child.core_table} x
             WHERE x.{column.name} IS NOT NULL AND NOT EXISTS
                   (SELECT 1 FROM {parent.core_table} p WHERE p.{parent_column} = x.{column.name})""",
-        (child.core_table, parent.core_table))
+        (child.core_table, parent.core_table),
+    )
 
 
 def _implausible_issue(sheet: Sheet, column: Column) -> Issue:
     """Rows with a timestamp outside the contract's plausible-time window (kept, not used)."""
     return Issue(
-        f"implausible_timestamp:{sheet.name}.{column.header}", sheet.core_table,
+        f"implausible_timestamp:{sheet.name}.{column.header}",
+        sheet.core_table,
         f"{sheet.name} rows whose {column.header} is outside {PLAUSIBLE_FROM:%Y-%m-%d}..{PLAUSIBLE_TO:%Y-%m-%d} "
         "(kept; left out of durations, lead times, on-time flags, defect times and WIP)",
-        f"""SELECT {_record_key(sheet, 'x')}, '{column.header} ' || x.{column.name} || ' is outside the '
+        f"""SELECT {_record_key(sheet, "x")}, '{column.header} ' || x.{column.name} || ' is outside the '
                    || 'plausible window {PLAUSIBLE_FROM:%Y-%m-%d}..{PLAUSIBLE_TO:%Y-%m-%d}'
             FROM {sheet.core_table} x
-            WHERE x.{column.name} IS NOT NULL AND NOT {plausible(f'x.{column.name}')}""",
-        (sheet.core_table,))
+            WHERE x.{column.name} IS NOT NULL AND NOT {plausible(f"x.{column.name}")}""",
+        (sheet.core_table,),
+    )
 
 
 # Generated from the contract: its references and its timestamp columns; plus the two
 # impossible date orders it names.
-ISSUES = tuple(_orphan_issue(s, c) for s in SHEETS for c in s.columns if c.references) + tuple(
-    _implausible_issue(s, c) for s in SHEETS for c in s.columns if c.type is ColumnType.TIMESTAMP) + (
-    Issue("order_finished_before_created", "core.ordens_fabrico",
-          "orders finishing before they were created (excluded from lead times)",
-          """SELECT of_id::text, 'finished ' || of_data_acabamento || ', created ' || of_data_criacao
-             FROM core.ordens_fabrico WHERE of_data_acabamento < of_data_criacao""", ("core.ordens_fabrico",)),
-    Issue("phase_ends_before_start", "core.fases_ordem_fabrico",
-          "phase rows ending before they start (duration left NULL)",
-          """SELECT fase_of_id::text, 'ends ' || fase_of_fim || ', starts ' || fase_of_inicio
-             FROM core.fases_ordem_fabrico WHERE fase_of_fim < fase_of_inicio""", ("core.fases_ordem_fabrico",)),
+ISSUES = (
+    tuple(_orphan_issue(s, c) for s in SHEETS for c in s.columns if c.references)
+    + tuple(_implausible_issue(s, c) for s in SHEETS for c in s.columns if c.type is ColumnType.TIMESTAMP)
+    + (
+        Issue(
+            "order_finished_before_created",
+            "core.ordens_fabrico",
+            "orders finishing before they were created (excluded from lead times)",
+            """SELECT of_id::text, 'finished ' || of_data_acabamento || ', created ' || of_data_criacao
+             FROM core.ordens_fabrico WHERE of_data_acabamento < of_data_criacao""",
+            ("core.ordens_fabrico",),
+        ),
+        Issue(
+            "phase_ends_before_start",
+            "core.fases_ordem_fabrico",
+            "phase rows ending before they start (duration left NULL)",
+            """SELECT fase_of_id::text, 'ends ' || fase_of_fim || ', starts ' || fase_of_inicio
+             FROM core.fases_ordem_fabrico WHERE fase_of_fim < fase_of_inicio""",
+            ("core.fases_ordem_fabrico",),
+        ),
+    )
 )
 
 
@@ -100,8 +114,9 @@ def reconcile_orphans(conn, only: Collection[str] | None = None) -> dict[str, in
         if only is None:  # every row, a retired kind's too
             cur.execute("DELETE FROM ops.data_quality_issues")
         else:
-            cur.execute("DELETE FROM ops.data_quality_issues WHERE issue_code = ANY (%s)",
-                        ([issue.code for issue in chosen],))
+            cur.execute(
+                "DELETE FROM ops.data_quality_issues WHERE issue_code = ANY (%s)", ([issue.code for issue in chosen],)
+            )
         for issue in chosen:
             cur.execute(
                 f"INSERT INTO ops.data_quality_issues (issue_code, table_name, record_key, detail) "

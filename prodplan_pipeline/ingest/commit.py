@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.contract import SHEETS, Sheet
 from prodplan_pipeline.derived.backfill import backfill_defects
 from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.ingest.merge import MergeCounts, ShrinkRefused, merge_sheet
 from prodplan_pipeline.ingest.reconcile import Reconciliation, count_sheet, record
 from prodplan_pipeline.warehouse import Warehouse
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,7 @@ class SnapshotOutcome:
 
     @property
     def rows_changed(self) -> int:
-        return sum(o.counts.inserted + o.counts.updated + o.counts.deleted
-                   for o in self.merged.values() if o.counts)
+        return sum(o.counts.inserted + o.counts.updated + o.counts.deleted for o in self.merged.values() if o.counts)
 
 
 class _NotCommitted(Exception):
@@ -83,10 +82,17 @@ class SnapshotCommit:
 
     def _next_ready(self) -> Sheet | None:
         names = {s.name for s in self.sheets}
-        return next((s for s in self.sheets if s.name in self._staged and s.name not in self.outcome.merged
-                     # a sheet whose merge reads others' merged rows waits for them (contract)
-                     and all(d in self.outcome.merged or d not in names for d in s.merges_after)),
-                    None)
+        return next(
+            (
+                s
+                for s in self.sheets
+                if s.name in self._staged
+                and s.name not in self.outcome.merged
+                # a sheet whose merge reads others' merged rows waits for them (contract)
+                and all(d in self.outcome.merged or d not in names for d in s.merges_after)
+            ),
+            None,
+        )
 
     def finish(self) -> SnapshotOutcome:
         """Merge what is left, derive the defects' times, check every count, then commit; or
@@ -110,8 +116,10 @@ class SnapshotCommit:
             bump_cache_version(conn)  # API caches must not serve the previous snapshot
         conn.commit()
         outcome.committed = True
-        refresh_statistics(self.warehouse, [
-            s.core_table for s in self.sheets if (o := outcome.merged[s.name]).counts and o.counts.stale_statistics])
+        refresh_statistics(
+            self.warehouse,
+            [s.core_table for s in self.sheets if (o := outcome.merged[s.name]).counts and o.counts.stale_statistics],
+        )
         return outcome
 
 
@@ -159,7 +167,8 @@ def _require_staged_rows(conn, sheet: Sheet, current: dict) -> None:
             f"{sheet.staging_table} holds {staged:,} rows, not the {current['rows_excel']:,} read "
             "from the sheet (PostgreSQL restarted since staging? crash recovery empties UNLOGGED "
             "tables); nothing was committed: re-run the ingestion, which reads the sheet again",
-            sheet.name)
+            sheet.name,
+        )
 
 
 def _check_all(conn, run_id: int, sheets: list[Sheet], outcome: SnapshotOutcome) -> None:
@@ -167,28 +176,34 @@ def _check_all(conn, run_id: int, sheets: list[Sheet], outcome: SnapshotOutcome)
         outcome.reconciled[sheet.name] = count_sheet(conn, run_id, sheet)
     failed = [r for r in outcome.reconciled.values() if not r.passed]
     if failed:
-        raise _NotCommitted(f"{failed[0].sheet} did not reconcile ({failed[0].rows_excel:,} Excel "
-                            f"rows, {failed[0].found:,} accounted for)", failed[0].sheet)
+        raise _NotCommitted(
+            f"{failed[0].sheet} did not reconcile ({failed[0].rows_excel:,} Excel "
+            f"rows, {failed[0].found:,} accounted for)",
+            failed[0].sheet,
+        )
     for sheet in sheets:
         record(conn, run_id, outcome.reconciled[sheet.name])
 
 
-def _record_refusal(conn, run_id: int, sheets: list[Sheet], outcome: SnapshotOutcome,
-                    refusal: Exception) -> None:
+def _record_refusal(conn, run_id: int, sheets: list[Sheet], outcome: SnapshotOutcome, refusal: Exception) -> None:
     """After the rollback: the refused sheet says why, the others that the rollback undid say
     that nothing of this snapshot was committed, and every sheet's check fails or passes on
     what core holds now."""
     culprit = refusal.sheet.name if isinstance(refusal, ShrinkRefused) else refusal.sheet
     message = f"not committed: sheet {culprit} {_why(refusal)}, so core kept the previous snapshot"
-    undone = [s.name for s in sheets if s.name != culprit
-              and runs.sheet_run(conn, run_id, s.name)["status"] != "skipped_unchanged"]
+    undone = [
+        s.name
+        for s in sheets
+        if s.name != culprit and runs.sheet_run(conn, run_id, s.name)["status"] != "skipped_unchanged"
+    ]
     if isinstance(refusal, ShrinkRefused):
         runs.record_merge(conn, run_id, culprit, "refused", str(refusal), MergeCounts(0, 0, 0, 0, 0, 0, 0.0))
     elif culprit:
         runs.mark_rolled_back(conn, run_id, [culprit], str(refusal))
     runs.mark_rolled_back(conn, run_id, undone, message)
-    outcome.merged = {s.name: MergeOutcome(s.name, runs.sheet_run(conn, run_id, s.name)["status"],
-                                           None, message) for s in sheets}
+    outcome.merged = {
+        s.name: MergeOutcome(s.name, runs.sheet_run(conn, run_id, s.name)["status"], None, message) for s in sheets
+    }
     outcome.reconciled = {}
     for sheet in sheets:
         outcome.reconciled[sheet.name] = count_sheet(conn, run_id, sheet)

@@ -83,11 +83,19 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
             cur.execute(f"ANALYZE {sheet.core_table} ({q.cols(q.join_columns(sheet))})")
         _drop_temporaries(cur)  # the next sheet of the same commit creates its own
     if (inserted, updated, deleted) != (counts["insert"], counts["update"], counts["delete"]):
-        raise RuntimeError(f"{sheet.core_table}: applied {inserted}/{updated}/{deleted} rows for a "
-                           f"diff of {counts}; rolled back")  # a concurrent writer, never silent
-    return MergeCounts(inserted=inserted, updated=updated, unchanged=kept - inserted - updated,
-                       deleted=deleted, duplicate=duplicate, rejected_duplicate_key=rejected,
-                       seconds=time.perf_counter() - started, stale_statistics=stale)
+        raise RuntimeError(
+            f"{sheet.core_table}: applied {inserted}/{updated}/{deleted} rows for a diff of {counts}; rolled back"
+        )  # a concurrent writer, never silent
+    return MergeCounts(
+        inserted=inserted,
+        updated=updated,
+        unchanged=kept - inserted - updated,
+        deleted=deleted,
+        duplicate=duplicate,
+        rejected_duplicate_key=rejected,
+        seconds=time.perf_counter() - started,
+        stale_statistics=stale,
+    )
 
 
 TEMPORARIES = """

@@ -29,9 +29,14 @@ class IngestionResult:
         return len(self.reconciled) == len(SHEETS) and all(r.passed for r in self.reconciled.values())
 
 
-def ingest_workbook(warehouse: Warehouse, path: str | Path, force: bool = False,
-                    max_shrink: float = 0.20, on_stage: Callable[[str], None] | None = None,
-                    max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> IngestionResult:
+def ingest_workbook(
+    warehouse: Warehouse,
+    path: str | Path,
+    force: bool = False,
+    max_shrink: float = 0.20,
+    on_stage: Callable[[str], None] | None = None,
+    max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+) -> IngestionResult:
     """Stage every sheet, merging each as soon as it is staged, and reconcile them all in one
     commit; under the ingestion lock."""
     workbook = inspect_workbook(path, max_uncompressed)

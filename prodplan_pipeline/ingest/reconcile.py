@@ -67,12 +67,16 @@ class Reconciliation:
         if self.status == "rolled_back":
             return self.message or "another sheet of this snapshot was refused: nothing was committed"
         if self.difference > 0:
-            return ("rows read from Excel are neither in core, nor counted as duplicates, nor "
-                    "rejected: a merge that did not complete, or core rows deleted or changed "
-                    "by another process after the merge")
+            return (
+                "rows read from Excel are neither in core, nor counted as duplicates, nor "
+                "rejected: a merge that did not complete, or core rows deleted or changed "
+                "by another process after the merge"
+            )
         if self.difference < 0:
-            return ("more rows are accounted for than Excel holds: core keys that are not unique, "
-                    "or rejects recorded twice for this run")
+            return (
+                "more rows are accounted for than Excel holds: core keys that are not unique, "
+                "or rejects recorded twice for this run"
+            )
         return "none"
 
 
@@ -92,8 +96,9 @@ def count_sheet(conn, run_id: int, sheet: Sheet) -> Reconciliation:
             in_core, message = cur.fetchone()[0], run["message"]
         cur.execute(COUNT_REJECTS, (run["staged_run_id"], sheet.name))
         rejected = cur.fetchone()[0]
-    return Reconciliation(sheet.name, run["status"], run["rows_excel"], in_core,
-                          run["rows_duplicate"] or 0, rejected, message, core_rows)
+    return Reconciliation(
+        sheet.name, run["status"], run["rows_excel"], in_core, run["rows_duplicate"] or 0, rejected, message, core_rows
+    )
 
 
 def _skipped_in_core(cur, run_id: int, sheet: Sheet, now: int) -> tuple[int, str | None]:
@@ -107,7 +112,8 @@ def _skipped_in_core(cur, run_id: int, sheet: Sheet, now: int) -> tuple[int, str
     if core_rows is not None and now != core_rows:
         return now - core_rows + in_core, (
             f"{sheet.core_table} holds {now:,} rows, {core_rows:,} after run {previous_run}: "
-            "changed outside an ingestion")
+            "changed outside an ingestion"
+        )
     return in_core, f"content unchanged since run {previous_run}"
 
 
@@ -121,9 +127,18 @@ def write_mismatch_report(warehouse: Warehouse, run_id: int, reports: Path) -> P
     """Rewrite CRITICAL_MISMATCHES.md from the run's failed checks; remove it when none failed."""
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute(FAILED_SHEETS, (run_id,))
-        failed = [Reconciliation(sheet=r[0], status=r[1], message=r[2], rows_excel=r[3] or 0,
-                                 rows_in_core=r[4] or 0, rows_duplicate=r[5] or 0,
-                                 rows_rejected=r[6] or 0) for r in cur.fetchall()]
+        failed = [
+            Reconciliation(
+                sheet=r[0],
+                status=r[1],
+                message=r[2],
+                rows_excel=r[3] or 0,
+                rows_in_core=r[4] or 0,
+                rows_duplicate=r[5] or 0,
+                rows_rejected=r[6] or 0,
+            )
+            for r in cur.fetchall()
+        ]
     path = reports / REPORT_NAME
     if not failed:
         path.unlink(missing_ok=True)
@@ -135,16 +150,20 @@ def write_mismatch_report(warehouse: Warehouse, run_id: int, reports: Path) -> P
 
 def _report(run_id: int, failed: list[Reconciliation]) -> str:
     lines = [
-        "# CRITICAL MISMATCHES", "",
+        "# CRITICAL MISMATCHES",
+        "",
         f"Ingestion run {run_id} did not reconcile: for the sheets below, the rows read from Excel "
         "are not all accounted for as core rows, collapsed duplicates or rejects. Nothing "
-        "downstream was refreshed from this run.", "",
+        "downstream was refreshed from this run.",
+        "",
         "| sheet | expected (Excel rows) | found | difference | in core | duplicates | rejected |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in failed:
-        lines.append(f"| {r.sheet} | {r.rows_excel:,} | {r.found:,} | {r.difference:+,} | "
-                     f"{r.rows_in_core:,} | {r.rows_duplicate:,} | {r.rows_rejected:,} |")
+        lines.append(
+            f"| {r.sheet} | {r.rows_excel:,} | {r.found:,} | {r.difference:+,} | "
+            f"{r.rows_in_core:,} | {r.rows_duplicate:,} | {r.rows_rejected:,} |"
+        )
     lines += ["", "## Likely causes", ""]
     lines += [f"- **{r.sheet}**: {r.likely_causes()}" for r in failed]
     return "\n".join(lines) + "\n"

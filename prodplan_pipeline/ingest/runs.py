@@ -107,8 +107,7 @@ def last_ingested(conn) -> tuple[int, str] | None:
 
 def workbook_sha256(conn, dagster_run_id: str) -> str:
     with conn.cursor() as cur:
-        cur.execute("SELECT workbook_sha256 FROM ops.ingestion_runs WHERE dagster_run_id = %s",
-                    (dagster_run_id,))
+        cur.execute("SELECT workbook_sha256 FROM ops.ingestion_runs WHERE dagster_run_id = %s", (dagster_run_id,))
         return cur.fetchone()[0]
 
 
@@ -126,8 +125,9 @@ def record_sheet_run(conn, **values) -> None:
 
 def record_merge(conn, run_id: int, sheet: str, status: str, message: str | None, counts) -> None:
     with conn.cursor() as cur:
-        cur.execute(RECORD_MERGE, {"run_id": run_id, "sheet": sheet, "status": status,
-                                   "message": message, **asdict(counts)})
+        cur.execute(
+            RECORD_MERGE, {"run_id": run_id, "sheet": sheet, "status": status, "message": message, **asdict(counts)}
+        )
 
 
 def mark_rolled_back(conn, run_id: int, sheets: list[str], message: str) -> None:
@@ -168,8 +168,8 @@ def close_failed_run(conn, run_id: int, status: str, message: str | None) -> Non
 # analytics layers are measured as of (never the clock: re-serving an old export gives the
 # same numbers).
 DATA_AS_OF = f"""
-    SELECT greatest(max(fase_of_inicio) FILTER (WHERE {plausible('fase_of_inicio')}),
-                    max(fase_of_fim) FILTER (WHERE {plausible('fase_of_fim')}))
+    SELECT greatest(max(fase_of_inicio) FILTER (WHERE {plausible("fase_of_inicio")}),
+                    max(fase_of_fim) FILTER (WHERE {plausible("fase_of_fim")}))
     FROM core.fases_ordem_fabrico"""
 RECORD_DATA_AS_OF = f"UPDATE ops.ingestion_runs SET data_as_of = ({DATA_AS_OF}) WHERE run_id = %(run_id)s"
 

@@ -25,9 +25,11 @@ def stage_sheet(conn, read: SheetRead, run_id: int) -> int:
     """Replace the sheet's staging rows with this read; return how many rows were rejected."""
     problems = rejected_rows(read)
     rejected = pc.is_in(read.table.column(EXCEL_ROW), pa.array(list(problems), pa.int32()))
-    table = (read.table.append_column(REJECTED, rejected)
-             .append_column(KEY_REPEATED, key_repeated(read, rejected))
-             .append_column(DUPLICATE_OF, pa.nulls(read.table.num_rows, pa.int32())))
+    table = (
+        read.table.append_column(REJECTED, rejected)
+        .append_column(KEY_REPEATED, key_repeated(read, rejected))
+        .append_column(DUPLICATE_OF, pa.nulls(read.table.num_rows, pa.int32()))
+    )
     columns = [EXCEL_ROW, REJECTED, KEY_REPEATED, DUPLICATE_OF, *read.sheet.column_names]
     with conn.cursor() as cur:
         cur.execute(f"TRUNCATE {read.sheet.staging_table}")
@@ -37,8 +39,7 @@ def stage_sheet(conn, read: SheetRead, run_id: int) -> int:
         )
         # Fresh statistics: without them the merge's joins are planned for an empty table.
         cur.execute(f"ANALYZE {read.sheet.staging_table}")
-        cur.execute("DELETE FROM quarantine.rejects WHERE run_id = %s AND sheet = %s",
-                    (run_id, read.sheet.name))
+        cur.execute("DELETE FROM quarantine.rejects WHERE run_id = %s AND sheet = %s", (run_id, read.sheet.name))
         execute_values(cur, INSERT_REJECTS, _reject_rows(read, problems, run_id), page_size=1000)
     return len(problems)
 
@@ -52,8 +53,7 @@ def key_repeated(read: SheetRead, rejected) -> pa.Array:
     if len(read.sheet.key_names) == 1:  # counted as typed: a cast to text took 3x as long
         key = read.table.column(read.sheet.key_names[0])
     else:
-        parts = [pc.fill_null(pc.cast(read.table.column(n), pa.string()), "\u2205")
-                 for n in read.sheet.key_names]
+        parts = [pc.fill_null(pc.cast(read.table.column(n), pa.string()), "\u2205") for n in read.sheet.key_names]
         key = pc.binary_join_element_wise(*parts, "|")
     valid_keys = key.filter(pc.invert(rejected))
     counts = pc.value_counts(valid_keys)
@@ -97,8 +97,18 @@ def _reject_rows(read: SheetRead, problems: dict[int, list[CellProblem]], run_id
                 raw[p.column] = p.raw_value
         first = cell_problems[0]
         detail = _detail(first, cell_problems[1:])
-        out.append((run_id, read.sheet.name, excel_row, first.reason, first.column or None,
-                    first.raw_value, detail, json.dumps(raw, ensure_ascii=False)))
+        out.append(
+            (
+                run_id,
+                read.sheet.name,
+                excel_row,
+                first.reason,
+                first.column or None,
+                first.raw_value,
+                detail,
+                json.dumps(raw, ensure_ascii=False),
+            )
+        )
     return out
 
 

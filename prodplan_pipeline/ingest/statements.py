@@ -61,7 +61,8 @@ def key_match(sheet: Sheet, left: str, right: str) -> str:
     nullable = _nullable_keys(sheet)
     return " AND ".join(
         f"{left}.{ident(n)} {'IS NOT DISTINCT FROM' if n in nullable else '='} {right}.{ident(n)}"
-        for n in sheet.key_names)
+        for n in sheet.key_names
+    )
 
 
 def hash_key_match(sheet: Sheet, left: str, right: str) -> str:
@@ -102,8 +103,10 @@ def snapshot(sheet: Sheet) -> str:
         select = ", ".join(["s.excel_row", cols(sheet.column_names, "s"), *extra])
         return f"CREATE OR REPLACE TEMP VIEW snap AS SELECT {select} FROM {rows}"
     fp = fingerprint_sql(sheet, "s")
-    extra += [f"{fp} AS {SURROGATE_KEY[0]}",
-              f"row_number() OVER (PARTITION BY {fp} ORDER BY s.excel_row)::int AS {SURROGATE_KEY[1]}"]
+    extra += [
+        f"{fp} AS {SURROGATE_KEY[0]}",
+        f"row_number() OVER (PARTITION BY {fp} ORDER BY s.excel_row)::int AS {SURROGATE_KEY[1]}",
+    ]
     select = ", ".join(["s.excel_row", cols(sheet.column_names, "s"), *extra])
     return f"CREATE TEMP TABLE snap ON COMMIT DROP AS SELECT {select} FROM {rows}"
 
@@ -115,8 +118,8 @@ def key_duplicates(sheet: Sheet) -> str:
     return f"""
         CREATE TEMP TABLE dup ON COMMIT DROP AS
         SELECT s.excel_row,
-               min(s.excel_row) OVER (PARTITION BY {cols(sheet.key_names, 's')}) AS kept_row,
-               min(s.excel_row) OVER (PARTITION BY {cols(sheet.column_names, 's')}) AS first_same
+               min(s.excel_row) OVER (PARTITION BY {cols(sheet.key_names, "s")}) AS kept_row,
+               min(s.excel_row) OVER (PARTITION BY {cols(sheet.column_names, "s")}) AS first_same
         FROM {sheet.staging_table} s WHERE NOT s.rejected AND s.key_repeated"""
 
 
@@ -140,7 +143,7 @@ def reject_key_duplicates(sheet: Sheet) -> str:
         SELECT %(run_id)s, %(sheet)s, d.excel_row, 'duplicate_key', '{first_key}',
                s.{ident(sheet.key_names[0])}::text,
                'same key as Excel row ' || d.kept_row || ' (kept) but different values',
-               {raw_row_json(sheet, 's')}
+               {raw_row_json(sheet, "s")}
         FROM dup d JOIN {sheet.staging_table} s ON s.excel_row = d.excel_row
         WHERE d.excel_row <> d.kept_row AND d.first_same <> d.kept_row"""
 
@@ -186,17 +189,18 @@ def diff(sheet: Sheet, protected: bool) -> str:
     new values (the old ones for a delete) and the old day / partition key."""
     present = presence_column(sheet)
     source = [n for n in sheet.column_names if n not in sheet.key_names]
-    values = [f"CASE WHEN s.{present} IS NULL THEN c.{ident(n)} ELSE s.{ident(n)} END AS {ident(n)}"
-              for n in _written_columns(sheet)]
+    values = [
+        f"CASE WHEN s.{present} IS NULL THEN c.{ident(n)} ELSE s.{ident(n)} END AS {ident(n)}"
+        for n in _written_columns(sheet)
+    ]
     old = [f"c.{ident(n)} AS old_{ident(n)}" for n in _old_columns(sheet)]
     changed = f"({cols(source, 'c')}) IS DISTINCT FROM ({cols(source, 's')})" if source else "false"
-    keep = (f" AND NOT EXISTS (SELECT 1 FROM protected p WHERE {key_match(sheet, 'p', 'c')})"
-            if protected else "")
+    keep = f" AND NOT EXISTS (SELECT 1 FROM protected p WHERE {key_match(sheet, 'p', 'c')})" if protected else ""
     return f"""
         CREATE TEMP TABLE diff ON COMMIT DROP AS
         SELECT CASE WHEN c.{present} IS NULL THEN 'insert' WHEN s.{present} IS NULL THEN 'delete'
-                    ELSE 'update' END AS action, {', '.join(values + old)}
-        FROM snap s FULL JOIN {sheet.core_table} c ON {hash_key_match(sheet, 's', 'c')}
+                    ELSE 'update' END AS action, {", ".join(values + old)}
+        FROM snap s FULL JOIN {sheet.core_table} c ON {hash_key_match(sheet, "s", "c")}
         WHERE c.{present} IS NULL OR (s.{present} IS NULL{keep})
            OR (s.{present} IS NOT NULL AND {changed})"""
 
@@ -206,8 +210,7 @@ def first_load_diff(sheet: Sheet) -> str:
     """When core is empty every snapshot row is an insert: a view, not a copy of the snapshot."""
     values = [f"s.{ident(n)}" for n in _written_columns(sheet)]
     old = [f"NULL::{_sql_type(sheet, n)} AS old_{ident(n)}" for n in _old_columns(sheet)]
-    return (f"CREATE OR REPLACE TEMP VIEW diff AS SELECT 'insert'::text AS action, "
-            f"{', '.join(values + old)} FROM snap s")
+    return f"CREATE OR REPLACE TEMP VIEW diff AS SELECT 'insert'::text AS action, {', '.join(values + old)} FROM snap s"
 
 
 def _sql_type(sheet: Sheet, name: str) -> str:
@@ -222,8 +225,10 @@ def _in_partition(sheet: Sheet, core: str, d: str) -> str:
 
 @cache
 def apply_deletes(sheet: Sheet) -> str:
-    return (f"DELETE FROM {sheet.core_table} c USING diff d WHERE d.action = 'delete' "
-            f"AND {key_match(sheet, 'c', 'd')}{_in_partition(sheet, 'c', 'd')}")
+    return (
+        f"DELETE FROM {sheet.core_table} c USING diff d WHERE d.action = 'delete' "
+        f"AND {key_match(sheet, 'c', 'd')}{_in_partition(sheet, 'c', 'd')}"
+    )
 
 
 @cache
@@ -232,8 +237,10 @@ def apply_updates(sheet: Sheet) -> str:
     if not written:  # every column is part of the key: a row can be new or gone, never changed
         return "SELECT 1 WHERE false"
     assignments = ", ".join(f"{ident(n)} = d.{ident(n)}" for n in written)
-    return (f"UPDATE {sheet.core_table} c SET {assignments} FROM diff d WHERE d.action = 'update' "
-            f"AND {key_match(sheet, 'c', 'd')}{_in_partition(sheet, 'c', 'd')}")
+    return (
+        f"UPDATE {sheet.core_table} c SET {assignments} FROM diff d WHERE d.action = 'update' "
+        f"AND {key_match(sheet, 'c', 'd')}{_in_partition(sheet, 'c', 'd')}"
+    )
 
 
 @cache
@@ -269,12 +276,15 @@ def rows_in_core(sheet: Sheet) -> str:
     """Core rows whose key is among this snapshot's valid staging rows (for reconciliation)."""
     if sheet.key is None:
         fp = fingerprint_sql(sheet, "s")
-        staged = (f"SELECT {fp} AS row_fingerprint, row_number() OVER (PARTITION BY {fp} "
-                  f"ORDER BY s.excel_row)::int AS occurrence FROM {sheet.staging_table} s WHERE NOT s.rejected")
-        return (f"SELECT count(*) FROM {sheet.core_table} c JOIN ({staged}) s "
-                f"ON {key_match(sheet, 'c', 's')}")
-    return (f"SELECT count(*) FROM {sheet.core_table} c WHERE EXISTS (SELECT 1 FROM "
-            f"{sheet.staging_table} s WHERE NOT s.rejected AND {key_match(sheet, 's', 'c')})")
+        staged = (
+            f"SELECT {fp} AS row_fingerprint, row_number() OVER (PARTITION BY {fp} "
+            f"ORDER BY s.excel_row)::int AS occurrence FROM {sheet.staging_table} s WHERE NOT s.rejected"
+        )
+        return f"SELECT count(*) FROM {sheet.core_table} c JOIN ({staged}) s ON {key_match(sheet, 'c', 's')}"
+    return (
+        f"SELECT count(*) FROM {sheet.core_table} c WHERE EXISTS (SELECT 1 FROM "
+        f"{sheet.staging_table} s WHERE NOT s.rejected AND {key_match(sheet, 's', 'c')})"
+    )
 
 
 @cache
@@ -285,6 +295,6 @@ def note_kept_rows(sheet: Sheet) -> str:
         UPDATE quarantine.rejects r
         SET detail = r.detail || '; the row already in core with this key was kept, not deleted'
         FROM {sheet.staging_table} s
-        JOIN protected p ON {key_match(sheet, 'p', 's')}
+        JOIN protected p ON {key_match(sheet, "p", "s")}
         WHERE r.run_id = %(run_id)s AND r.sheet = %(sheet)s AND r.excel_row = s.excel_row
-          AND EXISTS (SELECT 1 FROM {sheet.core_table} c WHERE {key_match(sheet, 'c', 's')})"""
+          AND EXISTS (SELECT 1 FROM {sheet.core_table} c WHERE {key_match(sheet, "c", "s")})"""

@@ -1,43 +1,28 @@
 """Freshness: the workbook and the core tables must have been updated by an ingestion within
 PRODPLAN_FRESHNESS_HOURS (default 26 h: a daily export plus slack).
 
-Dagster's open-source last-update freshness checks, evaluated by their sensor (and by every
-ingestion run, which materializes the assets they watch). A failed freshness check is an asset
-check evaluation like any other, so ``check_alert_sensor`` alerts on it.
+Dagster's freshness policies (a time window on each watched asset's spec), evaluated by the
+daemon's freshness daemon (``freshness: enabled`` in ``dagster.yaml``), which records each
+change of an asset's state as a FRESHNESS_STATE_CHANGE event and shows the state in the UI.
+Open-source Dagster does not alert on them by itself: ``check_alert_sensor`` reads those events
+beside the failed checks and alerts once per change to FAIL.
 """
 
-import warnings
 from datetime import timedelta
 
-from dagster import (
-    DefaultSensorStatus,
-    SupersessionWarning,
-    build_last_update_freshness_checks,
-    build_sensor_for_freshness_checks,
-)
+from dagster import FreshnessPolicy, map_asset_specs
 
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.orchestration.ingestion import WORKBOOK_ASSET, core_key
 
-FRESHNESS_SENSOR = "freshness_checks_sensor"
-FRESHNESS_SENSOR_INTERVAL_SECONDS = 300  # the checks' own bound is hours; a tick costs a query
+WATCHED = frozenset({WORKBOOK_ASSET, *(core_key(sheet) for sheet in SHEETS)})
 
 
-def freshness_definitions(hours: float):
-    """(the freshness checks, the sensor that evaluates them) for a bound of ``hours``."""
-    # Dagster 1.13 calls these superseded by FreshnessPolicy; the checks are what open-source
-    # Dagster evaluates and alerts on through the ordinary check machinery, so they stay.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SupersessionWarning)
-        return _build(hours)
-
-
-def _build(hours: float):
-    checks = build_last_update_freshness_checks(
-        assets=[WORKBOOK_ASSET, *(core_key(sheet) for sheet in SHEETS)],
-        lower_bound_delta=timedelta(hours=hours))
-    sensor = build_sensor_for_freshness_checks(
-        freshness_checks=checks, name=FRESHNESS_SENSOR,
-        minimum_interval_seconds=FRESHNESS_SENSOR_INTERVAL_SECONDS,
-        default_status=DefaultSensorStatus.RUNNING)
-    return list(checks), sensor
+def with_freshness_policies(assets: list, hours: float) -> list:
+    """``assets`` with a freshness policy of ``hours`` on each watched asset's spec."""
+    policy = FreshnessPolicy.time_window(fail_window=timedelta(hours=hours))
+    return list(
+        map_asset_specs(
+            lambda spec: spec.replace_attributes(freshness_policy=policy) if spec.key in WATCHED else spec, assets
+        )
+    )

@@ -81,8 +81,7 @@ class _OutageRetries:
             attempt += 1
             try:
                 result = fn()
-            except (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.OperationalError,
-                    sqlalchemy.exc.TimeoutError) as exc:
+            except (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError) as exc:
                 delay = self._next_delay(attempt, retry_limit, retry_wait)
                 if delay is None:
                     raise DagsterPostgresException("too many retries for DB connection") from exc
@@ -102,6 +101,7 @@ class _OutageRetries:
         left = self.failing_since + self.seconds - now
         if attempt > retry_limit or left <= 0:
             return None
-        delay = calculate_delay(attempt_num=attempt, backoff=Backoff.EXPONENTIAL,
-                                jitter=Jitter.PLUS_MINUS, base_delay=retry_wait)
+        delay = calculate_delay(
+            attempt_num=attempt, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS, base_delay=retry_wait
+        )
         return max(0.0, min(left, delay))

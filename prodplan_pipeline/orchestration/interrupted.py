@@ -29,9 +29,11 @@ def close_interrupted(instance, warehouse) -> list[str]:
     with warehouse.connect() as conn:
         closed = runs.close_interrupted(conn)
     lines = []
-    for run_id, dagster_run_id, started_at in closed:
-        lines.append(f"ingestion run {run_id} (started {started_at:%Y-%m-%d %H:%M:%S}) was interrupted "
-                     "before it finished: marked 'interrupted'; this run repairs what it left")
+    for run_id, _dagster_run_id, started_at in closed:
+        lines.append(
+            f"ingestion run {run_id} (started {started_at:%Y-%m-%d %H:%M:%S}) was interrupted "
+            "before it finished: marked 'interrupted'; this run repairs what it left"
+        )
     for run in _dead_cli_runs(instance):
         instance.report_run_failed(run, "interrupted: the prodplan process running it stopped")
         lines.append(f"Dagster run {run.run_id[:8]} ({run.job_name}) was interrupted: marked failed")
@@ -43,9 +45,12 @@ def close_interrupted(instance, warehouse) -> list[str]:
 def _dead_cli_runs(instance) -> list:
     from dagster import DagsterRunStatus, RunsFilter
 
-    unfinished = instance.get_runs(filters=RunsFilter(
-        statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED],
-        tags={LAUNCHED_BY_TAG: "prodplan-cli", HOST_TAG: socket.gethostname()}))
+    unfinished = instance.get_runs(
+        filters=RunsFilter(
+            statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED],
+            tags={LAUNCHED_BY_TAG: "prodplan-cli", HOST_TAG: socket.gethostname()},
+        )
+    )
     return [run for run in unfinished if not _alive(int(run.tags.get(PID_TAG, "0")))]
 
 

@@ -15,22 +15,22 @@ from pathlib import Path
 from prodplan_pipeline.alerts import step_failure_text
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
+from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
+from prodplan_pipeline.orchestration.daily_partitions import (
+    DAILY_REFRESH_JOB,
+    INGEST_JOB,
+    partition_bounds,
+    range_tags,
+)
+from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
+from prodplan_pipeline.orchestration.quality import BESIDE_ANALYTICS_ASSETS, BESIDE_ANALYTICS_CHECKS
+from prodplan_pipeline.orchestration.side_run import SideRun
 from prodplan_pipeline.outcome import (
     EXIT_CHECK_FAILED,
     EXIT_ERROR,
     EXIT_OK,
     IngestOutcome,
     analytics_rows,
-)
-from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
-from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
-from prodplan_pipeline.orchestration.quality import BESIDE_ANALYTICS_ASSETS, BESIDE_ANALYTICS_CHECKS
-from prodplan_pipeline.orchestration.side_run import SideRun
-from prodplan_pipeline.orchestration.daily_partitions import (
-    DAILY_REFRESH_JOB,
-    INGEST_JOB,
-    partition_bounds,
-    range_tags,
 )
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
@@ -56,8 +56,13 @@ def show_progress(stream=None) -> None:
 QUIET_CONSOLE = {"console": {"config": {"log_level": "CRITICAL"}}}  # Dagster's log stays in its storage
 
 
-def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
-                  max_shrink: float = DEFAULT_MAX_SHRINK, job_name: str = INGEST_JOB) -> IngestOutcome:
+def run_ingestion(
+    settings: Settings,
+    workbook: Path,
+    force: bool = False,
+    max_shrink: float = DEFAULT_MAX_SHRINK,
+    job_name: str = INGEST_JOB,
+) -> IngestOutcome:
     """The whole command under the ingestion lock: close what a killed run left, ingest the
     workbook through the Dagster graph, then bring every analytics layer up to the latest
     snapshot, with the quality reports in a run of their own beside it. Exit 0 only when every
@@ -68,20 +73,28 @@ def run_ingestion(settings: Settings, workbook: Path, force: bool = False,
     os.environ.update(dagster_environment(settings))
     started = time.perf_counter()
     run_config = {
-        "resources": {"workbook_file": {"config": {"path": str(workbook), "force": force,
-                                                   "max_shrink": max_shrink}}},
+        "resources": {"workbook_file": {"config": {"path": str(workbook), "force": force, "max_shrink": max_shrink}}},
         "loggers": QUIET_CONSOLE,
     }
     # Forked before this process opens anything (side_run.py says why). None: one run does all.
     beside = SideRun.fork(functools.partial(_quality_run, settings, job_name, run_config))
     warehouse = Warehouse.from_settings(settings)  # resolved once: each resolution connects
-    with open_instance() as instance, warehouse.connect() as lock_conn, \
-            advisory_lock(lock_conn, INGESTION_LOCK, on_wait=_say):
+    with (
+        open_instance() as instance,
+        warehouse.connect() as lock_conn,
+        advisory_lock(lock_conn, INGESTION_LOCK, on_wait=_say),
+    ):
         try:
             close_interrupted(instance, warehouse)
             assets, checks = _snapshot_part(job_name) if beside else (None, None)
-            result = run_job(instance, job_name, run_config=run_config, tags=cli_run_tags(),
-                             asset_selection=assets, asset_check_selection=checks)
+            result = run_job(
+                instance,
+                job_name,
+                run_config=run_config,
+                tags=cli_run_tags(),
+                asset_selection=assets,
+                asset_check_selection=checks,
+            )
             outcome = _outcome(result, settings)
             _add_sheet_summary(outcome, warehouse, settings.reports)
             if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
@@ -116,10 +129,20 @@ def _quality_run(settings: Settings, job_name: str, run_config: dict, _request: 
 
     started = time.perf_counter()
     with open_instance() as instance:
-        result = run_job(instance, job_name, run_config=run_config, tags=cli_run_tags(),
-                         asset_selection=BESIDE_ANALYTICS_ASSETS, asset_check_selection=BESIDE_ANALYTICS_CHECKS)
-    return {"dagster_run_id": result.run_id, "success": result.success,
-            "seconds": round(time.perf_counter() - started, 2), "error": _outcome(result, settings).error}
+        result = run_job(
+            instance,
+            job_name,
+            run_config=run_config,
+            tags=cli_run_tags(),
+            asset_selection=BESIDE_ANALYTICS_ASSETS,
+            asset_check_selection=BESIDE_ANALYTICS_CHECKS,
+        )
+    return {
+        "dagster_run_id": result.run_id,
+        "success": result.success,
+        "seconds": round(time.perf_counter() - started, 2),
+        "error": _outcome(result, settings).error,
+    }
 
 
 def _add_quality(outcome: IngestOutcome, answer: dict) -> None:
@@ -166,24 +189,39 @@ def _refresh(instance, outcome: IngestOutcome, settings: Settings, planned) -> b
     label = f"{planned.first}..{planned.last} ({planned.days:,} days)"
     if not planned.every_aggregate:
         label += f" of {', '.join(planned.aggregates)}"
-    return _dagster_refresh(instance, outcome, settings, range_tags(planned.first, planned.last), label,
-                            refresh_selection(planned))
+    return _dagster_refresh(
+        instance, outcome, settings, range_tags(planned.first, planned.last), label, refresh_selection(planned)
+    )
 
 
-def _dagster_refresh(instance, outcome: IngestOutcome, settings: Settings, tags: dict, label: str,
-                     asset_selection=None) -> bool:
+def _dagster_refresh(
+    instance, outcome: IngestOutcome, settings: Settings, tags: dict, label: str, asset_selection=None
+) -> bool:
     from prodplan_pipeline.orchestration.location_runs import run_job
 
     _say(f"analytics: {label}")
     started = time.perf_counter()
-    result = run_job(instance, DAILY_REFRESH_JOB, tags={**tags, **cli_run_tags()},
-                     run_config={"loggers": QUIET_CONSOLE}, asset_selection=asset_selection)
-    outcome.analytics.append({"refreshed": label, "dagster_run_id": result.run_id, "success": result.success,
-                              "seconds": round(time.perf_counter() - started, 2)})
+    result = run_job(
+        instance,
+        DAILY_REFRESH_JOB,
+        tags={**tags, **cli_run_tags()},
+        run_config={"loggers": QUIET_CONSOLE},
+        asset_selection=asset_selection,
+    )
+    outcome.analytics.append(
+        {
+            "refreshed": label,
+            "dagster_run_id": result.run_id,
+            "success": result.success,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
     if not result.success:
         outcome.exit_code = EXIT_ERROR
-        outcome.error = (f"the analytics refresh of {label} failed (Dagster run {result.run_id}): "
-                         f"{_outcome(result, settings).error}; the next run catches it up")
+        outcome.error = (
+            f"the analytics refresh of {label} failed (Dagster run {result.run_id}): "
+            f"{_outcome(result, settings).error}; the next run catches it up"
+        )
     return result.success
 
 
@@ -202,13 +240,15 @@ def _outcome(result, settings: Settings) -> IngestOutcome:
         code = EXIT_ERROR
     else:
         code = EXIT_OK
-    return IngestOutcome(code, result.run_id, failed_checks=failed_checks,
-                         error=" ".join(dict.fromkeys(errors)) or None)
+    return IngestOutcome(
+        code, result.run_id, failed_checks=failed_checks, error=" ".join(dict.fromkeys(errors)) or None
+    )
 
 
 def _add_sheet_summary(outcome: IngestOutcome, warehouse: Warehouse, reports: Path) -> None:
     from prodplan_pipeline.ingest.reconcile import REPORT_NAME
     from prodplan_pipeline.ingest.runs import close_failed_run, run_id_for, sheet_summaries
+
     with warehouse.connect() as conn:
         try:
             outcome.run_id = run_id_for(conn, outcome.dagster_run_id)
@@ -216,7 +256,6 @@ def _add_sheet_summary(outcome: IngestOutcome, warehouse: Warehouse, reports: Pa
             return  # the run failed before it was registered (e.g. not a workbook)
         outcome.sheets = sheet_summaries(conn, outcome.run_id, [s.name for s in SHEETS])
         if outcome.exit_code != EXIT_OK:
-            close_failed_run(conn, outcome.run_id, "check_failed" if outcome.failed_checks else "failed",
-                             outcome.error)
+            close_failed_run(conn, outcome.run_id, "check_failed" if outcome.failed_checks else "failed", outcome.error)
     report = reports / REPORT_NAME
     outcome.report = report if outcome.failed_checks and report.exists() else None

@@ -36,13 +36,14 @@ def job_definition(job_name: str):
     """The JobDefinition of ``job_name`` in the code location."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    return ReconstructableRepository.for_module(
-        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd()
-    ).get_reconstructable_job(job_name).get_definition()
+    return (
+        ReconstructableRepository.for_module(DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd())
+        .get_reconstructable_job(job_name)
+        .get_definition()
+    )
 
 
-def run_job(instance, job_name: str, *, run_config: dict, tags: dict, asset_selection=None,
-            asset_check_selection=None):
+def run_job(instance, job_name: str, *, run_config: dict, tags: dict, asset_selection=None, asset_check_selection=None):
     """Execute ``job_name`` of the code location here, as a run the UI and the daemon's
     sensors treat like one the daemon launched; ``asset_selection`` and
     ``asset_check_selection`` (sets of keys) run a subset of it. Returns Dagster's
@@ -52,7 +53,8 @@ def run_job(instance, job_name: str, *, run_config: dict, tags: dict, asset_sele
     from dagster._core.snap import snapshot_from_execution_plan
 
     repository = ReconstructableRepository.for_module(
-        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd())
+        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd()
+    )
     job = repository.get_reconstructable_job(job_name)
     assets = frozenset(asset_selection) if asset_selection else None
     checks = frozenset(asset_check_selection) if asset_check_selection is not None else None
@@ -61,14 +63,27 @@ def run_job(instance, job_name: str, *, run_config: dict, tags: dict, asset_sele
         job_def = job_def.get_subset(asset_selection=assets, asset_check_selection=checks)
     # As DagsterInstance.create_run_for_job does, which has no check selection: without one a
     # subset runs every check of its assets.
-    plan = create_execution_plan(job_def, run_config=run_config, tags=tags,
-                                 instance_ref=instance.get_ref() if instance.is_persistent else None)
+    plan = create_execution_plan(
+        job_def, run_config=run_config, tags=tags, instance_ref=instance.get_ref() if instance.is_persistent else None
+    )
     run = instance.create_run(
-        job_name=job_name, run_id=None, run_config=run_config, status=None, tags=tags, root_run_id=None,
-        parent_run_id=None, step_keys_to_execute=plan.step_keys_to_execute,
+        job_name=job_name,
+        run_id=None,
+        run_config=run_config,
+        status=None,
+        tags=tags,
+        root_run_id=None,
+        parent_run_id=None,
+        step_keys_to_execute=plan.step_keys_to_execute,
         execution_plan_snapshot=snapshot_from_execution_plan(plan, job_def.get_job_snapshot_id()),
-        job_snapshot=job_def.get_job_snapshot(), parent_job_snapshot=job_def.get_parent_job_snapshot(),
-        asset_selection=assets, asset_check_selection=checks, resolved_op_selection=None,
-        op_selection=None, remote_job_origin=_repository_origin().get_job_origin(job_name),
-        job_code_origin=job.get_python_origin(), asset_graph=job_def.asset_layer.asset_graph)
+        job_snapshot=job_def.get_job_snapshot(),
+        parent_job_snapshot=job_def.get_parent_job_snapshot(),
+        asset_selection=assets,
+        asset_check_selection=checks,
+        resolved_op_selection=None,
+        op_selection=None,
+        remote_job_origin=_repository_origin().get_job_origin(job_name),
+        job_code_origin=job.get_python_origin(),
+        asset_graph=job_def.asset_layer.asset_graph,
+    )
     return execute_run(job, run, instance)

@@ -22,7 +22,7 @@ from dagster import (
     multi_asset_check,
 )
 
-from prodplan_pipeline.warehouse.cache_version import bump_cache_version
+from prodplan_pipeline import watermarks
 from prodplan_pipeline.contract import SHEETS, sheet
 from prodplan_pipeline.derived.backfill import backfill_defects, backfill_orders, backfill_phases
 from prodplan_pipeline.derived.orphans import ISSUES, refresh_issues, stored_issue_counts
@@ -36,7 +36,6 @@ from prodplan_pipeline.orchestration.table_metadata import (
     share,
     table_definition,
 )
-from prodplan_pipeline import watermarks
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_NAME
 from prodplan_pipeline.quality.dictionary import write_dictionary
 from prodplan_pipeline.quality.expectations import expectation_specs, needs_validation, store_result, stored_result
@@ -48,9 +47,9 @@ from prodplan_pipeline.quality.gates import (
     write_gates_report,
 )
 from prodplan_pipeline.quality.gates import WATERMARK as GATES_WATERMARK
+from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 
-PHASES, ORDERS, DEFECTS = (sheet("FasesOrdemFabrico"), sheet("OrdensFabrico"),
-                           sheet("OrdemFabricoErros"))
+PHASES, ORDERS, DEFECTS = (sheet("FasesOrdemFabrico"), sheet("OrdensFabrico"), sheet("OrdemFabricoErros"))
 DERIVED_PHASES = AssetKey(["derived", "fases_ordem_fabrico"])
 DERIVED_ORDERS = AssetKey(["derived", "ordens_fabrico"])
 DERIVED_DEFECTS = AssetKey(["derived", "erros_ordem_fabrico"])
@@ -77,48 +76,81 @@ class BackfillConfig(Config):
 def _derived_spec(key: AssetKey, s, reads: list[AssetKey], note: str = "") -> AssetSpec:
     """A derived asset, described from the contract's derived columns of ``s``."""
     columns = "; ".join(f"{d.name}: {d.description}" for d in s.derived)
-    return AssetSpec(key, deps=[core_key(s), *reads], group_name="derived", kinds={"postgres"}, owners=OWNERS,
-                     skippable=True, metadata=_derived_definition(s),
-                     description=f"{s.core_table}'s derived columns ({columns}). Written by the merge with "
-                                 f"every row, verified (and repaired) here.{note}")
+    return AssetSpec(
+        key,
+        deps=[core_key(s), *reads],
+        group_name="derived",
+        kinds={"postgres"},
+        owners=OWNERS,
+        skippable=True,
+        metadata=_derived_definition(s),
+        description=f"{s.core_table}'s derived columns ({columns}). Written by the merge with "
+        f"every row, verified (and repaired) here.{note}",
+    )
 
 
 # Each derived asset waits for its core table and for the tables its values read.
 DERIVED_SPECS = [
-    _derived_spec(DERIVED_PHASES, PHASES, [],
-                  " Incremental: only rows the merge wrote, unless run with full=true."),
+    _derived_spec(DERIVED_PHASES, PHASES, [], " Incremental: only rows the merge wrote, unless run with full=true."),
     _derived_spec(DERIVED_ORDERS, ORDERS, []),
     _derived_spec(DERIVED_DEFECTS, DEFECTS, [DERIVED_PHASES, core_key(ORDERS)]),
 ]
 REPORT_SPECS = [
-    AssetSpec(DATA_QUALITY_ISSUES, deps=ALL_CORE + [DERIVED_PHASES], group_name="derived",
-              kinds={"postgres"}, owners=OWNERS, skippable=True,
-              metadata=table_definition("ops.data_quality_issues"),
-              description="ops.data_quality_issues: rows kept but flagged (orders of unknown products, "
-                          "phases and defects of unknown orders, references to unknown phase rows or "
-                          "employees, orders finishing before creation, phases ending before they start); "
-                          "each kind looked for again when an ingestion changed one of its tables."),
-    AssetSpec(FEATURE_GATES, deps=ALL_CORE, group_name="quality", kinds={"postgres"}, owners=OWNERS,
-              skippable=True, metadata=table_definition("ops.feature_gates"),
-              description="ops.feature_gates and FEATURE_GATES.md: each feature's relationship match "
-                          "rate over distinct key values, against its threshold; below it the feature "
-                          "answers NOT_SUPPORTED_BY_DATA."),
-    AssetSpec(DATA_DICTIONARY, deps=ALL_CORE + [DERIVED_PHASES, DERIVED_ORDERS, DERIVED_DEFECTS],
-              group_name="quality", kinds={"postgres"}, owners=OWNERS, skippable=True,
-              description="DATA_DICTIONARY.md: every core table and column from the contract (Excel "
-                          "header, type, meaning, references, allowed values) with live rows, NULL "
-                          "rates, distinct counts, min/max."),
+    AssetSpec(
+        DATA_QUALITY_ISSUES,
+        deps=ALL_CORE + [DERIVED_PHASES],
+        group_name="derived",
+        kinds={"postgres"},
+        owners=OWNERS,
+        skippable=True,
+        metadata=table_definition("ops.data_quality_issues"),
+        description="ops.data_quality_issues: rows kept but flagged (orders of unknown products, "
+        "phases and defects of unknown orders, references to unknown phase rows or "
+        "employees, orders finishing before creation, phases ending before they start); "
+        "each kind looked for again when an ingestion changed one of its tables.",
+    ),
+    AssetSpec(
+        FEATURE_GATES,
+        deps=ALL_CORE,
+        group_name="quality",
+        kinds={"postgres"},
+        owners=OWNERS,
+        skippable=True,
+        metadata=table_definition("ops.feature_gates"),
+        description="ops.feature_gates and FEATURE_GATES.md: each feature's relationship match "
+        "rate over distinct key values, against its threshold; below it the feature "
+        "answers NOT_SUPPORTED_BY_DATA.",
+    ),
+    AssetSpec(
+        DATA_DICTIONARY,
+        deps=ALL_CORE + [DERIVED_PHASES, DERIVED_ORDERS, DERIVED_DEFECTS],
+        group_name="quality",
+        kinds={"postgres"},
+        owners=OWNERS,
+        skippable=True,
+        description="DATA_DICTIONARY.md: every core table and column from the contract (Excel "
+        "header, type, meaning, references, allowed values) with live rows, NULL "
+        "rates, distinct counts, min/max.",
+    ),
 ]
-GATE_CHECKS = [AssetCheckSpec(gate_check_name(g.feature), asset=FEATURE_GATES,
-                              description=f"{g.feature}: {g.relationship} matches for at least the "
-                              "threshold share of distinct values (WARN: a gate switches a feature "
-                              "off, it does not fail the run)") for g in GATES]
+GATE_CHECKS = [
+    AssetCheckSpec(
+        gate_check_name(g.feature),
+        asset=FEATURE_GATES,
+        description=f"{g.feature}: {g.relationship} matches for at least the "
+        "threshold share of distinct values (WARN: a gate switches a feature "
+        "off, it does not fail the run)",
+    )
+    for g in GATES
+]
 
 
-@multi_asset(specs=[*DERIVED_SPECS, *REPORT_SPECS], check_specs=GATE_CHECKS, can_subset=True,
-             name="derived_and_quality")
-def derived_and_quality(context: AssetExecutionContext, config: BackfillConfig,
-                        warehouse: WarehouseResource, settings: SettingsResource):
+@multi_asset(
+    specs=[*DERIVED_SPECS, *REPORT_SPECS], check_specs=GATE_CHECKS, can_subset=True, name="derived_and_quality"
+)
+def derived_and_quality(
+    context: AssetExecutionContext, config: BackfillConfig, warehouse: WarehouseResource, settings: SettingsResource
+):
     """The derived columns, then the data-quality issues, the feature gates and the data
     dictionary side by side: independent scans of the merged core tables, each on its own
     connection, so PostgreSQL works on both cores (one step after another took ~2x as long)."""
@@ -126,10 +158,15 @@ def derived_and_quality(context: AssetExecutionContext, config: BackfillConfig,
     selected = context.selected_asset_keys
     yield from _derived_columns(context, config, wh)  # the issues and the dictionary read them
     reports = settings.get().reports
-    parts = [part for key, part in ((DATA_QUALITY_ISSUES, _data_quality_issues),
-                                    (FEATURE_GATES, functools.partial(_feature_gates, reports=reports)),
-                                    (DATA_DICTIONARY, functools.partial(_data_dictionary, reports=reports)))
-             if key in selected]
+    parts = [
+        part
+        for key, part in (
+            (DATA_QUALITY_ISSUES, _data_quality_issues),
+            (FEATURE_GATES, functools.partial(_feature_gates, reports=reports)),
+            (DATA_DICTIONARY, functools.partial(_data_dictionary, reports=reports)),
+        )
+        if key in selected
+    ]
     to_validate = _changed_since_validation(wh) if _expectations_follow(context) else []
     with ThreadPoolExecutor(max_workers=len(parts) + 1, thread_name_prefix="quality") as pool:
         futures = [pool.submit(part, wh) for part in parts]
@@ -157,8 +194,11 @@ def _expectations_follow(context) -> bool:
 
 def _derived_columns(context, config: BackfillConfig, wh):
     """Backfill the derived columns in PostgreSQL, writing only rows whose values change."""
-    jobs = {DERIVED_PHASES: lambda c: backfill_phases(c, full=config.full),
-            DERIVED_ORDERS: backfill_orders, DERIVED_DEFECTS: backfill_defects}
+    jobs = {
+        DERIVED_PHASES: lambda c: backfill_phases(c, full=config.full),
+        DERIVED_ORDERS: backfill_orders,
+        DERIVED_DEFECTS: backfill_defects,
+    }
     for key, job in jobs.items():
         if key not in context.selected_asset_keys:
             continue
@@ -168,9 +208,15 @@ def _derived_columns(context, config: BackfillConfig, wh):
                 bump_cache_version(conn)
             rows = count_rows(conn, report.table)
         say(context, f"{report.table}: {report.rows_written:,} rows written ({report.seconds:.2f} s)")
-        yield MaterializeResult(asset_key=key, metadata={
-            ROW_COUNT: rows, "rows_written": report.rows_written, "seconds": round(report.seconds, 3),
-            **report.counts})
+        yield MaterializeResult(
+            asset_key=key,
+            metadata={
+                ROW_COUNT: rows,
+                "rows_written": report.rows_written,
+                "seconds": round(report.seconds, 3),
+                **report.counts,
+            },
+        )
 
 
 def _data_quality_issues(wh) -> tuple[list[str], list]:
@@ -180,18 +226,38 @@ def _data_quality_issues(wh) -> tuple[list[str], list]:
         done, change = watermarks.caught_up(conn, ISSUES_WATERMARK)
         if done:  # no ingestion changed core since: the issues are what they were
             counts = stored_issue_counts(conn)
-            return [], [MaterializeResult(asset_key=DATA_QUALITY_ISSUES, metadata={
-                ROW_COUNT: sum(counts.values()), "total": sum(counts.values()), **counts,
-                "unchanged_since_run": change})]
+            return [], [
+                MaterializeResult(
+                    asset_key=DATA_QUALITY_ISSUES,
+                    metadata={
+                        ROW_COUNT: sum(counts.values()),
+                        "total": sum(counts.values()),
+                        **counts,
+                        "unchanged_since_run": change,
+                    },
+                )
+            ]
         counts, looked_for = refresh_issues(conn, change)  # the table holds every kind: its size is the sum
         watermarks.advance(conn, ISSUES_WATERMARK, change)
     table = ["| issue | count | what |", "|---|---:|---|"] + [
-        f"| {i.code} | {counts[i.code]:,} | {i.description} |" for i in ISSUES]
-    line = (f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds "
-            f"({len(looked_for)} of {len(ISSUES)} kinds looked for again: their tables changed)")
-    return [line], [MaterializeResult(asset_key=DATA_QUALITY_ISSUES, metadata={
-        ROW_COUNT: sum(counts.values()), "total": sum(counts.values()), **counts,
-        "kinds_looked_for_again": len(looked_for), "summary": MetadataValue.md("\n".join(table))})]
+        f"| {i.code} | {counts[i.code]:,} | {i.description} |" for i in ISSUES
+    ]
+    line = (
+        f"data-quality issues: {sum(counts.values()):,} in {sum(1 for n in counts.values() if n)} kinds "
+        f"({len(looked_for)} of {len(ISSUES)} kinds looked for again: their tables changed)"
+    )
+    return [line], [
+        MaterializeResult(
+            asset_key=DATA_QUALITY_ISSUES,
+            metadata={
+                ROW_COUNT: sum(counts.values()),
+                "total": sum(counts.values()),
+                **counts,
+                "kinds_looked_for_again": len(looked_for),
+                "summary": MetadataValue.md("\n".join(table)),
+            },
+        )
+    ]
 
 
 def _feature_gates(wh, reports: Path) -> tuple[list[str], list]:
@@ -205,23 +271,38 @@ def _feature_gates(wh, reports: Path) -> tuple[list[str], list]:
         watermarks.advance(conn, GATES_WATERMARK, change)
         rows = count_rows(conn, "ops.feature_gates")
     report = write_gates_report(results, reports)
-    events = [MaterializeResult(asset_key=FEATURE_GATES,
-                                metadata={ROW_COUNT: rows, "report": str(report), **_gate_metadata(results)})]
-    events += [AssetCheckResult(
-        asset_key=FEATURE_GATES, check_name=gate_check_name(r.gate.feature), passed=r.status == SUPPORTED,
-        severity=AssetCheckSeverity.WARN, description=r.reason,
-        metadata={"match_rate": r.match_rate if r.match_rate is not None else -1.0,
-                  "numerator": r.numerator, "denominator": r.denominator,
-                  "threshold": r.threshold, "status": r.status, "relationship": r.gate.relationship})
-        for r in results]
+    events = [
+        MaterializeResult(
+            asset_key=FEATURE_GATES, metadata={ROW_COUNT: rows, "report": str(report), **_gate_metadata(results)}
+        )
+    ]
+    events += [
+        AssetCheckResult(
+            asset_key=FEATURE_GATES,
+            check_name=gate_check_name(r.gate.feature),
+            passed=r.status == SUPPORTED,
+            severity=AssetCheckSeverity.WARN,
+            description=r.reason,
+            metadata={
+                "match_rate": r.match_rate if r.match_rate is not None else -1.0,
+                "numerator": r.numerator,
+                "denominator": r.denominator,
+                "threshold": r.threshold,
+                "status": r.status,
+                "relationship": r.gate.relationship,
+            },
+        )
+        for r in results
+    ]
     return [f"gate {r.gate.feature}: {r.status}: {r.reason}" for r in results], events
 
 
 def _gate_metadata(results) -> dict:
     """Each gate's verdict as text and its match rate as a plottable number (none while there is
     nothing to measure: a made-up rate would be plotted as if measured)."""
-    metadata = {r.gate.feature: f"{r.status} ({r.match_rate:.4f})" if r.match_rate is not None else r.status
-                for r in results}
+    metadata = {
+        r.gate.feature: f"{r.status} ({r.match_rate:.4f})" if r.match_rate is not None else r.status for r in results
+    }
     metadata.update({f"match_rate_{r.gate.feature}": r.match_rate for r in results if r.match_rate is not None})
     metadata["gates_supported"] = sum(r.status == SUPPORTED for r in results)
     return metadata
@@ -232,8 +313,12 @@ def _data_dictionary(wh, reports: Path) -> tuple[list[str], list]:
     with wh.connect() as conn:
         done, change = watermarks.caught_up(conn, "data_dictionary")
         if done and (reports / DICTIONARY_NAME).exists():
-            return [], [MaterializeResult(asset_key=DATA_DICTIONARY, metadata={
-                "path": str(reports / DICTIONARY_NAME), "unchanged_since_run": change})]
+            return [], [
+                MaterializeResult(
+                    asset_key=DATA_DICTIONARY,
+                    metadata={"path": str(reports / DICTIONARY_NAME), "unchanged_since_run": change},
+                )
+            ]
         path = write_dictionary(conn, reports)
         watermarks.advance(conn, "data_dictionary", change)
     return [], [MaterializeResult(asset_key=DATA_DICTIONARY, metadata={"path": str(path)})]
@@ -243,11 +328,21 @@ quality_assets = [derived_and_quality]
 
 
 @multi_asset_check(
-    specs=[AssetCheckSpec(EXPECTATIONS, asset=core_key(s), additional_deps=[DERIVED_DEFECTS], description=(
-        f"Great Expectations suite for {s.core_table}, computed in PostgreSQL: keys not null and "
-        "unique, required columns not null, domains (flags 0/1, severity and shift 1-3), the share "
-        "of phases ending after they start, value ranges of weights and coefficients.")) for s in SHEETS],
-    can_subset=True, name="core_expectations",
+    specs=[
+        AssetCheckSpec(
+            EXPECTATIONS,
+            asset=core_key(s),
+            additional_deps=[DERIVED_DEFECTS],
+            description=(
+                f"Great Expectations suite for {s.core_table}, computed in PostgreSQL: keys not null and "
+                "unique, required columns not null, domains (flags 0/1, severity and shift 1-3), the share "
+                "of phases ending after they start, value ranges of weights and coefficients."
+            ),
+        )
+        for s in SHEETS
+    ],
+    can_subset=True,
+    name="core_expectations",
 )
 def core_expectations(context: AssetCheckExecutionContext, warehouse: WarehouseResource):
     """Report each core table's expectation outcome from ops.expectation_results: evaluated by
@@ -293,21 +388,36 @@ def _reported(wh, s, run_id: str) -> AssetCheckResult:
     # NULL in outcomes stored before migration 012: the suite's size now
     evaluated = stored["evaluated_expectations"] or len(expectation_specs(s))
     now = stored["dagster_run_id"] == run_id
-    description = stored["summary"] if now else \
-        f"{stored['summary']} (unchanged since validated {stored['evaluated_at']:%Y-%m-%d %H:%M})"
-    metadata = {"failed_expectations": stored["failed_expectations"], "unexpected_total": stored["unexpected_total"],
-                "expectations": MetadataValue.md(stored["details_markdown"]),
-                **_met(evaluated, stored["failed_expectations"]),
-                "evaluated": "now" if now else f"carried over from {stored['evaluated_at'].isoformat()}"}
+    description = (
+        stored["summary"]
+        if now
+        else f"{stored['summary']} (unchanged since validated {stored['evaluated_at']:%Y-%m-%d %H:%M})"
+    )
+    metadata = {
+        "failed_expectations": stored["failed_expectations"],
+        "unexpected_total": stored["unexpected_total"],
+        "expectations": MetadataValue.md(stored["details_markdown"]),
+        **_met(evaluated, stored["failed_expectations"]),
+        "evaluated": "now" if now else f"carried over from {stored['evaluated_at'].isoformat()}",
+    }
     if stored["duration_seconds"] is not None:
         metadata["duration_seconds"] = round(stored["duration_seconds"], 2)
-    return AssetCheckResult(asset_key=core_key(s), check_name=EXPECTATIONS, passed=stored["success"],
-                            severity=AssetCheckSeverity.WARN, description=description, metadata=metadata)
+    return AssetCheckResult(
+        asset_key=core_key(s),
+        check_name=EXPECTATIONS,
+        passed=stored["success"],
+        severity=AssetCheckSeverity.WARN,
+        description=description,
+        metadata=metadata,
+    )
 
 
 def _met(evaluated: int, failed: int) -> dict:
-    return {"evaluated_expectations": evaluated, "expectations_met": evaluated - failed,
-            "expectations_met_share": share(evaluated - failed, evaluated)}
+    return {
+        "evaluated_expectations": evaluated,
+        "expectations_met": evaluated - failed,
+        "expectations_met_share": share(evaluated - failed, evaluated),
+    }
 
 
 quality_checks = [core_expectations]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import ExitStack
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-
-import logging
-from contextlib import ExitStack
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
@@ -94,6 +93,7 @@ class IngestionLockResource(ConfigurableResource):
 
         stack = ExitStack()
         conn = stack.enter_context(self.warehouse.get_warehouse().connect())
+
         def on_wait(message: str) -> None:  # in the run log and on the terminal of `prodplan`
             logging.getLogger("prodplan.progress").warning(message)
             if context.log:

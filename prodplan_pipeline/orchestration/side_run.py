@@ -67,8 +67,11 @@ class SideRun:
         _, status = os.waitpid(self.pid, 0)
         if text:
             return json.loads(text)
-        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-               else f"exited with status {os.waitstatus_to_exitcode(status)}")
+        how = (
+            f"was killed by signal {os.WTERMSIG(status)}"
+            if os.WIFSIGNALED(status)
+            else f"exited with status {os.waitstatus_to_exitcode(status)}"
+        )
         return {"error": f"the quality run's process {how} before it answered"}
 
     def cancel(self) -> None:

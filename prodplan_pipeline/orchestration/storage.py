@@ -32,8 +32,8 @@ from functools import cache
 
 import sqlalchemy.pool as db_pool
 from dagster import DagsterEventType, Field, StringSource
-from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.root import LocalArtifactStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
@@ -49,8 +49,7 @@ EVENT_BATCH_SIZE = "1000"
 # check) and sometimes a third inside it; with one kept, every such nested checkout opened and
 # closed a connection of its own (33 of a small first load's 86 sessions). Pre-ping: a
 # restarted server costs a reconnect, not an error.
-POOL = {"poolclass": db_pool.QueuePool, "pool_size": 3, "max_overflow": 6, "pool_recycle": 3600,
-        "pool_pre_ping": True}
+POOL = {"poolclass": db_pool.QueuePool, "pool_size": 3, "max_overflow": 6, "pool_recycle": 3600, "pool_pre_ping": True}
 OPTIONAL_URL = {"postgres_url": Field(StringSource, is_required=False)}
 
 
@@ -75,8 +74,9 @@ class _Pooled:
     """A dagster-postgres storage whose engine keeps its connections, and whose URL defaults to
     ProdPlan's (``storage_url``)."""
 
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
-                 inst_data: ConfigurableClassData | None = None):
+    def __init__(
+        self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: ConfigurableClassData | None = None
+    ):
         super().__init__(postgres_url, should_autocreate_tables, inst_data)
         # The constructor built a NullPool engine (and made the tables with it): swap it for a
         # pooled one on the same URL.
@@ -121,23 +121,32 @@ class PooledEventLogStorage(_Pooled, PostgresEventLogStorage):
         if not events or any(e.dagster_event_type != DagsterEventType.ASSET_MATERIALIZATION for e in events):
             return super().store_event_batch(events)
         serialized = serialized_alike(events)
-        rows = [self._event_to_row(event) for event in events] if serialized is None else \
-            [self._event_to_row_serialized(event, text) for event, text in zip(events, serialized)]
+        rows = (
+            [self._event_to_row(event) for event in events]
+            if serialized is None
+            else [self._event_to_row_serialized(event, text) for event, text in zip(events, serialized, strict=True)]
+        )
         insert = SqlEventLogStorageTable.insert().returning(
-            SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)  # ids in the events' order
+            SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+        )  # ids in the events' order
         with self._connect() as conn:
             event_ids = [row[0] for row in conn.execute(insert, rows)]
         with self.index_transaction() as conn:
             self._store_asset_event_tags(conn, events, event_ids)
             self._store_asset_event(conn, events[-1], event_ids[-1])  # the asset's latest event
 
-
     def _event_to_row_serialized(self, event, text: str) -> dict:
         """The library's row for ``event`` (``_event_to_row``), its JSON given."""
         materialization = event.dagster_event
-        return {"run_id": event.run_id, "event": text, "dagster_event_type": materialization.event_type_value,
-                "timestamp": self._event_insert_timestamp(event), "step_key": materialization.step_key,
-                "asset_key": materialization.asset_key.to_string(), "partition": materialization.partition}
+        return {
+            "run_id": event.run_id,
+            "event": text,
+            "dagster_event_type": materialization.event_type_value,
+            "timestamp": self._event_insert_timestamp(event),
+            "step_key": materialization.step_key,
+            "asset_key": materialization.asset_key.to_string(),
+            "partition": materialization.partition,
+        }
 
 
 # Stand-ins put in the one event serialized: a partition key no partitions definition makes, and
@@ -157,8 +166,12 @@ def serialized_alike(events) -> list[str] | None:
     partition_mark, time_mark = json.dumps(PARTITION_MARK), json.dumps(TIME_MARK)
     if template.count(partition_mark) != 1 or template.count(time_mark) != 1:
         return None
-    return [template.replace(partition_mark, json.dumps(event.dagster_event.partition))
-            .replace(time_mark, json.dumps(event.timestamp)) for event in events]
+    return [
+        template.replace(partition_mark, json.dumps(event.dagster_event.partition)).replace(
+            time_mark, json.dumps(event.timestamp)
+        )
+        for event in events
+    ]
 
 
 def _with(event, partition: str | None, timestamp: float):
@@ -166,8 +179,10 @@ def _with(event, partition: str | None, timestamp: float):
     dagster_event = event.dagster_event
     data = dagster_event.event_specific_data
     materialization = data.materialization._replace(partition=partition)
-    return event._replace(timestamp=timestamp, dagster_event=dagster_event._replace(
-        event_specific_data=data._replace(materialization=materialization)))
+    return event._replace(
+        timestamp=timestamp,
+        dagster_event=dagster_event._replace(event_specific_data=data._replace(materialization=materialization)),
+    )
 
 
 class ProdPlanStorage(DagsterStorage, ConfigurableClass):

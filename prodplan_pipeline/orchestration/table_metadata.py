@@ -86,25 +86,35 @@ def _key_constraint(sheet: Sheet) -> TableConstraints:
 
 def core_schema(sheet: Sheet) -> TableSchema:
     return TableSchema(
-        columns=[TableColumn(name, sql_type, column_description(sheet, name),
-                             _constraints(sheet, name, nullable=not required))
-                 for name, sql_type, required in sheet.core_columns],
-        constraints=_key_constraint(sheet))
+        columns=[
+            TableColumn(
+                name, sql_type, column_description(sheet, name), _constraints(sheet, name, nullable=not required)
+            )
+            for name, sql_type, required in sheet.core_columns
+        ],
+        constraints=_key_constraint(sheet),
+    )
 
 
 def derived_schema(sheet: Sheet) -> TableSchema:
     """Only the columns the pipeline computes: the rest of the table is the core asset's."""
-    return TableSchema(columns=[
-        TableColumn(d.name, d.sql_type, column_description(sheet, d.name),
-                    TableColumnConstraints(nullable=not d.required)) for d in sheet.derived])
+    return TableSchema(
+        columns=[
+            TableColumn(
+                d.name, d.sql_type, column_description(sheet, d.name), TableColumnConstraints(nullable=not d.required)
+            )
+            for d in sheet.derived
+        ]
+    )
 
 
 def staging_schema(sheet: Sheet) -> TableSchema:
     # Typed as in core, but every contract column may be NULL here (a cell that failed typing).
-    columns = [TableColumn(name, sql_type, description, TableColumnConstraints(nullable=nullable))
-               for name, sql_type, nullable, description in STAGING_COLUMNS]
-    columns += [TableColumn(c.name, c.type.sql_type, column_description(sheet, c.name))
-                for c in sheet.columns]
+    columns = [
+        TableColumn(name, sql_type, description, TableColumnConstraints(nullable=nullable))
+        for name, sql_type, nullable, description in STAGING_COLUMNS
+    ]
+    columns += [TableColumn(c.name, c.type.sql_type, column_description(sheet, c.name)) for c in sheet.columns]
     return TableSchema(columns=columns)
 
 

@@ -20,8 +20,7 @@ DISTINCT_ESTIMATES = """
 def table_statistics(conn, sheet: Sheet) -> dict:
     names = [name for name, _, _ in sheet.core_columns]
     # booleans have no min/max in PostgreSQL: compare them as 0/1
-    values = {name: f"{name}::int" if sql_type == "boolean" else name
-              for name, sql_type, _ in sheet.core_columns}
+    values = {name: f"{name}::int" if sql_type == "boolean" else name for name, sql_type, _ in sheet.core_columns}
     parts = ["count(*)"] + [f"count({n}), min({values[n]})::text, max({values[n]})::text" for n in names]
     schema, table = sheet.core_table.split(".")
     with conn.cursor() as cur:
@@ -36,16 +35,24 @@ def table_statistics(conn, sheet: Sheet) -> dict:
             distinct = {name: round(n) for name, n in cur.fetchall()}
     columns = {}
     for i, name in enumerate(names):
-        non_null, low, high = values[1 + 3 * i: 4 + 3 * i]
-        columns[name] = {"null_rate": (rows - non_null) / rows if rows else None,
-                         "distinct": distinct.get(name), "min": low, "max": high}
+        non_null, low, high = values[1 + 3 * i : 4 + 3 * i]
+        columns[name] = {
+            "null_rate": (rows - non_null) / rows if rows else None,
+            "distinct": distinct.get(name),
+            "min": low,
+            "max": high,
+        }
     return {"rows": rows, "columns": columns}
 
 
 def write_dictionary(conn, reports: Path) -> Path:
-    lines = ["# Data dictionary", "",
-             "Generated after each ingestion from the sheet contract (`prodplan_pipeline/contract.py`) "
-             "and the live core tables. Distinct counts marked ≈ are PostgreSQL estimates.", ""]
+    lines = [
+        "# Data dictionary",
+        "",
+        "Generated after each ingestion from the sheet contract (`prodplan_pipeline/contract.py`) "
+        "and the live core tables. Distinct counts marked ≈ are PostgreSQL estimates.",
+        "",
+    ]
     for sheet in SHEETS:
         lines += _sheet_section(sheet, table_statistics(conn, sheet))
     reports.mkdir(parents=True, exist_ok=True)
@@ -57,20 +64,26 @@ def write_dictionary(conn, reports: Path) -> Path:
 def _sheet_section(sheet: Sheet, stats: dict) -> list[str]:
     key = ", ".join(sheet.key) if sheet.key else "row fingerprint + occurrence (no source key)"
     headers = {c.name: c for c in sheet.columns}
-    lines = [f"## {sheet.name} → `{sheet.core_table}`", "", f"{sheet.description} Key: {key}. "
-             f"Rows: {stats['rows']:,}.", "",
-             "| column | Excel header | type | required | null rate | ≈ distinct | min | max | meaning |",
-             "|---|---|---|---|---:|---:|---|---|---|"]
+    lines = [
+        f"## {sheet.name} → `{sheet.core_table}`",
+        "",
+        f"{sheet.description} Key: {key}. Rows: {stats['rows']:,}.",
+        "",
+        "| column | Excel header | type | required | null rate | ≈ distinct | min | max | meaning |",
+        "|---|---|---|---|---:|---:|---|---|---|",
+    ]
     derived = {d.name: d.description for d in sheet.derived}
     for name, sql_type, required in sheet.core_columns:
         column, s = headers.get(name), stats["columns"][name]
-        meaning = (column.description if column else derived.get(name, "surrogate key"))
+        meaning = column.description if column else derived.get(name, "surrogate key")
         if column and column.references:
             meaning = f"{meaning} → {column.references}".strip(" →")
         if column and column.domain:
             meaning += f" (values {', '.join(map(str, column.domain))})"
         rate = "-" if s["null_rate"] is None else f"{s['null_rate']:.1%}"
-        lines.append(f"| `{name}` | {column.header if column else '(derived)'} | {sql_type} | "
-                     f"{'yes' if required else 'no'} | {rate} | {s['distinct'] if s['distinct'] is not None else '-'} | "
-                     f"{s['min'] or '-'} | {s['max'] or '-'} | {meaning} |")
+        lines.append(
+            f"| `{name}` | {column.header if column else '(derived)'} | {sql_type} | "
+            f"{'yes' if required else 'no'} | {rate} | {s['distinct'] if s['distinct'] is not None else '-'} | "
+            f"{s['min'] or '-'} | {s['max'] or '-'} | {meaning} |"
+        )
     return lines + [""]

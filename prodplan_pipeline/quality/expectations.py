@@ -73,9 +73,12 @@ class ExpectationSpec:
 
 
 def _between(table: str, column: str, low: float, high: float, unit: str = "") -> ExpectationSpec:
-    return ExpectationSpec(table, "ExpectColumnValuesToBeBetween",
-                           {"column": column, "min_value": low, "max_value": high},
-                           f"{column} between {low} and {high}{unit}")
+    return ExpectationSpec(
+        table,
+        "ExpectColumnValuesToBeBetween",
+        {"column": column, "min_value": low, "max_value": high},
+        f"{column} between {low} and {high}{unit}",
+    )
 
 
 FASES, MODELOS, ROUTES = "core.fases_ordem_fabrico", "core.modelos", "core.fases_standard_modelos"
@@ -83,12 +86,18 @@ FASES, MODELOS, ROUTES = "core.fases_ordem_fabrico", "core.modelos", "core.fases
 # Rules the contract cannot express; every one names a table and columns of the contract (a
 # test checks that).
 EXTRA_EXPECTATIONS: tuple[ExpectationSpec, ...] = (
-    ExpectationSpec(FASES, "ExpectColumnPairValuesAToBeGreaterThanB",
-                    {"column_A": "fase_of_fim", "column_B": "fase_of_inicio", "or_equal": True,
-                     "ignore_row_if": "either_value_is_missing",
-                     "mostly": MIN_SHARE_FIM_AFTER_INICIO},
-                    f"fase_of_fim >= fase_of_inicio in at least {MIN_SHARE_FIM_AFTER_INICIO:.0%} "
-                    "of rows with both"),
+    ExpectationSpec(
+        FASES,
+        "ExpectColumnPairValuesAToBeGreaterThanB",
+        {
+            "column_A": "fase_of_fim",
+            "column_B": "fase_of_inicio",
+            "or_equal": True,
+            "ignore_row_if": "either_value_is_missing",
+            "mostly": MIN_SHARE_FIM_AFTER_INICIO,
+        },
+        f"fase_of_fim >= fase_of_inicio in at least {MIN_SHARE_FIM_AFTER_INICIO:.0%} of rows with both",
+    ),
     _between(FASES, "fase_of_coeficiente", 0, MAX_COEFFICIENT),
     _between(FASES, "fase_of_coeficiente_x", 0, MAX_COEFFICIENT),
     _between(FASES, "fase_of_peso", 0, MAX_PHASE_WEIGHT_KG, " kg"),
@@ -102,6 +111,7 @@ EXTRA_EXPECTATIONS: tuple[ExpectationSpec, ...] = (
 
 # --- The suite of a table ---------------------------------------------------------------------
 
+
 def expectation_specs(sheet: Sheet) -> tuple[ExpectationSpec, ...]:
     """The whole suite of ``sheet``'s core table: the key's rules first, then the other
     contract rules, then the extras."""
@@ -110,8 +120,7 @@ def expectation_specs(sheet: Sheet) -> tuple[ExpectationSpec, ...]:
     # A key column the contract marks optional (funcionarios_fases_aptos' Inicio) is
     # legitimately NULL, so it gets no not-null rule.
     keys = [name for name in sheet.key_names if name in not_null]
-    specs = [ExpectationSpec(table, "ExpectTableRowCountToBeBetween", {"min_value": 1},
-                             "the table is not empty")]
+    specs = [ExpectationSpec(table, "ExpectTableRowCountToBeBetween", {"min_value": 1}, "the table is not empty")]
     specs += [_not_null(table, name) for name in keys]
     specs.append(_unique_key(sheet))
     specs += [_not_null(table, name) for name in not_null if name not in keys]
@@ -121,29 +130,32 @@ def expectation_specs(sheet: Sheet) -> tuple[ExpectationSpec, ...]:
 
 
 def _not_null(table: str, column: str) -> ExpectationSpec:
-    return ExpectationSpec(table, "ExpectColumnValuesToNotBeNull", {"column": column},
-                           f"{column} is not null")
+    return ExpectationSpec(table, "ExpectColumnValuesToNotBeNull", {"column": column}, f"{column} is not null")
 
 
 def _unique_key(sheet: Sheet) -> ExpectationSpec:
     keys = list(sheet.key_names)
     if len(keys) == 1:
-        return ExpectationSpec(sheet.core_table, "ExpectColumnValuesToBeUnique",
-                               {"column": keys[0]}, f"{keys[0]} is unique")
+        return ExpectationSpec(
+            sheet.core_table, "ExpectColumnValuesToBeUnique", {"column": keys[0]}, f"{keys[0]} is unique"
+        )
     # GX matches groups with "=", so rows with a NULL key part are not compared; the table's
     # UNIQUE NULLS NOT DISTINCT constraint already covers those.
-    return ExpectationSpec(sheet.core_table, "ExpectCompoundColumnsToBeUnique",
-                           {"column_list": keys}, f"({', '.join(keys)}) is unique")
+    return ExpectationSpec(
+        sheet.core_table, "ExpectCompoundColumnsToBeUnique", {"column_list": keys}, f"({', '.join(keys)}) is unique"
+    )
 
 
 def _in_set(table: str, column: str, domain: tuple[int, ...]) -> ExpectationSpec:
     # GX skips NULLs in map expectations, so an optional column (shift) may still be NULL.
     values = "{" + ",".join(str(v) for v in domain) + "}"
-    return ExpectationSpec(table, "ExpectColumnValuesToBeInSet",
-                           {"column": column, "value_set": list(domain)}, f"{column} in {values}")
+    return ExpectationSpec(
+        table, "ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(domain)}, f"{column} in {values}"
+    )
 
 
 # --- Results ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExpectationResult:
@@ -219,12 +231,20 @@ class ExpectationReport:
         }
 
     def markdown(self) -> str:
-        rows = ["| ok | expectation | type | settings | observed | unexpected | unexpected % |",
-                "|---|---|---|---|---|---|---|"]
+        rows = [
+            "| ok | expectation | type | settings | observed | unexpected | unexpected % |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in self.results:
-            cells = ["✅" if r.success else "❌", r.description, r.expectation_type, r.spec.settings,
-                     r.error or _cell(r.observed_value), _cell(r.unexpected_count),
-                     "" if r.unexpected_percent is None else f"{r.unexpected_percent:.3f}"]
+            cells = [
+                "✅" if r.success else "❌",
+                r.description,
+                r.expectation_type,
+                r.spec.settings,
+                r.error or _cell(r.observed_value),
+                _cell(r.unexpected_count),
+                "" if r.unexpected_percent is None else f"{r.unexpected_percent:.3f}",
+            ]
             rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(rows)
 
@@ -282,8 +302,16 @@ def store_result(conn, table: str, report: ExpectationReport, dagster_run_id: st
     """Keep a table's outcome, with the Dagster run that evaluated it: whichever step or process
     reports it next reads it from here (a table no later ingestion changes reports it again)."""
     with conn.cursor() as cur:
-        cur.execute(STORE_RESULT, {"table": table, "success": report.success, "summary": report.summary(),
-                                   "dagster_run_id": dagster_run_id, **report.as_metadata()})
+        cur.execute(
+            STORE_RESULT,
+            {
+                "table": table,
+                "success": report.success,
+                "summary": report.summary(),
+                "dagster_run_id": dagster_run_id,
+                **report.as_metadata(),
+            },
+        )
 
 
 def stored_result(conn, table: str) -> dict | None:
@@ -309,11 +337,11 @@ def run_expectations(database_url: str | URL, sheet: Sheet) -> ExpectationReport
     return ExpectationReport(sheet.core_table, ordered, time.monotonic() - started)
 
 
-def _validate(batch, specs: tuple[ExpectationSpec, ...], chosen, examples: int
-              ) -> dict[int, ExpectationResult]:
+def _validate(batch, specs: tuple[ExpectationSpec, ...], chosen, examples: int) -> dict[int, ExpectationResult]:
     """Run the ``chosen`` specs on ``batch``; results by spec index (GX reorders them)."""
-    validation = batch.validate(_gx_suite(specs, chosen), result_format={
-        "result_format": "BASIC", "partial_unexpected_count": examples})
+    validation = batch.validate(
+        _gx_suite(specs, chosen), result_format={"result_format": "BASIC", "partial_unexpected_count": examples}
+    )
     by_index = {r.expectation_config.meta["spec"]: r for r in validation.results}
     return {i: _result(specs[i], r) for i, r in by_index.items()}
 
@@ -369,8 +397,8 @@ def _new_datasource(connection_string: str):
     # (no host part). A table asset never needs a temporary table; pre-ping keeps a cached
     # engine usable after the server restarts.
     return context.data_sources.add_sql(
-        name="warehouse", connection_string=connection_string, create_temp_table=False,
-        kwargs={"pool_pre_ping": True})
+        name="warehouse", connection_string=connection_string, create_temp_table=False, kwargs={"pool_pre_ping": True}
+    )
 
 
 def preload(database_url: str | URL) -> None:
@@ -394,19 +422,24 @@ def _gx_suite(specs: tuple[ExpectationSpec, ...], chosen):
     import great_expectations.expectations as gxe
 
     # meta["spec"] ties each GX result back to its spec.
-    expectations = [getattr(gxe, specs[i].kind)(**specs[i].kwargs, meta={"spec": i},
-                                                description=specs[i].description) for i in chosen]
+    expectations = [
+        getattr(gxe, specs[i].kind)(**specs[i].kwargs, meta={"spec": i}, description=specs[i].description)
+        for i in chosen
+    ]
     return gx.ExpectationSuite(name=specs[0].table, expectations=expectations)
 
 
 def _result(spec: ExpectationSpec, validation) -> ExpectationResult:
     found = validation.result or {}
     return ExpectationResult(
-        spec=spec, success=bool(validation.success), observed_value=found.get("observed_value"),
+        spec=spec,
+        success=bool(validation.success),
+        observed_value=found.get("observed_value"),
         unexpected_count=found.get("unexpected_count"),
         unexpected_percent=found.get("unexpected_percent"),
         examples=tuple(found.get("partial_unexpected_list") or ())[:EXAMPLE_VALUES],
-        error=_error(validation.exception_info))
+        error=_error(validation.exception_info),
+    )
 
 
 def _error(exception_info: dict | None) -> str | None:
@@ -436,5 +469,14 @@ def _quiet_gx():
         logger.setLevel(level)
 
 
-__all__ = ["EXTRA_EXPECTATIONS", "ExpectationReport", "ExpectationResult", "ExpectationSpec",
-           "dispose_datasources", "expectation_specs", "needs_validation", "preload", "run_expectations"]
+__all__ = [
+    "EXTRA_EXPECTATIONS",
+    "ExpectationReport",
+    "ExpectationResult",
+    "ExpectationSpec",
+    "dispose_datasources",
+    "expectation_specs",
+    "needs_validation",
+    "preload",
+    "run_expectations",
+]

@@ -62,12 +62,21 @@ class Gate:
 
 
 # Each gate a constant, so whatever names one (the API's gated endpoints) names a declared gate.
-KPIS_BY_EMPLOYEE = Gate("kpis_by_employee", "FuncionariosFaseOrdemFabrico.FuncionarioFaseOf_FaseOfId",
-                        "productivity per employee (durations of the phase rows each employee worked)")
-KPIS_BY_PRODUCT_ATTRIBUTES = Gate("kpis_by_product_attributes", "OrdensFabrico.Of_ProdutoId",
-                                  "KPIs by product attributes (weights, gelcoat quantities)")
-QUALITY_BY_PHASE_TIMING = Gate("quality_by_phase_timing", "OrdemFabricoErros.Erro_FaseOfAvaliacao",
-                               "defects placed in time by their inspection phase")
+KPIS_BY_EMPLOYEE = Gate(
+    "kpis_by_employee",
+    "FuncionariosFaseOrdemFabrico.FuncionarioFaseOf_FaseOfId",
+    "productivity per employee (durations of the phase rows each employee worked)",
+)
+KPIS_BY_PRODUCT_ATTRIBUTES = Gate(
+    "kpis_by_product_attributes",
+    "OrdensFabrico.Of_ProdutoId",
+    "KPIs by product attributes (weights, gelcoat quantities)",
+)
+QUALITY_BY_PHASE_TIMING = Gate(
+    "quality_by_phase_timing",
+    "OrdemFabricoErros.Erro_FaseOfAvaliacao",
+    "defects placed in time by their inspection phase",
+)
 QUALITY_BY_ORDER = Gate("quality_by_order", "OrdemFabricoErros.Erro_OfId", "defects per order and product")
 PHASES_BY_ORDER = Gate("phases_by_order", "FasesOrdemFabrico.FaseOf_OfId", "phase statistics per order and product")
 GATES = (KPIS_BY_EMPLOYEE, KPIS_BY_PRODUCT_ATTRIBUTES, QUALITY_BY_PHASE_TIMING, QUALITY_BY_ORDER, PHASES_BY_ORDER)
@@ -95,9 +104,11 @@ class GateResult:
         if self.denominator == 0:
             return f"no {g.relationship.split(' ')[0]} values to measure yet"
         verdict = "at least" if self.status == SUPPORTED else "below"
-        return (f"{self.numerator:,} of {self.denominator:,} distinct {g.relationship.split(' ')[0]} "
-                f"values ({self.match_rate:.1%}) exist as {g.relationship.split(' ')[-1]}: {verdict} "
-                f"the {self.threshold:.0%} needed for {g.meaning}")
+        return (
+            f"{self.numerator:,} of {self.denominator:,} distinct {g.relationship.split(' ')[0]} "
+            f"values ({self.match_rate:.1%}) exist as {g.relationship.split(' ')[-1]}: {verdict} "
+            f"the {self.threshold:.0%} needed for {g.meaning}"
+        )
 
 
 def _split(qualified: str) -> tuple[str, str]:
@@ -148,24 +159,40 @@ def refresh_gates(conn, change: int) -> tuple[list[GateResult], list[str]]:
 def _store(conn, results: list[GateResult]) -> list[GateResult]:
     with conn.cursor() as cur:
         for r in results:
-            cur.execute(UPSERT_GATE, (r.gate.feature, r.gate.relationship, r.match_rate, r.numerator,
-                                      r.denominator, r.threshold, r.status, r.reason))
+            cur.execute(
+                UPSERT_GATE,
+                (
+                    r.gate.feature,
+                    r.gate.relationship,
+                    r.match_rate,
+                    r.numerator,
+                    r.denominator,
+                    r.threshold,
+                    r.status,
+                    r.reason,
+                ),
+            )
     return results
 
 
 def write_gates_report(results: list[GateResult], reports: Path) -> Path:
     reports.mkdir(parents=True, exist_ok=True)
-    lines = ["# Feature gates", "",
-             "A feature is served only when the relationship it relies on holds for at least the "
-             "threshold share of distinct key values; otherwise its endpoint answers "
-             "`NOT_SUPPORTED_BY_DATA` with the figures below.", "",
-             "| feature | relationship | match rate | threshold | status |", "|---|---|---:|---:|---|"]
+    lines = [
+        "# Feature gates",
+        "",
+        "A feature is served only when the relationship it relies on holds for at least the "
+        "threshold share of distinct key values; otherwise its endpoint answers "
+        "`NOT_SUPPORTED_BY_DATA` with the figures below.",
+        "",
+        "| feature | relationship | match rate | threshold | status |",
+        "|---|---|---:|---:|---|",
+    ]
     for r in results:
         rate = "n/a" if r.match_rate is None else f"{r.match_rate:.4f}"
         lines.append(f"| {r.gate.feature} | {r.gate.relationship} | {rate} | {r.threshold:.2f} | {r.status} |")
     lines += ["", "## What it means", ""]
     for r in results:
-        effect = ("available" if r.status == SUPPORTED else "switched off")
+        effect = "available" if r.status == SUPPORTED else "switched off"
         lines.append(f"- **{r.gate.feature}** ({effect}): {r.reason}.")
     path = reports / REPORT_NAME
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -177,5 +204,4 @@ def stored_gates(conn) -> list[GateResult]:
     with conn.cursor() as cur:
         cur.execute("SELECT feature, numerator, denominator, threshold FROM ops.feature_gates")
         stored = {feature: (n, d, t) for feature, n, d, t in cur.fetchall()}
-    return [GateResult(g, *stored[g.feature]) if g.feature in stored else measure(conn, g)
-            for g in GATES]
+    return [GateResult(g, *stored[g.feature]) if g.feature in stored else measure(conn, g) for g in GATES]

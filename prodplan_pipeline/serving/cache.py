@@ -58,16 +58,25 @@ class Snapshot:
     catching_up: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"facts_run_id": self.facts_run_id, "aggregates_run_id": self.aggregates_run_id,
-                "catching_up": self.catching_up, "note": self.note()}
+        return {
+            "facts_run_id": self.facts_run_id,
+            "aggregates_run_id": self.aggregates_run_id,
+            "catching_up": self.catching_up,
+            "note": self.note(),
+        }
 
     def note(self) -> str | None:
         if not self.catching_up:
             return None
-        reflected = (f"reflect ingestion run {self.aggregates_run_id}" if self.aggregates_run_id
-                     else "reflect no ingestion run yet")
-        return (f"aggregates {reflected} and are catching up with run {self.facts_run_id}; "
-                f"per-order facts are from run {self.facts_run_id}")
+        reflected = (
+            f"reflect ingestion run {self.aggregates_run_id}"
+            if self.aggregates_run_id
+            else "reflect no ingestion run yet"
+        )
+        return (
+            f"aggregates {reflected} and are catching up with run {self.facts_run_id}; "
+            f"per-order facts are from run {self.facts_run_id}"
+        )
 
 
 class Version(NamedTuple):
@@ -80,15 +89,18 @@ def version_of_row(row: dict[str, Any] | None) -> Version:
     """The Version a READ_VERSION row says (no row: the schema's first moments, version 0)."""
     if row is None:
         return Version(0, None, Snapshot())
-    return Version(int(row["version"]), row["updated_at"], Snapshot(
-        int(row["facts_run_id"]), int(row["aggregates_run_id"]), bool(row["aggregates_catching_up"])))
+    return Version(
+        int(row["version"]),
+        row["updated_at"],
+        Snapshot(int(row["facts_run_id"]), int(row["aggregates_run_id"]), bool(row["aggregates_catching_up"])),
+    )
 
 
 def version_of_text(text: str) -> int | None:
     """The version a cached JSON body was computed at (None for a text without an envelope)."""
     if not text.startswith(VERSION_FIELD):
         return None
-    return int(text[len(VERSION_FIELD):text.index(",", len(VERSION_FIELD))])
+    return int(text[len(VERSION_FIELD) : text.index(",", len(VERSION_FIELD))])
 
 
 class VersionSource:
@@ -99,8 +111,7 @@ class VersionSource:
     ``Warehouse.connect``; a ``Warehouse`` itself is accepted too.
     """
 
-    def __init__(self, connect: Any, ttl: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, connect: Any, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self._connect = getattr(connect, "connect", connect)
         self.ttl = ttl
         self._clock = clock
@@ -143,6 +154,7 @@ class VersionSource:
 
 # --- the key ------------------------------------------------------------------------------------
 
+
 def normalise(value: Any) -> Any:
     """Parameters in one canonical shape: dict keys sorted (by json.dumps), None values dropped,
     list order kept (it can matter), scalars as strings so ``limit=10`` and ``"10"`` agree."""
@@ -165,8 +177,7 @@ def normalise(value: Any) -> Any:
 
 def cache_key(version: int, endpoint: str, params: dict[str, Any] | None = None) -> str:
     """``pp:v<version>:<endpoint>:<sha256 of the normalised parameters, 32 hex>``."""
-    canonical = json.dumps(normalise(params or {}), sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=False)
+    canonical = json.dumps(normalise(params or {}), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()[:32]
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", endpoint).strip("_")[:48] or "root"
     return f"{KEY_PREFIX}:v{int(version)}:{readable}:{digest}"
@@ -186,10 +197,10 @@ def _json_default(value: Any) -> Any:
 
 # --- the caches ---------------------------------------------------------------------------------
 
+
 class Cache(Protocol):
     def get_or_compute(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> Any: ...
-    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
-                            ttl: float = DEFAULT_TTL) -> str: ...
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> str: ...
     def stats(self) -> dict[str, int]: ...
 
 
@@ -250,8 +261,9 @@ class _Counted:
         """The value (a fresh copy each call, so callers cannot alter the cached one)."""
         return json.loads(self.get_or_compute_json(key, compute, ttl))
 
-    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
-                            ttl: float = DEFAULT_TTL) -> str:  # pragma: no cover - abstract
+    def get_or_compute_json(
+        self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL
+    ) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -262,8 +274,7 @@ class _Flights:
         self.lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
 
-    def run(self, key: str, lookup: Callable[[], str | None],
-            lead: Callable[[], str]) -> tuple[str, str]:
+    def run(self, key: str, lookup: Callable[[], str | None], lead: Callable[[], str]) -> tuple[str, str]:
         """(text, how) with how in hit / wait / lead. ``lookup`` runs under ``self.lock`` so a
         caller sees either the stored value or the flight that is storing it, never neither."""
         with self.lock:
@@ -303,8 +314,13 @@ class InProcessCache(_Counted):
     (27k orders x 2 endpoints) without evicting: an LRU smaller than the working set recomputes
     the same keys."""
 
-    def __init__(self, max_entries: int = 100_000, max_bytes: int = 256 * 2**20,
-                 clock: Callable[[], float] = time.monotonic, exported: bool = True):
+    def __init__(
+        self,
+        max_entries: int = 100_000,
+        max_bytes: int = 256 * 2**20,
+        clock: Callable[[], float] = time.monotonic,
+        exported: bool = True,
+    ):
         super().__init__(exported)
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -314,10 +330,8 @@ class InProcessCache(_Counted):
         # key -> (expiry, text, entry_bytes): the size is kept so evicting never re-measures.
         self._entries: OrderedDict[str, tuple[float, Any, int]] = OrderedDict()
 
-    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
-                            ttl: float = DEFAULT_TTL) -> str:
-        text, how = self._flights.run(key, lambda: self._lookup(key),
-                                      lambda: self._compute_store(key, compute, ttl))
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> str:
+        text, how = self._flights.run(key, lambda: self._lookup(key), lambda: self._compute_store(key, compute, ttl))
         self._count("hits" if how == "hit" else "misses")
         if how == "wait":
             self._count("waits")
@@ -399,9 +413,16 @@ class RedisCache(_Counted):
     on hot keys cost no round trip.
     """
 
-    def __init__(self, client: Any, namespace: str = "prodplan:cache:", lock_ms: int = 10_000,
-                 poll_interval: float = 0.02, max_wait: float | None = None,
-                 error_ms: int = 2_000, local_entries: int = 100_000):
+    def __init__(
+        self,
+        client: Any,
+        namespace: str = "prodplan:cache:",
+        lock_ms: int = 10_000,
+        poll_interval: float = 0.02,
+        max_wait: float | None = None,
+        error_ms: int = 2_000,
+        local_entries: int = 100_000,
+    ):
         super().__init__()
         self.client = client
         self.namespace = namespace
@@ -419,8 +440,7 @@ class RedisCache(_Counted):
 
         return cls(redis.Redis.from_url(url, socket_timeout=5), **kwargs)
 
-    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
-                            ttl: float = DEFAULT_TTL) -> str:
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> str:
         text, how = self._flights.run(key, lambda: None, lambda: self._shared(key, compute, ttl))
         if how == "wait":  # a thread of this process fetched it for us
             self._count("misses")
@@ -461,14 +481,13 @@ class RedisCache(_Counted):
             value = self.client.get(value_key)
             text = value.decode() if value is not None else self._compute_store(value_key, compute, ttl)
         except BaseException as exc:
-            self._release(keys=[lock_key, error_key],
-                          args=[token, f"{type(exc).__name__}: {exc}", self.error_ms])
+            self._release(keys=[lock_key, error_key], args=[token, f"{type(exc).__name__}: {exc}", self.error_ms])
             raise
         self._release(keys=[lock_key, error_key], args=[token, "", 0])
         return text
 
     def _compute_store(self, value_key: str, compute: Callable[[], Any], ttl: float) -> str:
-        self._count_computation(value_key[len(self.namespace):])
+        self._count_computation(value_key[len(self.namespace) :])
         text = to_json(compute())
         self.client.set(value_key, text.encode(), px=max(1, int(ttl * 1000)))
         return text
@@ -501,8 +520,7 @@ class NullCache(_Counted):
     """No caching at all: every call computes. The baseline the API benchmark compares with
     (``PRODPLAN_API_CACHE=off``); never a production setting."""
 
-    def get_or_compute_json(self, key: str, compute: Callable[[], Any],
-                            ttl: float = DEFAULT_TTL) -> str:
+    def get_or_compute_json(self, key: str, compute: Callable[[], Any], ttl: float = DEFAULT_TTL) -> str:
         self._count("misses")
         self._count_computation(key)
         return to_json(compute())
@@ -511,8 +529,9 @@ class NullCache(_Counted):
         return None
 
 
-def build_cache(settings: Settings | None = None, namespace: str = "prodplan:cache:",
-                **kwargs: Any) -> InProcessCache | RedisCache | NullCache:
+def build_cache(
+    settings: Settings | None = None, namespace: str = "prodplan:cache:", **kwargs: Any
+) -> InProcessCache | RedisCache | NullCache:
     """Redis when ``PRODPLAN_REDIS_URL`` is set (shared by every API process), else in-process.
     ``namespace`` separates warehouses that share one Redis (their versions would collide)."""
     settings = settings or Settings.from_env()

@@ -35,7 +35,7 @@ def page(rows: list[dict[str, Any]], limit: int, key: str, filters: dict[str, An
     return {"items": items, "next_cursor": encode(items[-1][key], filters) if more else None}
 
 
-INT8 = (-2**63, 2**63 - 1)
+INT8 = (-(2**63), 2**63 - 1)
 
 
 def decode(cursor: str, filters: dict[str, Any], bounds: tuple[int, int] = INT8) -> int:
@@ -50,6 +50,7 @@ def decode(cursor: str, filters: dict[str, Any], bounds: tuple[int, int] = INT8)
     if not isinstance(after, int) or isinstance(after, bool) or not bounds[0] <= after <= bounds[1]:
         raise BadCursor("cursor is not a cursor this API issued; start again without one")
     if digest != filters_digest(filters):
-        raise BadCursor("cursor was issued for other filters; repeat the filters of the first page "
-                        "or start again without a cursor")
+        raise BadCursor(
+            "cursor was issued for other filters; repeat the filters of the first page or start again without a cursor"
+        )
     return after

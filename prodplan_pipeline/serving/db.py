@@ -77,23 +77,37 @@ class ReadPool(_Reads):
     is noticed when used, and the read is retried once on a fresh one (reads are idempotent).
     """
 
-    def __init__(self, url, pool_size: int = 10, max_overflow: int = 0, pre_ping: bool = False,
-                 prepared: dict[str, str] | None = None):
+    def __init__(
+        self,
+        url,
+        pool_size: int = 10,
+        max_overflow: int = 0,
+        pre_ping: bool = False,
+        prepared: dict[str, str] | None = None,
+    ):
         self.url = normalise_url(str(url) if not isinstance(url, sa.URL) else url)
         self.prepared = dict(prepared or {})
         self.engine = sa.create_engine(
-            self.url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=POOL_TIMEOUT,
-            pool_pre_ping=pre_ping, pool_recycle=1800,
+            self.url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=POOL_TIMEOUT,
+            pool_pre_ping=pre_ping,
+            pool_recycle=1800,
             # Reads only: autocommit spares the BEGIN and the ROLLBACK on return to the pool, a
             # round trip per request (each statement still sees one consistent snapshot;
             # in_snapshot holds one across several statements).
-            isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT,
-                          # work_mem: the KPI group-bys over a year of daily rows sort in memory
-                          "options": "-c default_transaction_read_only=on -c work_mem=32MB "
-                                     "-c plan_cache_mode=force_generic_plan "
-                                     f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                          "application_name": "prodplan-api"})
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT,
+                # work_mem: the KPI group-bys over a year of daily rows sort in memory
+                "options": "-c default_transaction_read_only=on -c work_mem=32MB "
+                "-c plan_cache_mode=force_generic_plan "
+                f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                "application_name": "prodplan-api",
+            },
+        )
         sa.event.listen(self.engine, "connect", self._prepare)
 
     def _prepare(self, dbapi_connection, record) -> None:

@@ -36,11 +36,13 @@ def add_docs_routes(app: FastAPI) -> None:
     async def docs(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")  # behind a proxy that mounts the API elsewhere
         return get_swagger_ui_html(
-            openapi_url=root + app.openapi_url, title=f"{app.title}: interactive docs",
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title}: interactive docs",
             swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{root}{ASSETS_URL}/favicon-32x32.png",
-            swagger_ui_parameters=SWAGGER_PARAMETERS)
+            swagger_ui_parameters=SWAGGER_PARAMETERS,
+        )
 
     @app.get(ASSETS_URL + "/{name}", include_in_schema=False)
     async def docs_asset(name: str):

@@ -76,17 +76,19 @@ def _too_long(scope) -> str | None:
 
 
 class FrontCache:
-    def __init__(self, app: Any, api: Any, max_entries: int = 100_000,
-                 max_bytes: int = FRONT_CACHE_BYTES):
+    def __init__(self, app: Any, api: Any, max_entries: int = 100_000, max_bytes: int = FRONT_CACHE_BYTES):
         self.app = app
         self.api = api
         # Its hits are counted once, as the API cache's (count_hit below), in /metrics too.
         self.store = InProcessCache(max_entries=max_entries, max_bytes=max_bytes, exported=False)
 
     async def __call__(self, scope, receive, send) -> None:
-        if (scope["type"] != "http" or scope["method"] != "GET"
-                or not scope["path"].startswith(CACHED_PREFIXES)
-                or _too_long(scope) is not None):  # never cached, even without RequestLimits
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "GET"
+            or not scope["path"].startswith(CACHED_PREFIXES)
+            or _too_long(scope) is not None
+        ):  # never cached, even without RequestLimits
             await self.app(scope, receive, send)
             return
         current = self.api.versions.peek()  # None when stale: the full path re-reads the version
@@ -117,6 +119,7 @@ class FrontCache:
                 if not message.get("more_body") and started.get("status") == 200 and version:
                     self.store.put(_key(int(version), scope), bytes(body))  # bytes: no re-encoding
             await send(message)
+
         return capture
 
 
@@ -132,14 +135,26 @@ def _header(scope, name: bytes) -> str | None:
 
 
 def _cache_headers(tag: str, control: str, version: int) -> list[tuple[bytes, bytes]]:
-    return [(b"etag", tag.encode()), (b"cache-control", control.encode()),
-            (b"x-cache", b"hit"), (VERSION_HEADER, str(version).encode())]
+    return [
+        (b"etag", tag.encode()),
+        (b"cache-control", control.encode()),
+        (b"x-cache", b"hit"),
+        (VERSION_HEADER, str(version).encode()),
+    ]
 
 
 async def _replay(send, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-        *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -151,6 +166,14 @@ async def _send_not_modified(send, headers: list[tuple[bytes, bytes]]) -> None:
 async def send_problem(send, status: int, detail: str) -> None:
     """A problem-details answer from raw ASGI (the same body the routes give)."""
     payload = problems.encode(status, detail)
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", problems.MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", problems.MEDIA_TYPE.encode()),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

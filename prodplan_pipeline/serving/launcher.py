@@ -55,18 +55,32 @@ class IngestionLauncher:
     def launch(self, force: bool = False) -> Launch:
         workbook = self.settings.workbook_path
         if not workbook.is_file():
-            raise LaunchRefused(409, f"the server's workbook {workbook} does not exist: set "
-                                     "PRODPLAN_WORKBOOK or run `prodplan demo` once")
+            raise LaunchRefused(
+                409,
+                f"the server's workbook {workbook} does not exist: set PRODPLAN_WORKBOOK or run `prodplan demo` once",
+            )
         with self._lock:
             if self._child is not None and self._child.poll() is None:
-                raise LaunchRefused(409, f"an ingestion started by this API is still running "
-                                         f"(pid {self._child.pid}); see GET /api/ingestion/runs")
+                raise LaunchRefused(
+                    409,
+                    f"an ingestion started by this API is still running "
+                    f"(pid {self._child.pid}); see GET /api/ingestion/runs",
+                )
             log = self._log_path()
-            command = [sys.executable, "-m", "prodplan_pipeline.cli", "ingest", "--workbook",
-                       str(workbook), "--json", *(["--force"] if force else [])]
+            command = [
+                sys.executable,
+                "-m",
+                "prodplan_pipeline.cli",
+                "ingest",
+                "--workbook",
+                str(workbook),
+                "--json",
+                *(["--force"] if force else []),
+            ]
             with log.open("w") as out:
-                self._child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, start_new_session=True)
+                self._child = subprocess.Popen(
+                    command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
             return Launch(self._child.pid, log, workbook, force)
 
     def _log_path(self) -> Path:

@@ -56,14 +56,27 @@ class _Metrics:
         self.multiprocess = bool(os.environ.get(MULTIPROC_VARIABLE))
         # Multiprocess values live in files and are collected from there: registered nowhere.
         self.registry = None if self.multiprocess else CollectorRegistry()
-        self.requests = Counter("prodplan_api_requests", "HTTP requests answered, by route template, "
-                                "method and status", ("route", "method", "status"), registry=self.registry)
-        self.latency = Histogram("prodplan_api_request_duration_seconds", "Time to answer a request, "
-                                 "from its arrival to its last byte", ("route", "method"),
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.cache = Counter("prodplan_api_cache_events", "Versioned-cache events: hits (the front "
-                             "cache's included), misses, waits (a miss that waited for another "
-                             "caller's computation) and computations", ("event",), registry=self.registry)
+        self.requests = Counter(
+            "prodplan_api_requests",
+            "HTTP requests answered, by route template, method and status",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "prodplan_api_request_duration_seconds",
+            "Time to answer a request, from its arrival to its last byte",
+            ("route", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "prodplan_api_cache_events",
+            "Versioned-cache events: hits (the front "
+            "cache's included), misses, waits (a miss that waited for another "
+            "caller's computation) and computations",
+            ("event",),
+            registry=self.registry,
+        )
         self.cache_events = {event: self.cache.labels(event) for event in CACHE_EVENTS}
 
     def render(self, figures: dict[str, float]) -> tuple[bytes, str]:
@@ -159,6 +172,8 @@ class RequestMetrics:
         key = (route, method, status)
         found = self._labelled.get(key)
         if found is None:
-            found = self._labelled[key] = (self.metrics.requests.labels(route, method, str(status)),
-                                           self.metrics.latency.labels(route, method))
+            found = self._labelled[key] = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.latency.labels(route, method),
+            )
         return found

@@ -39,8 +39,7 @@ def problem(status: int, detail: str, **extra: Any) -> dict[str, Any]:
 
 def response(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     """The problem-details answer, for a route or an exception handler."""
-    return JSONResponse(problem(status, detail, **extra), status_code=status, headers=headers,
-                        media_type=MEDIA_TYPE)
+    return JSONResponse(problem(status, detail, **extra), status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
 def encode(status: int, detail: str, **extra: Any) -> bytes:
@@ -58,8 +57,20 @@ def schema(status: int) -> dict[str, Any]:
         "error": {"type": "string", "description": "the same sentence (the earlier error field)"},
     }
     if status == 422:
-        properties["errors"] = {"type": "array", "items": {"type": "object"},
-                                "description": "one entry per invalid parameter"}
-    return {"description": title, "content": {MEDIA_TYPE: {"schema": {
-        "type": "object", "required": ["type", "title", "status", "detail", "error"],
-        "properties": properties}}}}
+        properties["errors"] = {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "one entry per invalid parameter",
+        }
+    return {
+        "description": title,
+        "content": {
+            MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail", "error"],
+                    "properties": properties,
+                }
+            }
+        },
+    }

@@ -26,12 +26,17 @@ class Period:
     end: date | None = None  # inclusive
 
     def params(self) -> dict[str, Any]:
-        return {"all_days": self.start is None and self.end is None,
-                "start": self.start or ALL_DAYS[0], "end": self.end or ALL_DAYS[1]}
+        return {
+            "all_days": self.start is None and self.end is None,
+            "start": self.start or ALL_DAYS[0],
+            "end": self.end or ALL_DAYS[1],
+        }
 
     def as_json(self) -> dict[str, str | None]:
-        return {"from": self.start.isoformat() if self.start else None,
-                "to": self.end.isoformat() if self.end else None}
+        return {
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+        }
 
 
 # --- gates --------------------------------------------------------------------------------------
@@ -48,13 +53,23 @@ def gate_refusal(db, feature: str) -> dict | None:
     if gate is not None and gate["status"] == SUPPORTED:
         return None
     if gate is None:
-        return {"status": "NOT_SUPPORTED_BY_DATA", "feature": feature, "match_rate": None,
-                "threshold": None, "reason": "the feature gates have not been evaluated yet: "
-                                             "run an ingestion first"}
-    return {"status": gate["status"], "feature": feature, "match_rate": gate["match_rate"],
-            "threshold": gate["threshold"], "reason": gate["reason"],
-            "numerator": gate["numerator"], "denominator": gate["denominator"],
-            "evaluated_at": gate["evaluated_at"]}
+        return {
+            "status": "NOT_SUPPORTED_BY_DATA",
+            "feature": feature,
+            "match_rate": None,
+            "threshold": None,
+            "reason": "the feature gates have not been evaluated yet: run an ingestion first",
+        }
+    return {
+        "status": gate["status"],
+        "feature": feature,
+        "match_rate": gate["match_rate"],
+        "threshold": gate["threshold"],
+        "reason": gate["reason"],
+        "numerator": gate["numerator"],
+        "denominator": gate["denominator"],
+        "evaluated_at": gate["evaluated_at"],
+    }
 
 
 def features(db, endpoints_by_feature: dict[str, list[str]]) -> dict:
@@ -143,17 +158,25 @@ BY_EMPLOYEE = """
 def overview(db, period: Period) -> dict:
     r = db.row(OVERVIEW, period.params())
     judged = r["orders_on_time"] + r["orders_late"]
-    return {"period": period.as_json(),
-            "orders": {"finished": r["orders_finished"], "mean_lead_time_seconds": r["mean_lead_time_seconds"],
-                       "on_time": r["orders_on_time"], "late": r["orders_late"],
-                       "no_due_date": r["orders_no_due_date"],
-                       "on_time_rate": r["orders_on_time"] / judged if judged else None},
-            "phases": {"finished": r["phases_finished"],
-                       "mean_duration_seconds": r["mean_phase_duration_seconds"],
-                       "rework": r["phases_rework"],
-                       "rework_share": r["phases_rework"] / r["phases_finished"] if r["phases_finished"] else None},
-            "quality": {"defects": r["defects"]},
-            "wip": {"open_phases": r["open_phases"], "phases_with_wip": r["phases_with_wip"]}}
+    return {
+        "period": period.as_json(),
+        "orders": {
+            "finished": r["orders_finished"],
+            "mean_lead_time_seconds": r["mean_lead_time_seconds"],
+            "on_time": r["orders_on_time"],
+            "late": r["orders_late"],
+            "no_due_date": r["orders_no_due_date"],
+            "on_time_rate": r["orders_on_time"] / judged if judged else None,
+        },
+        "phases": {
+            "finished": r["phases_finished"],
+            "mean_duration_seconds": r["mean_phase_duration_seconds"],
+            "rework": r["phases_rework"],
+            "rework_share": r["phases_rework"] / r["phases_finished"] if r["phases_finished"] else None,
+        },
+        "quality": {"defects": r["defects"]},
+        "wip": {"open_phases": r["open_phases"], "phases_with_wip": r["phases_with_wip"]},
+    }
 
 
 def by_phase(db, period: Period) -> dict:
@@ -205,19 +228,21 @@ QUALITY_BY_PRODUCT = f"""
 
 def quality_overview(db, period: Period) -> dict:
     r = db.row(QUALITY_OVERVIEW, period.params())
-    return {"period": period.as_json(), "defects": r["defects"], "by_severity": r["by_severity"],
-            "orders_finished": r["orders_finished"],
-            "defects_per_finished_order": r["defects"] / r["orders_finished"] if r["orders_finished"] else None}
+    return {
+        "period": period.as_json(),
+        "defects": r["defects"],
+        "by_severity": r["by_severity"],
+        "orders_finished": r["orders_finished"],
+        "defects_per_finished_order": r["defects"] / r["orders_finished"] if r["orders_finished"] else None,
+    }
 
 
 def quality_by_phase(db, period: Period) -> dict:
-    return {"period": period.as_json(), "items": db.rows(QUALITY_BY_PHASE, period.params()),
-            "next_cursor": None}
+    return {"period": period.as_json(), "items": db.rows(QUALITY_BY_PHASE, period.params()), "next_cursor": None}
 
 
 def quality_by_product(db, period: Period) -> dict:
-    return {"period": period.as_json(), "items": db.rows(QUALITY_BY_PRODUCT, period.params()),
-            "next_cursor": None}
+    return {"period": period.as_json(), "items": db.rows(QUALITY_BY_PRODUCT, period.params()), "next_cursor": None}
 
 
 # --- orders -------------------------------------------------------------------------------------
@@ -276,9 +301,13 @@ class OrderFilters:
 def orders_page(db, filters: OrderFilters, after: int | None, limit: int) -> dict:
     """One page in of_id order: the rows after the key ``after`` (keyset, never OFFSET); the API
     decodes the cursor into it once, before any caching."""
-    params = {**filters.as_dict(), "after": -(2 ** 31) if after is None else after, "limit": limit + 1,
-              "created_from": filters.created_from or ALL_DAYS[0],
-              "created_before": (filters.created_to or ALL_DAYS[1]) + timedelta(days=1)}
+    params = {
+        **filters.as_dict(),
+        "after": -(2**31) if after is None else after,
+        "limit": limit + 1,
+        "created_from": filters.created_from or ALL_DAYS[0],
+        "created_before": (filters.created_to or ALL_DAYS[1]) + timedelta(days=1),
+    }
     return cursors.page(db.rows(ORDERS_PAGE, params), limit, "of_id", filters.as_dict())
 
 
@@ -330,7 +359,7 @@ RUNS_CURSOR_SCOPE = {"list": "ingestion_runs"}  # what a runs cursor is bound to
 
 
 def ingestion_runs(db, before: int | None, limit: int) -> dict:
-    rows = db.rows(RUNS_PAGE, {"before": 2 ** 62 if before is None else before, "limit": limit + 1})
+    rows = db.rows(RUNS_PAGE, {"before": 2**62 if before is None else before, "limit": limit + 1})
     return cursors.page(rows, limit, "run_id", RUNS_CURSOR_SCOPE)
 
 
@@ -338,8 +367,9 @@ def health(db) -> dict:
     """The labels as data responses carry them, but of this read (consistent with its version)."""
     state = db.row(HEALTH) or {}
     if state:
-        state["snapshot"] = Snapshot(state.pop("facts_run_id"), state.pop("aggregates_run_id"),
-                                     state.pop("aggregates_catching_up")).as_json()
+        state["snapshot"] = Snapshot(
+            state.pop("facts_run_id"), state.pop("aggregates_run_id"), state.pop("aggregates_catching_up")
+        ).as_json()
     return state
 
 
@@ -358,19 +388,32 @@ BOTTLENECKS = """
 # SQL chosen by the validated ``by``; nothing of the request reaches the statement's text.
 PARETO_BY = {
     "description": ("p.erro_descricao", "p.erro_descricao", "NULL::text", ""),
-    "culprit_phase": ("p.culprit_fase_id", "c.fase_nome", "p.culprit_unknown",
-                      "LEFT JOIN core.fases_catalogo c ON c.fase_id = p.culprit_fase_id"),
-    "product": ("p.produto_id", "m.produto_nome", "p.product_unknown",
-                "LEFT JOIN core.modelos m ON m.produto_id = p.produto_id"),
+    "culprit_phase": (
+        "p.culprit_fase_id",
+        "c.fase_nome",
+        "p.culprit_unknown",
+        "LEFT JOIN core.fases_catalogo c ON c.fase_id = p.culprit_fase_id",
+    ),
+    "product": (
+        "p.produto_id",
+        "m.produto_nome",
+        "p.product_unknown",
+        "LEFT JOIN core.modelos m ON m.produto_id = p.produto_id",
+    ),
 }
-PARETO = {by: f"""
+PARETO = {
+    by: f"""
     SELECT {key} AS key, {label} AS label, {reason} AS reason, sum(p.n)::bigint AS n
     FROM analytics.defect_pareto_current p {join}
     WHERE %(all_days)s OR p.day BETWEEN %(start)s AND %(end)s
-    GROUP BY 1, 2, 3""" for by, (key, label, reason, join) in PARETO_BY.items()}
-REASONS = {"no_culprit_given": "no culprit phase row given (Erro_FaseOfCulpada empty)",
-           "culprit_phase_row_missing": "the culprit phase row is not in FasesOrdemFabrico",
-           "order_missing": "the defect's order is not in OrdensFabrico"}
+    GROUP BY 1, 2, 3"""
+    for by, (key, label, reason, join) in PARETO_BY.items()
+}
+REASONS = {
+    "no_culprit_given": "no culprit phase row given (Erro_FaseOfCulpada empty)",
+    "culprit_phase_row_missing": "the culprit phase row is not in FasesOrdemFabrico",
+    "order_missing": "the defect's order is not in OrdensFabrico",
+}
 AT_RISK_PAGE = """
     SELECT a.risk_rank, a.of_id, a.produto_id, m.produto_nome, a.due_date, a.eta, a.slack_seconds,
            a.remaining_phases, a.expected_remaining_seconds
@@ -383,9 +426,14 @@ AT_RISK_SUMMARY = """
                WHERE unassessed_reason IS NOT NULL GROUP BY 1) r), '{}'::jsonb) AS unassessed
     FROM analytics.orders_at_risk_current"""
 AT_RISK_CURSOR_SCOPE = {"list": "orders_at_risk"}
-PLANNER_UNITS = {"wip": "phase rows", "throughput_per_day": "phase rows finished per day",
-                 "expected_wait_days": "days", "slack_seconds": "seconds (negative: due before the eta)",
-                 "shares": "ratio 0..1", "data_as_of": "factory local time, ISO 8601"}
+PLANNER_UNITS = {
+    "wip": "phase rows",
+    "throughput_per_day": "phase rows finished per day",
+    "expected_wait_days": "days",
+    "slack_seconds": "seconds (negative: due before the eta)",
+    "shares": "ratio 0..1",
+    "data_as_of": "factory local time, ISO 8601",
+}
 
 
 def layer_data_as_of(db, layer: str):
@@ -394,8 +442,12 @@ def layer_data_as_of(db, layer: str):
 
 
 def bottlenecks(db) -> dict:
-    return {"data_as_of": layer_data_as_of(db, "analytics.phase_flow_current"), "window_days": 30,
-            "items": db.rows(BOTTLENECKS), "next_cursor": None}
+    return {
+        "data_as_of": layer_data_as_of(db, "analytics.phase_flow_current"),
+        "window_days": 30,
+        "items": db.rows(BOTTLENECKS),
+        "next_cursor": None,
+    }
 
 
 def defect_pareto(db, by: str, period: Period) -> dict:
@@ -406,22 +458,39 @@ def defect_pareto(db, by: str, period: Period) -> dict:
         else:
             unknown[row["reason"]] = unknown.get(row["reason"], 0) + row["n"]
     if unknown:
-        known.append({"key": "unknown", "label": "unknown", "n": sum(unknown.values()), "reasons": unknown,
-                      "reason": "; ".join(f"{REASONS[r]}: {n}" for r, n in sorted(unknown.items()))})
+        known.append(
+            {
+                "key": "unknown",
+                "label": "unknown",
+                "n": sum(unknown.values()),
+                "reasons": unknown,
+                "reason": "; ".join(f"{REASONS[r]}: {n}" for r, n in sorted(unknown.items())),
+            }
+        )
     total = sum(item["n"] for item in known)
     items, running = sorted(known, key=lambda item: (-item["n"], str(item["key"]))), 0
     for item in items:
         running += item["n"]
         item["share"], item["cumulative_share"] = item["n"] / total, running / total
-    return {"data_as_of": layer_data_as_of(db, "analytics.defect_pareto_current"), "by": by,
-            "period": period.as_json(), "defects": total, "items": items, "next_cursor": None}
+    return {
+        "data_as_of": layer_data_as_of(db, "analytics.defect_pareto_current"),
+        "by": by,
+        "period": period.as_json(),
+        "defects": total,
+        "items": items,
+        "next_cursor": None,
+    }
 
 
 def orders_at_risk(db, after: int | None, limit: int) -> dict:
     summary = db.row(AT_RISK_SUMMARY)
     rows = db.rows(AT_RISK_PAGE, {"after": 0 if after is None else after, "limit": limit + 1})
     total = summary["open_orders_with_due_date"]
-    return {"data_as_of": layer_data_as_of(db, "analytics.orders_at_risk_current"),
-            "open_orders_with_due_date": total, "assessed": summary["assessed"],
-            "share_assessed": summary["assessed"] / total if total else None,
-            "unassessed": summary["unassessed"], **cursors.page(rows, limit, "risk_rank", AT_RISK_CURSOR_SCOPE)}
+    return {
+        "data_as_of": layer_data_as_of(db, "analytics.orders_at_risk_current"),
+        "open_orders_with_due_date": total,
+        "assessed": summary["assessed"],
+        "share_assessed": summary["assessed"] / total if total else None,
+        "unassessed": summary["unassessed"],
+        **cursors.page(rows, limit, "risk_rank", AT_RISK_CURSOR_SCOPE),
+    }

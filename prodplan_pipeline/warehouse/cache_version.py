@@ -12,8 +12,7 @@ def bump_cache_version(conn) -> int:
     """API caches are keyed on this version: a refresh that committed invalidates them. The
     NOTIFY is delivered at commit, so listening API processes see the new version at once."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE ops.cache_version SET version = version + 1, updated_at = now() "
-                    "RETURNING version")
+        cur.execute("UPDATE ops.cache_version SET version = version + 1, updated_at = now() RETURNING version")
         version = cur.fetchone()[0]
         cur.execute("SELECT pg_notify(%s, %s)", (CACHE_VERSION_CHANNEL, str(version)))
         return version

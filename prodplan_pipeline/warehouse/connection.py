@@ -68,8 +68,9 @@ def _connect_or_create(url: URL):
     admin = psycopg2.connect(libpq_dsn(url.set(database="postgres")))
     try:
         admin.autocommit = True
-        with admin.cursor() as cur, contextlib.suppress(
-            psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation
+        with (
+            admin.cursor() as cur,
+            contextlib.suppress(psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation),
         ):
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(url.database)))
     finally:
@@ -201,4 +202,4 @@ def fetch_dicts(cur, statement: str, params=()) -> list[dict]:
     """Run ``statement`` and return its rows as dicts keyed by column name."""
     cur.execute(statement, params)
     names = [d.name for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

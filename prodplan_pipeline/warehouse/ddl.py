@@ -23,10 +23,12 @@ _HEADER = """\
 
 def staging_table_ddl(sheet: Sheet) -> str:
     width = max(len(EXCEL_ROW), *(len(name) for name in sheet.column_names))
-    lines = [f"    {EXCEL_ROW.ljust(width)}  integer NOT NULL",
-             f"    {REJECTED.ljust(width)}  boolean NOT NULL",
-             f"    {KEY_REPEATED.ljust(width)}  boolean NOT NULL",
-             f"    {DUPLICATE_OF.ljust(width)}  integer"]
+    lines = [
+        f"    {EXCEL_ROW.ljust(width)}  integer NOT NULL",
+        f"    {REJECTED.ljust(width)}  boolean NOT NULL",
+        f"    {KEY_REPEATED.ljust(width)}  boolean NOT NULL",
+        f"    {DUPLICATE_OF.ljust(width)}  integer",
+    ]
     lines += [f"    {c.name.ljust(width)}  {c.type.sql_type}" for c in sheet.columns]
     body = ",\n".join(lines)
     return f"-- sheet {sheet.name}\nCREATE UNLOGGED TABLE {sheet.staging_table} (\n{body}\n);\n"

@@ -58,8 +58,9 @@ _HELD: set[str] = set()
 
 
 @contextlib.contextmanager
-def advisory_lock(conn, name: str, on_wait: Callable[[str], None] | None = None,
-                  reentrant: bool = False) -> Iterator[None]:
+def advisory_lock(
+    conn, name: str, on_wait: Callable[[str], None] | None = None, reentrant: bool = False
+) -> Iterator[None]:
     """Hold the session-level advisory lock ``name``; wait for it, saying so, when it is taken.
     ``reentrant``: when this process already holds it, go on without waiting."""
     if reentrant and name in _HELD:

@@ -17,25 +17,45 @@ from prodplan_pipeline.warehouse.urls import DatabaseConfigError, normalise_url
 # error keeps only its class's own name, so they are listed besides their base classes. A lost
 # connection can also surface as a bare DatabaseError (psycopg2 raises one from a cursor whose
 # server went away); the messages below decide.
-CONNECTION_ERRORS = frozenset({
-    "DatabaseError", "OperationalError", "InterfaceError", "AdminShutdown", "CrashShutdown",
-    "CannotConnectNow", "IdleSessionTimeout", "ConnectionException", "ConnectionFailure",
-    "ConnectionDoesNotExist", "SqlclientUnableToEstablishSqlconnection",
-})
+CONNECTION_ERRORS = frozenset(
+    {
+        "DatabaseError",
+        "OperationalError",
+        "InterfaceError",
+        "AdminShutdown",
+        "CrashShutdown",
+        "CannotConnectNow",
+        "IdleSessionTimeout",
+        "ConnectionException",
+        "ConnectionFailure",
+        "ConnectionDoesNotExist",
+        "SqlclientUnableToEstablishSqlconnection",
+    }
+)
 # An established session that the server ended (restart, crash, pg_terminate_backend).
-LOST = ("server closed the connection unexpectedly", "terminating connection",
-        "connection already closed", "server terminated abnormally",
-        "could not receive data from server", "could not send data to server",
-        "ssl connection has been closed unexpectedly", "ssl syscall error",
-        "no connection to the server")
+LOST = (
+    "server closed the connection unexpectedly",
+    "terminating connection",
+    "connection already closed",
+    "server terminated abnormally",
+    "could not receive data from server",
+    "could not send data to server",
+    "ssl connection has been closed unexpectedly",
+    "ssl syscall error",
+    "no connection to the server",
+)
 # A server that does not take connections (down, starting, recovering, shutting down).
-UNREACHABLE = ("connection refused", "is the server running", "the database system is",
-               "timeout expired", "could not connect to server")
+UNREACHABLE = (
+    "connection refused",
+    "is the server running",
+    "the database system is",
+    "timeout expired",
+    "could not connect to server",
+)
 MAX_CHAIN = 20  # exceptions looked at per error; chains can loop through __context__
 
 
-def database_lost_message(error, settings: Settings | None = None, *,
-                          server: str | None = None) -> str | None:
+def database_lost_message(error, settings: Settings | None = None, *, server: str | None = None) -> str | None:
     """One paragraph when ``error`` says the database was lost or cannot be reached, else None.
 
     ``error`` is an exception (its ``__cause__``/``__context__`` chain is searched) or anything
@@ -48,16 +68,24 @@ def database_lost_message(error, settings: Settings | None = None, *,
         return None
     reason, lost = found
     where = server or _server_name(settings)
-    happened = (f"the connection to PostgreSQL at {where} was lost: the server restarted, crashed "
-                f"or terminated the session ({reason})." if lost else
-                f"cannot connect to PostgreSQL at {where}: the server is down, starting up, "
-                f"recovering or refusing connections ({reason}).")
+    happened = (
+        f"the connection to PostgreSQL at {where} was lost: the server restarted, crashed "
+        f"or terminated the session ({reason})."
+        if lost
+        else f"cannot connect to PostgreSQL at {where}: the server is down, starting up, "
+        f"recovering or refusing connections ({reason})."
+    )
     embedded = settings is not None and not settings.database_url and not server
-    check = ("Check that the server is up (the next `prodplan` command restarts the embedded "
-             "server)" if embedded else "Check that the server is up")
-    return (f"{happened} Nothing partial was committed: a run's snapshot commits as one "
-            "transaction, and an uncommitted transaction is rolled back by PostgreSQL. "
-            f"{check}, then re-run the same command; the rerun converges.")
+    check = (
+        "Check that the server is up (the next `prodplan` command restarts the embedded server)"
+        if embedded
+        else "Check that the server is up"
+    )
+    return (
+        f"{happened} Nothing partial was committed: a run's snapshot commits as one "
+        "transaction, and an uncommitted transaction is rolled back by PostgreSQL. "
+        f"{check}, then re-run the same command; the rerun converges."
+    )
 
 
 def _connection_error(error) -> tuple[str, bool] | None:

@@ -61,9 +61,7 @@ def applied_checksums(conn) -> dict[str, str]:
         return dict(cur.fetchall())
 
 
-def apply_migrations(
-    conn, directory: Path | None = None, log: Callable[[str], None] | None = None
-) -> list[str]:
+def apply_migrations(conn, directory: Path | None = None, log: Callable[[str], None] | None = None) -> list[str]:
     """Apply pending migrations in order, each in its own transaction; return their versions."""
     migrations = discover(directory)
     applied_now = []

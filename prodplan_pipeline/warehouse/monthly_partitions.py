@@ -53,8 +53,9 @@ def maintain_partitions(conn, months_ahead: int = 6, today: date | None = None) 
     first = min(data_first or today, today.replace(day=1))
     last = max(data_last or today, add_months(today, months_ahead))
     created = ensure_partitions(conn, first, last)
-    return PartitionReport(created=created, first_month=first.replace(day=1),
-                           last_month=last.replace(day=1), **partition_summary(conn))
+    return PartitionReport(
+        created=created, first_month=first.replace(day=1), last_month=last.replace(day=1), **partition_summary(conn)
+    )
 
 
 def partition_summary(conn) -> dict[str, int]:

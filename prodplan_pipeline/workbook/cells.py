@@ -35,8 +35,11 @@ def boolean_cells(path: Path, part: str, has_booleans: bool | None = None) -> di
     (``has_booleans``: what :func:`verified_scan` found, when it ran)."""
     if not (_contains(path, part, BOOLEAN_MARK) if has_booleans is None else has_booleans):
         return {}
-    return {(row, col): "TRUE" if value == b"1" else "FALSE"
-            for row, col, kind, value in _cells(_read(path, part), BOOLEAN_MARK) if kind == b"b"}
+    return {
+        (row, col): "TRUE" if value == b"1" else "FALSE"
+        for row, col, kind, value in _cells(_read(path, part), BOOLEAN_MARK)
+        if kind == b"b"
+    }
 
 
 def stored_texts(path: Path, part: str, cells: set[tuple[int, int]]) -> dict[tuple[int, int], str]:
@@ -45,9 +48,11 @@ def stored_texts(path: Path, part: str, cells: set[tuple[int, int]]) -> dict[tup
     if not cells:
         return {}
     rows = {row for row, _ in cells}
-    return {(row, col): value.decode(errors="replace")
-            for row, col, kind, value in _cells(_read(path, part), None, rows)
-            if (row, col) in cells and kind == b"n" and value is not None}
+    return {
+        (row, col): value.decode(errors="replace")
+        for row, col, kind, value in _cells(_read(path, part), None, rows)
+        if (row, col) in cells and kind == b"n" and value is not None
+    }
 
 
 def _cells(xml: bytes, row_mark: bytes | None, rows: set[int] | None = None):
@@ -84,7 +89,7 @@ def _contains(path: Path, part: str, needle: bytes, to_the_end: bool = False) ->
             found = found or needle in tail + block[: len(needle)] or needle in block
             if found and not to_the_end:
                 return True
-            tail = block[-len(needle):]
+            tail = block[-len(needle) :]
     return found
 
 

@@ -86,8 +86,14 @@ def inspect_workbook(path: str | Path, max_uncompressed: int = DEFAULT_MAX_UNCOM
             f"{path} is damaged: it starts like an .xlsx workbook but its zip structure cannot be "
             f"read ({exc}). Re-export it from the ERP or re-save it in Excel."
         ) from None
-    return WorkbookInfo(path=path.resolve(), size=path.stat().st_size, sha256=file_sha256(path),
-                        sheet_parts=parts, sheet_sha256=hashes, sheet_sizes=sizes)
+    return WorkbookInfo(
+        path=path.resolve(),
+        size=path.stat().st_size,
+        sha256=file_sha256(path),
+        sheet_parts=parts,
+        sheet_sha256=hashes,
+        sheet_sizes=sizes,
+    )
 
 
 def _check_inflated_size(path: Path, archive: zipfile.ZipFile, limit: int) -> None:
@@ -101,7 +107,8 @@ def _check_inflated_size(path: Path, archive: zipfile.ZipFile, limit: int) -> No
             f"{path} inflates to {declared / 2**20:,.0f} MiB of XML ({biggest.filename}: "
             f"{biggest.file_size / 2**20:,.0f} MiB), more than the {limit / 2**20:,.0f} MiB allowed "
             "(the full ERP export is about 180 MiB); nothing was read. If the export really is that "
-            "large, raise PRODPLAN_MAX_UNCOMPRESSED_MB (reading takes about four times as much memory).")
+            "large, raise PRODPLAN_MAX_UNCOMPRESSED_MB (reading takes about four times as much memory)."
+        )
 
 
 WORKBOOK_ADVICE = "give the path of the Folha_IA .xlsx export"
@@ -116,8 +123,7 @@ def _check_file(path: Path) -> None:
     if stat.S_ISDIR(mode):
         raise WorkbookError(f"{path} is a folder, not a workbook; give the path of the .xlsx file.")
     if not stat.S_ISREG(mode):  # reading a pipe would wait forever for a writer
-        raise WorkbookError(f"{path} is not a regular file (a pipe, socket or device); "
-                            f"{WORKBOOK_ADVICE}.")
+        raise WorkbookError(f"{path} is not a regular file (a pipe, socket or device); {WORKBOOK_ADVICE}.")
     try:
         handle = open(path, "rb")
     except OSError as error:
@@ -128,13 +134,16 @@ def _check_file(path: Path) -> None:
             encrypted = _contains(handle, ENCRYPTED_STREAM)
             raise WorkbookError(
                 f"{path} is password-protected; remove the password in Excel (File > Info > "
-                "Protect Workbook) and save it as .xlsx." if encrypted else
-                f"{path} is an old-format Excel .xls file; open it in Excel and save it as "
+                "Protect Workbook) and save it as .xlsx."
+                if encrypted
+                else f"{path} is an old-format Excel .xls file; open it in Excel and save it as "
                 ".xlsx (Excel Workbook), then ingest that file."
             )
     if not head:
-        raise WorkbookError(f"{path} is an empty file (0 bytes), not a workbook; export the ERP "
-                            "data again as .xlsx (an interrupted copy leaves such a file).")
+        raise WorkbookError(
+            f"{path} is an empty file (0 bytes), not a workbook; export the ERP "
+            "data again as .xlsx (an interrupted copy leaves such a file)."
+        )
     if not head.startswith(ZIP_MAGIC):
         raise WorkbookError(
             f"{path} is not an Excel .xlsx workbook (an .xlsx file is a zip archive, and this one "
@@ -169,8 +178,10 @@ def _probe_folder(path: Path) -> str | None:
         probe.open("wb").close()
     except OSError as error:
         if error.errno == errno.ENAMETOOLONG and len(os.fsencode(path.name)) <= NAME_MAX:
-            return (f"{path} has too long a name: the sample is first written as {probe.name} "
-                    f"({len(os.fsencode(probe.name))} bytes; at most {NAME_MAX} are allowed)")
+            return (
+                f"{path} has too long a name: the sample is first written as {probe.name} "
+                f"({len(os.fsencode(probe.name))} bytes; at most {NAME_MAX} are allowed)"
+            )
         return _errno_problem(path, error, "written")
     probe.unlink()
     return None
@@ -201,14 +212,14 @@ def _part_problem(path: Path, prefix: Path, error: OSError, action: str) -> str 
     if error.errno == errno.ENAMETOOLONG:  # before is_symlink, which would raise it again
         return _errno_problem(path, error, action)
     if error.errno == errno.ELOOP:
-        return (f"{path} {which} a symbolic link loop (it points back to itself, directly or "
-                "through other links)")
+        return f"{path} {which} a symbolic link loop (it points back to itself, directly or through other links)"
     if error.errno == errno.ENOENT and prefix.is_symlink():
-        return (f"{path} {which} a symbolic link to {os.path.realpath(prefix)}, which does not "
-                "exist")
+        return f"{path} {which} a symbolic link to {os.path.realpath(prefix)}, which does not exist"
     if error.errno in (errno.EACCES, errno.EPERM):  # stat needs only its folders' permission
-        return (f"{path} cannot be {action}: permission denied on the folder {prefix.parent} "
-                "(this user may not look inside it)")
+        return (
+            f"{path} cannot be {action}: permission denied on the folder {prefix.parent} "
+            "(this user may not look inside it)"
+        )
     if error.errno == errno.ENOENT and prefix != path:
         return f"{path} does not exist: there is no folder {prefix}"
     return None
@@ -216,12 +227,14 @@ def _part_problem(path: Path, prefix: Path, error: OSError, action: str) -> str 
 
 def _errno_problem(path: Path, error: OSError, action: str) -> str:
     if error.errno in (errno.EACCES, errno.EPERM):
-        return (f"{path} cannot be {action}: permission denied (the file or its folder does not "
-                "let this user in)")
+        return f"{path} cannot be {action}: permission denied (the file or its folder does not let this user in)"
     if error.errno == errno.ENAMETOOLONG:
         longest = max(len(os.fsencode(part)) for part in path.parts)
-        limit = (f"its longest name {longest}; file systems allow at most {NAME_MAX} bytes per name"
-                 if longest > NAME_MAX else f"at most {PATH_MAX} are allowed")
+        limit = (
+            f"its longest name {longest}; file systems allow at most {NAME_MAX} bytes per name"
+            if longest > NAME_MAX
+            else f"at most {PATH_MAX} are allowed"
+        )
         return f"{path} is too long a path ({len(os.fsencode(str(path)))} bytes, {limit})"
     if error.errno == errno.ENOENT:
         return f"{path} does not exist"
@@ -236,7 +249,7 @@ def _contains(handle, needle: bytes, chunk: int = 1 << 20) -> bool:
     while block := handle.read(chunk):
         if needle in tail + block:
             return True
-        tail = block[-len(needle):]
+        tail = block[-len(needle) :]
     return False
 
 
@@ -244,8 +257,10 @@ def _sheet_parts(path: Path, archive: zipfile.ZipFile) -> dict[str, str]:
     """Sheet name -> worksheet part, read from workbook.xml and its relationships."""
     names = set(archive.namelist())
     if "xl/workbook.xml" not in names:
-        raise WorkbookError(f"{path} is a zip archive but not an Excel workbook (no xl/workbook.xml); "
-                            "export the ERP data as .xlsx (Excel Workbook).")
+        raise WorkbookError(
+            f"{path} is a zip archive but not an Excel workbook (no xl/workbook.xml); "
+            "export the ERP data as .xlsx (Excel Workbook)."
+        )
     workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
     targets = {}
     if "xl/_rels/workbook.xml.rels" in names:

@@ -36,12 +36,18 @@ from prodplan_pipeline.workbook.inspect import WorkbookError, WorkbookInfo, firs
 REQUIRED_NULL, BAD_TYPE, BLANK_ROW = "required_null", "bad_type", "blank_row"
 INT_RANGE = {ColumnType.INTEGER: 2**31 - 1, ColumnType.SMALLINT: 2**15 - 1}
 READ_AS = {
-    ColumnType.INTEGER: "float", ColumnType.SMALLINT: "float", ColumnType.DECIMAL: "float",
-    ColumnType.TIMESTAMP: "datetime", ColumnType.TEXT: "string",
+    ColumnType.INTEGER: "float",
+    ColumnType.SMALLINT: "float",
+    ColumnType.DECIMAL: "float",
+    ColumnType.TIMESTAMP: "datetime",
+    ColumnType.TEXT: "string",
 }
 ARROW_TYPE = {
-    ColumnType.INTEGER: pa.int32(), ColumnType.SMALLINT: pa.int16(), ColumnType.DECIMAL: pa.float64(),
-    ColumnType.TIMESTAMP: pa.timestamp("ms"), ColumnType.TEXT: pa.string(),
+    ColumnType.INTEGER: pa.int32(),
+    ColumnType.SMALLINT: pa.int16(),
+    ColumnType.DECIMAL: pa.float64(),
+    ColumnType.TIMESTAMP: pa.timestamp("ms"),
+    ColumnType.TEXT: pa.string(),
 }
 NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 ISO_DATETIME_TEXT = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?$"
@@ -52,10 +58,19 @@ _DEBUG_CHARS = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
 _DATE_SERIAL = re.compile(r"value: (-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
 NUMBER_TYPES = (ColumnType.INTEGER, ColumnType.SMALLINT, ColumnType.DECIMAL)
 # What Python's datetime (and so every step after the reader) can hold: years 1 to 9999.
-STORABLE_MS = (int((datetime(1, 1, 1) - datetime(1970, 1, 1)).total_seconds() * 1000),
-               int((datetime(9999, 12, 31, 23, 59, 59) - datetime(1970, 1, 1)).total_seconds() * 1000))
-EXCEL_ERRORS = {"Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!",
-                "Ref": "#REF!", "Value": "#VALUE!"}
+STORABLE_MS = (
+    int((datetime(1, 1, 1) - datetime(1970, 1, 1)).total_seconds() * 1000),
+    int((datetime(9999, 12, 31, 23, 59, 59) - datetime(1970, 1, 1)).total_seconds() * 1000),
+)
+EXCEL_ERRORS = {
+    "Div0": "#DIV/0!",
+    "NA": "#N/A",
+    "Name": "#NAME?",
+    "Null": "#NULL!",
+    "Num": "#NUM!",
+    "Ref": "#REF!",
+    "Value": "#VALUE!",
+}
 
 
 @dataclass(frozen=True)
@@ -112,8 +127,9 @@ def _read_sheet(info: WorkbookInfo, sheet: Sheet) -> SheetRead:
             errors_by_column.setdefault(names[error.offset_position[1]], []).append(error)
     problems: list[CellProblem] = []
     columns = {
-        column.name: _type_column(batch.column(column.header), column,
-                                  errors_by_column.get(column.header, []), excel_rows, problems)
+        column.name: _type_column(
+            batch.column(column.header), column, errors_by_column.get(column.header, []), excel_rows, problems
+        )
         for column in sheet.columns
     }
     columns = _booleans_in_numbers(info.path, part, sheet, columns, header_row, problems, has_booleans)
@@ -127,10 +143,12 @@ def _verified(path: Path, part: str, sheet: Sheet) -> bool:
     try:
         return verified_scan(path, part)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise WorkbookError(f"{path}: the sheet '{sheet.name}' cannot be read: its compressed data is "
-                            f"damaged or does not match what the zip declares ({exc}); nothing of this "
-                            "sheet was loaded. The file may be damaged: re-export it from the ERP or "
-                            "re-save it in Excel.") from None
+        raise WorkbookError(
+            f"{path}: the sheet '{sheet.name}' cannot be read: its compressed data is "
+            f"damaged or does not match what the zip declares ({exc}); nothing of this "
+            "sheet was loaded. The file may be damaged: re-export it from the ERP or "
+            "re-save it in Excel."
+        ) from None
 
 
 def _empty(array) -> pa.Array:
@@ -152,12 +170,15 @@ def _data_rows(batch) -> int:
     return filled[-1].as_py() + 1 if len(filled) else 0
 
 
-def _booleans_in_numbers(path: Path, part: str, sheet: Sheet, columns: dict, header_row: int,
-                         problems: list[CellProblem], has_booleans: bool) -> dict:
+def _booleans_in_numbers(
+    path: Path, part: str, sheet: Sheet, columns: dict, header_row: int, problems: list[CellProblem], has_booleans: bool
+) -> dict:
     """A boolean cell is not a number: the reader's 1.0 for TRUE would pass silently."""
-    found = {(row, sheet.columns[col]): text
-             for (row, col), text in boolean_cells(path, part, has_booleans).items()
-             if row > header_row and col < len(sheet.columns) and sheet.columns[col].type in NUMBER_TYPES}
+    found = {
+        (row, sheet.columns[col]): text
+        for (row, col), text in boolean_cells(path, part, has_booleans).items()
+        if row > header_row and col < len(sheet.columns) and sheet.columns[col].type in NUMBER_TYPES
+    }
     if not found:
         return columns
     cells = {(row, column.header) for row, column in found}
@@ -177,8 +198,10 @@ def _with_stored_texts(path: Path, part: str, sheet: Sheet, problems: list[CellP
     if not wanted:
         return problems
     texts = stored_texts(path, part, wanted)
-    return [replace(p, raw_value=texts.get((p.excel_row, index[p.column]), p.raw_value))
-            if p.from_sheet else p for p in problems]
+    return [
+        replace(p, raw_value=texts.get((p.excel_row, index[p.column]), p.raw_value)) if p.from_sheet else p
+        for p in problems
+    ]
 
 
 def _load(path: Path, sheet: Sheet):
@@ -191,8 +214,10 @@ def _load(path: Path, sheet: Sheet):
             return fastexcel.read_excel(str(path)).load_sheet(sheet.name, dtypes=dtypes)
     except Exception as exc:  # fastexcel raises its own hierarchy for unreadable content
         message = " ".join(str(exc).split())[:300]
-        raise WorkbookError(f"{path}: the sheet '{sheet.name}' cannot be read ({message}); the file "
-                            "may be damaged: re-export it from the ERP or re-save it in Excel.") from None
+        raise WorkbookError(
+            f"{path}: the sheet '{sheet.name}' cannot be read ({message}); the file "
+            "may be damaged: re-export it from the ERP or re-save it in Excel."
+        ) from None
 
 
 def _check_header(path: Path, sheet: Sheet, found: list[str], batch, header_row: int) -> None:
@@ -205,7 +230,8 @@ def _check_header(path: Path, sheet: Sheet, found: list[str], batch, header_row:
         raise WorkbookError(
             f"{path}: sheet '{sheet.name}': the header was not found on row {header_row}, its first "
             f"row with values; row {elsewhere} holds the contract's header. Delete the rows above "
-            "it (a title, notes) and export again. Nothing of this sheet was loaded.") from error
+            "it (a title, notes) and export again. Nothing of this sheet was loaded."
+        ) from error
 
 
 def _header_elsewhere(path: Path, sheet: Sheet, header_row: int, rows: int = 30) -> int | None:
@@ -214,10 +240,13 @@ def _header_elsewhere(path: Path, sheet: Sheet, header_row: int, rows: int = 30)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        head = fastexcel.read_excel(str(path)).load_sheet(sheet.name, header_row=None, n_rows=rows,
-                                                          dtypes="string").to_arrow()
+        head = (
+            fastexcel.read_excel(str(path))
+            .load_sheet(sheet.name, header_row=None, n_rows=rows, dtypes="string")
+            .to_arrow()
+        )
     expected = list(sheet.headers)
-    for offset, values in enumerate(zip(*(c.to_pylist() for c in head.columns))):
+    for offset, values in enumerate(zip(*(c.to_pylist() for c in head.columns), strict=True)):
         cells = [v.strip() for v in values if v is not None and v.strip()]
         if offset and cells == expected:
             return header_row + offset
@@ -231,25 +260,28 @@ def _compare_header(path: Path, sheet: Sheet, found: list[str], batch) -> None:
         if name.startswith("__UNNAMED__") and batch.column(name).null_count < batch.num_rows:
             raise WorkbookError(
                 f"{path}: sheet '{sheet.name}' has values in column {position}, which has no header; "
-                f"expected exactly {', '.join(expected)}. Nothing of this sheet was loaded.")
+                f"expected exactly {', '.join(expected)}. Nothing of this sheet was loaded."
+            )
     found = [h for h in found if not h.startswith("__UNNAMED__")]
     if found == expected:
         return
     if not found:
-        raise WorkbookError(f"{path}: the sheet '{sheet.name}' is empty; expected a header row with "
-                            f"{', '.join(expected)}.")
+        raise WorkbookError(
+            f"{path}: the sheet '{sheet.name}' is empty; expected a header row with {', '.join(expected)}."
+        )
     missing = [h for h in expected if h not in found]
     extra = [h for h in found if h not in expected]
     if not missing and not extra:
         difference = f"the columns are in a different order: expected {expected}, found {found}"
     else:
-        bits = [f"missing column(s) {missing}" if missing else "",
-                f"unexpected column(s) {extra}" if extra else ""]
+        bits = [f"missing column(s) {missing}" if missing else "", f"unexpected column(s) {extra}" if extra else ""]
         if len(missing) == len(extra) == 1:
             bits.append(f"was '{missing[0]}' renamed to '{extra[0]}'?")
         difference = "; ".join(b for b in bits if b)
-    raise WorkbookError(f"{path}: the header of sheet '{sheet.name}' differs from the contract: "
-                        f"{difference}. Nothing of this sheet was loaded.")
+    raise WorkbookError(
+        f"{path}: the header of sheet '{sheet.name}' differs from the contract: "
+        f"{difference}. Nothing of this sheet was loaded."
+    )
 
 
 def _blank_rows(batch, excel_rows: pa.Array) -> list[int]:
@@ -260,8 +292,7 @@ def _blank_rows(batch, excel_rows: pa.Array) -> list[int]:
     return excel_rows.filter(mask).to_pylist() if mask is not None else []
 
 
-def _type_column(array, column: Column, errors: list, excel_rows: pa.Array,
-                 problems: list[CellProblem]) -> pa.Array:
+def _type_column(array, column: Column, errors: list, excel_rows: pa.Array, problems: list[CellProblem]) -> pa.Array:
     """The column as its contract type; cells that fail are appended to ``problems``."""
     if array.type == pa.null():  # an all-empty column comes back untyped
         array = pa.nulls(len(array), pa.string())
@@ -272,11 +303,11 @@ def _type_column(array, column: Column, errors: list, excel_rows: pa.Array,
     else:
         # Read as text, a cell fails only when it has no text form: an Excel error (#N/A, ...).
         for error in errors:
-            problems.append(CellProblem(excel_rows[error.offset_position[0]].as_py(), column.header,
-                                        BAD_TYPE, _raw_text(error)))
+            problems.append(
+                CellProblem(excel_rows[error.offset_position[0]].as_py(), column.header, BAD_TYPE, _raw_text(error))
+            )
         text = array
-        array = _unrepresentable(_parse_text(array, column, excel_rows, problems), column, excel_rows,
-                                 problems, text)
+        array = _unrepresentable(_parse_text(array, column, excel_rows, problems), column, excel_rows, problems, text)
     if column.type in INT_RANGE:
         array = _whole_numbers(array, column, excel_rows, problems)
     return array.cast(ARROW_TYPE[column.type])
@@ -296,7 +327,7 @@ def _unrepresentable(array, column: Column, excel_rows, problems, raw=None) -> p
     if not pc.any(bad).as_py():
         return array
     texts = raw.filter(bad).to_pylist() if raw is not None else [None] * pc.sum(bad).as_py()
-    for row, text in zip(excel_rows.filter(bad).to_pylist(), texts):
+    for row, text in zip(excel_rows.filter(bad).to_pylist(), texts, strict=True):
         problems.append(CellProblem(row, column.header, BAD_TYPE, text, from_sheet=True))
     return pc.if_else(bad, pa.scalar(None, array.type), array)
 
@@ -309,8 +340,8 @@ def _raw_text(error) -> str:
     kind, value = match.groups()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return _DEBUG_ESCAPE.sub(
-            lambda m: chr(int(m.group(2), 16)) if m.group(2) else _DEBUG_CHARS.get(m.group(1), m.group(1)),
-            value[1:-1])
+            lambda m: chr(int(m.group(2), 16)) if m.group(2) else _DEBUG_CHARS.get(m.group(1), m.group(1)), value[1:-1]
+        )
     serial = _DATE_SERIAL.search(value) if kind == "DateTime" else None
     if serial:
         return (datetime(1899, 12, 30) + timedelta(days=float(serial.group(1)))).isoformat(sep=" ")
@@ -343,7 +374,7 @@ def _missing_required(array, column: Column, excel_rows, problems) -> None:
         missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(array), NULL_TEXT))
     already = {(p.excel_row, p.column) for p in problems}
     missing = pc.fill_null(missing, True)
-    for row, raw in zip(excel_rows.filter(missing).to_pylist(), array.filter(missing).to_pylist()):
+    for row, raw in zip(excel_rows.filter(missing).to_pylist(), array.filter(missing).to_pylist(), strict=True):
         if (row, column.header) not in already:  # raw: the text NULL, or None for an empty cell
             problems.append(CellProblem(row, column.header, REQUIRED_NULL, raw))
 
@@ -379,7 +410,7 @@ def _parse_text(array, column: Column, excel_rows, problems) -> pa.Array:
         serial = pc.cast(pc.add(pc.multiply(values, 86_400_000.0), float(EXCEL_EPOCH_MS)), pa.int64())
         values = pc.if_else(number, serial.cast(pa.timestamp("ms")), _iso_timestamps(text))
     bad = pc.and_(pc.is_valid(text), pc.is_null(values))
-    for row, raw in zip(excel_rows.filter(bad).to_pylist(), text.filter(bad).to_pylist()):
+    for row, raw in zip(excel_rows.filter(bad).to_pylist(), text.filter(bad).to_pylist(), strict=True):
         # a date cell arrives as the reader's text of the date: its stored serial is what was typed
         problems.append(CellProblem(row, column.header, BAD_TYPE, raw, from_sheet=True))
     return values
@@ -391,8 +422,9 @@ def _iso_timestamps(text) -> pa.Array:
     try:
         return pc.cast(candidates, pa.timestamp("ms"))
     except pa.ArrowInvalid:  # an impossible date such as 2024-02-30: parse value by value
-        return pa.array([_parse_one(v, ColumnType.TIMESTAMP) if v else None
-                         for v in candidates.to_pylist()], pa.timestamp("ms"))
+        return pa.array(
+            [_parse_one(v, ColumnType.TIMESTAMP) if v else None for v in candidates.to_pylist()], pa.timestamp("ms")
+        )
 
 
 def _whole_numbers(array, column: Column, excel_rows, problems) -> pa.Array:
@@ -401,7 +433,7 @@ def _whole_numbers(array, column: Column, excel_rows, problems) -> pa.Array:
     whole = pc.and_(pc.equal(pc.floor(array), array), pc.less_equal(pc.abs(array), limit))
     bad = pc.invert(pc.fill_null(whole, True))
     if pc.any(bad).as_py():
-        for row, value in zip(excel_rows.filter(bad).to_pylist(), array.filter(bad).to_pylist()):
+        for row, value in zip(excel_rows.filter(bad).to_pylist(), array.filter(bad).to_pylist(), strict=True):
             problems.append(CellProblem(row, column.header, BAD_TYPE, repr(value)))
         array = pc.if_else(bad, None, array)
     return array

@@ -125,41 +125,117 @@ STREAM_CATALOGUE, STREAM_PLAN, STREAM_PHASES, STREAM_LINKS, STREAM_DEFECTS = ran
 
 # Phase catalogue, Fase_Id = position + 1: (Fase_Nome, Fase_Sequencia, DeProducao, Automatica).
 PHASES = (
-    ("Laminagem", 10, 1, 0), ("Cura", 11, 1, 1), ("Corte", 13, 1, 0), ("Colagem Cascos", 14, 1, 0),
-    ("Pintura Acabamento", 16, 1, 0), ("Desmolde", 12, 1, 0), ("Parque Acabamento", 17, 0, 1),
-    ("Controlo de qualidade Final", 29, 1, 0), ("Armazém", 30, 0, 1), ("Embalagem", 36, 0, 1),
-    ("Aguarda Laminagem", 1, 1, 1), ("Entregue", 37, 0, 1), ("Para Reparar", 38, 0, 0),
-    ("Em Reparação", 31, 1, 0), ("Em Uso", 35, 0, 0), ("Para Abate", 42, 0, 0), ("Abatido", 43, 0, 0),
-    ("Gelcoat", 9, 1, 0), ("Pintura de Molde", 9, 1, 0), ("CNC", 5, 1, 0), ("Preparação", 7, 1, 0),
-    ("Lixagem a Seco", 19, 1, 0), ("Desenho CAD", 2, 0, 0), ("Programação CAM", 3, 0, 0),
-    ("Preparação CNC", 4, 0, 0), ("Acabamento CNC", 6, 0, 0), ("Corte de Peças", 13, 1, 0),
-    ("Soldadura", 44, 0, 0), ("Montagem de Estruturas", 45, 0, 0), ("Lacagem", 46, 0, 0),
-    ("Pendente", 0, 1, 1), ("Acabamento II", 20, 1, 0), ("Acabamento III", 21, 1, 0),
-    ("Laminagem de Peças", 10, 1, 0), ("Logística / Expedição", 47, 0, 1),
-    ("Acabamento de Moldes", 32, 1, 0), ("Serviço Exterior", 0, 0, 0), ("Lixagem a Água", 25, 1, 0),
-    ("Polimento", 26, 1, 0), ("Serralharia", 48, 0, 0), ("Multitarefa", 49, 0, 0),
-    ("Manutenção Geral", 39, 1, 0), ("Montagem / Finalização", 28, 1, 0), ("Colagem de Golas", 15, 1, 0),
-    ("Corte e Costura", 41, 1, 0), ("Armazém 2ª Escolha", 33, 0, 1), ("Resíduos", 34, 0, 1),
-    ("Preparação de Molde", 8, 1, 0), ("Escritório", 50, 0, 0), ("Colagem de Peças", 14, 1, 0),
-    ("Laminagem Double Dutch", 10, 1, 0), ("Ordem de Venda", 0, 0, 0), ("Submetido", 1, 0, 0),
-    ("Em Avaliação", 2, 0, 0), ("Avaliado", 3, 0, 0), ("Aprovado", 4, 0, 0), ("Rejeitado", 5, 0, 0),
-    ("Preparação de Acabamento", 22, 1, 0), ("Acabamento - Pintura", 23, 1, 0),
-    ("Acabamento - Verniz", 24, 1, 0), ("Laminagem por Infusão", 10, 1, 0), ("Lixagem de Peças", 25, 1, 0),
-    ("Acabamento de Peças", 24, 1, 0), ("Preparação de Tecidos", 40, 1, 0), ("Rotomoldagem", 1, 1, 0),
-    ("Reutilizado", 2, 0, 1), ("Verniz", 9, 0, 0), ("Controlo de qualidade Montagem", 27, 1, 0),
-    ("Impressão 3D", 42, 1, 0), ("Reparação de Verniz", 31, 1, 0), ("Injeção", 1, 1, 0),
+    ("Laminagem", 10, 1, 0),
+    ("Cura", 11, 1, 1),
+    ("Corte", 13, 1, 0),
+    ("Colagem Cascos", 14, 1, 0),
+    ("Pintura Acabamento", 16, 1, 0),
+    ("Desmolde", 12, 1, 0),
+    ("Parque Acabamento", 17, 0, 1),
+    ("Controlo de qualidade Final", 29, 1, 0),
+    ("Armazém", 30, 0, 1),
+    ("Embalagem", 36, 0, 1),
+    ("Aguarda Laminagem", 1, 1, 1),
+    ("Entregue", 37, 0, 1),
+    ("Para Reparar", 38, 0, 0),
+    ("Em Reparação", 31, 1, 0),
+    ("Em Uso", 35, 0, 0),
+    ("Para Abate", 42, 0, 0),
+    ("Abatido", 43, 0, 0),
+    ("Gelcoat", 9, 1, 0),
+    ("Pintura de Molde", 9, 1, 0),
+    ("CNC", 5, 1, 0),
+    ("Preparação", 7, 1, 0),
+    ("Lixagem a Seco", 19, 1, 0),
+    ("Desenho CAD", 2, 0, 0),
+    ("Programação CAM", 3, 0, 0),
+    ("Preparação CNC", 4, 0, 0),
+    ("Acabamento CNC", 6, 0, 0),
+    ("Corte de Peças", 13, 1, 0),
+    ("Soldadura", 44, 0, 0),
+    ("Montagem de Estruturas", 45, 0, 0),
+    ("Lacagem", 46, 0, 0),
+    ("Pendente", 0, 1, 1),
+    ("Acabamento II", 20, 1, 0),
+    ("Acabamento III", 21, 1, 0),
+    ("Laminagem de Peças", 10, 1, 0),
+    ("Logística / Expedição", 47, 0, 1),
+    ("Acabamento de Moldes", 32, 1, 0),
+    ("Serviço Exterior", 0, 0, 0),
+    ("Lixagem a Água", 25, 1, 0),
+    ("Polimento", 26, 1, 0),
+    ("Serralharia", 48, 0, 0),
+    ("Multitarefa", 49, 0, 0),
+    ("Manutenção Geral", 39, 1, 0),
+    ("Montagem / Finalização", 28, 1, 0),
+    ("Colagem de Golas", 15, 1, 0),
+    ("Corte e Costura", 41, 1, 0),
+    ("Armazém 2ª Escolha", 33, 0, 1),
+    ("Resíduos", 34, 0, 1),
+    ("Preparação de Molde", 8, 1, 0),
+    ("Escritório", 50, 0, 0),
+    ("Colagem de Peças", 14, 1, 0),
+    ("Laminagem Double Dutch", 10, 1, 0),
+    ("Ordem de Venda", 0, 0, 0),
+    ("Submetido", 1, 0, 0),
+    ("Em Avaliação", 2, 0, 0),
+    ("Avaliado", 3, 0, 0),
+    ("Aprovado", 4, 0, 0),
+    ("Rejeitado", 5, 0, 0),
+    ("Preparação de Acabamento", 22, 1, 0),
+    ("Acabamento - Pintura", 23, 1, 0),
+    ("Acabamento - Verniz", 24, 1, 0),
+    ("Laminagem por Infusão", 10, 1, 0),
+    ("Lixagem de Peças", 25, 1, 0),
+    ("Acabamento de Peças", 24, 1, 0),
+    ("Preparação de Tecidos", 40, 1, 0),
+    ("Rotomoldagem", 1, 1, 0),
+    ("Reutilizado", 2, 0, 1),
+    ("Verniz", 9, 0, 0),
+    ("Controlo de qualidade Montagem", 27, 1, 0),
+    ("Impressão 3D", 42, 1, 0),
+    ("Reparação de Verniz", 31, 1, 0),
+    ("Injeção", 1, 1, 0),
 )
 
 # The standard route, in order: (Fase_Id, share of products whose route has it, base
 # coefficient in standard hours). 35 phases; probability 1 = in every route.
 ROUTE_TEMPLATE = (
-    (11, 1.00, 1.5), (48, 0.98, 1.5), (18, 0.98, 1.5), (1, 0.92, 8.0), (34, 0.03, 2.0),
-    (61, 0.08, 6.0), (51, 0.02, 8.0), (65, 0.01, 4.0), (2, 0.98, 1.5), (6, 1.00, 0.5),
-    (3, 1.00, 1.0), (20, 0.02, 1.0), (27, 0.03, 0.75), (4, 0.25, 1.5), (44, 0.13, 1.0),
-    (50, 0.70, 1.25), (45, 0.02, 1.0), (5, 0.60, 1.5), (22, 0.62, 1.5), (32, 0.36, 1.5),
-    (33, 0.02, 1.5), (58, 0.05, 1.0), (59, 0.05, 2.0), (60, 0.05, 2.0), (38, 0.63, 1.5),
-    (39, 0.90, 1.0), (62, 0.02, 1.0), (63, 0.02, 1.0), (14, 0.02, 1.0), (68, 0.60, 0.25),
-    (43, 1.00, 1.5), (8, 1.00, 1.5), (9, 1.00, 1.5), (10, 0.99, 1.5), (12, 1.00, 1.5),
+    (11, 1.00, 1.5),
+    (48, 0.98, 1.5),
+    (18, 0.98, 1.5),
+    (1, 0.92, 8.0),
+    (34, 0.03, 2.0),
+    (61, 0.08, 6.0),
+    (51, 0.02, 8.0),
+    (65, 0.01, 4.0),
+    (2, 0.98, 1.5),
+    (6, 1.00, 0.5),
+    (3, 1.00, 1.0),
+    (20, 0.02, 1.0),
+    (27, 0.03, 0.75),
+    (4, 0.25, 1.5),
+    (44, 0.13, 1.0),
+    (50, 0.70, 1.25),
+    (45, 0.02, 1.0),
+    (5, 0.60, 1.5),
+    (22, 0.62, 1.5),
+    (32, 0.36, 1.5),
+    (33, 0.02, 1.5),
+    (58, 0.05, 1.0),
+    (59, 0.05, 2.0),
+    (60, 0.05, 2.0),
+    (38, 0.63, 1.5),
+    (39, 0.90, 1.0),
+    (62, 0.02, 1.0),
+    (63, 0.02, 1.0),
+    (14, 0.02, 1.0),
+    (68, 0.60, 0.25),
+    (43, 1.00, 1.5),
+    (8, 1.00, 1.5),
+    (9, 1.00, 1.5),
+    (10, 0.99, 1.5),
+    (12, 1.00, 1.5),
 )
 # Phases a route may hold twice (weights): Corte mostly, as in the real routes.
 REPEATABLE_PHASES = {3: 0.70, 1: 0.08, 61: 0.04, 32: 0.04, 5: 0.04, 22: 0.03, 38: 0.03, 39: 0.02, 43: 0.02}
@@ -172,44 +248,212 @@ SKILL_PHASES = (1, 38, 32, 39, 22, 5, 43, 14, 3, 58, 70, 4, 8, 59, 18, 34, 33, 5
 
 # Defect names by inspection phase (57 in all).
 DEFECTS_AT_DEMOULD = (
-    "Molde com deformações", "Molde baço", "Laminagem com bolhas", "Interior enrugado",
-    "Laminagem contraída", "Laminagem deslaminada", "Interior esbranquiçado", "Molde com sujidade",
-    "Danos no desmolde", "Interior mal impregnado", "Emenda descolada", "Gelcoat danificado no desmolde",
-    "Laminagem com perda de vácuo", "Molde desalinhado", "Resina mal misturada", "Laminagem mal impregnada",
-    "Falta de fibra", "Laminagem mal compactada", "Zona de colagem danificada", "Plástico de vácuo colado",
-    "Absorvente colado", "Gelcoat com bolhas", "Gelcoat fino", "Gelcoat estalado", "Gelcoat com poros",
-    "Molde riscado", "Laminagem com rugas", "Laminagem com excesso de resina",
-    "Laminagem com sobreposição de tecidos", "Fibra exposta", "Interior com resina acumulada",
-    "Casco rachado no desmolde", "Deck rachado no desmolde", "Emenda irregular", "Resina mal curada",
-    "Peça colada fora do sítio", "Espessura irregular", "Proa assimétrica", "Popa com vazios",
-    "Bordo com falhas", "Tecido de peel-ply por retirar", "Peso acima do previsto",
+    "Molde com deformações",
+    "Molde baço",
+    "Laminagem com bolhas",
+    "Interior enrugado",
+    "Laminagem contraída",
+    "Laminagem deslaminada",
+    "Interior esbranquiçado",
+    "Molde com sujidade",
+    "Danos no desmolde",
+    "Interior mal impregnado",
+    "Emenda descolada",
+    "Gelcoat danificado no desmolde",
+    "Laminagem com perda de vácuo",
+    "Molde desalinhado",
+    "Resina mal misturada",
+    "Laminagem mal impregnada",
+    "Falta de fibra",
+    "Laminagem mal compactada",
+    "Zona de colagem danificada",
+    "Plástico de vácuo colado",
+    "Absorvente colado",
+    "Gelcoat com bolhas",
+    "Gelcoat fino",
+    "Gelcoat estalado",
+    "Gelcoat com poros",
+    "Molde riscado",
+    "Laminagem com rugas",
+    "Laminagem com excesso de resina",
+    "Laminagem com sobreposição de tecidos",
+    "Fibra exposta",
+    "Interior com resina acumulada",
+    "Casco rachado no desmolde",
+    "Deck rachado no desmolde",
+    "Emenda irregular",
+    "Resina mal curada",
+    "Peça colada fora do sítio",
+    "Espessura irregular",
+    "Proa assimétrica",
+    "Popa com vazios",
+    "Bordo com falhas",
+    "Tecido de peel-ply por retirar",
+    "Peso acima do previsto",
 )
 DEFECTS_AT_FINAL_QC = (
-    "Pintura transparente", "Pintura com linhas tortas", "Pintura com fios", "Pintura com lixo",
-    "Pintura malhada", "Pintura com escorridos", "Pintura a descascar", "Poros na pintura",
-    "Verniz baço", "Lixagem insuficiente", "Polimento com marcas", "Zona do cockpit suja",
-    "Pintura com cor errada", "Ferragens mal montadas", "Autocolantes desalinhados",
+    "Pintura transparente",
+    "Pintura com linhas tortas",
+    "Pintura com fios",
+    "Pintura com lixo",
+    "Pintura malhada",
+    "Pintura com escorridos",
+    "Pintura a descascar",
+    "Poros na pintura",
+    "Verniz baço",
+    "Lixagem insuficiente",
+    "Polimento com marcas",
+    "Zona do cockpit suja",
+    "Pintura com cor errada",
+    "Ferragens mal montadas",
+    "Autocolantes desalinhados",
 )
 
 # Product names: boat class (base demould kg, gelcoat kg) x model x size x construction.
-BOAT_CLASSES = (("K1", 8.5, 0.9), ("K2", 12.5, 1.1), ("K4", 17.5, 1.5), ("C1", 9.5, 1.0),
-                ("C2", 13.0, 1.2), ("C4", 18.0, 1.5), ("Surf Ski", 10.0, 0.85), ("Ocean Ski", 10.5, 1.0),
-                ("TR", 14.5, 1.4), ("Slalom", 6.6, 0.3), ("Polo", 7.0, 0.5), ("SUP", 11.0, 0.9))
-MODEL_NAMES = ("Tejo", "Douro", "Sado", "Mondego", "Vouga", "Lima", "Minho", "Côa", "Tâmega", "Paiva",
-               "Zêzere", "Guadiana", "Cávado", "Sorraia", "Alva", "Ave", "Neiva", "Ceira", "Sabor", "Tua",
-               "Corgo", "Homem", "Âncora", "Arade", "Mira", "Vez", "Távora", "Caima", "Dão", "Lis")
+BOAT_CLASSES = (
+    ("K1", 8.5, 0.9),
+    ("K2", 12.5, 1.1),
+    ("K4", 17.5, 1.5),
+    ("C1", 9.5, 1.0),
+    ("C2", 13.0, 1.2),
+    ("C4", 18.0, 1.5),
+    ("Surf Ski", 10.0, 0.85),
+    ("Ocean Ski", 10.5, 1.0),
+    ("TR", 14.5, 1.4),
+    ("Slalom", 6.6, 0.3),
+    ("Polo", 7.0, 0.5),
+    ("SUP", 11.0, 0.9),
+)
+MODEL_NAMES = (
+    "Tejo",
+    "Douro",
+    "Sado",
+    "Mondego",
+    "Vouga",
+    "Lima",
+    "Minho",
+    "Côa",
+    "Tâmega",
+    "Paiva",
+    "Zêzere",
+    "Guadiana",
+    "Cávado",
+    "Sorraia",
+    "Alva",
+    "Ave",
+    "Neiva",
+    "Ceira",
+    "Sabor",
+    "Tua",
+    "Corgo",
+    "Homem",
+    "Âncora",
+    "Arade",
+    "Mira",
+    "Vez",
+    "Távora",
+    "Caima",
+    "Dão",
+    "Lis",
+)
 SIZES = (("S", -0.5), ("M", 0.0), ("ML", 0.2), ("L", 0.5), ("XL", 0.8), ("XXL", 1.0))
-CONSTRUCTIONS = (("SCS", 1.0, True), ("WWR", 1.05, True), ("E", 0.9, False), ("F", 0.95, True),
-                 ("G", 1.0, True), ("A1", 1.1, True), ("AIR", 0.65, False))
-FIRST_NAMES = ("João", "José", "António", "Manuel", "Carlos", "Paulo", "Pedro", "Rui", "Luís", "Jorge",
-               "Sérgio", "Nuno", "Filipe", "Ricardo", "Miguel", "Tiago", "Bruno", "Hugo", "André", "Vítor",
-               "Fernando", "Eduardo", "Leandro", "Alexandre", "David", "Diogo", "Fábio", "Marco", "Joana",
-               "Ana", "Maria", "Sofia", "Catarina", "Marta", "Rita", "Sandra", "Cláudia", "Patrícia")
-SURNAMES = ("Silva", "Santos", "Ferreira", "Pereira", "Oliveira", "Costa", "Rodrigues", "Martins", "Sousa",
-            "Fernandes", "Gonçalves", "Gomes", "Lopes", "Marques", "Alves", "Almeida", "Ribeiro", "Pinto",
-            "Carvalho", "Teixeira", "Moreira", "Correia", "Mendes", "Nunes", "Soares", "Vieira", "Monteiro",
-            "Cardoso", "Rocha", "Neves", "Coelho", "Cruz", "Cunha", "Pires", "Ramos", "Reis", "Simões",
-            "Antunes", "Matos", "Fonseca", "Machado", "Araújo", "Barbosa", "Tavares", "Batista", "Campos")
+CONSTRUCTIONS = (
+    ("SCS", 1.0, True),
+    ("WWR", 1.05, True),
+    ("E", 0.9, False),
+    ("F", 0.95, True),
+    ("G", 1.0, True),
+    ("A1", 1.1, True),
+    ("AIR", 0.65, False),
+)
+FIRST_NAMES = (
+    "João",
+    "José",
+    "António",
+    "Manuel",
+    "Carlos",
+    "Paulo",
+    "Pedro",
+    "Rui",
+    "Luís",
+    "Jorge",
+    "Sérgio",
+    "Nuno",
+    "Filipe",
+    "Ricardo",
+    "Miguel",
+    "Tiago",
+    "Bruno",
+    "Hugo",
+    "André",
+    "Vítor",
+    "Fernando",
+    "Eduardo",
+    "Leandro",
+    "Alexandre",
+    "David",
+    "Diogo",
+    "Fábio",
+    "Marco",
+    "Joana",
+    "Ana",
+    "Maria",
+    "Sofia",
+    "Catarina",
+    "Marta",
+    "Rita",
+    "Sandra",
+    "Cláudia",
+    "Patrícia",
+)
+SURNAMES = (
+    "Silva",
+    "Santos",
+    "Ferreira",
+    "Pereira",
+    "Oliveira",
+    "Costa",
+    "Rodrigues",
+    "Martins",
+    "Sousa",
+    "Fernandes",
+    "Gonçalves",
+    "Gomes",
+    "Lopes",
+    "Marques",
+    "Alves",
+    "Almeida",
+    "Ribeiro",
+    "Pinto",
+    "Carvalho",
+    "Teixeira",
+    "Moreira",
+    "Correia",
+    "Mendes",
+    "Nunes",
+    "Soares",
+    "Vieira",
+    "Monteiro",
+    "Cardoso",
+    "Rocha",
+    "Neves",
+    "Coelho",
+    "Cruz",
+    "Cunha",
+    "Pires",
+    "Ramos",
+    "Reis",
+    "Simões",
+    "Antunes",
+    "Matos",
+    "Fonseca",
+    "Machado",
+    "Araújo",
+    "Barbosa",
+    "Tavares",
+    "Batista",
+    "Campos",
+)
 NICKNAMES = ("Melro", "Pardal", "Russo", "Tigre", "Mocho", "Catita", "Fininho", "Grilo", "Texas", "Piloto")
 FORMER_STAFF_SHARE = 164 / 301  # 'z) ' prefix and Activo 0
 INACTIVE_UNPREFIXED = 4  # Activo 0 without the prefix (168 inactive, 164 prefixed)
@@ -265,6 +509,7 @@ def _rng(seed: int, stream: int, chunk: int = 0) -> np.random.Generator:
 
 
 # ================================ catalogue ======================================================
+
 
 @dataclass
 class Catalogue:
@@ -326,8 +571,15 @@ def _products(rng) -> dict:
     deck = np.where(has_gel, _round_to(gel * rng.uniform(0.8, 1.1, N_PRODUCTS), 0.05), 0.0)
     casco = np.where(has_gel, _round_to(gel * rng.uniform(1.0, 1.6, N_PRODUCTS), 0.05), 0.0)
     free = np.setdiff1d(np.arange(ids[0], ids[-1] + 1), ids)
-    return dict(product_ids=ids, product_names=[n[1] for n in names], peso_desmolde=desmolde,
-                peso_acabamento=acabamento, gel_deck=deck, gel_casco=casco, free_product_ids=free)
+    return dict(
+        product_ids=ids,
+        product_names=[n[1] for n in names],
+        peso_desmolde=desmolde,
+        peso_acabamento=acabamento,
+        gel_deck=deck,
+        gel_casco=casco,
+        free_product_ids=free,
+    )
 
 
 def _route_inclusion(rng) -> np.ndarray:
@@ -367,11 +619,17 @@ def _routes(rng) -> dict:
     lengths = np.array(lengths)
     n = len(phases)
     jitter = np.array(COEF_JITTER)[rng.integers(len(COEF_JITTER), size=n)]
-    coefx = np.where(rng.random(n) < ROUTE_COEFX_ZERO_RATE, 0.0,
-                     np.array(COEFX_VALUES)[rng.integers(len(COEFX_VALUES), size=n)])
-    return dict(route_start=np.cumsum(lengths) - lengths, route_len=lengths,
-                route_phase=np.array(phases), route_seq=_within(lengths) + 1,
-                route_coef=np.maximum(0.25, np.array(coefs) + jitter), route_coefx=coefx)
+    coefx = np.where(
+        rng.random(n) < ROUTE_COEFX_ZERO_RATE, 0.0, np.array(COEFX_VALUES)[rng.integers(len(COEFX_VALUES), size=n)]
+    )
+    return dict(
+        route_start=np.cumsum(lengths) - lengths,
+        route_len=lengths,
+        route_phase=np.array(phases),
+        route_seq=_within(lengths) + 1,
+        route_coef=np.maximum(0.25, np.array(coefs) + jitter),
+        route_coefx=coefx,
+    )
 
 
 def _employee_name(rng, former: bool) -> str:
@@ -400,11 +658,13 @@ def _employees(rng) -> dict:
     rows = 1 + np.minimum(14, np.floor(rng.exponential(2.5, N_EMPLOYEES))).astype(np.int64)
     rows = _adjust_total(rows, N_EMPLOYEE_ROWS, 1, 15, rng)
     unknown = ids[-1] + np.array([17, 41])[:UNKNOWN_EMPLOYEES]
-    return dict(employee_ids=ids, employee_names=names, employee_active=active, employee_rows=rows,
-                unknown_employee_ids=unknown)
+    return dict(
+        employee_ids=ids, employee_names=names, employee_active=active, employee_rows=rows, unknown_employee_ids=unknown
+    )
 
 
 # ================================ order plan =====================================================
+
 
 @dataclass
 class Plan:
@@ -445,14 +705,27 @@ def _plan(cat: Catalogue, scale: float, seed: int) -> Plan:
     route_prod, product_id = _assign_products(cat, missing, rng)
     finished = np.flatnonzero(~missing & ~open_)
     inverted = np.zeros(n, dtype=bool)
-    inverted[rng.choice(finished, min(len(finished), max(1, round(INVERTED_ORDERS_PER_SCALE * scale))),
-                        replace=False)] = True
+    inverted[
+        rng.choice(finished, min(len(finished), max(1, round(INVERTED_ORDERS_PER_SCALE * scale))), replace=False)
+    ] = True
     n_dup = max(1, round(DUPLICATE_PHASE_ROW_RATE * ORDERS_AT_SCALE_1 * 19 * scale))
     dup = np.zeros(n, dtype=bool)
     dup[rng.choice(n, min(n, n_dup), replace=False)] = True
     chunks = [(a, min(n, a + CHUNK_ORDERS)) for a in range(0, n, CHUNK_ORDERS)]
-    return Plan(scale, seed, of_id, created, route_prod, product_id, missing, open_, dup, inverted,
-                _missing_defects(missing, scale, rng), chunks)
+    return Plan(
+        scale,
+        seed,
+        of_id,
+        created,
+        route_prod,
+        product_id,
+        missing,
+        open_,
+        dup,
+        inverted,
+        _missing_defects(missing, scale, rng),
+        chunks,
+    )
 
 
 def _creation_times(n: int, rng) -> np.ndarray:
@@ -502,9 +775,11 @@ def _missing_defects(missing: np.ndarray, scale: float, rng) -> np.ndarray:
 
 # ================================ phase rows per chunk ===========================================
 
+
 @dataclass
 class PhaseChunk:
     """Unique phase rows of a chunk of orders, in FaseOf_Id order (= order, then time)."""
+
     orders: np.ndarray  # global order index per order of the chunk
     row_order: np.ndarray  # local order index per row
     order_first: np.ndarray  # first row per local order (len = orders + 1)
@@ -559,9 +834,15 @@ def _cut_open(order: np.ndarray, is_open: np.ndarray, rng) -> tuple[np.ndarray, 
     counts = np.bincount(order, minlength=len(is_open))
     pos = _within(counts)
     u = rng.random(len(is_open))
-    done = np.where(u < OPEN_WAITING_FIRST_PHASE, 0,
-                    np.where(u < OPEN_WAITING_FIRST_PHASE + OPEN_IN_WAREHOUSE, counts - 3,
-                             (rng.random(len(is_open)) * (counts - 2)).astype(np.int64) + 1))
+    done = np.where(
+        u < OPEN_WAITING_FIRST_PHASE,
+        0,
+        np.where(
+            u < OPEN_WAITING_FIRST_PHASE + OPEN_IN_WAREHOUSE,
+            counts - 3,
+            (rng.random(len(is_open)) * (counts - 2)).astype(np.int64) + 1,
+        ),
+    )
     done = np.clip(done, 0, counts - 2)
     n_open = np.minimum(1 + (rng.random(len(is_open)) < SECOND_OPEN_PHASE_RATE), counts - 1 - done)
     o_done, o_open = done[order], (done + n_open)[order]
@@ -570,8 +851,9 @@ def _cut_open(order: np.ndarray, is_open: np.ndarray, rng) -> tuple[np.ndarray, 
     return keep, open_rows
 
 
-def _phase_times(created: np.ndarray, order: np.ndarray, coef: np.ndarray, is_open_order: np.ndarray,
-                 rng) -> tuple[np.ndarray, np.ndarray]:
+def _phase_times(
+    created: np.ndarray, order: np.ndarray, coef: np.ndarray, is_open_order: np.ndarray, rng
+) -> tuple[np.ndarray, np.ndarray]:
     """Inicio/Fim in minutes: phases one after the other; an order that would run past the
     export is squeezed to end at a random time between its creation and the export."""
     n = len(order)
@@ -617,14 +899,27 @@ def _phase_chunk(cat: Catalogue, plan: Plan, chunk: int, first_id: int) -> Phase
     attrs = _phase_attributes(cat, plan, orders[order], flat, phase, retorno, inicio, rng)
     dup_orders = np.flatnonzero(plan.dup[orders])
     dup_rows = order_first[dup_orders] + (rng.random(len(dup_orders)) * counts[dup_orders]).astype(np.int64)
-    return PhaseChunk(orders=orders, row_order=order, order_first=order_first, pos=_within(counts),
-                      ids=ids, gaps=gaps, phase=phase, coef=coef, retorno=retorno, inicio=inicio, fim=fim,
-                      open=open_rows, dup_rows=np.sort(dup_rows), finish=finish, current_phase=first_open,
-                      **attrs)
+    return PhaseChunk(
+        orders=orders,
+        row_order=order,
+        order_first=order_first,
+        pos=_within(counts),
+        ids=ids,
+        gaps=gaps,
+        phase=phase,
+        coef=coef,
+        retorno=retorno,
+        inicio=inicio,
+        fim=fim,
+        open=open_rows,
+        dup_rows=np.sort(dup_rows),
+        finish=finish,
+        current_phase=first_open,
+        **attrs,
+    )
 
 
-def _invert_some(inicio: np.ndarray, fim: np.ndarray, open_rows: np.ndarray, last: np.ndarray,
-                 rng) -> np.ndarray:
+def _invert_some(inicio: np.ndarray, fim: np.ndarray, open_rows: np.ndarray, last: np.ndarray, rng) -> np.ndarray:
     """Fim < Inicio on a few done rows (never an order's last row, which dates the order)."""
     candidate = ~open_rows
     candidate[last] = False
@@ -633,16 +928,28 @@ def _invert_some(inicio: np.ndarray, fim: np.ndarray, open_rows: np.ndarray, las
     return np.where(flip, inicio - rng.integers(1, 240, len(inicio)), fim)
 
 
-def _phase_attributes(cat: Catalogue, plan: Plan, order: np.ndarray, flat: np.ndarray, phase: np.ndarray,
-                      retorno: np.ndarray, inicio: np.ndarray, rng) -> dict:
+def _phase_attributes(
+    cat: Catalogue,
+    plan: Plan,
+    order: np.ndarray,
+    flat: np.ndarray,
+    phase: np.ndarray,
+    retorno: np.ndarray,
+    inicio: np.ndarray,
+    rng,
+) -> dict:
     n = len(order)
     coefx_set = np.array(COEFX_VALUES)[rng.integers(len(COEFX_VALUES), size=n)]
-    coefx = np.where(rng.random(n) < COEFX_NONZERO_RATE,
-                     np.where(cat.route_coefx[flat] > 0, cat.route_coefx[flat], coefx_set), 0.0)
+    coefx = np.where(
+        rng.random(n) < COEFX_NONZERO_RATE, np.where(cat.route_coefx[flat] > 0, cat.route_coefx[flat], coefx_set), 0.0
+    )
     prod = plan.route_prod[order]
     recorded = (retorno == 0) & (rng.random(n) < PESO_RECORDED_P)
-    kg = np.where(np.isin(phase, WEIGHED_AT_DEMOULD), cat.peso_desmolde[prod],
-                  np.where(np.isin(phase, WEIGHED_FINISHED), cat.peso_acabamento[prod], 0.0))
+    kg = np.where(
+        np.isin(phase, WEIGHED_AT_DEMOULD),
+        cat.peso_desmolde[prod],
+        np.where(np.isin(phase, WEIGHED_FINISHED), cat.peso_acabamento[prod], 0.0),
+    )
     peso = np.where(recorded, np.round(kg * (1 + rng.normal(0, 0.03, n)), 1), 0.0)
     p_plan = np.where(inicio >= _minute(PLANNING_START), PLANNED_RECENT_P, PLANNED_OLD_P)
     planned = rng.random(n) < p_plan
@@ -666,6 +973,7 @@ def _phase_chunks(cat: Catalogue, plan: Plan, first_ids: list[int] | None = None
 @dataclass
 class PhaseSummary:
     """What the other sheets need from a first pass over the phase rows."""
+
     first_ids: list  # first FaseOf_Id per chunk
     rows: np.ndarray  # unique phase rows per chunk
     inspections: np.ndarray  # done inspection rows of orders in OrdensFabrico, per chunk
@@ -706,8 +1014,11 @@ def _orders_sheet(cat: Catalogue, plan: Plan, summary: PhaseSummary, rng) -> Ite
     is_open = plan.open[rows]
     finish = summary.finish[rows].copy()
     inverted = np.flatnonzero(plan.inverted[rows])
-    finish[inverted] = created[inverted] - rng.integers(1, 60, len(inverted)) * MINUTES_PER_DAY \
+    finish[inverted] = (
+        created[inverted]
+        - rng.integers(1, 60, len(inverted)) * MINUTES_PER_DAY
         - rng.integers(0, MINUTES_PER_DAY, len(inverted))
+    )
     if len(inverted):
         finish[inverted[0]] = _minute(YEAR_2006_FINISH)
     finish_day = summary.finish[rows] // MINUTES_PER_DAY
@@ -948,11 +1259,17 @@ SHEET_GENERATORS = {
     contract.FASES_STANDARD_MODELOS.name: _routes_sheet,
 }
 
-_KIND = {ColumnType.INTEGER: xw.INT, ColumnType.SMALLINT: xw.INT, ColumnType.DECIMAL: xw.DECIMAL,
-         ColumnType.TIMESTAMP: xw.DATETIME, ColumnType.TEXT: xw.TEXT}
+_KIND = {
+    ColumnType.INTEGER: xw.INT,
+    ColumnType.SMALLINT: xw.INT,
+    ColumnType.DECIMAL: xw.DECIMAL,
+    ColumnType.TIMESTAMP: xw.DATETIME,
+    ColumnType.TEXT: xw.TEXT,
+}
 
 
 # ================================ writing ========================================================
+
 
 def _ordered_columns(sheet: contract.Sheet, cols: Columns) -> tuple[list, list]:
     """Values and null masks in the contract's column order; required columns never NULL."""
@@ -969,8 +1286,9 @@ def _ordered_columns(sheet: contract.Sheet, cols: Columns) -> tuple[list, list]:
     return values, nulls
 
 
-def _write_sheet(book: xw.XlsxWriter, sheet: contract.Sheet, chunks: Iterator[Columns], report: Progress,
-                 expected_rows: int) -> int:
+def _write_sheet(
+    book: xw.XlsxWriter, sheet: contract.Sheet, chunks: Iterator[Columns], report: Progress, expected_rows: int
+) -> int:
     kinds = [_KIND[c.type] for c in sheet.columns]
     report(f"{sheet.name}: writing ~{expected_rows:,} rows")
     next_report = PROGRESS_EVERY
@@ -1011,14 +1329,19 @@ def _check_scale(scale: float) -> float:
     except (TypeError, ValueError):
         raise ValueError(f"scale must be a number, got {scale!r}") from None
     if not 0 < value <= MAX_SCALE:
-        raise ValueError(f"scale must be greater than 0 and at most {MAX_SCALE:g} "
-                         f"(1 = the real export's size), got {scale!r}")
+        raise ValueError(
+            f"scale must be greater than 0 and at most {MAX_SCALE:g} (1 = the real export's size), got {scale!r}"
+        )
     return value
 
 
-def write_sample(path: str | Path, scale: float = 1.0, seed: int = 7,
-                 progress: Callable[[str], None] | None = None,
-                 link_match_rate: float | None = None) -> dict[str, int]:
+def write_sample(
+    path: str | Path,
+    scale: float = 1.0,
+    seed: int = 7,
+    progress: Callable[[str], None] | None = None,
+    link_match_rate: float | None = None,
+) -> dict[str, int]:
     """Write a synthetic Folha_IA workbook to ``path``; returns data rows written per sheet.
 
     ``scale`` 1 is the real export's size (~1.1 M rows); catalogue sheets are full size at any

@@ -46,5 +46,5 @@ def copy_for(store: Path, sha256: str) -> Path:
 
 def _prune(store: Path, keep: int, current: Path) -> None:
     copies = sorted(store.glob("*.xlsx"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in [c for c in copies if c != current][max(0, keep - 1):]:
+    for old in [c for c in copies if c != current][max(0, keep - 1) :]:
         old.unlink(missing_ok=True)

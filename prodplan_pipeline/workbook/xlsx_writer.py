@@ -65,15 +65,19 @@ def escape_xml(text: str) -> str:
     bad = _BAD_XML_CHARS.search(text)
     if bad:
         raise ValueError(f"text {text[:40]!r} holds character {bad.group()!r}, which XML cannot carry")
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 class XlsxWriter:
     """Streams a workbook whose sheet names are declared up front, in workbook order."""
 
-    def __init__(self, target: str | Path | io.BufferedIOBase, sheet_names: Sequence[str],
-                 null_text: str | None = None, compresslevel: int = 1):
+    def __init__(
+        self,
+        target: str | Path | io.BufferedIOBase,
+        sheet_names: Sequence[str],
+        null_text: str | None = None,
+        compresslevel: int = 1,
+    ):
         names = list(sheet_names)
         _check_sheet_names(names)
         self._names = names
@@ -113,7 +117,7 @@ class XlsxWriter:
         if self._open_sheet is not None:
             raise RuntimeError(f"sheet {self._open_sheet.name!r} is still open")
         if self._written != len(self._names):
-            missing = ", ".join(self._names[self._written:])
+            missing = ", ".join(self._names[self._written :])
             raise RuntimeError(f"declared sheets never written: {missing}")
         self._write_shared_strings()
         self._zip.close()
@@ -188,39 +192,60 @@ class XlsxWriter:
     def _write_static_parts(self) -> None:
         n = len(self._names)
         sheets_ct = "".join(
-            f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{_SHEET_CT}"/>'
-            for i in range(1, n + 1))
-        self._write_part("[Content_Types].xml", (
-            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-            f'<Default Extension="rels" ContentType="{_OPC_CT}relationships+xml"/>'
-            '<Default Extension="xml" ContentType="application/xml"/>'
-            f'<Override PartName="/xl/workbook.xml" ContentType="{_SML_CT}sheet.main+xml"/>'
-            f"{sheets_ct}"
-            f'<Override PartName="/xl/styles.xml" ContentType="{_SML_CT}styles+xml"/>'
-            f'<Override PartName="/xl/sharedStrings.xml" ContentType="{_SML_CT}sharedStrings+xml"/>'
-            "</Types>"))
-        self._write_part("_rels/.rels", (
-            f'<Relationships xmlns="{_PKG_REL_NS}">'
-            f'<Relationship Id="rId1" Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/>'
-            "</Relationships>"))
-        sheets = "".join(f'<sheet name="{escape_xml(name)}" sheetId="{i}" r:id="rId{i}"/>'
-                         for i, name in enumerate(self._names, start=1))
-        self._write_part("xl/workbook.xml", (
-            f'<workbook xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'
-            f"<sheets>{sheets}</sheets></workbook>"))
-        rels = "".join(f'<Relationship Id="rId{i}" Type="{_REL_NS}/worksheet" Target="worksheets/sheet{i}.xml"/>'
-                       for i in range(1, n + 1))
-        self._write_part("xl/_rels/workbook.xml.rels", (
-            f'<Relationships xmlns="{_PKG_REL_NS}">{rels}'
-            f'<Relationship Id="rId{n + 1}" Type="{_REL_NS}/styles" Target="styles.xml"/>'
-            f'<Relationship Id="rId{n + 2}" Type="{_REL_NS}/sharedStrings" Target="sharedStrings.xml"/>'
-            "</Relationships>"))
+            f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{_SHEET_CT}"/>' for i in range(1, n + 1)
+        )
+        self._write_part(
+            "[Content_Types].xml",
+            (
+                '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+                f'<Default Extension="rels" ContentType="{_OPC_CT}relationships+xml"/>'
+                '<Default Extension="xml" ContentType="application/xml"/>'
+                f'<Override PartName="/xl/workbook.xml" ContentType="{_SML_CT}sheet.main+xml"/>'
+                f"{sheets_ct}"
+                f'<Override PartName="/xl/styles.xml" ContentType="{_SML_CT}styles+xml"/>'
+                f'<Override PartName="/xl/sharedStrings.xml" ContentType="{_SML_CT}sharedStrings+xml"/>'
+                "</Types>"
+            ),
+        )
+        self._write_part(
+            "_rels/.rels",
+            (
+                f'<Relationships xmlns="{_PKG_REL_NS}">'
+                f'<Relationship Id="rId1" Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/>'
+                "</Relationships>"
+            ),
+        )
+        sheets = "".join(
+            f'<sheet name="{escape_xml(name)}" sheetId="{i}" r:id="rId{i}"/>'
+            for i, name in enumerate(self._names, start=1)
+        )
+        self._write_part(
+            "xl/workbook.xml",
+            (f'<workbook xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}"><sheets>{sheets}</sheets></workbook>'),
+        )
+        rels = "".join(
+            f'<Relationship Id="rId{i}" Type="{_REL_NS}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+            for i in range(1, n + 1)
+        )
+        self._write_part(
+            "xl/_rels/workbook.xml.rels",
+            (
+                f'<Relationships xmlns="{_PKG_REL_NS}">{rels}'
+                f'<Relationship Id="rId{n + 1}" Type="{_REL_NS}/styles" Target="styles.xml"/>'
+                f'<Relationship Id="rId{n + 2}" Type="{_REL_NS}/sharedStrings" Target="sharedStrings.xml"/>'
+                "</Relationships>"
+            ),
+        )
         self._write_part("xl/styles.xml", _styles_xml())
 
     def _write_shared_strings(self) -> None:
         with self._open_entry("xl/sharedStrings.xml") as stream:
-            stream.write((_XML_DECL + f'<sst xmlns="{_MAIN_NS}" count="{self._string_refs}" '
-                          f'uniqueCount="{len(self._strings)}">').encode("utf-8"))
+            stream.write(
+                (
+                    _XML_DECL + f'<sst xmlns="{_MAIN_NS}" count="{self._string_refs}" '
+                    f'uniqueCount="{len(self._strings)}">'
+                ).encode("utf-8")
+            )
             items = []
             for text in self._strings:  # insertion order: deterministic
                 space = ' xml:space="preserve"' if text != text.strip() or "\n" in text else ""
@@ -241,8 +266,12 @@ class SheetWriter:
         self.rows_written = 0  # data rows, header excluded
         self._stream = stream
         self._next_row = 2
-        stream.write((_XML_DECL + f'<worksheet xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}"><sheetData>'
-                      f'<row r="1">{"".join(book._string_cells(headers))}</row>').encode("utf-8"))
+        stream.write(
+            (
+                _XML_DECL + f'<worksheet xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}"><sheetData>'
+                f'<row r="1">{"".join(book._string_cells(headers))}</row>'
+            ).encode("utf-8")
+        )
 
     def write_columns(self, columns: Sequence[Any], nulls: Sequence[Any] | None = None) -> int:
         """Append rows given column-wise: one array/list per header, all the same length.
@@ -253,7 +282,9 @@ class SheetWriter:
         if len(columns) != len(self.kinds):
             raise ValueError(f"sheet {self.name!r}: {len(columns)} columns given, {len(self.kinds)} expected")
         nulls = list(nulls) if nulls is not None else [None] * len(columns)
-        cells = [self._column_cells(col, kind, null) for col, kind, null in zip(columns, self.kinds, nulls)]
+        cells = [
+            self._column_cells(col, kind, null) for col, kind, null in zip(columns, self.kinds, nulls, strict=True)
+        ]
         n = len(cells[0]) if cells else 0
         if any(len(c) != n for c in cells):
             raise ValueError(f"sheet {self.name!r}: columns of different lengths {[len(c) for c in cells]}")
@@ -261,7 +292,7 @@ class SheetWriter:
             return 0
         first = self._next_row
         row_open = [f'<row r="{r}">' for r in range(first, first + n)]
-        xml = "".join(["".join(x) + "</row>" for x in zip(row_open, *cells)])
+        xml = "".join(["".join(x) + "</row>" for x in zip(row_open, *cells, strict=True)])
         self._stream.write(xml.encode("utf-8"))
         self._next_row += n
         self.rows_written += n
@@ -335,7 +366,7 @@ def _int_cells(book: XlsxWriter, arr: np.ndarray) -> list[str]:
 def _number_texts(arr: np.ndarray) -> list[str]:
     """Shortest round-trip text per float; integral values without ``.0``."""
     arr = arr.astype(np.float64)
-    integral = (arr == np.round(arr)) & (np.abs(arr) < 2.0 ** 53)
+    integral = (arr == np.round(arr)) & (np.abs(arr) < 2.0**53)
     if integral.all():
         return [str(v) for v in arr.astype(np.int64).tolist()]
     if not integral.any():
@@ -390,5 +421,5 @@ def _styles_xml() -> str:
         '<cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
         '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
         '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
-        "</styleSheet>")
-
+        "</styleSheet>"
+    )
