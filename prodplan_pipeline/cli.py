@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from prodplan_pipeline.settings import DEFAULT_HOME, SettingError, Settings
+from prodplan_pipeline.settings import SettingError, Settings, home_as_given
 from prodplan_pipeline.textui import Progress, format_table
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -169,8 +169,7 @@ def _unexpected(exc: Exception, command: str, argv: list[str]) -> str:
 
 def _write_log(exc: Exception, command: str, argv: list[str]) -> Path | None:
     """Write the traceback under $PRODPLAN_HOME/logs (else the temp folder); the file's path."""
-    # PRODPLAN_HOME read here by hand: the error being logged may come from Settings itself.
-    home = Path(os.path.abspath(os.path.expanduser(os.environ.get("PRODPLAN_HOME", "").strip() or DEFAULT_HOME)))
+    home = home_as_given()
     name = f"prodplan-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     text = (
         f"prodplan {shlex.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}, "

@@ -8,6 +8,14 @@ from datetime import date
 from pathlib import Path
 
 DEFAULT_HOME = ".prodplan"
+
+
+def home_as_given() -> Path:
+    """PRODPLAN_HOME as set (else the default), unchecked: where a crash log goes, which must
+    work when the error being logged comes from ``Settings`` itself."""
+    return Path(os.path.abspath(os.path.expanduser(os.environ.get("PRODPLAN_HOME", "").strip() or DEFAULT_HOME)))
+
+
 SAMPLE_WORKBOOK_NAME = "Folha_IA.sample.xlsx"
 
 

@@ -92,3 +92,33 @@ def test_no_test_module_imports_another():
             if isinstance(node, ast.ImportFrom) and node.module and node.module.rsplit(".", 1)[-1].startswith("test_"):
                 wrong.append(f"{path.name}:{node.lineno}: imports {node.module}")
     assert wrong == []
+
+
+def _environment_reads(path: Path):
+    """(line, variable) for each ``os.environ.get("X")``, ``os.environ["X"]`` or ``os.getenv("X")``
+    of a literal name in ``path``."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        name = None
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            called = ast.unparse(node.func)
+            if called in ("os.environ.get", "os.getenv", "environ.get", "getenv"):
+                name = node.args[0].value
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ"):
+            if isinstance(node.slice, ast.Constant):
+                name = node.slice.value
+        if isinstance(name, str):
+            yield node.lineno, name
+
+
+def test_the_projects_variables_are_read_by_settings_alone():
+    """Every PRODPLAN_* variable is read in settings.py, into one typed object; the other rooms
+    get it from there (or, in Dagster, from the resources)."""
+    reads = [
+        f"{path.relative_to(REPO_ROOT)}:{line}: {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "settings.py" or path.parent != PACKAGE
+        for line, name in _environment_reads(path)
+        if name.startswith("PRODPLAN_")
+    ]
+    assert reads == []
+    assert any(name.startswith("PRODPLAN_") for _, name in _environment_reads(PACKAGE / "settings.py"))
