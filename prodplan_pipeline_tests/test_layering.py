@@ -122,3 +122,14 @@ def test_the_projects_variables_are_read_by_settings_alone():
     ]
     assert reads == []
     assert any(name.startswith("PRODPLAN_") for _, name in _environment_reads(PACKAGE / "settings.py"))
+
+
+def test_changed_days_are_recorded_by_one_statement():
+    """Every writer of ops.changed_days goes through warehouse/changed_days.py (four hand-written
+    variants of the INSERT had drifted apart: one cast the run id, one skipped a NULL run)."""
+    writers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "INSERT INTO ops.changed_days" in path.read_text()
+    )
+    assert writers == ["warehouse/changed_days.py"]

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from prodplan_pipeline.contract import sheet
+from prodplan_pipeline.warehouse.changed_days import record_changed_days
 
 PHASES, ORDERS, DEFECTS = (sheet(n) for n in ("FasesOrdemFabrico", "OrdensFabrico", "OrdemFabricoErros"))
 
@@ -52,12 +53,12 @@ BACKFILL_DEFECTS = f"""
         FROM changed c WHERE (e.row_fingerprint, e.occurrence) = (c.row_fingerprint, c.occurrence)
         RETURNING 1),
     -- A defect whose time moved changes the quality aggregate of its old and its new day.
-    days AS (
-        INSERT INTO ops.changed_days (run_id, kind, day)
-        SELECT DISTINCT %(run_id)s::bigint, 'defect', v.day
-        FROM changed, LATERAL (VALUES (old_time::date), (new_time::date)) v(day)
-        WHERE %(run_id)s IS NOT NULL AND v.day IS NOT NULL
-        ON CONFLICT DO NOTHING RETURNING 1)
+    days AS ({
+    record_changed_days(
+        "SELECT 'defect', v.day FROM changed, LATERAL (VALUES (old_time::date), (new_time::date)) v(day)",
+        returning=True,
+    )
+})
     SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM days)"""
 DEFECT_SOURCES = """
     SELECT count(*) FILTER (WHERE f.fase_of_id IS NOT NULL),

@@ -14,29 +14,22 @@ import re
 from functools import cache
 
 from prodplan_pipeline.contract import SURROGATE_KEY, ColumnType, Sheet
+from prodplan_pipeline.warehouse.changed_days import record_changed_days
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
 # A defect's day is its derived time, written with the row (see snapshot()); a deleted
 # defect's diff row holds its old values.
-RECORD_DEFECT_DAYS = """
-    INSERT INTO ops.changed_days (run_id, kind, day)
-    SELECT DISTINCT %(run_id)s, 'defect', ofch_event_time::date FROM diff
-    WHERE ofch_event_time IS NOT NULL
-    ON CONFLICT DO NOTHING"""
+RECORD_DEFECT_DAYS = record_changed_days("SELECT 'defect', ofch_event_time::date FROM diff")
 # An order's product decides which aggregate rows its phases and defects count in: a new,
 # changed or deleted order changes the days of its phases and defects too (the orders merge
 # runs first in the snapshot's commit, so this sees the phases and defects before theirs).
-RECORD_ORDER_DEPENDENT_DAYS = """
-    INSERT INTO ops.changed_days (run_id, kind, day)
-    SELECT DISTINCT %(run_id)s, x.kind, x.day FROM (
-        SELECT 'phase_event' AS kind, f.event_time::date AS day
+RECORD_ORDER_DEPENDENT_DAYS = record_changed_days("""
+        SELECT 'phase_event', f.event_time::date
         FROM diff d JOIN core.fases_ordem_fabrico f ON f.fase_of_of_id = d.of_id
         UNION ALL
         SELECT 'defect', e.ofch_event_time::date
-        FROM diff d JOIN core.erros_ordem_fabrico e ON e.erro_of_id = d.of_id) x
-    WHERE x.day IS NOT NULL
-    ON CONFLICT DO NOTHING"""
+        FROM diff d JOIN core.erros_ordem_fabrico e ON e.erro_of_id = d.of_id""")
 # A NULL key value must still match itself in a hash join: compared through a sentinel.
 NULL_SENTINEL = {ColumnType.TIMESTAMP: "'-infinity'::timestamp"}
 
@@ -262,13 +255,10 @@ def record_days(sheet: Sheet) -> tuple[str, ...]:
 
 
 def _record_own_days(kind: str, day: str) -> str:
-    return f"""
-        INSERT INTO ops.changed_days (run_id, kind, day)
-        SELECT DISTINCT %(run_id)s, '{kind}', v.d
+    return record_changed_days(f"""
+        SELECT '{ident(kind)}', v.d
         FROM diff, LATERAL (VALUES (old_{ident(day)}::date),
-                                   (CASE WHEN action <> 'delete' THEN {ident(day)}::date END)) v(d)
-        WHERE v.d IS NOT NULL
-        ON CONFLICT DO NOTHING"""
+                                   (CASE WHEN action <> 'delete' THEN {ident(day)}::date END)) v(d)""")
 
 
 @cache
