@@ -451,3 +451,23 @@ def test_writer_refuses_bad_input(tmp_path):
                 sheet.write_columns([np.array([np.inf])])
             with pytest.raises(ValueError, match="XML"):
                 sheet.book._string_cells(["bell\x07"])
+
+
+def test_each_sheet_has_its_own_generator_and_random_stream(tmp_path, monkeypatch):
+    """SAMPLE_SHEETS declares every contract sheet once, each with a stream of its own: the
+    contract's sheet order (which a new sheet changes) changes no sheet's rows."""
+    from prodplan_pipeline.workbook import sample
+
+    assert set(sample.SAMPLE_SHEETS) == {s.name for s in contract.SHEETS}
+    streams = [spec.stream for spec in sample.SAMPLE_SHEETS.values()]
+    purposes = (sample.STREAM_CATALOGUE, sample.STREAM_PLAN, sample.STREAM_PHASES, sample.STREAM_LINKS)
+    assert len(set(streams)) == len(streams) and not set(streams) & {*purposes, sample.STREAM_DEFECTS}
+
+    def rows(path) -> dict[str, list]:
+        book = openpyxl.load_workbook(path, read_only=True)
+        return {name: list(book[name].iter_rows(values_only=True)) for name in book.sheetnames}
+
+    write_sample(tmp_path / "contract_order.xlsx", scale=0.005, seed=5)
+    monkeypatch.setattr(contract, "SHEETS", tuple(reversed(contract.SHEETS)))
+    write_sample(tmp_path / "reversed.xlsx", scale=0.005, seed=5)
+    assert rows(tmp_path / "contract_order.xlsx") == rows(tmp_path / "reversed.xlsx")

@@ -121,7 +121,8 @@ WRITE_ROWS = 50_000  # rows formatted at once: bounds the memory of one-piece sh
 PROGRESS_EVERY = 100_000
 DESMOLDE, FINAL_QC, DELIVERED = 6, 8, 12
 INSPECTION_PHASES = (DESMOLDE, FINAL_QC)
-STREAM_CATALOGUE, STREAM_PLAN, STREAM_PHASES, STREAM_LINKS, STREAM_DEFECTS = range(5)
+# Random streams by purpose (a sheet's own stream is its SAMPLE_SHEETS entry's): fixed numbers.
+STREAM_CATALOGUE, STREAM_PLAN, STREAM_PHASES, STREAM_LINKS, STREAM_DEFECTS = 0, 1, 2, 3, 4
 
 # Phase catalogue, Fase_Id = position + 1: (Fase_Nome, Fase_Sequencia, DeProducao, Automatica).
 PHASES = (
@@ -1247,17 +1248,39 @@ def _routes_sheet(cat: Catalogue, plan: Plan, summary: PhaseSummary, rng) -> Ite
     }
 
 
-SHEET_GENERATORS = {
-    contract.ORDENS_FABRICO.name: _orders_sheet,
-    contract.FASES_ORDEM_FABRICO.name: _phases_sheet,
-    contract.FUNCIONARIOS_FASE_ORDEM_FABRICO.name: _links_sheet,
-    contract.ORDEM_FABRICO_ERROS.name: _defects_sheet,
-    contract.FUNCIONARIOS.name: _employees_sheet,
-    contract.FUNCIONARIOS_FASES_APTOS.name: _skills_sheet,
-    contract.FASES.name: _phase_catalogue_sheet,
-    contract.MODELOS.name: _products_sheet,
-    contract.FASES_STANDARD_MODELOS.name: _routes_sheet,
+@dataclass(frozen=True)
+class SampleSheet:
+    """How the generator writes one contract sheet: its rows, how many to expect (for progress
+    and the zip64 decision), and its own random stream, fixed here so that adding or reordering
+    a sheet changes no other sheet's rows."""
+
+    generate: Callable[[Catalogue, Plan, PhaseSummary, np.random.Generator], Iterator[Columns]]
+    expected_rows: Callable[[Plan, PhaseSummary], int]  # approximate where quotas fall short at tiny scales
+    stream: int
+
+
+def _catalogue_rows(n: int) -> Callable[[Plan, PhaseSummary], int]:
+    return lambda plan, summary: n
+
+
+SAMPLE_SHEETS = {
+    contract.ORDENS_FABRICO.name: SampleSheet(_orders_sheet, lambda plan, summary: int((~plan.missing).sum()), 100),
+    contract.FASES_ORDEM_FABRICO.name: SampleSheet(
+        _phases_sheet, lambda plan, summary: int(summary.rows.sum()) + int(plan.dup.sum()), 101
+    ),
+    contract.FUNCIONARIOS_FASE_ORDEM_FABRICO.name: SampleSheet(
+        _links_sheet, lambda plan, summary: max(MIN_LINKS, round(EMPLOYEE_LINKS_AT_SCALE_1 * plan.scale)), 102
+    ),
+    contract.ORDEM_FABRICO_ERROS.name: SampleSheet(
+        _defects_sheet, lambda plan, summary: max(MIN_DEFECTS, round(DEFECTS_AT_SCALE_1 * plan.scale)), 103
+    ),
+    contract.FUNCIONARIOS.name: SampleSheet(_employees_sheet, _catalogue_rows(N_EMPLOYEE_ROWS), 104),
+    contract.FUNCIONARIOS_FASES_APTOS.name: SampleSheet(_skills_sheet, _catalogue_rows(N_EMPLOYEE_ROWS), 105),
+    contract.FASES.name: SampleSheet(_phase_catalogue_sheet, _catalogue_rows(len(PHASES)), 106),
+    contract.MODELOS.name: SampleSheet(_products_sheet, _catalogue_rows(N_PRODUCTS), 107),
+    contract.FASES_STANDARD_MODELOS.name: SampleSheet(_routes_sheet, _catalogue_rows(N_ROUTE_ROWS), 108),
 }
+
 
 _KIND = {
     ColumnType.INTEGER: xw.INT,
@@ -1307,22 +1330,6 @@ def _write_sheet(
     return rows
 
 
-def _expected_rows(name: str, plan: Plan, summary: PhaseSummary) -> int:
-    """Rows a sheet will get (approximate where quotas can fall short at tiny scales)."""
-    expected = {
-        contract.ORDENS_FABRICO.name: int((~plan.missing).sum()),
-        contract.FASES_ORDEM_FABRICO.name: int(summary.rows.sum()) + int(plan.dup.sum()),
-        contract.FUNCIONARIOS_FASE_ORDEM_FABRICO.name: max(MIN_LINKS, round(EMPLOYEE_LINKS_AT_SCALE_1 * plan.scale)),
-        contract.ORDEM_FABRICO_ERROS.name: max(MIN_DEFECTS, round(DEFECTS_AT_SCALE_1 * plan.scale)),
-        contract.FUNCIONARIOS.name: N_EMPLOYEE_ROWS,
-        contract.FUNCIONARIOS_FASES_APTOS.name: N_EMPLOYEE_ROWS,
-        contract.FASES.name: len(PHASES),
-        contract.MODELOS.name: N_PRODUCTS,
-        contract.FASES_STANDARD_MODELOS.name: N_ROUTE_ROWS,
-    }
-    return expected[name]
-
-
 def _check_scale(scale: float) -> float:
     try:
         value = float(scale)
@@ -1369,11 +1376,10 @@ def write_sample(
     counts: dict[str, int] = {}
     try:
         with xw.XlsxWriter(tmp, [s.name for s in contract.SHEETS], null_text=contract.NULL_TEXT) as book:
-            for i, sheet in enumerate(contract.SHEETS):
-                rng = _rng(seed, 100 + i)
-                chunks = SHEET_GENERATORS[sheet.name](cat, plan, summary, rng)
-                expected = _expected_rows(sheet.name, plan, summary)
-                counts[sheet.name] = _write_sheet(book, sheet, chunks, report, expected)
+            for sheet in contract.SHEETS:
+                spec = SAMPLE_SHEETS[sheet.name]
+                chunks = spec.generate(cat, plan, summary, _rng(seed, spec.stream))
+                counts[sheet.name] = _write_sheet(book, sheet, chunks, report, spec.expected_rows(plan, summary))
         os.replace(tmp, path)
     except BaseException:
         try:
