@@ -101,7 +101,7 @@ def workbook(
     sheet (from the zip's stored bytes, no cell parsed), and registered as an ingestion run."""
     source = workbook_file.resolved_path()
     _inspect(source, workbook_file)  # a file that is not a workbook is refused naming the user's path
-    copy, _ = workbook_file.snapshot()
+    copy, _ = workbook_file.private_copy()
     info = replace(_inspect(copy, workbook_file), source=source)
     with warehouse.get_warehouse().connect() as conn:
         for closed_id, _, started_at in runs.close_interrupted(conn):  # under the ingestion lock

@@ -68,15 +68,15 @@ class WorkbookResource(ConfigurableResource):
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser() if self.path else Settings.from_env().workbook_path
 
-    def snapshot(self) -> tuple[Path, str]:
+    def private_copy(self) -> tuple[Path, str]:
         """Copy the workbook into the private store: (the copy every step reads, its SHA-256)."""
-        from prodplan_pipeline.workbook.snapshot import snapshot_copy
+        from prodplan_pipeline.workbook.private_copy import private_copy
 
         settings = Settings.from_env()
-        return snapshot_copy(self.resolved_path(), settings.exports, settings.exports_keep)
+        return private_copy(self.resolved_path(), settings.exports, settings.exports_keep)
 
     def copy_of(self, sha256: str) -> Path:
-        from prodplan_pipeline.workbook.snapshot import copy_for
+        from prodplan_pipeline.workbook.private_copy import copy_for
 
         return copy_for(Settings.from_env().exports, sha256)
 

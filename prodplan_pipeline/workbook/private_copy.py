@@ -20,7 +20,7 @@ DEFAULT_KEEP = 5
 BLOCK = 1 << 20
 
 
-def snapshot_copy(path: Path, store: Path, keep: int = DEFAULT_KEEP) -> tuple[Path, str]:
+def private_copy(path: Path, store: Path, keep: int = DEFAULT_KEEP) -> tuple[Path, str]:
     """Copy ``path`` into ``store`` under its content's SHA-256: (the copy, the hash)."""
     store.mkdir(parents=True, exist_ok=True)
     incoming = store / f".incoming-{uuid.uuid4().hex}.xlsx"
