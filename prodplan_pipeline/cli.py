@@ -7,6 +7,9 @@ or an environment problem): the paragraph says so and names the log file, under
 $PRODPLAN_HOME/logs, that holds its full traceback.
 """
 
+# Deferred imports: each command imports what it needs when it runs, so `prodplan status`, `env`
+# or a refusal never pays for Dagster, Great Expectations or pandas (1-4 s of imports).
+
 from __future__ import annotations
 
 import argparse

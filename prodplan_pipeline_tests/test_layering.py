@@ -133,3 +133,43 @@ def test_changed_days_are_recorded_by_one_statement():
         if "INSERT INTO ops.changed_days" in path.read_text()
     )
     assert writers == ["warehouse/changed_days.py"]
+
+
+DEFERRED_MARKER = "# Deferred imports:"
+
+
+def _unexplained_local_imports(path: Path) -> list[int]:
+    """Lines of function-level imports with no reason given: none on the line, none in a comment
+    right above its block of imports, and no module-wide ``# Deferred imports: why`` line."""
+    source = path.read_text()
+    lines = source.split("\n")
+    if any(line.startswith(DEFERRED_MARKER) for line in lines):
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source, str(path))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for inner in ast.walk(node):
+            if not isinstance(inner, (ast.Import, ast.ImportFrom)):
+                continue
+            if "#" in lines[inner.lineno - 1]:
+                continue
+            above = inner.lineno - 2
+            while above >= 0 and lines[above].strip().startswith(("import ", "from ")):
+                above -= 1
+            if above < 0 or not lines[above].strip().startswith("#"):
+                found.append(inner.lineno)
+    return sorted(set(found))
+
+
+def test_every_local_import_says_why():
+    """An import inside a function hides a dependency from the module's head (and hid rooms
+    importing rooms below them): each says why it is deferred (a heavy or optional library not
+    every command needs, an import cycle), on its line, in a comment above it, or once for the
+    module with a ``# Deferred imports:`` line."""
+    unexplained = {
+        str(path.relative_to(REPO_ROOT)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (lines := _unexplained_local_imports(path))
+    }
+    assert unexplained == {}

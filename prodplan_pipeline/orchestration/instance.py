@@ -12,6 +12,9 @@ config has no setting for it, and a run that lost its server opens several more 
 the way out (the step's failure, the run's failure ...): 40 s before the error surfaced.
 """
 
+# Deferred imports: Dagster and dagster-postgres load when an instance is opened or bounded, not
+# with this module: `dagster_environment` also serves commands that never start Dagster.
+
 from __future__ import annotations
 
 import logging

@@ -13,6 +13,8 @@ import logging
 import os
 import socket
 
+from dagster import DagsterRunStatus, RunsFilter
+
 from prodplan_pipeline.ingest import runs
 
 LAUNCHED_BY_TAG, PID_TAG, HOST_TAG = "prodplan/launched_by", "prodplan/pid", "prodplan/host"
@@ -43,8 +45,6 @@ def close_interrupted(instance, warehouse) -> list[str]:
 
 
 def _dead_cli_runs(instance) -> list:
-    from dagster import DagsterRunStatus, RunsFilter
-
     unfinished = instance.get_runs(
         filters=RunsFilter(
             statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED],

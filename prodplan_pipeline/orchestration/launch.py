@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 
 from prodplan_pipeline.alerts import step_failure_text
+from prodplan_pipeline.analytics.convergence import lagging_layers, pending_work
 from prodplan_pipeline.contract import SHEETS
 from prodplan_pipeline.ingest.merge import DEFAULT_MAX_SHRINK
+from prodplan_pipeline.ingest.reconcile import REPORT_NAME
+from prodplan_pipeline.ingest.runs import close_failed_run, run_id_for, sheet_summaries
 from prodplan_pipeline.orchestration.analytics import UNPARTITIONED, refresh_selection
 from prodplan_pipeline.orchestration.daily_partitions import (
     DAILY_REFRESH_JOB,
@@ -22,7 +25,9 @@ from prodplan_pipeline.orchestration.daily_partitions import (
     partition_bounds,
     range_tags,
 )
+from prodplan_pipeline.orchestration.instance import dagster_environment, open_instance
 from prodplan_pipeline.orchestration.interrupted import cli_run_tags, close_interrupted
+from prodplan_pipeline.orchestration.location_runs import job_definition, run_job
 from prodplan_pipeline.orchestration.quality import BESIDE_ANALYTICS_ASSETS, BESIDE_ANALYTICS_CHECKS
 from prodplan_pipeline.orchestration.side_run import SideRun
 from prodplan_pipeline.outcome import (
@@ -67,9 +72,6 @@ def run_ingestion(
     workbook through the Dagster graph, then bring every analytics layer up to the latest
     snapshot, with the quality reports in a run of their own beside it. Exit 0 only when every
     layer reflects it."""
-    from prodplan_pipeline.orchestration.instance import dagster_environment, open_instance
-    from prodplan_pipeline.orchestration.location_runs import run_job
-
     os.environ.update(dagster_environment(settings))
     started = time.perf_counter()
     run_config = {
@@ -115,8 +117,6 @@ def run_ingestion(
 
 def _snapshot_part(job_name: str) -> tuple[frozenset, frozenset]:
     """The ingestion job without what runs beside the analytics: its assets and checks."""
-    from prodplan_pipeline.orchestration.location_runs import job_definition
-
     layer = job_definition(job_name).asset_layer
     assets = frozenset(layer.selected_asset_keys) - BESIDE_ANALYTICS_ASSETS
     return assets, frozenset(layer.asset_graph.get_check_keys_for_assets(assets)) - BESIDE_ANALYTICS_CHECKS
@@ -124,9 +124,6 @@ def _snapshot_part(job_name: str) -> tuple[frozenset, frozenset]:
 
 def _quality_run(settings: Settings, job_name: str, run_config: dict, _request: dict) -> dict:
     """In the forked child: the quality reports and checks of the snapshot just committed."""
-    from prodplan_pipeline.orchestration.instance import open_instance
-    from prodplan_pipeline.orchestration.location_runs import run_job
-
     started = time.perf_counter()
     with open_instance() as instance:
         result = run_job(
@@ -162,8 +159,6 @@ def converge(instance, warehouse: Warehouse, outcome: IngestOutcome, settings: S
     """Refresh every aggregate day that a snapshot changed since the day last reflected one
     (whichever run changed it, and whatever refresh was killed since), then the current layers and the views:
     all of it through Dagster runs, so the UI shows every day the warehouse holds."""
-    from prodplan_pipeline.analytics.convergence import lagging_layers, pending_work
-
     with warehouse.connect() as conn:
         work = pending_work(conn, *partition_bounds())
     for planned in work.refreshes:
@@ -197,8 +192,6 @@ def _refresh(instance, outcome: IngestOutcome, settings: Settings, planned) -> b
 def _dagster_refresh(
     instance, outcome: IngestOutcome, settings: Settings, tags: dict, label: str, asset_selection=None
 ) -> bool:
-    from prodplan_pipeline.orchestration.location_runs import run_job
-
     _say(f"analytics: {label}")
     started = time.perf_counter()
     result = run_job(
@@ -246,9 +239,6 @@ def _outcome(result, settings: Settings) -> IngestOutcome:
 
 
 def _add_sheet_summary(outcome: IngestOutcome, warehouse: Warehouse, reports: Path) -> None:
-    from prodplan_pipeline.ingest.reconcile import REPORT_NAME
-    from prodplan_pipeline.ingest.runs import close_failed_run, run_id_for, sheet_summaries
-
     with warehouse.connect() as conn:
         try:
             outcome.run_id = run_id_for(conn, outcome.dagster_run_id)

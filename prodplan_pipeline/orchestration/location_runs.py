@@ -12,6 +12,13 @@ from __future__ import annotations
 import os
 from functools import cache
 
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.remote_origin import RemoteRepositoryOrigin
+from dagster._core.snap import snapshot_from_execution_plan
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+
 from prodplan_pipeline.paths import project_root
 
 DEFINITIONS_MODULE = "prodplan_pipeline.orchestration.definitions"
@@ -20,10 +27,6 @@ DEFINITIONS_ATTRIBUTE = "defs"
 
 @cache
 def _repository_origin():
-    from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
-    from dagster._core.remote_origin import RemoteRepositoryOrigin
-    from dagster._core.workspace.load_target import WorkspaceFileTarget
-
     (location,) = WorkspaceFileTarget([str(project_root() / "workspace.yaml")]).create_origins()
     return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME)
 
@@ -34,8 +37,6 @@ def location_name() -> str:
 
 def job_definition(job_name: str):
     """The JobDefinition of ``job_name`` in the code location."""
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
     return (
         ReconstructableRepository.for_module(DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd())
         .get_reconstructable_job(job_name)
@@ -48,10 +49,6 @@ def run_job(instance, job_name: str, *, run_config: dict, tags: dict, asset_sele
     sensors treat like one the daemon launched; ``asset_selection`` and
     ``asset_check_selection`` (sets of keys) run a subset of it. Returns Dagster's
     JobExecutionResult."""
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-    from dagster._core.execution.api import create_execution_plan, execute_run
-    from dagster._core.snap import snapshot_from_execution_plan
-
     repository = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd()
     )

@@ -38,7 +38,14 @@ from prodplan_pipeline.orchestration.table_metadata import (
 )
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_NAME
 from prodplan_pipeline.quality.dictionary import write_dictionary
-from prodplan_pipeline.quality.expectations import expectation_specs, needs_validation, store_result, stored_result
+from prodplan_pipeline.quality.expectations import (
+    expectation_specs,
+    needs_validation,
+    preload,
+    run_expectations,
+    store_result,
+    stored_result,
+)
 from prodplan_pipeline.quality.gates import (
     GATES,
     SUPPORTED,
@@ -171,8 +178,6 @@ def derived_and_quality(
     with ThreadPoolExecutor(max_workers=len(parts) + 1, thread_name_prefix="quality") as pool:
         futures = [pool.submit(part, wh) for part in parts]
         if to_validate:  # validated here, reported by core_expectations
-            from prodplan_pipeline.quality.expectations import preload
-
             # GX is imported in this thread while the scans above wait on PostgreSQL (~2.5 s
             # that held them back when it came first). Only this thread imports: the scans
             # use modules loaded already (two threads importing at once met a partially
@@ -373,8 +378,6 @@ def _validate(run_id: str, sheets: list, wh) -> tuple[list[str], list]:
 
 
 def _validate_and_store(wh, s, run_id: str) -> None:
-    from prodplan_pipeline.quality.expectations import run_expectations  # GX: ~2.5 s to import
-
     report = run_expectations(wh.url, s)
     with wh.connect() as conn:
         store_result(conn, s.core_table, report, run_id)

@@ -13,6 +13,8 @@ from pydantic import PrivateAttr
 
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
+from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
+from prodplan_pipeline.workbook.private_copy import copy_for, private_copy
 
 
 @cache
@@ -70,14 +72,10 @@ class WorkbookResource(ConfigurableResource):
 
     def private_copy(self) -> tuple[Path, str]:
         """Copy the workbook into the private store: (the copy every step reads, its SHA-256)."""
-        from prodplan_pipeline.workbook.private_copy import private_copy
-
         settings = Settings.from_env()
         return private_copy(self.resolved_path(), settings.exports, settings.exports_keep)
 
     def copy_of(self, sha256: str) -> Path:
-        from prodplan_pipeline.workbook.private_copy import copy_for
-
         return copy_for(Settings.from_env().exports, sha256)
 
 
@@ -89,8 +87,6 @@ class IngestionLockResource(ConfigurableResource):
     _stack: ExitStack | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
-
         stack = ExitStack()
         conn = stack.enter_context(self.warehouse.get_warehouse().connect())
 

@@ -43,6 +43,7 @@ from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine
 
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.connection import ensure_database, server_url
 
 EVENT_BATCH_SIZE = "1000"
 # pool_size 3: writing an event holds one connection while Dagster opens a second (a table
@@ -61,8 +62,6 @@ def storage_url(configured: str | None = None) -> str:
 
 @cache  # per settings: resolving starts the embedded server or connects to check the database
 def resolved_storage_url(settings: Settings) -> str:
-    from prodplan_pipeline.warehouse.connection import ensure_database, server_url
-
     if settings.dagster_storage_url:
         return settings.dagster_storage_url
     url = server_url(settings, settings.dagster_database)

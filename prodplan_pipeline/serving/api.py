@@ -53,6 +53,7 @@ from prodplan_pipeline.serving.launcher import IngestionLauncher, LaunchRefused,
 from prodplan_pipeline.serving.metrics import RequestMetrics, count_in_this_process, metrics
 from prodplan_pipeline.serving.notify import VersionListener
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 
 # Endpoints answered NOT_SUPPORTED_BY_DATA while their gate (ops.feature_gates) is off.
@@ -296,8 +297,6 @@ class Api:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``prodplan serve`` (uvicorn calls this factory once per worker process)."""
-    from prodplan_pipeline.warehouse import Warehouse
-
     settings = settings or Settings.from_env()
     warehouse = Warehouse.from_settings(settings)  # applies pending migrations, starts pgserver
     # Threads computing misses and the event loop serving hits trade the interpreter every

@@ -11,6 +11,9 @@ since the last successful ingestion) are read at scrape time, not counted.
 This module imports nothing of the project's, so the cache below the routes can count into it.
 """
 
+# Deferred imports: prometheus-client must be imported after PROMETHEUS_MULTIPROC_DIR is set,
+# which the server does before it builds the app.
+
 from __future__ import annotations
 
 import os

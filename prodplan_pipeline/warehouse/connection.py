@@ -18,7 +18,9 @@ from psycopg2 import sql
 from sqlalchemy.engine import URL
 
 from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.embedded import embedded_server_uri
 from prodplan_pipeline.warehouse.lost import database_lost_message
+from prodplan_pipeline.warehouse.migrations import apply_migrations
 from prodplan_pipeline.warehouse.urls import DatabaseConfigError, normalise_url
 
 MIN_SERVER_VERSION = 150000  # MERGE and UNIQUE NULLS NOT DISTINCT need PostgreSQL 15
@@ -31,8 +33,6 @@ def server_url(settings: Settings, database: str = WAREHOUSE_DATABASE) -> URL:
         url = normalise_url(settings.database_url)
         # A configured URL names the warehouse database; other databases live beside it.
         return url if database == WAREHOUSE_DATABASE else url.set(database=database)
-    from prodplan_pipeline.warehouse.embedded import embedded_server_uri
-
     return normalise_url(embedded_server_uri(settings.pgdata, database))
 
 
@@ -119,8 +119,6 @@ class Warehouse:
         IDLE_CONNECTIONS.give(self.url, conn)
 
     def migrate(self, log=None) -> list[str]:
-        from prodplan_pipeline.warehouse.migrations import apply_migrations
-
         with self.connect() as conn:
             return apply_migrations(conn, log=log)
 

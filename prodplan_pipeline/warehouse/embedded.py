@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,9 +22,11 @@ SERVER_USER_LOCK = Path(tempfile.gettempdir()) / "prodplan_pgserver_user.lock"
 
 
 def _pgserver():
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); it is harmless here.
+    # Imported here, under a filter: platformdirs warns at pgserver's import when XDG_RUNTIME_DIR
+    # is unset (CI, containers); it is harmless here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # (imported only where the embedded server is used)
         import pgserver
         import pgserver.utils
 
@@ -74,6 +77,4 @@ def ensure_server_user(name: str = SERVER_USER) -> int | None:
 
 
 def _is_root() -> bool:
-    import os
-
     return hasattr(os, "geteuid") and os.geteuid() == 0

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import fastexcel
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -205,8 +206,6 @@ def _with_stored_texts(path: Path, part: str, sheet: Sheet, problems: list[CellP
 
 
 def _load(path: Path, sheet: Sheet):
-    import fastexcel
-
     dtypes = {c.header: (READ_AS[c.type] if c.required else "string") for c in sheet.columns}
     try:
         with warnings.catch_warnings():
@@ -236,8 +235,6 @@ def _check_header(path: Path, sheet: Sheet, found: list[str], batch, header_row:
 
 def _header_elsewhere(path: Path, sheet: Sheet, header_row: int, rows: int = 30) -> int | None:
     """The Excel row, among the first ``rows``, whose cells are exactly the contract's header."""
-    import fastexcel
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         head = (
