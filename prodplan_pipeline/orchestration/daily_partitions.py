@@ -5,10 +5,10 @@ from datetime import date
 from dagster import DailyPartitionsDefinition
 
 from prodplan_pipeline.analytics.convergence import daily_window
-from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.orchestration.environment import SETTINGS
 
 # Configurable so a deployment with older history can start earlier (PRODPLAN_PARTITIONS_START).
-PARTITIONS_START = Settings.from_env().partitions_start.isoformat()
+PARTITIONS_START = SETTINGS.partitions_start.isoformat()
 DAILY = DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
 
 INGEST_JOB = "ingest_workbook"

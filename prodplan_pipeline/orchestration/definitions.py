@@ -5,18 +5,17 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from prodplan_pipeline.orchestration import automation
 from prodplan_pipeline.orchestration.analytics import analytics_assets
 from prodplan_pipeline.orchestration.daily_partitions import DAILY_REFRESH_JOB, INGEST_JOB
+from prodplan_pipeline.orchestration.environment import SETTINGS
 from prodplan_pipeline.orchestration.freshness import with_freshness_policies
 from prodplan_pipeline.orchestration.ingestion import ingestion_assets
 from prodplan_pipeline.orchestration.instance import bound_storage_retries
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.orchestration.quality import quality_assets, quality_checks
 from prodplan_pipeline.orchestration.resources import build_resources
-from prodplan_pipeline.settings import Settings
 
 # Every process that loads the code location (`prodplan ingest`'s in-process runs, the UI's code
 # server and run workers) gives up on a lost database after PRODPLAN_DB_RETRY_SECONDS, once,
 # instead of dagster-postgres' ~12 s per connection; it happens before any instance is created.
-SETTINGS = Settings.from_env()
 bound_storage_retries(SETTINGS.db_retry_seconds)
 alert_sensors = automation.alert_sensors(SETTINGS.alert_interval_seconds)
 
