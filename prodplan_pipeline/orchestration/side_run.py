@@ -39,13 +39,18 @@ class SideRun:
     @classmethod
     def fork(cls, execute: Callable[[dict], dict]) -> SideRun | None:
         """Fork the child now; None where forking is not safe (another thread runs: its locks
-        would be copied held) or not possible."""
+        would be copied held) or not possible (no fork, or the system refused one)."""
         if not hasattr(os, "fork") or threading.active_count() > 1:
             return None
         requests_r, requests_w = os.pipe()
         answers_r, answers_w = os.pipe()
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or process slot for a child: one run does everything
+            for fd in (requests_r, requests_w, answers_r, answers_w):
+                os.close(fd)
+            return None
         if pid == 0:  # the child: never returns
             os.close(requests_w)
             os.close(answers_r)
