@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from prodplan_pipeline.analytics.aggregates import ORDER_STATS, refresh
-from prodplan_pipeline.analytics.convergence import LAYERS
+from prodplan_pipeline.analytics.convergence import LABELLED
 from prodplan_pipeline.analytics.rebuild import rebuild_downstream
 from prodplan_pipeline.analytics.views import refresh_views
 from prodplan_pipeline.ingest.pipeline import ingest_workbook
@@ -564,7 +564,7 @@ def test_health_reports_the_warehouse(real):
 
 LABELS = """SELECT v.version, l.facts_run_id, l.aggregates_run_id, l.aggregates_catching_up
             FROM ops.cache_version v CROSS JOIN ops.snapshot_labels l"""
-ANALYTICS_LAYERS = LAYERS  # the view must count every layer the convergence keeps (views last)
+ANALYTICS_LAYERS = LABELLED  # the view counts every analytics layer and the feature gates (last)
 SET_WATERMARK = """INSERT INTO ops.watermarks (name, value) VALUES (%s, %s)
                    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"""
 # Aggregates, per-order facts, lists and a gated refusal (by-employee is off on the real data).

@@ -129,11 +129,12 @@ def test_a_failing_migration_rolls_back_and_is_not_recorded(empty_database, tmp_
 
 def test_the_snapshot_labels_wait_for_every_registered_analytics_layer(empty_database):
     """ops.snapshot_labels (SQL: it names the layers) says the analytics reflect a snapshot when
-    every layer's watermark does. A layer added to a registry (an aggregate, a current layer)
-    without the view's migration would be left out of the API's labels silently: caught here."""
+    every layer's watermark does, the feature gates' included (the API's gated answers read
+    them). A layer added to a registry (an aggregate, a current layer) without the view's
+    migration would be left out of the API's labels silently: caught here."""
     import re
 
-    from prodplan_pipeline.analytics.convergence import LAYERS
+    from prodplan_pipeline.analytics.convergence import LABELLED, LAYERS
 
     conn = connect(empty_database)
     apply_migrations(conn)
@@ -141,6 +142,7 @@ def test_the_snapshot_labels_wait_for_every_registered_analytics_layer(empty_dat
         cur.execute("SELECT pg_get_viewdef('ops.snapshot_labels'::regclass)")
         definition = cur.fetchone()[0]
     conn.close()
-    named = set(re.findall(r"'(analytics\.\w+)'", definition))
-    assert named == set(LAYERS), f"the view names {sorted(named)}, the registries {sorted(LAYERS)}"
-    assert f"count(*) = {len(LAYERS)}" in definition
+    named = set(re.findall(r"'([a-z_]+(?:\.\w+)?)'", definition[definition.index("IN (") :]))
+    assert named == set(LABELLED), f"the view names {sorted(named)}, the registries {sorted(LABELLED)}"
+    assert set(LAYERS) < named and "feature_gates" in named
+    assert f"count(*) = {len(LABELLED)}" in definition

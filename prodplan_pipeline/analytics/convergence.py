@@ -22,12 +22,16 @@ from prodplan_pipeline import watermarks
 from prodplan_pipeline.analytics.aggregates import AGGREGATES, RefreshReport, refresh
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS, WIP, refresh_current, snapshot_data_as_of
 from prodplan_pipeline.analytics.views import refresh_views
+from prodplan_pipeline.quality.gates import WATERMARK as GATES_WATERMARK
 from prodplan_pipeline.warehouse.cache_version import bump_cache_version
 from prodplan_pipeline.warehouse.locks import lock_key
 
 WIP_LAYER = WIP.table
 VIEWS_LAYER = "analytics.materialized_views"
-LAYERS = (*AGGREGATES, *CURRENT_LAYERS, VIEWS_LAYER)  # the watermarks ops.snapshot_labels reads
+LAYERS = (*AGGREGATES, *CURRENT_LAYERS, VIEWS_LAYER)  # the analytics layers, each with its watermark
+# The watermarks ops.snapshot_labels reads: an API answer is labelled with a snapshot when every
+# analytics layer reflects it and so do the feature gates (its gated answers read them).
+LABELLED = (*LAYERS, GATES_WATERMARK)
 
 # Each aggregate follows only the days of its own kind: a snapshot that changed phases leaves the
 # orders' aggregate as it was.

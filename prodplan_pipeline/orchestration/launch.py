@@ -102,7 +102,9 @@ def run_ingestion(
             if outcome.exit_code == EXIT_OK and outcome.run_id is not None:
                 if beside:
                     beside.start({})
-                    _say("quality: data-quality issues, dictionary and expectations in a run beside the analytics")
+                    _say(
+                        "quality: data-quality issues, gates, dictionary and expectations in a run beside the analytics"
+                    )
                 converge(instance, warehouse, outcome, settings)
                 if beside:
                     _add_quality(outcome, beside.answer())

@@ -426,9 +426,12 @@ def _met(evaluated: int, failed: int) -> dict:
 quality_checks = [core_expectations]
 
 # What `prodplan ingest` runs in a run of its own beside the analytics refresh, so that their
-# ~4 s no longer wait in line before it: reports and WARN checks that no aggregate and no API
-# answer reads. The feature gates are not among them: the API's gated answers read them, so they
-# must switch with the snapshot, before its analytics are labelled. The ingestion job of the
-# sensors and the UI still runs everything in one run.
-BESIDE_ANALYTICS_ASSETS = frozenset({DATA_QUALITY_ISSUES, DATA_DICTIONARY})
-BESIDE_ANALYTICS_CHECKS = frozenset({AssetCheckKey(core_key(s), EXPECTATIONS) for s in SHEETS})
+# ~4 s no longer wait in line before it: reports and WARN checks that no aggregate reads. The
+# API's gated answers read the gates: ops.snapshot_labels waits for their watermark as for every
+# analytics layer's (migration 013), so no answer is labelled with a snapshot whose gates it lacks.
+# The ingestion job of the sensors and the UI still runs everything in one run.
+BESIDE_ANALYTICS_ASSETS = frozenset({DATA_QUALITY_ISSUES, FEATURE_GATES, DATA_DICTIONARY})
+BESIDE_ANALYTICS_CHECKS = frozenset(
+    {AssetCheckKey(FEATURE_GATES, gate_check_name(g.feature)) for g in GATES}
+    | {AssetCheckKey(core_key(s), EXPECTATIONS) for s in SHEETS}
+)

@@ -129,7 +129,8 @@ class SnapshotLabels(BaseModel):
         description="the last ingestion run that changed core (orders, phases, defects); 0 before any"
     )
     aggregates_run_id: int = Field(
-        description="the ingestion run the least caught-up analytics layer reflects; 0 until every layer has one"
+        description="the ingestion run the least caught-up analytics layer (or the feature gates) reflects; "
+        "0 until every layer has one"
     )
     catching_up: bool = Field(description="aggregates_run_id < facts_run_id")
     note: str | None = Field(description="one sentence saying so while catching up, else null")
