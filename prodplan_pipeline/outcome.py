@@ -10,7 +10,7 @@ from pathlib import Path
 from prodplan_pipeline.analytics.aggregates import AGGREGATES
 from prodplan_pipeline.analytics.current import CURRENT_LAYERS
 from prodplan_pipeline.settings import Settings
-from prodplan_pipeline.up_to_date import reflected_run
+from prodplan_pipeline.up_to_date import reflected_run, unclosed_cli_runs
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, try_advisory_lock
 from prodplan_pipeline.workbook.inspect import WorkbookInfo
@@ -68,6 +68,8 @@ def unchanged_outcome(settings: Settings, workbook: WorkbookInfo) -> IngestOutco
     warehouse = Warehouse.from_settings(settings)
     with warehouse.connect() as conn, try_advisory_lock(conn, INGESTION_LOCK) as acquired:
         run_id = acquired and reflected_run(conn, workbook.sha256, settings.reports, settings.partitions_start)
+        if run_id and unclosed_cli_runs(settings):  # a killed command's run: the whole way closes it
+            run_id = None
     if not run_id:
         return None
     return IngestOutcome(

@@ -8,8 +8,11 @@ day) sends the command the whole way, which repairs it.
 
 from __future__ import annotations
 
+import socket
 from datetime import date
 from pathlib import Path
+
+import psycopg2
 
 from prodplan_pipeline import watermarks
 from prodplan_pipeline.analytics.convergence import daily_window, lagging_layers, pending_days
@@ -18,6 +21,9 @@ from prodplan_pipeline.ingest import runs
 from prodplan_pipeline.quality.dictionary import REPORT_NAME as DICTIONARY_REPORT
 from prodplan_pipeline.quality.expectations import needs_validation
 from prodplan_pipeline.quality.gates import REPORT_NAME as GATES_REPORT
+from prodplan_pipeline.settings import Settings
+from prodplan_pipeline.warehouse.connection import libpq_dsn, server_url
+from prodplan_pipeline.warehouse.urls import normalise_url
 
 # The layers after the commit that keep a watermark of the snapshot they reflect.
 QUALITY_LAYERS = ("data_quality_issues", "feature_gates", "data_dictionary")
@@ -46,3 +52,44 @@ def _unfinished(conn) -> bool:
     with conn.cursor() as cur:
         cur.execute(UNFINISHED_RUNS)
         return cur.fetchone()[0]
+
+
+# The tags of a Dagster run that a `prodplan` command executes in its own process (set by
+# orchestration/interrupted.cli_run_tags, which closes such a run once its process is gone).
+LAUNCHED_BY_TAG, PID_TAG, HOST_TAG = "prodplan/launched_by", "prodplan/pid", "prodplan/host"
+CLI_LAUNCHER = "prodplan-cli"
+UNCLOSED_CLI_RUNS = """
+    SELECT EXISTS (
+        SELECT 1 FROM runs r
+        JOIN run_tags launcher ON launcher.run_id = r.run_id AND launcher.key = %(launched_by)s
+                              AND launcher.value = %(cli)s
+        JOIN run_tags host ON host.run_id = r.run_id AND host.key = %(host_tag)s AND host.value = %(host)s
+        WHERE r.status IN ('NOT_STARTED', 'STARTING', 'STARTED'))"""
+
+
+def unclosed_cli_runs(settings: Settings) -> bool:
+    """Whether Dagster still holds a run that a `prodplan` command on this host started and
+    never ended. Asked under the ingestion lock, when no such command runs: the command was
+    killed (perhaps after every layer was written). Only the whole way closes it
+    (orchestration/interrupted.py), so the quick answer must not be given."""
+    url = settings.dagster_storage_url or server_url(settings, settings.dagster_database)
+    try:
+        conn = psycopg2.connect(libpq_dsn(normalise_url(url)))
+    except psycopg2.OperationalError:  # no Dagster storage yet: no run to close
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                UNCLOSED_CLI_RUNS,
+                {
+                    "launched_by": LAUNCHED_BY_TAG,
+                    "cli": CLI_LAUNCHER,
+                    "host_tag": HOST_TAG,
+                    "host": socket.gethostname(),
+                },
+            )
+            return cur.fetchone()[0]
+    except psycopg2.errors.UndefinedTable:  # a storage Dagster has not initialised
+        return False
+    finally:
+        conn.close()

@@ -347,3 +347,36 @@ def test_a_ranged_runs_materializations_are_stored_as_dagster_serializes_each(fi
         )
     )
     assert serialized_alike([events[0], odd, *events[2:]]) is None
+
+
+def test_a_killed_commands_dagster_run_is_closed_even_when_every_layer_reflects_the_workbook(
+    ingested_env, small_sample
+):
+    """A command killed after every layer was written (its quality run's last step, say) leaves
+    its Dagster run STARTED; the quick answer cannot close it, so the same workbook goes the
+    whole way once, which does."""
+    import socket
+
+    from dagster import DagsterRunStatus, instance_for_test
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from prodplan_pipeline.up_to_date import CLI_LAUNCHER, HOST_TAG, LAUNCHED_BY_TAG, PID_TAG
+
+    env = ingested_env
+    storage = make_url(env["PRODPLAN_DATABASE_URL"]).set(database=env["PRODPLAN_DAGSTER_DATABASE"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has now
+    tags = {LAUNCHED_BY_TAG: CLI_LAUNCHER, PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname()}
+    overrides = {"storage": {"postgres": {"postgres_url": storage.render_as_string(hide_password=False)}}}
+    with instance_for_test(overrides=overrides) as instance:
+        killed = instance.add_run(
+            DagsterRun(job_name="ingest_workbook", run_id=make_new_run_id(), status=DagsterRunStatus.STARTED, tags=tags)
+        )
+    again = run_cli_forked(["ingest", "--workbook", str(small_sample), "--json"], env)
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["unchanged"] is False
+    assert f"Dagster run {killed.run_id[:8]} (ingest_workbook) was interrupted" in again.stderr
+    with instance_for_test(overrides=overrides) as instance:
+        assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
+    last = run_cli_forked(["ingest", "--workbook", str(small_sample), "--json"], env)
+    assert json.loads(last.stdout.strip().splitlines()[-1])["unchanged"] is True, "closed: the quick answer again"

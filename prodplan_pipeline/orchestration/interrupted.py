@@ -16,14 +16,14 @@ import socket
 from dagster import DagsterRunStatus, RunsFilter
 
 from prodplan_pipeline.ingest import runs
+from prodplan_pipeline.up_to_date import CLI_LAUNCHER, HOST_TAG, LAUNCHED_BY_TAG, PID_TAG
 
-LAUNCHED_BY_TAG, PID_TAG, HOST_TAG = "prodplan/launched_by", "prodplan/pid", "prodplan/host"
 progress = logging.getLogger("prodplan.progress")
 
 
 def cli_run_tags() -> dict[str, str]:
     """Tags of a Dagster run that this process executes in-process."""
-    return {LAUNCHED_BY_TAG: "prodplan-cli", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    return {LAUNCHED_BY_TAG: CLI_LAUNCHER, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
 def close_interrupted(instance, warehouse) -> list[str]:
@@ -48,7 +48,7 @@ def _dead_cli_runs(instance) -> list:
     unfinished = instance.get_runs(
         filters=RunsFilter(
             statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED],
-            tags={LAUNCHED_BY_TAG: "prodplan-cli", HOST_TAG: socket.gethostname()},
+            tags={LAUNCHED_BY_TAG: CLI_LAUNCHER, HOST_TAG: socket.gethostname()},
         )
     )
     return [run for run in unfinished if not _alive(int(run.tags.get(PID_TAG, "0")))]
