@@ -35,13 +35,15 @@ def location_name() -> str:
     return _repository_origin().code_location_origin.location_name
 
 
+def _reconstructable_job(job_name: str):
+    return ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd()
+    ).get_reconstructable_job(job_name)
+
+
 def job_definition(job_name: str):
     """The JobDefinition of ``job_name`` in the code location."""
-    return (
-        ReconstructableRepository.for_module(DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd())
-        .get_reconstructable_job(job_name)
-        .get_definition()
-    )
+    return _reconstructable_job(job_name).get_definition()
 
 
 def run_job(instance, job_name: str, *, run_config: dict, tags: dict, asset_selection=None, asset_check_selection=None):
@@ -49,10 +51,7 @@ def run_job(instance, job_name: str, *, run_config: dict, tags: dict, asset_sele
     sensors treat like one the daemon launched; ``asset_selection`` and
     ``asset_check_selection`` (sets of keys) run a subset of it. Returns Dagster's
     JobExecutionResult."""
-    repository = ReconstructableRepository.for_module(
-        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd()
-    )
-    job = repository.get_reconstructable_job(job_name)
+    job = _reconstructable_job(job_name)
     assets = frozenset(asset_selection) if asset_selection else None
     checks = frozenset(asset_check_selection) if asset_check_selection is not None else None
     job_def = job.get_definition()
