@@ -23,7 +23,7 @@ from prodplan_pipeline.quality.expectations import needs_validation
 from prodplan_pipeline.quality.gates import REPORT_NAME as GATES_REPORT
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse.connection import libpq_dsn, server_url
-from prodplan_pipeline.warehouse.urls import normalise_url
+from prodplan_pipeline.warehouse.urls import DatabaseConfigError, normalise_url
 
 # The layers after the commit that keep a watermark of the snapshot they reflect.
 QUALITY_LAYERS = ("data_quality_issues", "feature_gates", "data_dictionary")
@@ -76,6 +76,8 @@ def unclosed_cli_runs(settings: Settings) -> bool:
     try:
         conn = psycopg2.connect(libpq_dsn(normalise_url(url)))
     except psycopg2.OperationalError:  # no Dagster storage yet: no run to close
+        return False
+    except DatabaseConfigError:  # not a PostgreSQL URL: no run of ours can be there (Dagster says so when it starts)
         return False
     try:
         with conn.cursor() as cur:
