@@ -852,3 +852,26 @@ def test_implausible_timestamps_feed_no_duration_lead_time_or_on_time_flag(impla
     assert longest < 10 * 365 * 86400
     ((slowest,),) = query(env, "SELECT max(p90_lead_time_seconds) FROM analytics.agg_order_stats_daily")
     assert slowest < 10 * 365 * 86400
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1, 2, 3], 3),
+        ([1] + [None] * 5_000, 1),  # past several growing windows
+        ([None] * 3_000 + [7] + [None] * 700, 3_001),
+        ([None] * 10_000, 0),
+        ([1] * 200 + [None] * 63, 200),  # the empty tail just inside the first window
+        ([1] * 200 + [None] * 64, 200),  # ... and just outside it
+    ],
+)
+def test_the_last_data_row_is_found_however_long_the_empty_tail(values, expected):
+    """The reader looks for the last row holding a value from the end, in growing windows; a
+    row of only spaces (as "" cells are) holds none."""
+    import pyarrow as pa
+
+    from prodplan_pipeline.workbook.reader import _data_rows
+
+    numbers = pa.array(values, pa.float64())
+    texts = pa.array(["  " if v is None and i % 2 else None for i, v in enumerate(values)], pa.string())
+    assert _data_rows(pa.record_batch([numbers, texts], names=["n", "t"])) == expected

@@ -1,5 +1,6 @@
 """The forked side run that `prodplan ingest` uses for its quality reports (orchestration/
-side_run.py): cancelled, it runs nothing; started, it answers; failed, it says why; its parent
+side_run.py): cancelled, it runs nothing (and is not waited for while it prepares); started,
+it answers from the process that prepared; failed, it says why; its parent
 killed alone, it dies too; and a killed, unreaped process counts as dead for closing runs.
 
 Each case runs in a fresh interpreter: the test process has threads (pytest-xdist's), and
@@ -23,6 +24,12 @@ from pathlib import Path
 from prodplan_pipeline.orchestration.side_run import SideRun
 
 mark = Path(sys.argv[2])
+case = sys.argv[1]
+
+def prepare():
+    (mark.parent / "prepared").write_text(str(os.getpid()))
+    if case == "cancel-while-preparing":
+        time.sleep(600)
 
 def execute(request):
     mark.write_text(str(os.getpid()))
@@ -33,10 +40,14 @@ def execute(request):
             time.sleep(1)
     return {"doubled": request["n"] * 2, "pid": os.getpid()}
 
-side = SideRun.fork(execute)
-case = sys.argv[1]
+side = SideRun.fork(execute, prepare)
 if case == "cancel":
     side.cancel()
+    print(json.dumps({"ran": mark.exists()}))
+elif case == "cancel-while-preparing":
+    while not (mark.parent / "prepared").exists():
+        time.sleep(0.01)
+    side.cancel()  # returns although prepare() would sleep for 600 s
     print(json.dumps({"ran": mark.exists()}))
 elif case == "answer":
     side.start({"n": 21})
@@ -63,10 +74,15 @@ def test_a_cancelled_side_run_runs_nothing(tmp_path):
     assert run_case("cancel", tmp_path) == {"ran": False}
 
 
+def test_a_side_run_cancelled_while_it_prepares_is_not_waited_for(tmp_path):
+    assert run_case("cancel-while-preparing", tmp_path) == {"ran": False}
+
+
 def test_a_started_side_run_answers_from_its_own_process(tmp_path):
     answer = run_case("answer", tmp_path)
     assert answer["doubled"] == 42
     assert answer["pid"] == int((tmp_path / "ran").read_text())
+    assert answer["pid"] == int((tmp_path / "prepared").read_text()), "prepared in the process that ran"
 
 
 def test_a_failed_side_run_says_why(tmp_path):

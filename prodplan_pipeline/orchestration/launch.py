@@ -37,6 +37,7 @@ from prodplan_pipeline.outcome import (
     IngestOutcome,
     analytics_rows,
 )
+from prodplan_pipeline.quality.expectations import import_gx
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
@@ -79,7 +80,7 @@ def run_ingestion(
         "loggers": QUIET_CONSOLE,
     }
     # Forked before this process opens anything (side_run.py says why). None: one run does all.
-    beside = SideRun.fork(functools.partial(_quality_run, settings, job_name, run_config))
+    beside = SideRun.fork(functools.partial(_quality_run, settings, job_name, run_config), prepare=import_gx)
     warehouse = Warehouse.from_settings(settings)  # resolved once: each resolution connects
     with (
         open_instance() as instance,

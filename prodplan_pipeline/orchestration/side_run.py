@@ -11,13 +11,16 @@ Why a child, why a fork, and why early:
   idle connections are kept per pid (``IDLE_CONNECTIONS``), so it neither reuses nor closes its
   parent's.
 
-The child waits on a pipe: the parent sends it one request, or closes the pipe and the child
-exits at once. It dies with its parent (``PR_SET_PDEATHSIG``): a killed `prodplan ingest` leaves
-no run behind it that outlives the ingestion lock it held.
+The child first runs its ``prepare`` (imports the run will need: Great Expectations costs ~2 s
+of CPU, better spent while the parent reads the workbook than beside the analytics), then waits
+on a pipe: the parent sends it one request, or cancels it and the child ends at once. It dies
+with its parent (``PR_SET_PDEATHSIG``): a killed `prodplan ingest` leaves no run behind it that
+outlives the ingestion lock it held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -37,9 +40,10 @@ class SideRun:
         self._answers = answers
 
     @classmethod
-    def fork(cls, execute: Callable[[dict], dict]) -> SideRun | None:
+    def fork(cls, execute: Callable[[dict], dict], prepare: Callable[[], None] | None = None) -> SideRun | None:
         """Fork the child now; None where forking is not safe (another thread runs: its locks
-        would be copied held) or not possible (no fork, or the system refused one)."""
+        would be copied held) or not possible (no fork, or the system refused one). The child
+        calls ``prepare()`` at once, before it waits for its request."""
         if not hasattr(os, "fork") or threading.active_count() > 1:
             return None
         requests_r, requests_w = os.pipe()
@@ -54,7 +58,7 @@ class SideRun:
         if pid == 0:  # the child: never returns
             os.close(requests_w)
             os.close(answers_r)
-            _serve_once(parent, requests_r, answers_w, execute)
+            _serve_once(parent, requests_r, answers_w, execute, prepare)
         os.close(requests_r)
         os.close(answers_w)
         return cls(pid, requests_w, answers_r)
@@ -80,18 +84,25 @@ class SideRun:
         return {"error": f"the quality run's process {how} before it answered"}
 
     def cancel(self) -> None:
-        """Close the request pipe unsent: the child exits without running anything."""
+        """Unsent: the child is killed, wherever its ``prepare`` is (it has only imported, so a
+        failed command does not wait for that). Sent: wait for the child to end its run."""
         if self._requests is not None:
             os.close(self._requests)
             self._requests = None
+            os.kill(self.pid, signal.SIGKILL)
         os.close(self._answers)
         os.waitpid(self.pid, 0)
 
 
-def _serve_once(parent: int, requests: int, answers: int, execute: Callable[[dict], dict]) -> None:
+def _serve_once(
+    parent: int, requests: int, answers: int, execute: Callable[[dict], dict], prepare: Callable[[], None] | None
+) -> None:
     code = 1
     try:
         _die_with(parent)
+        if prepare is not None:
+            with contextlib.suppress(Exception):  # the run needs the same and reports what fails
+                prepare()
         with os.fdopen(requests, encoding="utf-8") as pipe:
             text = pipe.read()
         if not text:  # cancelled

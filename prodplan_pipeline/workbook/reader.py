@@ -57,6 +57,7 @@ _ERROR_VALUE = re.compile(r"got '(\w+)\((.*)\)'\s*$", re.S)
 _DEBUG_ESCAPE = re.compile(r"\\(u\{([0-9a-fA-F]+)\}|.)", re.S)
 _DEBUG_CHARS = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
 _DATE_SERIAL = re.compile(r"value: (-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+TAIL_WINDOW = 64  # rows looked at first for the last one holding a value
 NUMBER_TYPES = (ColumnType.INTEGER, ColumnType.SMALLINT, ColumnType.DECIMAL)
 # What Python's datetime (and so every step after the reader) can hold: years 1 to 9999.
 STORABLE_MS = (
@@ -161,14 +162,22 @@ def _empty(array) -> pa.Array:
 
 
 def _data_rows(batch) -> int:
-    """Rows up to the last one holding a value."""
-    if batch.num_rows == 0 or batch.num_columns == 0:
-        return batch.num_rows
-    mask = None
-    for array in batch.columns:
-        mask = _empty(array) if mask is None else pc.and_(mask, _empty(array))
-    filled = pc.indices_nonzero(pc.invert(mask))
-    return filled[-1].as_py() + 1 if len(filled) else 0
+    """Rows up to the last one holding a value. Looked for from the end in growing windows: the
+    last row nearly always is it, and a scan of every cell took ~0.25 s of the phase sheet."""
+    end, window = batch.num_rows, TAIL_WINDOW
+    if end == 0 or batch.num_columns == 0:
+        return end
+    while end > 0:
+        start = max(0, end - window)
+        tail = batch.slice(start, end - start)
+        mask = None
+        for array in tail.columns:
+            mask = _empty(array) if mask is None else pc.and_(mask, _empty(array))
+        filled = pc.indices_nonzero(pc.invert(mask))
+        if len(filled):
+            return start + filled[-1].as_py() + 1
+        end, window = start, window * 8
+    return 0
 
 
 def _booleans_in_numbers(
