@@ -24,6 +24,7 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
+from prodplan_pipeline.analytics.views import VIEWS
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.connection import libpq_dsn
 
@@ -74,6 +75,7 @@ def test_prodplan_ingest_runs_the_dagster_graph_and_prints_a_summary(first_inges
     assert all(s["reconciled"] for s in summary["sheets"])
     assert "FasesOrdemFabrico" in first.stdout and "reconciled" in first.stdout
     assert "merged into core.fases_ordem_fabrico" in first.stderr, "progress per stage"
+    assert f"analytics views: {len(VIEWS)} refreshed" in first.stderr, "the refresh's last step says so too"
     reports = Path(first_ingest.env["PRODPLAN_HOME"]) / "reports"
     assert "kpis_by_employee" in (reports / "FEATURE_GATES.md").read_text()
     assert "core.fases_ordem_fabrico" in (reports / "DATA_DICTIONARY.md").read_text()

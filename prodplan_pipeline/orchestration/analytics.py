@@ -149,6 +149,7 @@ def materialized_views(context: AssetExecutionContext, warehouse: WarehouseResou
     with warehouse.get_warehouse().connect() as conn:
         seconds = refresh_views_layer(conn, *partition_bounds())
         version = bump_cache_version(conn)
+    say(context, f"analytics views: {len(seconds)} refreshed ({sum(seconds.values()):.2f} s)")
     return MaterializeResult(
         metadata={
             **{v.split(".")[1]: s for v, s in seconds.items()},
