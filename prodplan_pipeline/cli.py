@@ -213,7 +213,12 @@ def _parser() -> argparse.ArgumentParser:
         "count check failed or a sheet was refused (CRITICAL_MISMATCHES.md written, "
         "no core table changed); 1: any other error.",
     )
-    ingest.add_argument("--workbook", type=Path, help="default: PRODPLAN_WORKBOOK or the sample")
+    ingest.add_argument(
+        "--plant", default=None, help="the declared plant whose workbook to ingest (default: the default plant)"
+    )
+    ingest.add_argument(
+        "--workbook", type=Path, help="default: the plant's declared workbook (PRODPLAN_WORKBOOK or the sample)"
+    )
     ingest.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
     ingest.add_argument("--force", action="store_true", help="re-read and re-merge sheets whose content is unchanged")
     _add_max_shrink(ingest)
@@ -230,6 +235,29 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary")
     _add_max_shrink(demo)
     demo.set_defaults(handler=cmd_demo, force=False)
+
+    plants = commands.add_parser(
+        "plants",
+        help="declare the plants and list them",
+        description="The plants ProdPlan serves, each an id and the workbook its ERP exports, declared in "
+        "PRODPLAN_PLANTS (default $PRODPLAN_HOME/plants.yaml). With none declared, one plant, "
+        "'default', whose workbook is PRODPLAN_WORKBOOK (else the sample).",
+    )
+    plant_commands = plants.add_subparsers(dest="plants_command", required=True, metavar="ACTION")
+    add = plant_commands.add_parser(
+        "add",
+        help="declare a plant and its workbook",
+        description="Declare a plant: an id (a lowercase letter, then lowercase letters, digits or hyphens; at most 32 "
+        "characters) and the workbook its ERP exports. The first plant added declares 'default' too, "
+        "with the workbook served so far. Adding a plant again with the same workbook changes nothing.",
+    )
+    add.add_argument("plant_id", metavar="ID", help="the plant's id, e.g. north")
+    add.add_argument("--workbook", type=Path, required=True, help="the plant's Folha_IA.xlsx")
+    add.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add.set_defaults(handler=cmd_plants_add)
+    listing = plant_commands.add_parser("list", help="the declared plants and their workbooks")
+    listing.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    listing.set_defaults(handler=cmd_plants_list)
 
     status = commands.add_parser("status", help="schema, ingestion runs, gates, cache version")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -324,9 +352,73 @@ def _check_sample_options(args: argparse.Namespace) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    plant = _ingested_plant(settings, args.plant)
     # Not resolved yet: a link loop or dangling link is named as the user gave it, by the check.
-    workbook = (args.workbook or settings.workbook_path).expanduser().absolute()
+    workbook = (args.workbook or plant.workbook).expanduser().absolute()
     return _ingest(settings, workbook, args)
+
+
+def _ingested_plant(settings: Settings, plant_id: str | None):
+    """The plant `prodplan ingest` is for: ``--plant``, else the default plant."""
+    from prodplan_pipeline.plants import DEFAULT_PLANT, PlantsError, find_plant
+
+    plant = find_plant(settings, plant_id or DEFAULT_PLANT)
+    if plant.id != DEFAULT_PLANT:
+        # The warehouse's keys do not carry the plant yet: another plant's workbook would be
+        # merged as the next snapshot of the default plant's data and replace it.
+        raise PlantsError(
+            f"plant {plant.id!r} is declared, but this warehouse does not keep plants apart yet (its keys "
+            "do not include the plant); ingesting it would replace the default plant's snapshot, so "
+            "nothing was read. Until then, ingest one plant per warehouse (PRODPLAN_DATABASE_URL)."
+        )
+    return plant
+
+
+def cmd_plants_add(args: argparse.Namespace) -> int:
+    from prodplan_pipeline.plants import DEFAULT_PLANT, add_plant
+
+    settings = Settings.from_env()
+    before = settings.plants_path.exists()
+    plant, plants = add_plant(settings, args.plant_id, args.workbook)
+    if args.json:
+        print(json.dumps({"plant": _plant_json(plant), "plants": [_plant_json(p) for p in plants]}))
+        return EXIT_OK
+    print(f"plant {plant.id}: workbook {plant.workbook}, declared in {settings.plants_path}")
+    if not before and plant.id != DEFAULT_PLANT and any(p.id == DEFAULT_PLANT for p in plants):
+        default = next(p for p in plants if p.id == DEFAULT_PLANT)
+        print(
+            f"plant {DEFAULT_PLANT}: workbook {default.workbook}, declared too: the data served so far stays a plant's"
+        )
+    if not plant.workbook.exists():
+        print(f"note: {plant.workbook} does not exist yet; its first ingestion waits for it", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_plants_list(args: argparse.Namespace) -> int:
+    from prodplan_pipeline.plants import declared_plants
+
+    settings = Settings.from_env()
+    plants = declared_plants(settings)
+    if args.json:
+        print(json.dumps({"file": str(settings.plants_path), "plants": [_plant_json(p) for p in plants]}))
+        return EXIT_OK
+    rows = [
+        (p.id, str(p.workbook), f"{p.workbook.stat().st_size / 2**20:.1f} MB" if p.workbook.is_file() else "missing")
+        for p in plants
+    ]
+    print(format_table(["plant", "workbook", "file"], rows))
+    declared = "declared in" if any(p.declared for p in plants) else "none declared in"
+    print(f"{declared} {settings.plants_path}")
+    return EXIT_OK
+
+
+def _plant_json(plant) -> dict:
+    return {
+        "id": plant.id,
+        "workbook": str(plant.workbook),
+        "declared": plant.declared,
+        "exists": plant.workbook.is_file(),
+    }
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

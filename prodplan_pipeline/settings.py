@@ -29,6 +29,7 @@ class Settings:
     database_url: str | None = None
     workbook: Path | None = None
     reports_dir: Path | None = None
+    plants_file: Path | None = None  # where the plants are declared (plants.py); default: under home
     redis_url: str | None = None
     alert_webhook_url: str | None = None
     api_key: str | None = None
@@ -56,11 +57,13 @@ class Settings:
         home = _absolute(get("PRODPLAN_HOME") or DEFAULT_HOME)
         workbook = get("PRODPLAN_WORKBOOK")
         reports = get("PRODPLAN_REPORTS_DIR")
+        plants = get("PRODPLAN_PLANTS")
         return cls(
             home=home,
             database_url=get("PRODPLAN_DATABASE_URL"),
             workbook=_absolute(workbook) if workbook else None,
             reports_dir=_absolute(reports) if reports else None,
+            plants_file=_absolute(plants) if plants else None,
             redis_url=get("PRODPLAN_REDIS_URL"),
             alert_webhook_url=get("PRODPLAN_ALERT_WEBHOOK_URL"),
             api_key=get("PRODPLAN_API_KEY"),
@@ -100,6 +103,11 @@ class Settings:
     @property
     def reports(self) -> Path:
         return self.reports_dir or self.home / "reports"
+
+    @property
+    def plants_path(self) -> Path:
+        """The file that declares the plants: ``PRODPLAN_PLANTS``, else ``$PRODPLAN_HOME/plants.yaml``."""
+        return self.plants_file or self.home / "plants.yaml"
 
     @property
     def workbook_path(self) -> Path:

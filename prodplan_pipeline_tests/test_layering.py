@@ -12,7 +12,7 @@ PACKAGE = REPO_ROOT / "prodplan_pipeline"
 # The rooms table of CONTRIBUTING.md, top to bottom; a room on one row may import its row-mates.
 ROOMS = [
     {"contract"},
-    {"paths", "settings", "textui", "watermarks"},
+    {"paths", "settings", "plants", "textui", "watermarks"},
     {"workbook"},
     {"warehouse"},
     {"derived"},

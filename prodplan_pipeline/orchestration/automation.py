@@ -57,6 +57,7 @@ from prodplan_pipeline.orchestration.daily_partitions import (
 )
 from prodplan_pipeline.orchestration.maintenance import warehouse_maintenance_job
 from prodplan_pipeline.orchestration.resources import SettingsResource, WarehouseResource
+from prodplan_pipeline.plants import default_workbook
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, lock_holder_pid
 from prodplan_pipeline.workbook.inspect import file_sha256
 
@@ -88,8 +89,8 @@ def _workbook_tick(path: Path, cursor: dict, now: float, last_ingested) -> Senso
         stat = path.stat()
     except FileNotFoundError:
         return SkipReason(
-            f"workbook {path} does not exist (set PRODPLAN_WORKBOOK to the ERP "
-            "export, or run `prodplan demo` to generate the sample)"
+            f"workbook {path} does not exist (declare the ERP export with `prodplan plants add "
+            "default --workbook PATH` or set PRODPLAN_WORKBOOK, or run `prodplan demo` to generate the sample)"
         )
     seen = {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
     if all(cursor.get(key) == value for key, value in seen.items()):
@@ -127,16 +128,17 @@ def _workbook_tick(path: Path, cursor: dict, now: float, last_ingested) -> Senso
     job_name=INGEST_JOB,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Watches PRODPLAN_WORKBOOK: stat every tick, SHA-256 when mtime/size "
-    "changed, one ingestion run per content the warehouse does not hold yet (whichever "
-    "launcher ingested the last one: this sensor, `prodplan ingest`, the launchpad).",
+    description="Watches the default plant's workbook (plants.yaml, else PRODPLAN_WORKBOOK): stat "
+    "every tick, SHA-256 when mtime/size changed, one ingestion run per content the warehouse "
+    "does not hold yet (whichever launcher ingested the last one: this sensor, `prodplan ingest`, "
+    "the launchpad).",
 )
 def workbook_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource, settings: SettingsResource):
     def last_ingested():
         with warehouse.get_warehouse().connect() as conn:
             return runs.last_ingested(conn)
 
-    path = settings.get().workbook_path
+    path = default_workbook(settings.get())
     return _workbook_tick(path, _load_cursor(context.cursor), time.time(), last_ingested)
 
 

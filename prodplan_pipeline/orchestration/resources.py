@@ -11,6 +11,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from prodplan_pipeline.plants import default_workbook
 from prodplan_pipeline.settings import Settings
 from prodplan_pipeline.warehouse import Warehouse
 from prodplan_pipeline.warehouse.locks import INGESTION_LOCK, advisory_lock
@@ -68,7 +69,7 @@ class WorkbookResource(ConfigurableResource):
         return Settings.from_env().max_uncompressed
 
     def resolved_path(self) -> Path:
-        return Path(self.path).expanduser() if self.path else Settings.from_env().workbook_path
+        return Path(self.path).expanduser() if self.path else default_workbook(Settings.from_env())
 
     def private_copy(self) -> tuple[Path, str]:
         """Copy the workbook into the private store: (the copy every step reads, its SHA-256)."""

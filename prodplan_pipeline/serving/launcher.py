@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prodplan_pipeline.plants import PlantsError, default_workbook
 from prodplan_pipeline.settings import Settings
 
 
@@ -53,11 +54,15 @@ class IngestionLauncher:
         self._child: subprocess.Popen | None = None
 
     def launch(self, force: bool = False) -> Launch:
-        workbook = self.settings.workbook_path
+        try:
+            workbook = default_workbook(self.settings)
+        except PlantsError as error:  # the plants file is the operator's to fix
+            raise LaunchRefused(409, str(error)) from None
         if not workbook.is_file():
             raise LaunchRefused(
                 409,
-                f"the server's workbook {workbook} does not exist: set PRODPLAN_WORKBOOK or run `prodplan demo` once",
+                f"the server's workbook {workbook} does not exist: declare the default plant's workbook "
+                "(`prodplan plants add default --workbook PATH`) or set PRODPLAN_WORKBOOK, or run `prodplan demo` once",
             )
         with self._lock:
             if self._child is not None and self._child.poll() is None:
