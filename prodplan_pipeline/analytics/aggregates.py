@@ -1,8 +1,8 @@
 """Daily aggregates, replaced atomically per day range (in one transaction), set-based over the
 whole range so a backfill of every day is one statement per table.
 
-A range is recomputed whole but written as a difference: the fresh rows are computed into a
-temporary table, then only the rows that differ are deleted and inserted. A 1% change of the
+A range is recomputed whole but written as a difference: the fresh rows are joined with the
+stored ones on the key, and only the rows that differ are deleted and inserted. A 1% change of the
 phase rows, spread over six years, recomputes every day, yet changes ~2% of the 458k rows:
 deleting and inserting all of them took longer than computing them (~1.4 s of 2.4 s).
 
@@ -132,7 +132,10 @@ PRIMARY_KEY = """
     SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey, a.attnum))
     FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
     WHERE i.indrelid = %s::regclass AND i.indisprimary"""
-FRESH = "fresh_rows"  # the range's recomputed rows: a temporary table, dropped at commit
+COLUMNS = """
+    SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+    WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"""
+CHANGES = "aggregate_changes"  # the range's rows that differ: a temporary table, dropped at commit
 
 
 def refresh(conn, aggregate: Aggregate, start: date, end: date) -> RefreshReport:
@@ -160,29 +163,47 @@ def refresh(conn, aggregate: Aggregate, start: date, end: date) -> RefreshReport
 
 
 def _write_difference(cur, aggregate: Aggregate, bounds: dict) -> tuple[int, int, int]:
-    """The range recomputed into a temporary table, then only the rows that differ deleted and
-    inserted: (rows deleted, rows inserted, the range's rows)."""
+    """The range recomputed and compared with its stored rows in one full join on the key; only
+    the rows that differ are kept (a few thousand of the phase statistics' 458k for a 1% change),
+    then the stored ones among them deleted and the fresh ones inserted: (rows deleted, rows
+    inserted, the range's rows). Computing the range into a table of its own and comparing it
+    both ways took ~0.65 s longer of ~1.8 s."""
+    cur.execute(COLUMNS, (aggregate.table,))
+    columns = cur.fetchall()
     cur.execute(PRIMARY_KEY, (aggregate.table,))
-    same_key = " AND ".join(f"f.{column} = a.{column}" for column in cur.fetchone()[0])
-    cur.execute(f"DROP TABLE IF EXISTS pg_temp.{FRESH}")  # a second range in one transaction
-    cur.execute(f"CREATE TEMP TABLE {FRESH} (LIKE {aggregate.table}) ON COMMIT DROP")
-    cur.execute(f"INSERT INTO {FRESH} {aggregate.select}", bounds)
-    rows = cur.rowcount
-    cur.execute(f"ANALYZE {FRESH}")  # planned as a hash join, not a loop over an "empty" table
+    key = cur.fetchone()[0]
+    names = [name for name, _ in columns]
+    # The fresh rows typed as the table's columns: a value compares equal to its stored copy.
+    fresh = (
+        f"SELECT {', '.join(f'c{i}::{sql_type} AS {name}' for i, (name, sql_type) in enumerate(columns))} "
+        f"FROM ({aggregate.select}) s({', '.join(f'c{i}' for i in range(len(columns)))})"
+    )
+    cur.execute(f"DROP TABLE IF EXISTS pg_temp.{CHANGES}")  # a second range in one transaction
     cur.execute(
-        f"""DELETE FROM {aggregate.table} a
-                    WHERE a.snapshot_date >= %(start)s AND a.snapshot_date < %(end)s
-                      AND NOT EXISTS (SELECT 1 FROM {FRESH} f
-                                      WHERE {same_key} AND ROW(f.*) IS NOT DISTINCT FROM ROW(a.*))""",
+        f"""CREATE TEMP TABLE {CHANGES} ON COMMIT DROP AS
+            SELECT {", ".join(f"a.{k} AS old_{k}" for k in key)}, f.*, f.{key[0]} IS NOT NULL AS is_fresh
+            FROM ({fresh}) f
+            FULL JOIN (SELECT * FROM {aggregate.table}
+                       WHERE snapshot_date >= %(start)s AND snapshot_date < %(end)s) a
+                   ON {" AND ".join(f"f.{k} = a.{k}" for k in key)}
+            WHERE f.{key[0]} IS NULL OR a.{key[0]} IS NULL
+               OR ({", ".join(f"f.{n}" for n in names)}) IS DISTINCT FROM ({", ".join(f"a.{n}" for n in names)})""",
         bounds,
     )
+    cur.execute(
+        f"DELETE FROM {aggregate.table} a USING {CHANGES} c WHERE c.old_{key[0]} IS NOT NULL AND "
+        + " AND ".join(f"a.{k} = c.old_{k}" for k in key)
+    )
     deleted = cur.rowcount
-    # Whatever row still has a fresh row's key is equal to it: the others were just deleted.
-    cur.execute(f"""INSERT INTO {aggregate.table} SELECT f.* FROM {FRESH} f
-                    WHERE NOT EXISTS (SELECT 1 FROM {aggregate.table} a WHERE {same_key})""")
+    cur.execute(
+        f"INSERT INTO {aggregate.table} ({', '.join(names)}) SELECT {', '.join(names)} FROM {CHANGES} WHERE is_fresh"
+    )
     written = cur.rowcount
-    cur.execute(f"DROP TABLE {FRESH}")
-    return deleted, written, rows
+    cur.execute(f"DROP TABLE {CHANGES}")
+    cur.execute(
+        f"SELECT count(*) FROM {aggregate.table} WHERE snapshot_date >= %(start)s AND snapshot_date < %(end)s", bounds
+    )
+    return deleted, written, cur.fetchone()[0]
 
 
 def outside_range(conn, aggregate: Aggregate, first: date, last_exclusive: date) -> int:
