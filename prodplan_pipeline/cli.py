@@ -352,7 +352,8 @@ def _check_sample_options(args: argparse.Namespace) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    plant = _ingested_plant(settings, args.plant)
+    # The plants are read for --plant, or for the workbook: --workbook alone needs no plants file.
+    plant = None if args.plant is None and args.workbook else _ingested_plant(settings, args.plant)
     # Not resolved yet: a link loop or dangling link is named as the user gave it, by the check.
     workbook = (args.workbook or plant.workbook).expanduser().absolute()
     return _ingest(settings, workbook, args)

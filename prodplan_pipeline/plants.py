@@ -118,8 +118,10 @@ def _read(path: Path) -> list[Plant]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
         raise PlantsError(f"the plants file {path} cannot be read: {error}") from None
+    # Any other OSError goes up as it is: the CLI names a path that cannot be used (a home that
+    # is a file, a folder without permission) the way it names every other one.
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -84,6 +84,14 @@ def test_an_id_that_is_not_a_slug_is_refused(tmp_path, bad_id):
     assert not (tmp_path / "plants.yaml").exists()
 
 
+def test_a_plants_file_that_cannot_be_reached_is_named_as_a_path(tmp_path):
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")  # so $PRODPLAN_HOME/plants.yaml cannot exist
+    result = prodplan(home, "plants", "list")
+    assert result.returncode == 1 and f"{home} is a file, not a folder" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [
@@ -142,6 +150,11 @@ def test_ingest_reads_the_plant_declaration_before_anything_else(tmp_path):
     unknown = prodplan(tmp_path, "ingest", "--plant", "south")
     assert unknown.returncode == 1
     assert "plant 'south' is not declared" in unknown.stderr and "declared: default, north" in unknown.stderr
+    # --plant with --workbook: the plant is still checked (the workbook does not exist either)
+    named = prodplan(tmp_path, "ingest", "--plant", "south", "--workbook", str(tmp_path / "other.xlsx"))
+    assert named.returncode == 1 and "plant 'south' is not declared" in named.stderr
+    chosen = prodplan(tmp_path, "ingest", "--plant", "default", "--workbook", str(tmp_path / "other.xlsx"))
+    assert chosen.returncode == 1 and "other.xlsx" in chosen.stderr and str(declared_book) not in chosen.stderr
     # a declared plant other than the default: refused until the warehouse keeps plants apart
     north = prodplan(tmp_path, "ingest", "--plant", "north")
     assert north.returncode == 1 and "does not keep plants apart yet" in north.stderr
