@@ -107,6 +107,9 @@ class Sheet:
     # A changed row of this sheet changes the days of other sheets' facts too (an order's
     # product decides which aggregate rows its phases and defects count in).
     moves_dependent_days: bool = False
+    # Columns, besides the day, whose old values the merge keeps: they place a row in the phase
+    # statistics' (day, product, phase) groups, recorded as changed with the old and new values.
+    group_columns: tuple[str, ...] = ()
 
     @property
     def headers(self) -> tuple[str, ...]:
@@ -195,6 +198,7 @@ ORDENS_FABRICO = Sheet(
     table="ordens_fabrico",
     changed_days=("order_finish", "of_data_acabamento"),
     moves_dependent_days=True,
+    group_columns=("of_produto_id",),
     description="Manufacturing orders: one row per order.",
     key=("Of_Id",),
     columns=(
@@ -229,6 +233,7 @@ FASES_ORDEM_FABRICO = Sheet(
     table="fases_ordem_fabrico",
     changed_days=("phase_event", "event_time"),
     partition_key="event_time",  # monthly partitions (sql/migrations/003)
+    group_columns=("fase_of_of_id", "fase_of_fase_id"),
     description="Order phases: one row per pass of an order through a phase.",
     key=("FaseOf_Id",),
     columns=(

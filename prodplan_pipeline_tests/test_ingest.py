@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 
 import psycopg2
 import pytest
@@ -174,6 +174,116 @@ def test_changed_phases_move_partition_and_record_exactly_their_days(databases, 
     assert query(
         warehouse, "SELECT is_open, duration_seconds FROM core.fases_ordem_fabrico WHERE fase_of_id = %s", (phase_id,)
     ) == [(False, (closed_at - inicio).total_seconds())]
+
+
+# --- the phase statistics follow the groups a snapshot changed --------------------------------
+
+EVERY_DAY = (date(1990, 1, 1), date(2100, 1, 1))
+
+
+def _refresh_phase_statistics(warehouse) -> list:
+    """What the refresh runs do for the phase statistics: each pending range refreshed."""
+    from prodplan_pipeline.analytics.aggregates import PHASE_STATS
+    from prodplan_pipeline.analytics.convergence import pending_work, refresh_days
+
+    with warehouse.connect() as conn:
+        ranges = [r for r in pending_work(conn, *EVERY_DAY).ranges if PHASE_STATS.table in r.aggregates]
+        return [refresh_days(conn, PHASE_STATS.table, r.first, r.last + timedelta(days=1), *EVERY_DAY) for r in ranges]
+
+
+def _differences_from_every_fact(warehouse) -> tuple[int, int]:
+    """Rows of the phase statistics that a recomputation from every fact lacks, and vice versa."""
+    from prodplan_pipeline.analytics.aggregates import PHASE_STATS
+
+    everything = PHASE_STATS.select_in(False)
+    bounds = {"start": EVERY_DAY[0], "end": EVERY_DAY[1]}
+    ((extra, missing),) = query(
+        warehouse,
+        f"""SELECT (SELECT count(*) FROM (SELECT * FROM {PHASE_STATS.table} EXCEPT ALL ({everything})) a),
+                   (SELECT count(*) FROM (({everything}) EXCEPT ALL SELECT * FROM {PHASE_STATS.table}) b)""",
+        {**bounds},
+    )
+    return extra, missing
+
+
+def test_the_phase_statistics_recompute_only_the_groups_a_snapshot_changed(databases, small_sample, tmp_path):
+    """A re-export that moves a phase to another day, another phase and another order, gives an
+    order another product and a phase another key: the commit records the groups each change
+    left and entered, the refresh recomputes those alone, and the statistics equal those of
+    every fact. A snapshot that recorded no groups (an older run) makes it recompute whole days,
+    to the same rows."""
+    warehouse = databases.warehouse("groups")
+    assert ingest_workbook(warehouse, small_sample).passed
+    first_reports = _refresh_phase_statistics(warehouse)
+    assert first_reports and all(r.changed_groups is None for r in first_reports), "a first load: whole days"
+    assert _differences_from_every_fact(warehouse) == (0, 0)
+    phases = query(
+        warehouse,
+        """SELECT f.fase_of_id, f.fase_of_of_id, f.fase_of_fase_id FROM core.fases_ordem_fabrico f
+           JOIN core.ordens_fabrico o ON o.of_id = f.fase_of_of_id
+           WHERE f.duration_seconds IS NOT NULL ORDER BY f.fase_of_id LIMIT 6""",
+    )
+    (moved, _, _), (rephased, _, fase), (reordered, order, _), (rekeyed, _, _) = phases[:4]
+    (other_order, other_product), (product_changed, product) = query(
+        warehouse,
+        """SELECT of_id, of_produto_id FROM core.ordens_fabrico o
+           WHERE EXISTS (SELECT 1 FROM core.fases_ordem_fabrico f WHERE f.fase_of_of_id = o.of_id
+                         AND f.duration_seconds IS NOT NULL) AND of_id <> %s ORDER BY of_id LIMIT 2""",
+        (order,),
+    )
+    ((other_fase,),) = query(warehouse, "SELECT min(fase_id) FROM core.fases_catalogo WHERE fase_id <> %s", (fase,))
+    ((new_key,),) = query(warehouse, "SELECT max(fase_of_id) + 1 FROM core.fases_ordem_fabrico")
+    new_product = other_product if other_product != product else product + 1
+
+    def changes(book):
+        ws = book["FasesOrdemFabrico"]
+        at = {h: header_index(ws, h) - 1 for h in ("FaseOf_Id", "FaseOf_OfId", "FaseOf_FaseId", "FaseOf_Fim")}
+        for row in ws.iter_rows(min_row=2):
+            key = row[at["FaseOf_Id"]].value
+            if key == moved:
+                row[at["FaseOf_Fim"]].value = row[at["FaseOf_Fim"]].value + timedelta(days=3, hours=2)
+            elif key == rephased:
+                row[at["FaseOf_FaseId"]].value = other_fase
+            elif key == reordered:
+                row[at["FaseOf_OfId"]].value = other_order
+            elif key == rekeyed:
+                row[at["FaseOf_Id"]].value = new_key
+        orders = book["OrdensFabrico"]
+        of_id, produto = header_index(orders, "Of_Id") - 1, header_index(orders, "Of_ProdutoId") - 1
+        for row in orders.iter_rows(min_row=2):
+            if row[of_id].value == product_changed:
+                row[produto].value = new_product
+
+    result = ingest_workbook(warehouse, edited(small_sample, tmp_path / "groups.xlsx", changes))
+    assert result.passed
+    assert result.merged["FasesOrdemFabrico"].counts.updated == 3
+    assert result.merged["OrdensFabrico"].counts.updated == 1
+    ((recorded, groups),) = query(
+        warehouse,
+        """SELECT i.phase_groups, (SELECT count(*) FROM ops.changed_phase_groups g WHERE g.run_id = i.run_id)
+           FROM ops.ingestion_runs i WHERE i.run_id = %s""",
+        (result.run_id,),
+    )
+    assert recorded and groups > 0
+    reports = _refresh_phase_statistics(warehouse)
+    assert reports and all(r.changed_groups == groups for r in reports), [r.changed_groups for r in reports]
+    assert sum(r.rows_written for r in reports) > 0
+    assert _differences_from_every_fact(warehouse) == (0, 0)
+
+    def close_again(book):
+        ws = book["FasesOrdemFabrico"]
+        key, fim = header_index(ws, "FaseOf_Id") - 1, header_index(ws, "FaseOf_Fim") - 1
+        for row in ws.iter_rows(min_row=2):
+            if row[key].value == moved:
+                row[fim].value = row[fim].value + timedelta(days=5)
+
+    again = ingest_workbook(warehouse, edited(tmp_path / "groups.xlsx", tmp_path / "again.xlsx", close_again))
+    assert again.passed
+    with warehouse.connect() as conn, conn.cursor() as cur:  # as if it were a run from before groups
+        cur.execute("UPDATE ops.ingestion_runs SET phase_groups = false WHERE run_id = %s", (again.run_id,))
+    reports = _refresh_phase_statistics(warehouse)
+    assert reports and all(r.changed_groups is None for r in reports)
+    assert _differences_from_every_fact(warehouse) == (0, 0)
 
 
 # --- a process killed in the middle of a merge --------------------------------------------------

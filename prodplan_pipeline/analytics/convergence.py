@@ -48,6 +48,15 @@ MARK_REFLECTED = """
     FROM generate_series(%(start)s::date, %(end)s::date - 1, interval '1 day') d
     ON CONFLICT (aggregate, day) DO UPDATE
     SET snapshot_run_id = greatest(r.snapshot_run_id, EXCLUDED.snapshot_run_id), refreshed_at = now()"""
+# The snapshots a range of an aggregate has not caught up with (those that changed one of its
+# days since that day's refresh), and whether every one recorded its changed groups.
+PENDING_RUNS = """
+    SELECT coalesce(array_agg(DISTINCT c.run_id), '{}'), coalesce(bool_and(i.phase_groups), false)
+    FROM ops.changed_days c
+    JOIN ops.ingestion_runs i ON i.run_id = c.run_id
+    LEFT JOIN ops.aggregate_days r ON r.aggregate = %(aggregate)s AND r.day = c.day
+    WHERE c.kind = %(kind)s AND c.run_id > coalesce(r.snapshot_run_id, 0) AND c.run_id <= %(snapshot)s
+      AND c.day >= %(start)s AND c.day < %(end)s"""
 CHANGED_OUTSIDE = """
     SELECT DISTINCT day FROM ops.changed_days WHERE day < %(first)s OR day >= %(end)s ORDER BY 1"""
 LEAST_WATERMARK = """
@@ -211,12 +220,34 @@ def refresh_days(conn, table: str, start: date, end: date, first: date, last_end
     layer's watermark when no day in the partitions [first, last_end) is left pending."""
     _serialise(conn, table)
     snapshot = latest_snapshot(conn)
-    report = refresh(conn, AGGREGATES[table], start, end)
+    report = refresh(conn, AGGREGATES[table], start, end, _group_runs(conn, table, start, end, snapshot))
     with conn.cursor() as cur:
         cur.execute(MARK_REFLECTED, {"aggregate": table, "snapshot": snapshot, "start": start, "end": end})
     if not pending_days(conn, first, last_end, snapshot, (table,)):
         watermarks.advance(conn, table, snapshot)
     return report
+
+
+def _group_runs(conn, table: str, start: date, end: date, snapshot: int) -> list[int] | None:
+    """The snapshots whose recorded groups are all the range [start, end) must recompute: None
+    when the aggregate has no groups, when nothing is pending (a refresh asked for by hand
+    recomputes whole days), or when one of them recorded no groups (a first load, an older run)."""
+    aggregate = AGGREGATES[table]
+    if not aggregate.changed_groups:
+        return None
+    with conn.cursor() as cur:
+        cur.execute(
+            PENDING_RUNS,
+            {
+                "aggregate": table,
+                "kind": aggregate.changed_day_kind,
+                "snapshot": snapshot,
+                "start": start,
+                "end": end,
+            },
+        )
+        runs, every_one_recorded = cur.fetchone()
+    return sorted(runs) if runs and every_one_recorded else None
 
 
 def refresh_current_layer(conn, table: str) -> dict:

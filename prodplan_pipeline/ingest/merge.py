@@ -58,7 +58,8 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
         cur.execute(q.snapshot(sheet))
         protected = sheet.key is not None and _protect_rejected_keys(cur, sheet)
         cur.execute(f"SELECT EXISTS (SELECT 1 FROM {sheet.core_table})")
-        if cur.fetchone()[0]:
+        first_load = not cur.fetchone()[0]
+        if not first_load:
             cur.execute(q.diff(sheet, protected))
             cur.execute("ANALYZE diff")  # its size decides between index lookups and hash joins
         else:  # a first load: every row is new, no join needed
@@ -69,7 +70,7 @@ def merge_sheet(conn, sheet: Sheet, run_id: int, max_shrink: float = DEFAULT_MAX
         deleted = _execute(cur, q.apply_deletes(sheet))
         updated = _execute(cur, q.apply_updates(sheet))
         inserted = _execute(cur, q.apply_inserts(sheet))
-        for statement in q.record_days(sheet):
+        for statement in q.record_days(sheet, first_load):
             cur.execute(statement, params)
         if protected:
             cur.execute(q.note_kept_rows(sheet), params)

@@ -14,7 +14,7 @@ import re
 from functools import cache
 
 from prodplan_pipeline.contract import SURROGATE_KEY, ColumnType, Sheet
-from prodplan_pipeline.warehouse.changed_days import record_changed_days
+from prodplan_pipeline.warehouse.changed_days import NO_PHASE_GROUPS, record_changed_days, record_changed_phase_groups
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
@@ -30,6 +30,22 @@ RECORD_ORDER_DEPENDENT_DAYS = record_changed_days("""
         UNION ALL
         SELECT 'defect', e.ofch_event_time::date
         FROM diff d JOIN core.erros_ordem_fabrico e ON e.erro_of_id = d.of_id""")
+# The phase statistics' groups a phase merge moved: each changed row's old and new (day, phase)
+# with the product of the order it names (the orders are merged first in the commit, so this is
+# the new product; an order whose product changed records its phases' old groups itself).
+RECORD_PHASE_GROUPS = record_changed_phase_groups("""
+        SELECT g.day, o.of_produto_id, g.fase_id
+        FROM diff, LATERAL (VALUES (old_event_time::date, old_fase_of_of_id, old_fase_of_fase_id),
+                                   (CASE WHEN action <> 'delete' THEN event_time::date END,
+                                    fase_of_of_id, fase_of_fase_id)) g(day, of_id, fase_id)
+        JOIN core.ordens_fabrico o ON o.of_id = g.of_id""")
+# ... and those an order's change moved: every phase of the order under its old and new product
+# (the phases as they were: their own merge comes after and records their moves).
+RECORD_ORDER_DEPENDENT_GROUPS = record_changed_phase_groups("""
+        SELECT f.event_time::date, p.produto_id, f.fase_of_fase_id
+        FROM diff d JOIN core.fases_ordem_fabrico f ON f.fase_of_of_id = d.of_id,
+             LATERAL (VALUES (d.old_of_produto_id),
+                             (CASE WHEN d.action <> 'delete' THEN d.of_produto_id END)) p(produto_id)""")
 # A NULL key value must still match itself in a hash join: compared through a sentinel.
 NULL_SENTINEL = {ColumnType.TIMESTAMP: "'-infinity'::timestamp"}
 
@@ -167,10 +183,10 @@ def _written_columns(sheet: Sheet) -> list[str]:
 
 
 def _old_columns(sheet: Sheet) -> list[str]:
-    """The core row's day and partition key before the change (for changed days, and so that
-    updates and deletes find the row in its partition)."""
+    """The core row's day, group columns and partition key before the change (for changed days
+    and groups, and so that updates and deletes find the row in its partition)."""
     _, day = sheet.changed_days or (None, None)
-    old = [day] if day else []
+    old = list(dict.fromkeys(([day] if day else []) + list(sheet.group_columns)))
     # an update or delete must find the row in its old partition (a changed key moves the row)
     partition = sheet.partition_key
     return old + ([partition] if partition and partition not in old else [])
@@ -243,15 +259,20 @@ def apply_inserts(sheet: Sheet) -> str:
 
 
 @cache
-def record_days(sheet: Sheet) -> tuple[str, ...]:
-    """Statements recording the days whose facts this merge changed (old and new day)."""
+def record_days(sheet: Sheet, first_load: bool = False) -> tuple[str, ...]:
+    """Statements recording the days whose facts this merge changed (old and new day), and the
+    phase statistics' groups it moved (none on a first load: its run says so instead)."""
     kind, day = sheet.changed_days or (None, None)
     if kind is None:
         return ()
     if day is None:
         return (RECORD_DEFECT_DAYS,)
     dependent = (RECORD_ORDER_DEPENDENT_DAYS,) if sheet.moves_dependent_days else ()
-    return (_record_own_days(kind, day), *dependent)
+    groups = ()
+    if sheet.group_columns:
+        groups = (RECORD_ORDER_DEPENDENT_GROUPS if sheet.moves_dependent_days else RECORD_PHASE_GROUPS,)
+        groups = (NO_PHASE_GROUPS,) if first_load else groups
+    return (_record_own_days(kind, day), *dependent, *groups)
 
 
 def _record_own_days(kind: str, day: str) -> str:

@@ -78,10 +78,11 @@ def build_daily_aggregate(aggregate: Aggregate):
             outside = outside_range(conn, aggregate, first, last_end)
             rows = count_rows(conn, aggregate.table)
             version = bump_cache_version(conn)
+        by_groups = "" if report.changed_groups is None else f", {report.changed_groups:,} changed groups recomputed"
         say(
             context,
             f"{aggregate.table} {start}..{end}: {report.rows:,} rows, "
-            f"{report.rows_written:,} written ({report.seconds:.2f} s)",
+            f"{report.rows_written:,} written{by_groups} ({report.seconds:.2f} s)",
         )
         # Numbers only: a ranged run copies this metadata to every partition's event (thousands
         # on a first load). The row count is the whole table's, not the partition's.
@@ -95,6 +96,8 @@ def build_daily_aggregate(aggregate: Aggregate):
                 "rows_replaced": report.rows_deleted,
                 "facts_left_out_missing_order": report.facts_missing_order,
                 "facts_outside_partition_range": outside,
+                # present when only the groups the snapshots changed were recomputed
+                **({"changed_groups": report.changed_groups} if report.changed_groups is not None else {}),
                 "seconds": round(report.seconds, 3),
                 "cache_version": version,
             }
