@@ -35,28 +35,24 @@ LABELLED = (*LAYERS, GATES_WATERMARK)
 
 # Each aggregate follows only the days of its own kind: a snapshot that changed phases leaves the
 # orders' aggregate as it was.
-PENDING_DAYS = """
-    SELECT DISTINCT c.day FROM unnest(%(aggregates)s::text[], %(kinds)s::text[]) a(name, kind)
+# The changes (ops.changed_days rows) in [first, end) that an aggregate does not reflect yet: a
+# day's change by a snapshot after the one its refresh reflects, up to %(snapshot)s.
+PENDING_CHANGES = """
+    FROM unnest(%(aggregates)s::text[], %(kinds)s::text[]) a(name, kind)
     JOIN ops.changed_days c ON c.kind = a.kind
     LEFT JOIN ops.aggregate_days r ON r.aggregate = a.name AND r.day = c.day
     WHERE c.run_id > coalesce(r.snapshot_run_id, 0) AND c.run_id <= %(snapshot)s
-      AND c.day >= %(first)s AND c.day < %(end)s
-    ORDER BY 1"""
+      AND c.day >= %(first)s AND c.day < %(end)s"""
+PENDING_DAYS = f"SELECT DISTINCT c.day {PENDING_CHANGES} ORDER BY 1"
+# The snapshots behind those changes.
+PENDING_RUNS = f"SELECT DISTINCT c.run_id {PENDING_CHANGES} ORDER BY 1"
+RECORDED_GROUPS = "SELECT coalesce(bool_and(phase_groups), false) FROM ops.ingestion_runs WHERE run_id = ANY (%s)"
 MARK_REFLECTED = """
     INSERT INTO ops.aggregate_days AS r (aggregate, day, snapshot_run_id)
     SELECT %(aggregate)s, d::date, %(snapshot)s
     FROM generate_series(%(start)s::date, %(end)s::date - 1, interval '1 day') d
     ON CONFLICT (aggregate, day) DO UPDATE
     SET snapshot_run_id = greatest(r.snapshot_run_id, EXCLUDED.snapshot_run_id), refreshed_at = now()"""
-# The snapshots a range of an aggregate has not caught up with (those that changed one of its
-# days since that day's refresh), and whether every one recorded its changed groups.
-PENDING_RUNS = """
-    SELECT coalesce(array_agg(DISTINCT c.run_id), '{}'), coalesce(bool_and(i.phase_groups), false)
-    FROM ops.changed_days c
-    JOIN ops.ingestion_runs i ON i.run_id = c.run_id
-    LEFT JOIN ops.aggregate_days r ON r.aggregate = %(aggregate)s AND r.day = c.day
-    WHERE c.kind = %(kind)s AND c.run_id > coalesce(r.snapshot_run_id, 0) AND c.run_id <= %(snapshot)s
-      AND c.day >= %(start)s AND c.day < %(end)s"""
 CHANGED_OUTSIDE = """
     SELECT DISTINCT day FROM ops.changed_days WHERE day < %(first)s OR day >= %(end)s ORDER BY 1"""
 LEAST_WATERMARK = """
@@ -239,15 +235,18 @@ def _group_runs(conn, table: str, start: date, end: date, snapshot: int) -> list
         cur.execute(
             PENDING_RUNS,
             {
-                "aggregate": table,
-                "kind": aggregate.changed_day_kind,
+                "aggregates": [table],
+                "kinds": [aggregate.changed_day_kind],
                 "snapshot": snapshot,
-                "start": start,
+                "first": start,
                 "end": end,
             },
         )
-        runs, every_one_recorded = cur.fetchone()
-    return sorted(runs) if runs and every_one_recorded else None
+        runs = [run for (run,) in cur.fetchall()]
+        if not runs:
+            return None
+        cur.execute(RECORDED_GROUPS, (runs,))
+        return runs if cur.fetchone()[0] else None
 
 
 def refresh_current_layer(conn, table: str) -> dict:
